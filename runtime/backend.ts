@@ -1,0 +1,71 @@
+/**
+ * Tensor backend selection, shared by every pipeline. Order: tfjs-node-gpu, tfjs-node, wasm.
+ * The native packages are optionalDependencies (their install downloads libtensorflow, which
+ * fails on machines without outside network), so they are loaded dynamically and a failure
+ * to load falls through to the next. TFJS_BACKEND=gpu|node|wasm forces one.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { match } from 'ts-pattern';
+import { enableWasmThreads } from './wasm-threads';
+
+export type BackendChoice = 'gpu' | 'node' | 'wasm';
+
+export interface BackendInfo {
+  choice: BackendChoice;
+  tfBackend: string;
+  threads: number;
+}
+
+let active: BackendInfo | undefined;
+
+function tryRequire(name: string): boolean {
+  try {
+    require(name);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function tryBackend(choice: BackendChoice): Promise<BackendInfo | undefined> {
+  return match(choice)
+    .with('gpu', async () =>
+      tryRequire('@tensorflow/tfjs-node-gpu') && (await tf.setBackend('tensorflow'))
+        ? { choice, tfBackend: 'tensorflow', threads: 0 }
+        : undefined,
+    )
+    .with('node', async () =>
+      tryRequire('@tensorflow/tfjs-node') && (await tf.setBackend('tensorflow'))
+        ? { choice, tfBackend: 'tensorflow', threads: 0 }
+        : undefined,
+    )
+    .with('wasm', async () => {
+      require('@tensorflow/tfjs-backend-wasm');
+      const threads = await enableWasmThreads();
+      if (!(await tf.setBackend('wasm'))) return undefined;
+      return { choice, tfBackend: 'wasm', threads };
+    })
+    .exhaustive();
+}
+
+/**
+ * Picks and initialises the backend once per process and logs which one runs.
+ * `log` may be silenced by tests.
+ */
+export async function initBackend(log: (line: string) => void = console.log): Promise<BackendInfo> {
+  if (active) return active;
+  const forced = process.env.TFJS_BACKEND;
+  if (forced !== undefined && !['gpu', 'node', 'wasm'].includes(forced)) {
+    throw new Error(`TFJS_BACKEND=${forced}: expected one of gpu, node, wasm`);
+  }
+  const order: BackendChoice[] = forced ? [forced as BackendChoice] : ['gpu', 'node', 'wasm'];
+  for (const choice of order) {
+    const info = await tryBackend(choice);
+    if (info) {
+      active = info;
+      log(`[backend] ${info.tfBackend} (${choice}${choice === 'wasm' ? `, ${info.threads} thread(s)` : ''})`);
+      return info;
+    }
+  }
+  throw new Error(`no tfjs backend could start (tried ${order.join(', ')})`);
+}
