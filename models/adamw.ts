@@ -1,0 +1,100 @@
+/**
+ * AdamW (Loshchilov & Hutter 2019): Adam with decoupled weight decay, per-parameter groups
+ * carrying their own lr scale (layer-wise lr decay) and weight decay (none on biases, norms,
+ * tokens and position embeddings), plus optional global-norm gradient clipping.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { HostTensor } from './params';
+
+export interface ParamGroupEntry {
+  name: string;
+  variable: tf.Variable;
+  lrScale: number;
+  weightDecay: number;
+}
+
+export interface AdamWOptions {
+  beta1: number;
+  beta2: number;
+  eps: number;
+  /** Clip the global gradient norm to this value (0 or undefined: no clipping). */
+  clipGradNorm?: number;
+}
+
+export class AdamW {
+  private readonly m = new Map<string, tf.Variable>();
+  private readonly v = new Map<string, tf.Variable>();
+  step = 0;
+
+  constructor(readonly params: ParamGroupEntry[], readonly opts: AdamWOptions = { beta1: 0.9, beta2: 0.95, eps: 1e-8 }) {
+    for (const p of params) {
+      if (this.m.has(p.name)) throw new Error(`parameter ${p.name} given to the optimiser twice`);
+      this.m.set(p.name, tf.variable(tf.zerosLike(p.variable), false));
+      this.v.set(p.name, tf.variable(tf.zerosLike(p.variable), false));
+    }
+  }
+
+  /** Applies one update from grads keyed by variable name (tf.Variable.name). Returns the pre-clip grad norm. */
+  apply(grads: tf.NamedTensorMap, lr: number): number {
+    this.step++;
+    const { beta1, beta2, eps, clipGradNorm } = this.opts;
+    const present = this.params.filter((p) => grads[p.variable.name] !== undefined);
+    const norm = tf.tidy(() =>
+      tf.sqrt(tf.addN(present.map((p) => tf.sum(tf.square(grads[p.variable.name]))))).dataSync()[0],
+    );
+    const clip = clipGradNorm && norm > clipGradNorm ? clipGradNorm / (norm + 1e-6) : 1;
+    const bias1 = 1 - beta1 ** this.step;
+    const bias2 = 1 - beta2 ** this.step;
+    for (const p of present) {
+      tf.tidy(() => {
+        const g = clip === 1 ? grads[p.variable.name] : tf.mul(grads[p.variable.name], clip);
+        const m = this.m.get(p.name)!;
+        const v = this.v.get(p.name)!;
+        m.assign(tf.add(tf.mul(m, beta1), tf.mul(g, 1 - beta1)));
+        v.assign(tf.add(tf.mul(v, beta2), tf.mul(tf.square(g), 1 - beta2)));
+        const stepLr = lr * p.lrScale;
+        const update = tf.div(tf.div(m, bias1), tf.add(tf.sqrt(tf.div(v, bias2)), eps));
+        const decayed = p.weightDecay > 0 ? tf.mul(p.variable, 1 - stepLr * p.weightDecay) : p.variable;
+        p.variable.assign(tf.sub(decayed, tf.mul(update, stepLr)));
+      });
+    }
+    return norm;
+  }
+
+  /** Moments in the variables' own layout, for exact resume. */
+  exportState(): Record<string, HostTensor> {
+    const out: Record<string, HostTensor> = {};
+    for (const [name, t] of this.m) out[`adam.m.${name}`] = { shape: t.shape, data: t.dataSync() as Float32Array };
+    for (const [name, t] of this.v) out[`adam.v.${name}`] = { shape: t.shape, data: t.dataSync() as Float32Array };
+    return out;
+  }
+
+  importState(tensors: Map<string, HostTensor>, step: number, file: string): void {
+    for (const [kind, map] of [['m', this.m], ['v', this.v]] as const) {
+      for (const [name, variable] of map) {
+        const t = tensors.get(`adam.${kind}.${name}`);
+        if (!t || t.shape.join(',') !== variable.shape.join(',')) {
+          throw new Error(`${file}: optimiser state adam.${kind}.${name} missing or of wrong shape`);
+        }
+      }
+    }
+    for (const [kind, map] of [['m', this.m], ['v', this.v]] as const) {
+      for (const [name, variable] of map) {
+        const t = tensors.get(`adam.${kind}.${name}`)!;
+        tf.tidy(() => variable.assign(tf.tensor(t.data, t.shape)));
+      }
+    }
+    this.step = step;
+  }
+
+  dispose(): void {
+    for (const t of [...this.m.values(), ...this.v.values()]) t.dispose();
+  }
+}
+
+/** Linear warm-up then cosine decay to `minLr`, per step (MAE / MIM-Refiner schedule). */
+export function warmupCosine(step: number, total: number, warmup: number, peak: number, minLr: number): number {
+  if (step < warmup) return (peak * (step + 1)) / warmup;
+  const progress = Math.min(1, (step - warmup) / Math.max(1, total - warmup));
+  return minLr + (peak - minLr) * 0.5 * (1 + Math.cos(Math.PI * progress));
+}

@@ -1,0 +1,188 @@
+/**
+ * Differentiable building blocks with hand-written gradients, shaped around the fast paths of
+ * tfjs's wasm backend (and harmless on the native/GPU ones):
+ * - matMul is fast only in its plain 2-D form; the transposed forms that tfjs's own matMul
+ *   gradient uses run ~10x slower, so every gradient here transposes explicitly and then
+ *   multiplies plainly.
+ * - exp/erf/tanh run as scalar loops while sigmoid is vectorised, so softmax and GELU are built
+ *   on sigmoid (exp(t) = s / (1 - s) with s = sigmoid(t), exact for t <= 0 where 1 - s >= 1/2).
+ * - 5-D transposes are slow and 4-D ones fast, so attention splits heads with a 4-D transpose.
+ * Linear weights are kept as [in, out] (the plain-matMul layout); checkpoints store PyTorch's
+ * [out, in] and models/vit.ts converts at load/save.
+ */
+import * as tf from '@tensorflow/tfjs';
+
+type SavedGrad = (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => tf.Tensor[];
+
+/** tfjs types customGrad's callback loosely (rest args of Tensor | GradSaveFunc); this keeps each op's own signature. */
+function custom<A extends unknown[]>(f: (...args: A) => { value: tf.Tensor; gradFunc: SavedGrad }) {
+  return tf.customGrad(f as unknown as Parameters<typeof tf.customGrad>[0]);
+}
+
+/** Rows: x [N, in] @ w [in, out] + b [out]. */
+export const linear = custom((x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
+  save([x, w]);
+  return {
+    value: tf.fused.matMul({ a: x as tf.Tensor2D, b: w as tf.Tensor2D, bias: b }),
+    gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+      const g = dy as tf.Tensor2D;
+      const [xs, ws] = saved as tf.Tensor2D[];
+      return [
+        tf.matMul(g, tf.transpose(ws)),
+        tf.matMul(tf.transpose(xs), g),
+        tf.sum(g, 0),
+      ];
+    },
+  };
+}) as (x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D) => tf.Tensor2D;
+
+/** Rows without bias: x [N, in] @ w [in, out]. */
+export const matMulRows = custom((x: tf.Tensor, w: tf.Tensor, save: tf.GradSaveFunc) => {
+  save([x, w]);
+  return {
+    value: tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D),
+    gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+      const g = dy as tf.Tensor2D;
+      const [xs, ws] = saved as tf.Tensor2D[];
+      return [tf.matMul(g, tf.transpose(ws)), tf.matMul(tf.transpose(xs), g)];
+    },
+  };
+}) as (x: tf.Tensor2D, w: tf.Tensor2D) => tf.Tensor2D;
+
+/** exp(t) for t <= 0 through the vectorised sigmoid. */
+function expNonPositive(t: tf.Tensor): tf.Tensor {
+  const s = tf.sigmoid(t);
+  return tf.div(s, tf.sub(1, s));
+}
+
+/** Softmax over the last axis, on sigmoid; gradient y * (dy - sum(dy * y)). */
+export const softmaxLastAxis = custom((x: tf.Tensor, save: tf.GradSaveFunc) => {
+  const shifted = tf.sub(x, tf.max(x, -1, true));
+  const e = expNonPositive(shifted);
+  const y = tf.div(e, tf.sum(e, -1, true));
+  save([y]);
+  return {
+    value: y,
+    gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+      const [ys] = saved;
+      const g = dy as tf.Tensor;
+      return [tf.mul(ys, tf.sub(g, tf.sum(tf.mul(g, ys), -1, true)))];
+    },
+  };
+}) as <T extends tf.Tensor>(x: T) => T;
+
+/** LayerNorm over the last axis of rows x [N, D]. */
+export function layerNorm(x: tf.Tensor2D, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps: number): tf.Tensor2D {
+  return layerNormOp(x, gamma, beta, tf.scalar(eps)) as tf.Tensor2D;
+}
+
+const layerNormOp = custom(
+  (x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: tf.Tensor, save: tf.GradSaveFunc) => {
+    const mean = tf.mean(x, -1, true);
+    const centred = tf.sub(x, mean);
+    const rstd = tf.rsqrt(tf.add(tf.mean(tf.square(centred), -1, true), eps));
+    const xhat = tf.mul(centred, rstd);
+    save([xhat, rstd, gamma]);
+    return {
+      value: tf.add(tf.mul(xhat, gamma), beta),
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+        const g = dy as tf.Tensor;
+        const [xh, rs, gm] = saved;
+        const dxhat = tf.mul(g, gm);
+        const dx = tf.mul(
+          rs,
+          tf.sub(tf.sub(dxhat, tf.mean(dxhat, -1, true)), tf.mul(xh, tf.mean(tf.mul(dxhat, xh), -1, true))),
+        );
+        return [dx, tf.sum(tf.mul(g, xh), 0), tf.sum(g, 0), tf.zerosLike(eps)];
+      },
+    };
+  },
+);
+
+export type Activation = 'gelu' | 'gelu_tanh';
+
+const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
+
+/**
+ * GELU. 'gelu' is the exact erf form (PyTorch nn.GELU(), timm's default); 'gelu_tanh' is the
+ * tanh approximation (nn.GELU(approximate='tanh')), written as x * sigmoid(2u) since
+ * 0.5 * (1 + tanh(u)) = sigmoid(2u), which runs on the vectorised sigmoid.
+ */
+export function gelu(x: tf.Tensor, kind: Activation): tf.Tensor {
+  return kind === 'gelu' ? geluErf(x) : geluTanh(x);
+}
+
+const geluErf = custom((x: tf.Tensor, save: tf.GradSaveFunc) => {
+  const cdf = tf.mul(0.5, tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2))));
+  save([x, cdf]);
+  return {
+    value: tf.mul(x, cdf),
+    gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+      const [xs, c] = saved;
+      // d/dx x*Phi(x) = Phi(x) + x * phi(x), phi(x) = exp(-x^2/2) / sqrt(2 pi)
+      const pdf = tf.mul(expNonPositive(tf.mul(tf.square(xs), -0.5)), 1 / Math.sqrt(2 * Math.PI));
+      return [tf.mul(dy as tf.Tensor, tf.add(c, tf.mul(xs, pdf)))];
+    },
+  };
+});
+
+const geluTanh = custom((x: tf.Tensor, save: tf.GradSaveFunc) => {
+  const x2 = tf.square(x);
+  const s = tf.sigmoid(tf.mul(x, tf.add(2 * SQRT_2_OVER_PI, tf.mul(x2, 2 * SQRT_2_OVER_PI * 0.044715))));
+  save([x, x2, s]);
+  return {
+    value: tf.mul(x, s),
+    gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+      const [xs, xx, ss] = saved;
+      // d/dx x*s(2u) = s + x * s(1-s) * 2u', 2u' = 2c(1 + 3*0.044715 x^2)
+      const du = tf.add(2 * SQRT_2_OVER_PI, tf.mul(xx, 2 * SQRT_2_OVER_PI * 3 * 0.044715));
+      const ds = tf.mul(tf.mul(ss, tf.sub(1, ss)), tf.mul(xs, du));
+      return [tf.mul(dy as tf.Tensor, tf.add(ss, ds))];
+    },
+  };
+});
+
+/**
+ * Batched A [G, M, K] @ B [G, K, N], with a gradient that only uses the plain form (3-D
+ * transposes are cheap; transposed batched matMuls are not).
+ */
+export const batchMatMul = custom((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
+  save([a, b]);
+  return {
+    value: tf.matMul(a as tf.Tensor3D, b as tf.Tensor3D),
+    gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+      const g = dy as tf.Tensor3D;
+      const [as, bs] = saved as tf.Tensor3D[];
+      return [
+        tf.matMul(g, tf.transpose(bs, [0, 2, 1])),
+        tf.matMul(tf.transpose(as, [0, 2, 1]), g),
+      ];
+    },
+  };
+}) as (a: tf.Tensor3D, b: tf.Tensor3D) => tf.Tensor3D;
+
+/**
+ * Rows of x [N, D] at indices [M] (int32). The gradient scatters back with scatterND, because
+ * tfjs's own gather gradient needs UnsortedSegmentSum, which the wasm backend lacks (and
+ * gather with batchDims crashes there), so per-sample selections are flattened to row indices.
+ */
+export const gatherRows = custom((x: tf.Tensor, indices: tf.Tensor, save: tf.GradSaveFunc) => {
+  save([indices]);
+  const rows = x.shape[0];
+  return {
+    value: tf.gather(x, indices, 0),
+    gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+      const g = dy as tf.Tensor2D;
+      return [tf.scatterND(tf.expandDims(saved[0], 1), g, [rows, g.shape[1]]), tf.zerosLike(saved[0])];
+    },
+  };
+}) as (x: tf.Tensor2D, indices: tf.Tensor1D) => tf.Tensor2D;
+
+/** Per-sample selection: x [B, T, D], indices [B, K] -> [B, K, D]. */
+export function gatherPerSample(x: tf.Tensor3D, indices: tf.Tensor2D): tf.Tensor3D {
+  const [b, t, d] = x.shape;
+  const k = indices.shape[1];
+  const offsets = tf.range(0, b * t, t, 'int32').reshape([b, 1]);
+  const flat = tf.add(indices, offsets).reshape([b * k]) as tf.Tensor1D;
+  return tf.reshape(gatherRows(tf.reshape(x, [b * t, d]), flat), [b, k, d]);
+}

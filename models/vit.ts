@@ -1,0 +1,210 @@
+/**
+ * Vision Transformer (Dosovitskiy et al. 2021) in timm's layout and parameter names
+ * (patch_embed.proj, cls_token, pos_embed, blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,
+ * mlp.fc2}, norm), pre-norm blocks, LayerNorm eps 1e-6, so checkpoints move to and from
+ * PyTorch. One forward returns the tokens after any set of blocks (timm's
+ * get_intermediate_layers), and takes an optional per-sample set of visible patches (MAE's
+ * token dropping). Images come in NHWC, the layout decoders and augmentations produce.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { Rng } from '../runtime/rng';
+import { Activation, batchMatMul, gatherPerSample, gelu, layerNorm, linear, softmaxLastAxis } from './ops';
+import { ParamSet } from './params';
+
+export interface VitConfig {
+  imgSize: number;
+  patchSize: number;
+  embedDim: number;
+  depth: number;
+  numHeads: number;
+  mlpRatio: number;
+  /** 'gelu' (exact, timm default) or 'gelu_tanh' (faster on wasm). */
+  act: Activation;
+  /** 'sincos': fixed 2-D sin-cos (MAE); 'learned': trainable (timm default). */
+  posEmbed: 'sincos' | 'learned';
+}
+
+export const VIT_PRESETS: Record<string, Omit<VitConfig, 'act' | 'posEmbed'>> = {
+  /** The CPU demonstration model: CIFAR-sized images, 64 patches. */
+  'vit-micro-p4': { imgSize: 32, patchSize: 4, embedDim: 128, depth: 6, numHeads: 2, mlpRatio: 4 },
+  'vit-tiny-p16': { imgSize: 224, patchSize: 16, embedDim: 192, depth: 12, numHeads: 3, mlpRatio: 4 },
+  'vit-small-p16': { imgSize: 224, patchSize: 16, embedDim: 384, depth: 12, numHeads: 6, mlpRatio: 4 },
+  'vit-base-p16': { imgSize: 224, patchSize: 16, embedDim: 768, depth: 12, numHeads: 12, mlpRatio: 4 },
+  'vit-large-p16': { imgSize: 224, patchSize: 16, embedDim: 1024, depth: 24, numHeads: 16, mlpRatio: 4 },
+  'vit-huge-p14': { imgSize: 224, patchSize: 14, embedDim: 1280, depth: 32, numHeads: 16, mlpRatio: 4 },
+};
+
+export function numPatches(cfg: Pick<VitConfig, 'imgSize' | 'patchSize'>): number {
+  return (cfg.imgSize / cfg.patchSize) ** 2;
+}
+
+/** Fixed 2-D sin-cos position embedding [1 + gridSize^2, dim] with a zero row for CLS (MAE). */
+export function sincosPosEmbed(dim: number, gridSize: number): Float32Array {
+  const out = new Float32Array((1 + gridSize * gridSize) * dim);
+  const quarter = dim / 4;
+  for (let gy = 0; gy < gridSize; gy++) {
+    for (let gx = 0; gx < gridSize; gx++) {
+      const row = (1 + gy * gridSize + gx) * dim;
+      // first half encodes the column (w), second half the row (h), as MAE's get_2d_sincos_pos_embed
+      for (const [half, pos] of [[0, gx], [1, gy]] as const) {
+        for (let i = 0; i < quarter; i++) {
+          const omega = 1 / 10000 ** (i / quarter);
+          out[row + half * 2 * quarter + i] = Math.sin(pos * omega);
+          out[row + half * 2 * quarter + quarter + i] = Math.cos(pos * omega);
+        }
+      }
+    }
+  }
+  return out;
+}
+
+export interface ForwardOptions {
+  /** Blocks (0-based) whose output tokens to return. */
+  blocks: number[];
+  /** Apply the final norm to the returned tokens (timm's norm=True). */
+  norm?: boolean;
+  /** MAE: indices [B, K] of the patches each sample keeps (CLS is always kept). */
+  keep?: tf.Tensor2D;
+}
+
+export class VisionTransformer {
+  readonly params: ParamSet;
+  readonly gridSize: number;
+  readonly numPatches: number;
+
+  constructor(readonly cfg: VitConfig, seed = 0) {
+    const { imgSize, patchSize: p, embedDim: d, depth, numHeads, mlpRatio } = cfg;
+    if (imgSize % p !== 0) throw new Error(`image size ${imgSize} is not a multiple of patch size ${p}`);
+    if (d % numHeads !== 0) throw new Error(`width ${d} is not divisible by ${numHeads} heads`);
+    if (cfg.posEmbed === 'sincos' && d % 4 !== 0) throw new Error(`sin-cos position embedding needs width % 4 == 0, got ${d}`);
+    this.gridSize = imgSize / p;
+    this.numPatches = this.gridSize ** 2;
+    const ps = (this.params = new ParamSet(new Rng(seed, 0x717)));
+    const patchIn = p * p * 3;
+    const limit = Math.sqrt(6 / (patchIn + d));
+    ps.add('patch_embed.proj.weight', tf.randomUniform([patchIn, d], -limit, limit, 'float32', ps.seed()), {
+      layout: 'patch-conv',
+      patch: p,
+      decay: true,
+    });
+    ps.add('patch_embed.proj.bias', tf.zeros([d]));
+    ps.add('cls_token', tf.mul(tf.randomNormal([1, 1, d], 0, 1, 'float32', ps.seed()), 0.02));
+    ps.add(
+      'pos_embed',
+      cfg.posEmbed === 'sincos'
+        ? tf.tensor(sincosPosEmbed(d, this.gridSize), [1, 1 + this.numPatches, d])
+        : tf.mul(tf.randomNormal([1, 1 + this.numPatches, d], 0, 1, 'float32', ps.seed()), 0.02),
+      { trainable: cfg.posEmbed === 'learned' },
+    );
+    const hidden = Math.round(d * mlpRatio);
+    for (let i = 0; i < depth; i++) addBlockParams(ps, `blocks.${i}`, d, hidden);
+    ps.addNorm('norm', d);
+  }
+
+  /** Patch tokens with position embedding: images [B, H, W, 3] -> [B, T, D]. */
+  embedPatches(images: tf.Tensor4D): tf.Tensor3D {
+    const { patchSize: p, embedDim: d } = this.cfg;
+    const [b, h, w, c] = images.shape;
+    if (h !== this.cfg.imgSize || w !== this.cfg.imgSize || c !== 3) {
+      throw new Error(`expected images [B, ${this.cfg.imgSize}, ${this.cfg.imgSize}, 3], got [${images.shape}]`);
+    }
+    const g = this.gridSize;
+    // [B*g, p, g, p*3] -> [B*g, g, p, p*3]: each patch flattened (kh, kw, c), a 4-D transpose
+    const patches = tf.reshape(tf.transpose(tf.reshape(images, [b * g, p, g, p * 3]), [0, 2, 1, 3]), [b * g * g, p * p * 3]);
+    const tokens = linear(
+      patches as tf.Tensor2D,
+      this.params.get('patch_embed.proj.weight') as tf.Tensor2D,
+      this.params.get('patch_embed.proj.bias') as tf.Tensor1D,
+    );
+    const pos = tf.slice(this.params.get('pos_embed'), [0, 1, 0], [1, this.numPatches, d]);
+    return tf.add(tf.reshape(tokens, [b, g * g, d]), pos) as tf.Tensor3D;
+  }
+
+  /** Prepends the CLS token (with its position embedding) to tokens [B, T, D]. */
+  prependCls(tokens: tf.Tensor3D): tf.Tensor3D {
+    const d = this.cfg.embedDim;
+    const cls = tf.add(this.params.get('cls_token'), tf.slice(this.params.get('pos_embed'), [0, 0, 0], [1, 1, d]));
+    return tf.concat([tf.tile(cls, [tokens.shape[0], 1, 1]), tokens], 1) as tf.Tensor3D;
+  }
+
+  /** One pre-norm block on rows x [B*T, D]. */
+  block(i: number, x: tf.Tensor2D, batch: number): tf.Tensor2D {
+    return transformerBlock(this.params, `blocks.${i}`, x, batch, this.cfg.numHeads, this.cfg.act);
+  }
+
+  finalNorm(rows: tf.Tensor2D): tf.Tensor2D {
+    return layerNorm(rows, this.params.get('norm.weight') as tf.Tensor1D, this.params.get('norm.bias') as tf.Tensor1D, 1e-6);
+  }
+
+  /**
+   * Tokens [B, 1 + T', D] (CLS first) after each requested block, like timm's
+   * get_intermediate_layers; with norm, the final LayerNorm is applied to each.
+   */
+  getIntermediateLayers(images: tf.Tensor4D, opts: ForwardOptions): tf.Tensor3D[] {
+    const { depth, embedDim: d } = this.cfg;
+    for (const i of opts.blocks) {
+      if (!Number.isInteger(i) || i < 0 || i >= depth) throw new Error(`block ${i} does not exist (model has blocks 0..${depth - 1})`);
+    }
+    const batch = images.shape[0];
+    let tokens = this.embedPatches(images);
+    if (opts.keep) tokens = gatherPerSample(tokens, opts.keep);
+    const seq = tokens.shape[1] + 1;
+    let x = tf.reshape(this.prependCls(tokens), [batch * seq, d]) as tf.Tensor2D;
+    const wanted = new Map<number, tf.Tensor3D>();
+    const last = Math.max(...opts.blocks);
+    for (let i = 0; i <= last; i++) {
+      x = this.block(i, x, batch);
+      if (opts.blocks.includes(i)) wanted.set(i, tf.reshape(opts.norm ? this.finalNorm(x) : x, [batch, seq, d]));
+    }
+    return opts.blocks.map((i) => wanted.get(i)!);
+  }
+
+  /** CLS token after each requested block, [B, D] each. */
+  clsFeatures(images: tf.Tensor4D, blocks: number[], norm = false): tf.Tensor2D[] {
+    return this.getIntermediateLayers(images, { blocks, norm }).map(
+      (t) => tf.reshape(tf.slice(t, [0, 0, 0], [t.shape[0], 1, t.shape[2]]), [t.shape[0], t.shape[2]]) as tf.Tensor2D,
+    );
+  }
+
+  dispose(): void {
+    this.params.dispose();
+  }
+}
+
+/** Parameters of one pre-norm transformer block, timm names under `prefix`. */
+export function addBlockParams(ps: ParamSet, prefix: string, dim: number, hidden: number): void {
+  ps.addNorm(`${prefix}.norm1`, dim);
+  ps.addLinear(`${prefix}.attn.qkv`, dim, 3 * dim);
+  ps.addLinear(`${prefix}.attn.proj`, dim, dim);
+  ps.addNorm(`${prefix}.norm2`, dim);
+  ps.addLinear(`${prefix}.mlp.fc1`, dim, hidden);
+  ps.addLinear(`${prefix}.mlp.fc2`, hidden, dim);
+}
+
+/** One pre-norm block (x + attn(norm1(x)), then x + mlp(norm2(x))) on rows x [B*T, D]. */
+export function transformerBlock(
+  ps: ParamSet,
+  prefix: string,
+  x: tf.Tensor2D,
+  batch: number,
+  numHeads: number,
+  act: Activation,
+): tf.Tensor2D {
+  const d = x.shape[1];
+  const hd = d / numHeads;
+  const t = x.shape[0] / batch;
+  const P = <T extends tf.Tensor>(name: string) => ps.get(`${prefix}.${name}`) as unknown as T;
+  const h1 = layerNorm(x, P('norm1.weight'), P('norm1.bias'), 1e-6);
+  const qkv = linear(h1, P('attn.qkv.weight'), P('attn.qkv.bias'));
+  // [B, T, 3*H, hd] -> [B, 3*H, T, hd]: timm's reshape(B,N,3,H,hd).permute(2,0,3,1,4) as a 4-D transpose
+  const heads = tf.transpose(tf.reshape(qkv, [batch, t, 3 * numHeads, hd]), [0, 2, 1, 3]);
+  const part = (s: number) =>
+    tf.reshape(tf.slice(heads, [0, s * numHeads, 0, 0], [batch, numHeads, t, hd]), [batch * numHeads, t, hd]) as tf.Tensor3D;
+  const q = tf.mul(part(0), hd ** -0.5) as tf.Tensor3D;
+  const attn = softmaxLastAxis(batchMatMul(q, tf.transpose(part(1), [0, 2, 1])));
+  const merged = tf.transpose(tf.reshape(batchMatMul(attn, part(2)), [batch, numHeads, t, hd]), [0, 2, 1, 3]);
+  const x1 = tf.add(x, linear(tf.reshape(merged, [batch * t, d]), P('attn.proj.weight'), P('attn.proj.bias'))) as tf.Tensor2D;
+  const h2 = layerNorm(x1, P('norm2.weight'), P('norm2.bias'), 1e-6);
+  const mid = gelu(linear(h2, P('mlp.fc1.weight'), P('mlp.fc1.bias')), act) as tf.Tensor2D;
+  return tf.add(x1, linear(mid, P('mlp.fc2.weight'), P('mlp.fc2.bias'))) as tf.Tensor2D;
+}
