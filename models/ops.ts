@@ -186,3 +186,9 @@ export function gatherPerSample(x: tf.Tensor3D, indices: tf.Tensor2D): tf.Tensor
   const flat = tf.add(indices, offsets).reshape([b * k]) as tf.Tensor1D;
   return tf.reshape(gatherRows(tf.reshape(x, [b * t, d]), flat), [b, k, d]);
 }
+
+/** Identity whose gradient is zero (tfjs has no stop_gradient). */
+export const stopGradient = custom((x: tf.Tensor) => ({
+  value: tf.clone(x),
+  gradFunc: (dy: tf.Tensor | tf.Tensor[]) => [tf.zerosLike(dy as tf.Tensor)],
+})) as <T extends tf.Tensor>(x: T) => T;

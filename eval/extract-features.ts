@@ -1,0 +1,99 @@
+/**
+ * The feature-extraction stage every evaluation shares: the eval transform (resize + centre
+ * crop + normalise), one backbone forward per batch returning the chosen blocks, and the CLS
+ * token or the mean of the patch tokens of each, streamed in batches with progress.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { VisionTransformer } from '../models/vit';
+import { batchStream, SkipLog } from '../sources/batches';
+import { evalView } from '../operators/eval-view';
+
+export type Pooling = 'cls' | 'avg';
+
+export interface FeatureSet {
+  blocks: number[];
+  pooling: Pooling;
+  /** Per block: [count, dim] row-major. */
+  features: Float32Array[];
+  dim: number;
+  count: number;
+  labels: Int32Array;
+  indices: Int32Array;
+}
+
+export interface ExtractOptions {
+  source: string;
+  blocks: number[];
+  pooling?: Pooling;
+  batchSize?: number;
+  /** Use only the first `limit` samples of the source (in its stored order). */
+  limit?: number;
+  /** Resize ratio of the eval transform (resize to size / ratio, then centre crop). */
+  resizeRatio?: number;
+  onProgress?: (done: number) => void;
+}
+
+/** Pools tokens [B, 1+T, D] to [B, D]: CLS, or mean of the patch tokens. */
+export function poolTokens(tokens: tf.Tensor3D, pooling: Pooling): tf.Tensor2D {
+  const [b, seq, d] = tokens.shape;
+  return pooling === 'cls'
+    ? (tf.reshape(tf.slice(tokens, [0, 0, 0], [b, 1, d]), [b, d]) as tf.Tensor2D)
+    : (tf.mean(tf.slice(tokens, [0, 1, 0], [b, seq - 1, d]), 1) as tf.Tensor2D);
+}
+
+export async function extractFeatures(model: VisionTransformer, opts: ExtractOptions): Promise<FeatureSet> {
+  const pooling = opts.pooling ?? 'cls';
+  const batchSize = opts.batchSize ?? 128;
+  const size = model.cfg.imgSize;
+  const d = model.cfg.embedDim;
+  const limit = opts.limit ?? Infinity;
+  const perBlock: Float32Array[][] = opts.blocks.map(() => []);
+  const labels: number[] = [];
+  const indices: number[] = [];
+  const skips = new SkipLog();
+  const batches = batchStream({
+    source: opts.source,
+    transform: evalView({ size, resizeRatio: opts.resizeRatio ?? 1 }),
+    batchSize,
+    dropLast: false,
+    skips,
+  });
+  let count = 0;
+  for await (const b of batches) {
+    const n = Math.min(b.indices.length, limit - count);
+    const pooled = tf.tidy(() => {
+      const images = tf.tensor4d(b.views[0], [b.indices.length, size, size, 3]);
+      return model.getIntermediateLayers(images, { blocks: opts.blocks }).map((t) => poolTokens(t, pooling));
+    });
+    pooled.forEach((t, i) => perBlock[i].push((t.dataSync() as Float32Array).slice(0, n * d)));
+    tf.dispose(pooled);
+    for (let i = 0; i < n; i++) {
+      labels.push(b.labels[i]);
+      indices.push(b.indices[i]);
+    }
+    count += n;
+    opts.onProgress?.(count);
+    if (count >= limit) break;
+  }
+  await batches.return();
+  if (count === 0) throw new Error(`${opts.source}: no images could be read`);
+  return {
+    blocks: opts.blocks,
+    pooling,
+    features: perBlock.map((chunks) => concat(chunks, count * d)),
+    dim: d,
+    count,
+    labels: Int32Array.from(labels),
+    indices: Int32Array.from(indices),
+  };
+}
+
+function concat(chunks: Float32Array[], length: number): Float32Array {
+  const out = new Float32Array(length);
+  let offset = 0;
+  for (const c of chunks) {
+    out.set(c, offset);
+    offset += c.length;
+  }
+  return out;
+}

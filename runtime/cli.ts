@@ -1,0 +1,78 @@
+/**
+ * Command-line flags for the pipelines: node's parseArgs (strict, so an unknown flag is an
+ * error) plus descriptions for --help and typed, validated reads of numbers and lists.
+ */
+import { parseArgs } from 'node:util';
+
+export interface FlagSpec {
+  description: string;
+  default?: string;
+  boolean?: boolean;
+}
+
+export type Flags<S extends Record<string, FlagSpec>> = {
+  [K in keyof S]: S[K]['boolean'] extends true ? boolean : string | undefined;
+};
+
+/** Parses argv; prints usage and exits on --help, throws a clear error on a bad flag. */
+export function parseFlags<S extends Record<string, FlagSpec>>(usage: string, spec: S, argv = process.argv.slice(2)): Flags<S> {
+  const options: Record<string, { type: 'string' | 'boolean'; default?: string | boolean }> = { help: { type: 'boolean' } };
+  for (const [name, s] of Object.entries(spec)) {
+    options[name] = s.boolean ? { type: 'boolean', default: false } : { type: 'string', ...(s.default !== undefined ? { default: s.default } : {}) };
+  }
+  let values: Record<string, unknown>;
+  try {
+    ({ values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false }));
+  } catch (err) {
+    throw new Error(`${(err as Error).message}\n\n${helpText(usage, spec)}`);
+  }
+  if (values.help) {
+    console.log(helpText(usage, spec));
+    process.exit(0);
+  }
+  return values as Flags<S>;
+}
+
+export function helpText(usage: string, spec: Record<string, FlagSpec>): string {
+  const rows = Object.entries(spec).map(([name, s]) => {
+    const flag = s.boolean ? `--${name}` : `--${name} <value>`;
+    const def = s.default !== undefined ? ` (default: ${s.default})` : '';
+    return `  ${flag.padEnd(28)} ${s.description}${def}`;
+  });
+  return `${usage}\n\nOptions:\n${rows.join('\n')}\n  ${'--help'.padEnd(28)} show this help`;
+}
+
+/** A number flag, checked finite and within [min, max]. */
+export function num(name: string, value: string | undefined, opts: { min?: number; max?: number; integer?: boolean } = {}): number {
+  const n = Number(value);
+  const bad =
+    value === undefined ||
+    value.trim() === '' ||
+    !Number.isFinite(n) ||
+    (opts.integer && !Number.isInteger(n)) ||
+    (opts.min !== undefined && n < opts.min) ||
+    (opts.max !== undefined && n > opts.max);
+  if (bad) {
+    const range = [opts.min !== undefined ? `>= ${opts.min}` : '', opts.max !== undefined ? `<= ${opts.max}` : ''].filter(Boolean).join(' and ');
+    throw new Error(`--${name}: expected ${opts.integer ? 'an integer' : 'a number'}${range ? ` ${range}` : ''}, got '${value}'`);
+  }
+  return n;
+}
+
+/** A comma-separated list of integers ("4,5,6"); empty or missing gives []. */
+export function intList(name: string, value: string | undefined): number[] {
+  if (!value) return [];
+  return value.split(',').map((part) => num(name, part, { integer: true }));
+}
+
+/** Runs a pipeline's main, printing errors without a stack trace for the user's mistakes. */
+export function runMain(main: () => Promise<void>): void {
+  main().then(
+    () => process.exit(0),
+    (err: Error) => {
+      console.error(`error: ${err.message}`);
+      if (process.env.DEBUG) console.error(err.stack);
+      process.exit(1);
+    },
+  );
+}

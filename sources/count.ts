@@ -1,0 +1,15 @@
+import { openSource } from './open';
+import { countSamples as countTarSamples, resolveShards } from './tar-shards';
+
+/**
+ * Samples in a source, for epoch lengths and schedules. Tar shards are counted from their
+ * headers; folders and CIFAR files by listing their samples (no decoding).
+ */
+export async function countSamples(spec: string): Promise<number> {
+  const opened = openSource(spec, { onSkip: () => undefined });
+  if (opened.kind === 'tar') return countTarSamples(resolveShards(spec));
+  let n = 0;
+  for await (const _ of opened.samples) n++;
+  if (n === 0) throw new Error(`${spec}: no samples`);
+  return n;
+}
