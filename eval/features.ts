@@ -1,0 +1,66 @@
+/**
+ * The input every evaluation takes: a feature matrix (one row per image, row-major float32,
+ * as eval/extract-features.ts produces per block) plus an Int32Array of class labels.
+ */
+
+export interface FeatureMatrix {
+  /** rows * dim values, row-major. */
+  data: Float32Array;
+  rows: number;
+  dim: number;
+}
+
+/** Wraps a row-major array, checking that the sizes agree. */
+export function featureMatrix(data: Float32Array, rows: number, dim: number): FeatureMatrix {
+  if (!Number.isInteger(rows) || !Number.isInteger(dim) || rows < 0 || dim < 1) throw new Error(`bad feature matrix shape [${rows}, ${dim}]`);
+  if (data.length !== rows * dim) throw new Error(`feature matrix [${rows}, ${dim}] needs ${rows * dim} values, got ${data.length}`);
+  return { data, rows, dim };
+}
+
+/** Throws unless there is one non-negative label per row (evaluation needs every label). */
+export function checkLabels(labels: Int32Array, m: FeatureMatrix, what = 'labels'): void {
+  if (labels.length !== m.rows) throw new Error(`${what}: ${labels.length} labels for ${m.rows} feature rows`);
+  for (let i = 0; i < labels.length; i++) {
+    if (labels[i] < 0) throw new Error(`${what}: label ${labels[i]} at row ${i} (unlabelled samples cannot be evaluated)`);
+  }
+}
+
+/** 1 + the largest label over all given label arrays (labels are class indices 0..C-1). */
+export function numClassesOf(...labelSets: Int32Array[]): number {
+  let max = -1;
+  for (const labels of labelSets) for (let i = 0; i < labels.length; i++) if (labels[i] > max) max = labels[i];
+  return max + 1;
+}
+
+/** The given rows, copied, in the given order. */
+export function selectRows(m: FeatureMatrix, rows: ArrayLike<number>): FeatureMatrix {
+  const out = new Float32Array(rows.length * m.dim);
+  for (let i = 0; i < rows.length; i++) out.set(m.data.subarray(rows[i] * m.dim, (rows[i] + 1) * m.dim), i * m.dim);
+  return { data: out, rows: rows.length, dim: m.dim };
+}
+
+export function selectLabels(labels: Int32Array, rows: ArrayLike<number>): Int32Array {
+  return Int32Array.from({ length: rows.length }, (_, i) => labels[rows[i]]);
+}
+
+/** Rows scaled to unit L2 norm (a zero row stays zero, as torch's F.normalize with eps does). */
+export function l2NormalizeRows(m: FeatureMatrix): FeatureMatrix {
+  const out = new Float32Array(m.data.length);
+  for (let r = 0; r < m.rows; r++) {
+    const row = m.data.subarray(r * m.dim, (r + 1) * m.dim);
+    let ss = 0;
+    for (let j = 0; j < m.dim; j++) ss += row[j] * row[j];
+    const inv = 1 / Math.max(Math.sqrt(ss), 1e-12);
+    for (let j = 0; j < m.dim; j++) out[r * m.dim + j] = row[j] * inv;
+  }
+  return { data: out, rows: m.rows, dim: m.dim };
+}
+
+/** Fraction of equal entries. */
+export function accuracy(predictions: Int32Array, labels: Int32Array): number {
+  if (predictions.length !== labels.length) throw new Error(`accuracy: ${predictions.length} predictions for ${labels.length} labels`);
+  if (labels.length === 0) return NaN;
+  let hits = 0;
+  for (let i = 0; i < labels.length; i++) if (predictions[i] === labels[i]) hits++;
+  return hits / labels.length;
+}
