@@ -2,6 +2,7 @@
  * The input every evaluation takes: a feature matrix (one row per image, row-major float32,
  * as eval/extract-features.ts produces per block) plus an Int32Array of class labels.
  */
+import * as tf from '@tensorflow/tfjs';
 
 export interface FeatureMatrix {
   /** rows * dim values, row-major. */
@@ -63,4 +64,17 @@ export function accuracy(predictions: Int32Array, labels: Int32Array): number {
   let hits = 0;
   for (let i = 0; i < labels.length; i++) if (predictions[i] === labels[i]) hits++;
   return hits / labels.length;
+}
+
+/**
+ * Runs f in a tf.tidy and returns its result's values, disposing the tensor. (Returning the
+ * typed array from inside tidy instead would make tidy walk it element by element.)
+ */
+export function readTensor<T extends Float32Array | Int32Array = Float32Array>(f: () => tf.Tensor): T {
+  const t = tf.tidy(f);
+  try {
+    return t.dataSync() as T;
+  } finally {
+    t.dispose();
+  }
 }

@@ -11,7 +11,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from '../runtime/rng';
-import { FeatureMatrix } from './features';
+import { FeatureMatrix, readTensor } from './features';
 
 export interface KMeansOptions {
   k: number;
@@ -43,7 +43,7 @@ export function kmeans(x: FeatureMatrix, opts: KMeansOptions): KMeansResult {
   const xt = tf.tensor2d(x.data, [x.rows, x.dim]);
   try {
     const tolAbs = (opts.tol ?? 1e-4) * meanVariance(x);
-    let best: KMeansResult | undefined;
+    let best: Omit<KMeansResult, 'restartInertias'> | undefined;
     const restartInertias: number[] = [];
     for (let r = 0; r < nInit; r++) {
       const run = lloyd(x, xt, kmeansPlusPlus(x, xt, k, new Rng(seed, r)), maxIter, tolAbs);
@@ -109,10 +109,10 @@ function squaredDistances(x: FeatureMatrix, xt: tf.Tensor2D, centres: Float32Arr
   try {
     for (let start = 0; start < x.rows; start += chunk) {
       const rows = Math.min(chunk, x.rows - start);
-      const block = tf.tidy(() => {
+      const block = readTensor(() => {
         const xs = tf.slice(xt, [start, 0], [rows, x.dim]);
         const xSq = tf.sum(tf.square(xs), 1, true);
-        return tf.relu(tf.add(tf.sub(xSq, tf.mul(tf.matMul(xs, ct), 2)), cSq)).dataSync();
+        return tf.relu(tf.add(tf.sub(xSq, tf.mul(tf.matMul(xs, ct), 2)), cSq));
       });
       out.set(block, start * count);
     }

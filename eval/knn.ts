@@ -67,11 +67,13 @@ export function knnClassify(
   try {
     for (let start = 0; start < test.rows; start += chunkRows) {
       const rows = Math.min(chunkRows, test.rows - start);
-      const [sims, idx] = tf.tidy(() => {
+      const top = tf.tidy(() => {
         const q = tf.tensor2d(testUnit.data.subarray(start * d, (start + rows) * d), [rows, d]);
-        const top = tf.topk(tf.matMul(q, trainT), k, true);
-        return [top.values.dataSync() as Float32Array, top.indices.dataSync() as Int32Array];
+        return tf.topk(tf.matMul(q, trainT), k, true);
       });
+      const sims = top.values.dataSync() as Float32Array;
+      const idx = top.indices.dataSync() as Int32Array;
+      tf.dispose([top.values, top.indices]);
       const neighbourLabels = new Int32Array(k);
       for (let r = 0; r < rows; r++) {
         for (let n = 0; n < k; n++) neighbourLabels[n] = trainLabels[idx[r * k + n]];
