@@ -1,61 +1,88 @@
-import { MonoTypeOperatorFunction, tap } from 'rxjs';
+/**
+ * A console progress line as an RxJS operator (tap, like RxJS's own operators): count/total,
+ * percentage, rate per second, ETA and a few named values of the latest row, throttled.
+ * On a TTY the line is rewritten in place with \r (and ends with a newline when the stream
+ * does); otherwise, as in a log file, each update is its own line, less often.
+ */
+import { defer, MonoTypeOperatorFunction, tap } from 'rxjs';
 import type { MetricsRow } from './metrics-jsonl';
 
 export interface ProgressOptions {
-  total: number;
   label: string;
+  /** Expected count, for the percentage and ETA; leave out when unknown. */
+  total?: number;
+  /** Word after the count ("steps", "images"). */
   unit?: string;
-  /** Row fields shown after the count. */
+  /** Row fields shown after the ETA, when present. */
   show?: string[];
-  /** Minimum milliseconds between lines. */
+  /** Minimum milliseconds between lines (default 1000 on a TTY, 10000 otherwise). */
   everyMs?: number;
-  write?: (line: string) => void;
+  /** How much each row adds to the count (default 1, e.g. a batch's size instead). */
+  count?: (row: MetricsRow) => number;
+  /** Where text goes (default process.stdout.write); receives the \r / \n itself. */
+  write?: (text: string) => void;
+  isTTY?: boolean;
+  /** Clock in ms (default performance.now), for tests. */
+  now?: () => number;
 }
 
-/**
- * A console progress line per row, throttled: count/total, rate, ETA and chosen values.
- * On a TTY the line is rewritten in place; otherwise one line is printed per interval.
- */
 export function progress<T extends MetricsRow>(opts: ProgressOptions): MonoTypeOperatorFunction<T> {
-  const tty = process.stdout.isTTY;
-  const write = opts.write ?? ((line: string) => (tty ? process.stdout.write(`\r${line}\x1b[K`) : console.log(line)));
-  const everyMs = opts.everyMs ?? (tty ? 500 : 10_000);
-  let start = 0;
-  let last = -Infinity;
-  let count = 0;
-  return tap<T>({
-    next: (row) => {
-      const now = performance.now();
-      if (count++ === 0) start = now;
-      if (now - last < everyMs && count < opts.total) return;
-      last = now;
-      write(formatProgress(opts, count, (now - start) / 1000, row));
-    },
-    complete: () => {
-      if (tty) process.stdout.write('\n');
-    },
-  });
+  const tty = opts.isTTY ?? Boolean(process.stdout.isTTY);
+  const write = opts.write ?? ((text: string) => void process.stdout.write(text));
+  const now = opts.now ?? (() => performance.now());
+  const everyMs = opts.everyMs ?? (tty ? 1000 : 10_000);
+  const emit = (line: string) => write(tty ? `\r${line}\x1b[K` : `${line}\n`);
+  return (source) =>
+    defer(() => {
+      // Per subscription. The rate is measured from the first row, not from subscription,
+      // so start-up (compilation, first batch) does not drag it down.
+      let count = 0, firstCount = 0, firstAt = 0, lastAt = -Infinity;
+      let latest: T | undefined, shown = true;
+      const show = (t: number) => {
+        emit(formatProgress(opts, count, firstAt === t ? 0 : (count - firstCount) / ((t - firstAt) / 1000), latest!));
+        lastAt = t;
+        shown = true;
+      };
+      return source.pipe(
+        tap({
+          next: (row) => {
+            const t = now();
+            count += opts.count ? opts.count(row) : 1;
+            if (latest === undefined) [firstCount, firstAt] = [count, t];
+            latest = row;
+            shown = false;
+            if (t - lastAt >= everyMs || (opts.total !== undefined && count >= opts.total)) show(t);
+          },
+          complete: () => {
+            if (!shown) show(now()); // the final state, even if throttled away
+            if (tty && latest !== undefined) write('\n');
+          },
+        }),
+      );
+    });
 }
 
-export function formatProgress(opts: ProgressOptions, count: number, seconds: number, row: MetricsRow): string {
-  const rate = count > 1 && seconds > 0 ? (count - 1) / seconds : 0;
-  const eta = rate > 0 ? (opts.total - count) / rate : NaN;
-  const values = (opts.show ?? [])
-    .filter((k) => row[k] !== undefined)
-    .map((k) => `${k} ${typeof row[k] === 'number' ? formatNumber(row[k] as number) : row[k]}`);
-  return [
-    `[${opts.label}] ${count}/${opts.total} ${opts.unit ?? ''}`.trimEnd(),
-    `${rate.toFixed(2)}/s`,
-    `ETA ${formatDuration(eta)}`,
-    ...values,
-  ].join(' | ');
+/** `[label] 120/1000 steps (12.0%) | 3.41/s | ETA 4m18s | loss 0.1234` */
+export function formatProgress(opts: Pick<ProgressOptions, 'label' | 'total' | 'unit' | 'show'>, count: number, ratePerSec: number, row: MetricsRow): string {
+  const total = opts.total;
+  const head = `[${opts.label}] ${count}${total !== undefined ? `/${total}` : ''}${opts.unit ? ` ${opts.unit}` : ''}`;
+  const parts = [total ? `${head} (${((100 * count) / total).toFixed(1)}%)` : head, `${formatNumber(ratePerSec)}/s`];
+  if (total !== undefined) parts.push(`ETA ${formatDuration(ratePerSec > 0 ? Math.max(total - count, 0) / ratePerSec : NaN)}`);
+  for (const k of opts.show ?? []) {
+    const v = row[k];
+    if (v !== undefined && v !== null) parts.push(`${k} ${typeof v === 'number' ? formatNumber(v) : v}`);
+  }
+  return parts.join(' | ');
 }
 
-function formatNumber(v: number): string {
+/** 4 significant digits, plain notation where that stays short. */
+export function formatNumber(v: number): string {
   if (v === 0 || !Number.isFinite(v)) return String(v);
-  return Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 0.01 ? v.toFixed(4) : v.toExponential(2);
+  const a = Math.abs(v);
+  return a >= 1e5 || a < 1e-3 ? v.toExponential(3) : a >= 1000 ? v.toFixed(0) : v.toPrecision(4);
 }
 
+/** 75 -> "1m15s", 4000 -> "1h06m", non-finite -> "?". */
 export function formatDuration(seconds: number): string {
   if (!Number.isFinite(seconds)) return '?';
   const s = Math.round(seconds);
