@@ -43,10 +43,12 @@ export function kmeans(x: FeatureMatrix, opts: KMeansOptions): KMeansResult {
   const xt = tf.tensor2d(x.data, [x.rows, x.dim]);
   try {
     const tolAbs = (opts.tol ?? 1e-4) * meanVariance(x);
+    const xSq = new Float64Array(x.rows);
+    for (let i = 0; i < x.rows; i++) for (let j = 0; j < x.dim; j++) xSq[i] += x.data[i * x.dim + j] ** 2;
     let best: Omit<KMeansResult, 'restartInertias'> | undefined;
     const restartInertias: number[] = [];
     for (let r = 0; r < nInit; r++) {
-      const run = lloyd(x, xt, kmeansPlusPlus(x, xt, k, new Rng(seed, r)), maxIter, tolAbs);
+      const run = lloyd(x, xt, xSq, kmeansPlusPlus(x, xt, xSq, k, new Rng(seed, r)), maxIter, tolAbs);
       restartInertias.push(run.inertia);
       if (!best || run.inertia < best.inertia) best = run;
     }
@@ -71,7 +73,7 @@ function meanVariance(x: FeatureMatrix): number {
 }
 
 /** k-means++: each next centre is a row drawn with probability ∝ its squared distance to the nearest centre so far. */
-function kmeansPlusPlus(x: FeatureMatrix, xt: tf.Tensor2D, k: number, rng: Rng): Float32Array {
+function kmeansPlusPlus(x: FeatureMatrix, xt: tf.Tensor2D, xSq: Float64Array, k: number, rng: Rng): Float32Array {
   const d = x.dim;
   const centres = new Float32Array(k * d);
   const closest = new Float64Array(x.rows).fill(Infinity);
@@ -80,7 +82,7 @@ function kmeansPlusPlus(x: FeatureMatrix, xt: tf.Tensor2D, k: number, rng: Rng):
     const centre = x.data.subarray(pick * d, (pick + 1) * d);
     centres.set(centre, c * d);
     if (c === k - 1) break;
-    const dist = squaredDistances(x, xt, centre, 1);
+    const dist = squaredDistances(x, xt, xSq, centre, 1);
     let total = 0;
     for (let i = 0; i < x.rows; i++) total += closest[i] = Math.min(closest[i], dist[i]);
     if (total <= 0) {
@@ -99,37 +101,38 @@ function kmeansPlusPlus(x: FeatureMatrix, xt: tf.Tensor2D, k: number, rng: Rng):
 
 /**
  * Squared distances of every row of x to each of `count` centres ([count, D] row-major), as
- * |x|^2 - 2 x.c + |c|^2 (one matmul per row chunk), clamped at 0. Returns [rows, count].
+ * |x|^2 - 2 x.c + |c|^2 clamped at 0: tfjs does only the x.c matmul (per row chunk), the
+ * norms are added in JS (xSq precomputed once per k-means call). Returns [rows, count].
  */
-function squaredDistances(x: FeatureMatrix, xt: tf.Tensor2D, centres: Float32Array, count: number): Float32Array {
+function squaredDistances(x: FeatureMatrix, xt: tf.Tensor2D, xSq: Float64Array, centres: Float32Array, count: number): Float32Array {
+  const d = x.dim;
+  const cSq = new Float64Array(count);
+  for (let c = 0; c < count; c++) for (let j = 0; j < d; j++) cSq[c] += centres[c * d + j] ** 2;
   const chunk = Math.max(1, Math.floor(2 ** 22 / count));
   const out = new Float32Array(x.rows * count);
-  const ct = tf.tidy(() => tf.transpose(tf.tensor2d(centres, [count, x.dim]))); // plain matMul is the fast path on wasm
-  const cSq = tf.tidy(() => tf.sum(tf.square(ct), 0));
+  const ct = tf.tidy(() => tf.transpose(tf.tensor2d(centres, [count, d]))); // plain matMul is the fast path on wasm
   try {
     for (let start = 0; start < x.rows; start += chunk) {
       const rows = Math.min(chunk, x.rows - start);
-      const block = readTensor(() => {
-        const xs = tf.slice(xt, [start, 0], [rows, x.dim]);
-        const xSq = tf.sum(tf.square(xs), 1, true);
-        return tf.relu(tf.add(tf.sub(xSq, tf.mul(tf.matMul(xs, ct), 2)), cSq));
-      });
-      out.set(block, start * count);
+      const dots = readTensor(() => tf.matMul(rows === x.rows ? xt : tf.slice(xt, [start, 0], [rows, d]), ct));
+      for (let r = 0; r < rows; r++) {
+        for (let c = 0; c < count; c++) out[(start + r) * count + c] = Math.max(0, xSq[start + r] - 2 * dots[r * count + c] + cSq[c]);
+      }
     }
   } finally {
-    tf.dispose([ct, cSq]);
+    ct.dispose();
   }
   return out;
 }
 
-function lloyd(x: FeatureMatrix, xt: tf.Tensor2D, init: Float32Array, maxIter: number, tolAbs: number): Omit<KMeansResult, 'restartInertias'> {
+function lloyd(x: FeatureMatrix, xt: tf.Tensor2D, xSq: Float64Array, init: Float32Array, maxIter: number, tolAbs: number): Omit<KMeansResult, 'restartInertias'> {
   const n = x.rows, d = x.dim, k = init.length / d;
   let centres = init;
   let assignments = new Int32Array(n).fill(-1);
   let iterations = 0;
   for (;;) {
     // E-step: nearest centre of every row.
-    const dist = squaredDistances(x, xt, centres, k);
+    const dist = squaredDistances(x, xt, xSq, centres, k);
     const next = new Int32Array(n);
     const own = new Float64Array(n);
     let changed = 0;

@@ -4,12 +4,20 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { firstValueFrom, from, lastValueFrom, Subject, take, throwError, concat, toArray } from 'rxjs';
+import { concat, from, lastValueFrom, Subject, throwError, toArray } from 'rxjs';
 import { metricsJsonl, MetricsRow } from '../sinks/metrics-jsonl';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'metrics-jsonl-'));
 const read = (file: string) => fs.readFileSync(file, 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l));
-const openFds = () => fs.readdirSync('/proc/self/fd').length;
+/** Descriptors of this process open on `file` (Linux /proc; other activity in the process does not count). */
+const openOn = (file: string) =>
+  fs.readdirSync('/proc/self/fd').filter((fd) => {
+    try {
+      return fs.readlinkSync(`/proc/self/fd/${fd}`) === file;
+    } catch {
+      return false; // closed meanwhile
+    }
+  }).length;
 
 test('one JSON object per row with step and time; rows pass through unchanged', async () => {
   const file = path.join(tmp, 'a', 'metrics.jsonl'); // folder created on demand
@@ -31,20 +39,22 @@ test("a row's own step wins; a second run appends", async () => {
 });
 
 test('the file is closed on complete, on error and on unsubscribe', async () => {
-  const before = openFds();
   const file = path.join(tmp, 'c.jsonl');
   await lastValueFrom(from([{ v: 1 }]).pipe(metricsJsonl(file)));
+  assert.is(openOn(file), 0);
   try {
     await lastValueFrom(concat(from([{ v: 2 }]), throwError(() => new Error('boom'))).pipe(metricsJsonl(file)));
     assert.unreachable();
   } catch (e) {
     assert.is((e as Error).message, 'boom');
   }
+  assert.is(openOn(file), 0);
   const s = new Subject<MetricsRow>();
-  const first = firstValueFrom(s.pipe(metricsJsonl(file), take(1)));
+  const subscription = s.pipe(metricsJsonl(file)).subscribe();
   s.next({ v: 3 });
-  await first;
-  assert.is(openFds(), before);
+  assert.is(openOn(file), 1, 'open while subscribed');
+  subscription.unsubscribe();
+  assert.is(openOn(file), 0);
   assert.equal(read(file).map((l) => l.v), [1, 2, 3]);
 });
 
