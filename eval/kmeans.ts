@@ -130,6 +130,7 @@ function lloyd(x: FeatureMatrix, xt: tf.Tensor2D, xSq: Float64Array, init: Float
   let centres = init;
   let assignments = new Int32Array(n).fill(-1);
   let iterations = 0;
+  let converged = false;
   for (;;) {
     // E-step: nearest centre of every row.
     const dist = squaredDistances(x, xt, xSq, centres, k);
@@ -144,7 +145,8 @@ function lloyd(x: FeatureMatrix, xt: tf.Tensor2D, xSq: Float64Array, init: Float
       if (b !== assignments[i]) changed++;
     }
     assignments = next;
-    if (changed === 0 || iterations >= maxIter) break;
+    // After an M-step that converged, this E-step made the assignments match the final centres.
+    if (changed === 0 || converged || iterations >= maxIter) break;
     // M-step: centres = means of their rows (float64 sums).
     iterations++;
     const sums = new Float64Array(k * d);
@@ -164,8 +166,7 @@ function lloyd(x: FeatureMatrix, xt: tf.Tensor2D, xSq: Float64Array, init: Float
       }
     }
     centres = updated;
-    // Converged: one more E-step so the assignments belong to the final centres.
-    if (shift <= tolAbs) maxIter = iterations;
+    converged = shift <= tolAbs;
   }
   return { assignments, centroids: { data: centres, rows: k, dim: d }, inertia: inertia(x, assignments, centres), iterations };
 }

@@ -97,6 +97,7 @@ export function trainSoftmax(x: FeatureMatrix, labels: Int32Array, configs: Prob
   checkLabels(labels, x);
   if (x.rows === 0 || configs.length === 0) throw new Error('trainSoftmax: no data or no configurations');
   const C = opts.numClasses, G = configs.length, D = x.dim, GC = G * C;
+  if (numClassesOf(labels) > C) throw new Error(`trainSoftmax: label ${numClassesOf(labels) - 1} with numClasses ${C}`);
   const Dp = D + 1; // the bias is the last row of the parameters, fed by a constant-1 input
   const batch = Math.min(opts.batchSize ?? 256, x.rows);
   const perEpoch = Math.ceil(x.rows / batch);
