@@ -1,0 +1,73 @@
+import type { OperatorFunction } from 'rxjs';
+import { Rng } from '../runtime/rng';
+import type { DecodedSample, RgbImage, ViewsSample } from '../sources/types';
+import { mapOrdered } from './map-ordered';
+import { renderView, sampleViewParams, type ViewConfig } from './transforms/view';
+
+export type { ViewConfig } from './transforms/view';
+
+export interface MultiViewOptions {
+  seed: number;
+  epoch: number;
+  views: ViewConfig[];
+  /** Samples in flight (only sharp's downscales are async). Default 2. */
+  concurrency?: number;
+}
+
+/**
+ * All views of one sample. View v draws from Rng(seed, epoch, index, v) alone, so the views
+ * depend on (seed, epoch, index) and nothing else: not on the order samples arrive in, the
+ * worker that renders them, or the other views.
+ */
+export function renderViews(image: RgbImage, index: number, opts: Pick<MultiViewOptions, 'seed' | 'epoch' | 'views'>): Promise<Float32Array[]> {
+  return Promise.all(
+    opts.views.map((cfg, v) => {
+      const params = sampleViewParams(new Rng(opts.seed, opts.epoch, index, v), cfg, image.width, image.height);
+      return renderView(image, params, cfg);
+    }),
+  );
+}
+
+/** DecodedSample -> ViewsSample with the given view recipes, in input order. */
+export function multiView(opts: MultiViewOptions): OperatorFunction<DecodedSample, ViewsSample> {
+  const viewSizes = opts.views.map((v) => v.size);
+  return mapOrdered(
+    async (s: DecodedSample) => ({ index: s.index, label: s.label, views: await renderViews(s.image, s.index, opts), viewSizes }),
+    opts.concurrency ?? 2,
+  );
+}
+
+const REFINER_JITTER = { brightness: 0.4, contrast: 0.4, saturation: 0.2, hue: 0.1 };
+
+/**
+ * MIM-Refiner's BYOL-style multi-crop (REFERENCE.md "Augmentation"): 2 global views (view 0
+ * always blurred and never solarized, view 1 blurred with p 0.1 and solarized with p 0.2)
+ * and `numLocal` small crops.
+ */
+export function refinerViews(opts: { globalSize?: number; localSize?: number; numLocal?: number } = {}): ViewConfig[] {
+  const common = { flipP: 0.5, jitterP: 0.8, jitter: REFINER_JITTER, blurSigma: [0.1, 2.0] as [number, number], grayscaleP: 0.2 };
+  const globalSize = opts.globalSize ?? 224;
+  const globals: ViewConfig[] = [
+    { ...common, size: globalSize, scale: [0.25, 1.0], blurP: 1.0, solarizeP: 0 },
+    { ...common, size: globalSize, scale: [0.25, 1.0], blurP: 0.1, solarizeP: 0.2 },
+  ];
+  const local: ViewConfig = { ...common, size: opts.localSize ?? 96, scale: [0.05, 0.25], blurP: 0.5, solarizeP: 0 };
+  return [...globals, ...Array.from({ length: opts.numLocal ?? 10 }, () => local)];
+}
+
+/** MAE pretraining's view: RandomResizedCrop scale (0.2, 1.0) bicubic + flip, normalised. */
+export function maeViews(size = 224): ViewConfig[] {
+  return [
+    {
+      size,
+      scale: [0.2, 1.0],
+      flipP: 0.5,
+      jitterP: 0,
+      jitter: { brightness: 0, contrast: 0, saturation: 0, hue: 0 },
+      blurP: 0,
+      blurSigma: [0.1, 2.0],
+      grayscaleP: 0,
+      solarizeP: 0,
+    },
+  ];
+}
