@@ -6,7 +6,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { VisionTransformer } from '../models/vit';
 import { batchStream, SkipLog } from '../sources/batches';
-import { evalView } from '../operators/eval-view';
 
 export type Pooling = 'cls' | 'avg';
 
@@ -53,7 +52,7 @@ export async function extractFeatures(model: VisionTransformer, opts: ExtractOpt
   const skips = new SkipLog();
   const batches = batchStream({
     source: opts.source,
-    transform: evalView({ size, resizeRatio: opts.resizeRatio ?? 1 }),
+    transform: { kind: 'eval', eval: { size, resizeRatio: opts.resizeRatio ?? 1 } },
     batchSize,
     dropLast: false,
     skips,

@@ -23,6 +23,9 @@ interface Entry {
   decay: boolean;
 }
 
+/** tfjs variable names must be unique per process; several models may share timm names. */
+let variableCounter = 0;
+
 export class ParamSet {
   private readonly entries = new Map<string, Entry>();
 
@@ -34,7 +37,7 @@ export class ParamSet {
     opts: { layout?: Layout; trainable?: boolean; decay?: boolean; patch?: number } = {},
   ): tf.Variable {
     if (this.entries.has(name)) throw new Error(`parameter ${name} defined twice`);
-    const variable = tf.variable(init, opts.trainable ?? true, `${name}_${this.entries.size}_${this.rng.nextUint32()}`);
+    const variable = tf.variable(init, opts.trainable ?? true, `${name}#${variableCounter++}`);
     init.dispose();
     this.entries.set(name, { variable, layout: opts.layout ?? 'plain', patch: opts.patch, decay: opts.decay ?? false });
     return variable;

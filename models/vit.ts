@@ -101,14 +101,18 @@ export class VisionTransformer {
     ps.addNorm('norm', d);
   }
 
-  /** Patch tokens with position embedding: images [B, H, W, 3] -> [B, T, D]. */
+  /**
+   * Patch tokens with position embedding: images [B, S, S, 3] -> [B, (S/p)^2, D]. Images of
+   * another size than the model's (local crops) get the patch position embedding resized
+   * bilinearly to their grid, as timm's dynamic image size does (bicubic there).
+   */
   embedPatches(images: tf.Tensor4D): tf.Tensor3D {
     const { patchSize: p, embedDim: d } = this.cfg;
     const [b, h, w, c] = images.shape;
-    if (h !== this.cfg.imgSize || w !== this.cfg.imgSize || c !== 3) {
-      throw new Error(`expected images [B, ${this.cfg.imgSize}, ${this.cfg.imgSize}, 3], got [${images.shape}]`);
+    if (h !== w || h % p !== 0 || c !== 3) {
+      throw new Error(`expected square images [B, S, S, 3] with S a multiple of ${p}, got [${images.shape}]`);
     }
-    const g = this.gridSize;
+    const g = h / p;
     // [B*g, p, g, p*3] -> [B*g, g, p, p*3]: each patch flattened (kh, kw, c), a 4-D transpose
     const patches = tf.reshape(tf.transpose(tf.reshape(images, [b * g, p, g, p * 3]), [0, 2, 1, 3]), [b * g * g, p * p * 3]);
     const tokens = linear(
@@ -116,7 +120,11 @@ export class VisionTransformer {
       this.params.get('patch_embed.proj.weight') as tf.Tensor2D,
       this.params.get('patch_embed.proj.bias') as tf.Tensor1D,
     );
-    const pos = tf.slice(this.params.get('pos_embed'), [0, 1, 0], [1, this.numPatches, d]);
+    let pos: tf.Tensor = tf.slice(this.params.get('pos_embed'), [0, 1, 0], [1, this.numPatches, d]);
+    if (g !== this.gridSize) {
+      const grid = tf.reshape(pos, [1, this.gridSize, this.gridSize, d]) as tf.Tensor4D;
+      pos = tf.reshape(tf.image.resizeBilinear(grid, [g, g], false, true), [1, g * g, d]);
+    }
     return tf.add(tf.reshape(tokens, [b, g * g, d]), pos) as tf.Tensor3D;
   }
 

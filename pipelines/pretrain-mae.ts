@@ -19,7 +19,7 @@ import { MaeDecoder, maeLoss, randomMasking } from '../models/mae';
 import { AdamW, warmupCosine } from '../models/adamw';
 import { batchStream, SkipLog } from '../sources/batches';
 import { countSamples } from '../sources/count';
-import { multiView, maeViews } from '../operators/multi-view';
+import { maeViews } from '../operators/multi-view';
 import { StepRecord, trainingSinks } from '../sinks/training';
 
 const USAGE = 'MAE pretraining of a ViT.\n  npx ts-node pipelines/pretrain-mae.ts [options]';
@@ -28,10 +28,10 @@ const FLAGS = {
   out: { description: 'run directory (checkpoint/, metrics.jsonl, loss.png)', default: 'runs/mae' },
   resume: { description: 'continue the run in this directory from its checkpoint' },
   preset: { description: `ViT size: ${Object.keys(VIT_PRESETS).join(', ')}`, default: 'vit-micro-p4' },
-  act: { description: "MLP activation: 'gelu' (exact) or 'gelu_tanh' (faster on wasm)", default: 'gelu_tanh' },
-  'decoder-dim': { description: 'decoder width', default: '128' },
+  act: { description: "MLP activation: 'gelu' (exact, timm's) or 'gelu_tanh'", default: 'gelu' },
+  'decoder-dim': { description: 'decoder width', default: '64' },
   'decoder-depth': { description: 'decoder blocks', default: '2' },
-  'decoder-heads': { description: 'decoder attention heads', default: '4' },
+  'decoder-heads': { description: 'decoder attention heads', default: '2' },
   'mask-ratio': { description: 'share of patches masked per sample', default: '0.75' },
   epochs: { description: 'epochs over the training data', default: '100' },
   'warmup-epochs': { description: 'linear lr warm-up epochs', default: '5' },
@@ -129,7 +129,7 @@ async function main() {
       source: f.train!,
       shuffle: { seed, epoch, bufferSize: 2000 },
       start,
-      transform: multiView({ seed, epoch, views: maeViews(cfg.imgSize, [scaleLo, scaleHi]) }),
+      transform: { kind: 'views', seed, epoch, views: maeViews(cfg.imgSize).map((v) => ({ ...v, scale: [scaleLo, scaleHi] as [number, number] })) },
       batchSize: batch,
       dropLast: true,
       skips,

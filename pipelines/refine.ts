@@ -26,7 +26,7 @@ import { AdamW, ParamGroupEntry, warmupCosine } from '../models/adamw';
 import { Ema } from '../models/ema';
 import { stopGradient } from '../models/ops';
 import { nnaLoss } from '../operators/nna-loss';
-import { multiView, refinerViews } from '../operators/multi-view';
+import { refinerViews } from '../operators/multi-view';
 import { batchStream, SkipLog } from '../sources/batches';
 import { countSamples } from '../sources/count';
 import type { Batch } from '../sources/types';
@@ -93,7 +93,7 @@ async function main() {
   for (const b of headBlocks) {
     if (!Number.isInteger(b) || b < 0 || b >= depth) throw new Error(`--blocks: block ${b} does not exist in ${f.checkpoint} (blocks 0..${depth - 1})`);
   }
-  const heads = headBlocks.map((b, i) => new NnaHead(embedDim, headSizes, encoder.cfg.act, seed * 100 + i));
+  const heads = headBlocks.map((_, i) => new NnaHead(embedDim, headSizes, encoder.cfg.act, seed * 100 + i));
   const queueSize = num('queue-size', f['queue-size'], { integer: true, min: 1 });
   const queues = headBlocks.map((_, i) => new NnQueue(queueSize, headSizes.out, seed * 100 + 50 + i));
   const emaEncoder = new VisionTransformer(encoder.cfg);
@@ -154,7 +154,7 @@ async function main() {
         source: f.train!,
         shuffle: { seed, epoch, bufferSize: 2000 },
         start: (step - epoch * stepsPerEpoch) * batch,
-        transform: multiView({ seed, epoch, views }),
+        transform: { kind: 'views', seed, epoch, views },
         batchSize: batch,
         dropLast: true,
         skips,

@@ -2,13 +2,21 @@
  * The data path every pipeline shares: source -> decode -> per-sample views -> batch, behind a
  * Valve so that at most `prefetchBatches` batches' worth of samples are read ahead of the
  * consumer, pulled with a PullQueue that also measures how long the consumer waited.
+ *
+ * By default the whole path runs in a worker thread: the training step holds the main
+ * thread's event loop for its whole duration, so an in-process path would only advance
+ * between steps. The worker streams finished batches (buffers transferred, not copied) and
+ * the consumer hands it one credit per batch taken, so backpressure spans the thread boundary.
  */
-import { OperatorFunction } from 'rxjs';
 import { Valve, fromPull, PullQueue } from '../runtime/flow';
+import { spawnWorker, siblingModule } from '../runtime/worker';
 import { openSource, OpenOptions } from './open';
 import { decode } from '../operators/decode';
 import { batchViews } from '../operators/batch';
-import type { Batch, DecodedSample, ViewsSample } from './types';
+import { multiView } from '../operators/multi-view';
+import { evalView } from '../operators/eval-view';
+import type { WorkerTransform } from '../operators/augment-worker';
+import type { Batch } from './types';
 
 /** Counts skipped samples and logs the first few of each reason. */
 export class SkipLog {
@@ -23,57 +31,130 @@ export class SkipLog {
   }
 }
 
-export interface BatchStreamOptions extends OpenOptions {
+export interface BatchStreamOptions extends Omit<OpenOptions, 'onSkip'> {
   /** Source spec: tar shards glob, image folder or CIFAR binary files. */
   source: string;
-  /** Decoded sample -> views (multi-view augmentation or the eval transform). */
-  transform: OperatorFunction<DecodedSample, ViewsSample>;
+  /** Per-sample views: multi-view augmentation or the eval transform (serialisable, for the worker). */
+  transform: WorkerTransform;
   batchSize: number;
   dropLast: boolean;
   prefetchBatches?: number;
   decodeConcurrency?: number;
+  /** Run the data path in a worker thread (default true). */
+  worker?: boolean;
   skips?: SkipLog;
 }
 
 export interface BatchStream extends AsyncIterableIterator<Batch> {
   /** Milliseconds the consumer spent waiting for data so far. */
   readonly waitMs: number;
-  readonly valve: Valve;
-  readonly classes: string[] | undefined;
+  /** Stops reading (closes the source, ends the worker). */
+  return(): Promise<IteratorResult<Batch>>;
 }
 
 export function batchStream(opts: BatchStreamOptions): BatchStream {
-  const valve = new Valve(opts.batchSize * (opts.prefetchBatches ?? 2) + opts.batchSize);
-  const skips = opts.skips ?? new SkipLog();
+  return opts.worker === false ? inProcessBatchStream(opts, (origin, reason) => (opts.skips ?? new SkipLog()).record(origin, reason)) : workerBatchStream(opts);
+}
+
+/** Everything but the skip log crosses to the worker. */
+export type WorkerStreamOptions = Omit<BatchStreamOptions, 'skips' | 'worker'>;
+
+export function inProcessBatchStream(
+  opts: WorkerStreamOptions,
+  onSkip: (origin: string, reason: string) => void,
+): BatchStream & { readonly valve: Valve } {
+  const valve = new Valve(opts.batchSize * ((opts.prefetchBatches ?? 2) + 1));
   // A source skips bad container entries before yielding (no credit taken); decode drops a
   // sample that already holds a credit, so that one must be given back.
-  const { samples, classes } = openSource(opts.source, { ...opts, onSkip: (origin, reason) => skips.record(origin, reason) });
-  const onDecodeSkip = (origin: string, reason: string) => {
-    valve.release(1);
-    skips.record(origin, reason);
-  };
+  const { samples } = openSource(opts.source, { ...opts, onSkip });
+  const t = opts.transform;
   const queue = new PullQueue(
     fromPull(samples, valve).pipe(
-      decode({ concurrency: opts.decodeConcurrency ?? 4, onSkip: onDecodeSkip }),
-      opts.transform,
+      decode({
+        concurrency: opts.decodeConcurrency ?? 4,
+        onSkip: (origin, reason) => {
+          valve.release(1);
+          onSkip(origin, reason);
+        },
+      }),
+      t.kind === 'views' ? multiView({ seed: t.seed, epoch: t.epoch, views: t.views }) : evalView(t.eval),
       batchViews(opts.batchSize, { dropLast: opts.dropLast }),
     ),
   );
-  const stream: BatchStream = {
+  const stream = {
     valve,
-    classes,
     get waitMs() {
       return queue.waitMs;
     },
     async next() {
-      // the training step holds the event loop for its whole duration; one turn here lets
-      // finished reads and decodes flow into the queue before the consumer checks it
-      await new Promise((resolve) => setImmediate(resolve));
       const r = await queue.next();
       if (!r.done) valve.release(r.value.indices.length);
       return r;
     },
     return: () => queue.return(),
+    [Symbol.asyncIterator]() {
+      return stream;
+    },
+  };
+  return stream;
+}
+
+type FromWorker =
+  | { type: 'batch'; batch: Batch }
+  | { type: 'skip'; origin: string; reason: string }
+  | { type: 'done' }
+  | { type: 'error'; message: string };
+
+function workerBatchStream(opts: BatchStreamOptions): BatchStream {
+  const skips = opts.skips ?? new SkipLog();
+  const { skips: _, worker: __, ...workerOpts } = opts;
+  const worker = spawnWorker(siblingModule(__dirname, 'batch-worker', __filename), workerOpts);
+  const prefetch = opts.prefetchBatches ?? 2;
+  const ready: Batch[] = [];
+  let finished = false;
+  let failure: Error | undefined;
+  let wake: (() => void) | undefined;
+  let waitMs = 0;
+  worker.on('message', (m: FromWorker) => {
+    if (m.type === 'batch') ready.push(m.batch);
+    else if (m.type === 'skip') skips.record(m.origin, m.reason);
+    else if (m.type === 'done') finished = true;
+    else failure = new Error(m.message);
+    wake?.();
+  });
+  worker.on('error', (err) => {
+    failure = err;
+    wake?.();
+  });
+  worker.on('exit', () => {
+    finished = true;
+    wake?.();
+  });
+  worker.postMessage({ type: 'credit', n: prefetch });
+  const stream: BatchStream = {
+    get waitMs() {
+      return waitMs;
+    },
+    async next() {
+      const start = performance.now();
+      while (ready.length === 0 && !finished && !failure) {
+        await new Promise<void>((resolve) => (wake = resolve));
+        wake = undefined;
+      }
+      waitMs += performance.now() - start;
+      if (failure) {
+        await worker.terminate();
+        throw failure;
+      }
+      if (ready.length === 0) return { value: undefined, done: true };
+      worker.postMessage({ type: 'credit', n: 1 });
+      return { value: ready.shift()!, done: false };
+    },
+    async return() {
+      finished = true;
+      await worker.terminate();
+      return { value: undefined, done: true };
+    },
     [Symbol.asyncIterator]() {
       return stream;
     },
