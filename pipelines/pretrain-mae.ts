@@ -134,6 +134,7 @@ async function main() {
       dropLast: true,
       skips,
     });
+    let waited = 0;
     for await (const b of batches) {
       const t0 = performance.now();
       const lr = warmupCosine(step, totalSteps, warmupSteps, peakLr, minLr);
@@ -147,7 +148,8 @@ async function main() {
       });
       if (!Number.isFinite(loss)) throw new Error(`loss became ${loss} at step ${step}; lower --blr`);
       step++;
-      records.next({ step, epoch, lr, values: { loss }, images: batch, stepMs: performance.now() - t0, waitMs: batches.waitMs });
+      records.next({ step, epoch, lr, values: { loss }, images: batch, stepMs: performance.now() - t0, waitMs: batches.waitMs - waited });
+      waited = batches.waitMs;
       if (performance.now() - lastCheckpoint > checkpointEvery) saveCheckpoint();
       if (step % stepsPerEpoch === 0) break;
     }

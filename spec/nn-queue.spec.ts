@@ -1,0 +1,65 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import * as tf from '@tensorflow/tfjs';
+import { initBackend } from '../runtime/backend';
+import { Rng } from '../runtime/rng';
+import { NnQueue } from '../models/nn-queue';
+
+test.before(async () => {
+  await initBackend(() => undefined);
+});
+
+const unit = (v: number[]) => {
+  const n = Math.hypot(...v);
+  return v.map((x) => x / n);
+};
+
+test('lookup returns the most similar entry of another sample, never the sample itself', () => {
+  const q = new NnQueue(4, 2, 0);
+  // entries: sample 10 at angle 0, sample 11 at 10 deg, sample 12 at 90 deg, sample 13 at 180 deg
+  const deg = (a: number) => [Math.cos((a * Math.PI) / 180), Math.sin((a * Math.PI) / 180)];
+  q.push(tf.tensor2d([deg(0), deg(10), deg(90), deg(180)].flat(), [4, 2]), Int32Array.of(10, 11, 12, 13), Int32Array.of(0, 0, 1, 2));
+  // query sample 10 at 1 deg: its own entry (0 deg) is masked, so the NN is sample 11 (10 deg)
+  const r = q.lookup(tf.tensor2d([deg(1), deg(95)].flat(), [2, 2]), Int32Array.of(10, 99), Int32Array.of(0, 1), 1, new Rng(0));
+  const picked = r.swapped.arraySync();
+  assert.ok(Math.abs(picked[0][0] - deg(10)[0]) < 1e-6 && Math.abs(picked[0][1] - deg(10)[1]) < 1e-6);
+  assert.ok(Math.abs(picked[1][1] - 1) < 1e-6, 'query at 95 deg should pick the 90 deg entry');
+  assert.ok(Math.abs(r.similarity - (Math.cos((9 * Math.PI) / 180) + Math.cos((5 * Math.PI) / 180)) / 2) < 1e-5);
+  assert.is(r.accuracy, 1);
+  r.swapped.dispose();
+  q.dispose();
+});
+
+test('top-k picks uniformly among the k nearest; push wraps around FIFO', () => {
+  const q = new NnQueue(3, 2, 0);
+  q.push(tf.tensor2d([1, 0, 0, 1, -1, 0], [3, 2]), Int32Array.of(0, 1, 2), Int32Array.of(0, 1, 2));
+  const seen = new Set<string>();
+  for (let s = 0; s < 40; s++) {
+    const r = q.lookup(tf.tensor2d([1, 0.1], [1, 2]), Int32Array.of(7), Int32Array.of(-1), 2, new Rng(s));
+    seen.add(r.swapped.arraySync()[0].map((v) => v.toFixed(3)).join(','));
+    assert.ok(Number.isNaN(r.accuracy), 'no labels, no accuracy');
+    r.swapped.dispose();
+  }
+  assert.equal([...seen].sort(), ['0.000,1.000', '1.000,0.000'], 'top-2 of [1, 0.1] are entries 0 and 1');
+  // two more pushes overwrite the two oldest entries (0 and 1); entry 2 survives
+  q.push(tf.tensor2d([0, -2, 3, 4], [2, 2]), Int32Array.of(5, 6), Int32Array.of(5, 6));
+  const state = q.exportState('q');
+  assert.equal(Array.from(state['q.indices'].data), [5, 6, 2]);
+  assert.equal(Array.from(state['q.vectors'].data).map((v) => +v.toFixed(3)), [0, -1, 0.6, 0.8, -1, 0]);
+  assert.equal(Array.from(state['q.pointer'].data), [2]);
+  q.dispose();
+});
+
+test('state round-trips exactly', () => {
+  const a = new NnQueue(5, 3, 1);
+  a.push(tf.randomNormal([4, 3], 0, 1, 'float32', 2) as tf.Tensor2D, Int32Array.of(1, 2, 3, 4), Int32Array.of(0, 1, 0, 1));
+  const state = a.exportState('x');
+  const b = new NnQueue(5, 3, 9);
+  b.importState((k) => state[k], 'x', 'test');
+  assert.equal(b.exportState('x'), state);
+  assert.throws(() => new NnQueue(6, 3, 0).importState((k) => state[k], 'x', 'file.safetensors'), /file.safetensors: queue state x.vectors/);
+  a.dispose();
+  b.dispose();
+});
+
+test.run();
