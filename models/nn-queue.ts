@@ -4,7 +4,8 @@
  * index (and, for monitoring only, the label) of each. Lookup masks entries of the same
  * sample, takes the top-k by cosine similarity and picks one uniformly at random.
  * Entries are stored L2-normalised: the NNA loss normalises the swapped vector anyway, and
- * lookups become one plain matMul.
+ * lookups become one plain matMul. Slots not yet filled (index -1) are masked like the sample's
+ * own entries, so a short run never aligns to the random vectors the queue starts with.
  */
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from '../runtime/rng';
@@ -43,7 +44,8 @@ export class NnQueue {
       const zn = tf.div(z, tf.maximum(tf.norm(z, 2, 1, true), 1e-12));
       // [Q, P] @ [P, B] keeps the big operand in the plain-matMul layout; transpose the small result
       const sims = tf.transpose(tf.matMul(this.vectors, tf.transpose(zn)));
-      const same = tf.equal(tf.tensor2d(this.indices, [1, this.size], 'int32'), tf.tensor2d(sampleIndices, [b, 1], 'int32'));
+      const queued = tf.tensor2d(this.indices, [1, this.size], 'int32');
+      const same = tf.logicalOr(tf.equal(queued, tf.tensor2d(sampleIndices, [b, 1], 'int32')), tf.equal(queued, -1));
       return tf.topk(tf.where(same, tf.fill(sims.shape, -1), sims), k);
     });
     const sim = values.dataSync();

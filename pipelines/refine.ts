@@ -52,6 +52,7 @@ const FLAGS = {
   'min-lr': { description: 'lr at the end of each cosine', default: '1e-6' },
   'warmup-share': { description: 'share of each stage spent in linear warm-up', default: '0.1' },
   'layer-decay': { description: 'layer-wise lr decay over encoder blocks', default: '0.65' },
+  'freeze-blocks': { description: 'stage 3 keeps the embeddings and the first N blocks frozen (no backward through them)', default: '0' },
   'encoder-wd': { description: 'encoder weight decay', default: '0.05' },
   'head-wd': { description: 'head weight decay', default: '1e-5' },
   'clip-grad': { description: 'clip the global gradient norm (0: off)', default: '0' },
@@ -203,7 +204,9 @@ async function main() {
     if (stage.trainEncoder) {
       const decay = num('layer-decay', f['layer-decay'], { min: 0, max: 1 });
       const wd = num('encoder-wd', f['encoder-wd'], { min: 0 });
+      const frozenBlocks = num('freeze-blocks', f['freeze-blocks'], { integer: true, min: 0, max: depth });
       for (const p of encoder.params.trainable()) {
+        if (layerId(p.name, depth) <= frozenBlocks) continue;
         groups.push({ ...p, name: `encoder.${p.name}`, lrScale: decay ** (depth + 1 - layerId(p.name, depth)), weightDecay: p.decay ? wd : 0 });
       }
     }

@@ -9,11 +9,6 @@ test.before(async () => {
   await initBackend(() => undefined);
 });
 
-const unit = (v: number[]) => {
-  const n = Math.hypot(...v);
-  return v.map((x) => x / n);
-};
-
 test('lookup returns the most similar entry of another sample, never the sample itself', () => {
   const q = new NnQueue(4, 2, 0);
   // entries: sample 10 at angle 0, sample 11 at 10 deg, sample 12 at 90 deg, sample 13 at 180 deg
