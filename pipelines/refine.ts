@@ -68,12 +68,14 @@ const FLAGS = {
   'knn-test-limit': { description: 'test images for the before/after kNN (0: all)', default: '2000' },
   'skip-knn': { description: 'skip the kNN evaluations', boolean: true },
   'checkpoint-minutes': { description: 'write a checkpoint at least this often', default: '5' },
+  'max-steps': { description: 'stop after this many steps in this invocation (checkpointed; continue with --resume)', default: '0' },
 } as const;
 
 type Stage = { id: 2 | 3; steps: number; lr: number; topK: number; trainEncoder: boolean };
 
-async function main() {
-  const flags = parseFlags(USAGE, FLAGS);
+/** Runs the refine pipeline with command-line style arguments; resolves to the run directory. */
+export async function refine(argv: string[]): Promise<string> {
+  const flags = parseFlags(USAGE, FLAGS, argv);
   const runDir = flags.resume ?? flags.out!;
   const resumeState = flags.resume ? readTrainState(path.join(runDir, 'checkpoint')) : undefined;
   const f = resumeState ? { ...flags, ...(resumeState.meta.flags as typeof flags) } : flags;
@@ -169,6 +171,8 @@ async function main() {
   }
   const data = batches();
 
+  const maxSteps = num('max-steps', flags['max-steps'], { integer: true, min: 0 });
+  const stopAt = maxSteps > 0 ? step + maxSteps : Infinity;
   let stageStart = 0;
   let optimiser: AdamW | undefined;
   let lastCheckpoint = performance.now();
@@ -191,88 +195,99 @@ async function main() {
     lastCheckpoint = performance.now();
   };
 
-  for (const stage of stages) {
-    const stageEnd = stageStart + stage.steps;
-    if (step >= stageEnd) {
-      stageStart = stageEnd;
-      continue;
-    }
-    // Stage 2: heads only, no encoder gradients at all. Stage 3: encoder with layer-wise lr decay.
-    const groups: ParamGroupEntry[] = heads.flatMap((h, i) =>
-      h.params.trainable().map((p) => ({ ...p, name: `heads.${i}.${p.name}`, lrScale: 1, weightDecay: p.decay ? num('head-wd', f['head-wd']) : 0 })),
-    );
-    if (stage.trainEncoder) {
-      const decay = num('layer-decay', f['layer-decay'], { min: 0, max: 1 });
-      const wd = num('encoder-wd', f['encoder-wd'], { min: 0 });
-      const frozenBlocks = num('freeze-blocks', f['freeze-blocks'], { integer: true, min: 0, max: depth });
-      for (const p of encoder.params.trainable()) {
-        if (layerId(p.name, depth) <= frozenBlocks) continue;
-        groups.push({ ...p, name: `encoder.${p.name}`, lrScale: decay ** (depth + 1 - layerId(p.name, depth)), weightDecay: p.decay ? wd : 0 });
+  // the data worker must end however the loop ends
+  try {
+    for (const stage of stages) {
+      const stageEnd = stageStart + stage.steps;
+      if (step >= stageEnd) {
+        stageStart = stageEnd;
+        continue;
       }
-    }
-    optimiser?.dispose();
-    optimiser = new AdamW(groups, { beta1: 0.9, beta2: 0.95, eps: 1e-8, clipGradNorm: num('clip-grad', f['clip-grad'], { min: 0 }) });
-    if (resumeState && step > stageStart && optimiserState) optimiser.importState(optimiserState, step - stageStart, 'state.safetensors');
-    const varList = groups.map((g) => g.variable);
-    console.log(`[refine] stage ${stage.id}: ${stage.steps} steps, lr ${stage.lr}, top-k ${stage.topK}, ${stage.trainEncoder ? 'encoder + heads' : 'heads only (encoder frozen)'}`);
+      // Stage 2: heads only, no encoder gradients at all. Stage 3: encoder with layer-wise lr decay.
+      const groups: ParamGroupEntry[] = heads.flatMap((h, i) =>
+        h.params.trainable().map((p) => ({ ...p, name: `heads.${i}.${p.name}`, lrScale: 1, weightDecay: p.decay ? num('head-wd', f['head-wd']) : 0 })),
+      );
+      if (stage.trainEncoder) {
+        const decay = num('layer-decay', f['layer-decay'], { min: 0, max: 1 });
+        const wd = num('encoder-wd', f['encoder-wd'], { min: 0 });
+        const frozenBlocks = num('freeze-blocks', f['freeze-blocks'], { integer: true, min: 0, max: depth });
+        for (const p of encoder.params.trainable()) {
+          if (layerId(p.name, depth) <= frozenBlocks) continue;
+          groups.push({ ...p, name: `encoder.${p.name}`, lrScale: decay ** (depth + 1 - layerId(p.name, depth)), weightDecay: p.decay ? wd : 0 });
+        }
+      }
+      optimiser?.dispose();
+      optimiser = new AdamW(groups, { beta1: 0.9, beta2: 0.95, eps: 1e-8, clipGradNorm: num('clip-grad', f['clip-grad'], { min: 0 }) });
+      if (resumeState && step > stageStart && optimiserState) optimiser.importState(optimiserState, step - stageStart, 'state.safetensors');
+      const varList = groups.map((g) => g.variable);
+      console.log(`[refine] stage ${stage.id}: ${stage.steps} steps, lr ${stage.lr}, top-k ${stage.topK}, ${stage.trainEncoder ? 'encoder + heads' : 'heads only (encoder frozen)'}`);
 
-    while (step < stageEnd) {
-      const { value: next, done } = await data.next();
-      if (done) break;
-      const { b, waitMs, epoch } = next;
-      const t0 = performance.now();
-      const lr = warmupCosine(step - stageStart, stage.steps, Math.round(warmupShare * stage.steps), stage.lr, minLr);
-      const rng = new Rng(seed, 0x4e4e, step);
-      const n = b.indices.length;
-      const metrics: Record<string, number> = {};
+      while (step < stageEnd && step < stopAt) {
+        const { value: next, done } = await data.next();
+        if (done) break;
+        const { b, waitMs, epoch } = next;
+        const t0 = performance.now();
+        const lr = warmupCosine(step - stageStart, stage.steps, Math.round(warmupShare * stage.steps), stage.lr, minLr);
+        const rng = new Rng(seed, 0x4e4e, step);
+        const n = b.indices.length;
+        const metrics: Record<string, number> = {};
 
-      // one backbone pass for all head blocks: globals together, locals together
-      const globals = tf.concat([0, 1].map((v) => tf.tensor4d(b.views[v], [n, globalSize, globalSize, 3])));
-      const locals = numLocal > 0 ? tf.concat(b.views.slice(2).map((v) => tf.tensor4d(v, [n, localSize, localSize, 3]))) : undefined;
-      const encode = () => ({
-        g: encoder.clsFeatures(globals as tf.Tensor4D, headBlocks),
-        l: locals ? encoder.clsFeatures(locals as tf.Tensor4D, headBlocks) : [],
-      });
-      const frozen = stage.trainEncoder ? undefined : tf.tidy(() => encode());
-      const enqueue: tf.Tensor2D[] = [];
-
-      const { value: loss, grads } = tf.variableGrads(() => {
-        const cls = frozen ?? encode();
-        const perHead = heads.map((head, h) => {
-          const zGlobal = head.project(cls.g[h], true);
-          const pGlobal = tf.split(head.predict(zGlobal, true), 2);
-          const z = tf.split(stopGradient(zGlobal), 2) as tf.Tensor2D[];
-          const nn = z.map((zi) => queues[h].lookup(zi, b.indices, b.labels, stage.topK, rng));
-          const pLocal = numLocal > 0 ? tf.split(head.predict(head.project(cls.l[h], true), true), numLocal) : [];
-          const l = nnaLoss({ projections: z, swapped: nn.map((x) => x.swapped), predictions: [...pGlobal, ...pLocal] as tf.Tensor2D[], numGlobal: 2, temperature });
-          enqueue[h] = tf.keep(z[0].clone());
-          const [total, global, local] = [l.total, l.global, l.local].map((t) => t.dataSync()[0]);
-          Object.assign(metrics, {
-            [`block${headBlocks[h]}_loss`]: total,
-            [`block${headBlocks[h]}_nn_sim`]: (nn[0].similarity + nn[1].similarity) / 2,
-            [`block${headBlocks[h]}_nn_acc`]: (nn[0].accuracy + nn[1].accuracy) / 2,
-          });
-          metrics.loss_global = (metrics.loss_global ?? 0) + global;
-          metrics.loss_local = (metrics.loss_local ?? 0) + local;
-          tf.dispose(nn.map((x) => x.swapped));
-          return l.total;
+        // one backbone pass for all head blocks: globals together, locals together
+        const globals = tf.concat([0, 1].map((v) => tf.tensor4d(b.views[v], [n, globalSize, globalSize, 3])));
+        const locals = numLocal > 0 ? tf.concat(b.views.slice(2).map((v) => tf.tensor4d(v, [n, localSize, localSize, 3]))) : undefined;
+        const encode = () => ({
+          g: encoder.clsFeatures(globals as tf.Tensor4D, headBlocks),
+          l: locals ? encoder.clsFeatures(locals as tf.Tensor4D, headBlocks) : [],
         });
-        return tf.addN(perHead) as tf.Scalar;
-      }, varList);
-      metrics.grad_norm = optimiser.apply(grads, lr);
-      metrics.loss = loss.dataSync()[0];
-      if (!Number.isFinite(metrics.loss)) throw new Error(`loss became ${metrics.loss} at step ${step}; lower --lr${stage.id}`);
-      if (stage.trainEncoder) ema.update();
-      enqueue.forEach((z, h) => queues[h].push(z, b.indices, b.labels));
-      tf.dispose([loss, grads, globals, ...(locals ? [locals] : []), ...enqueue, ...(frozen ? [...frozen.g, ...frozen.l] : [])]);
+        const frozen = stage.trainEncoder ? undefined : tf.tidy(() => encode());
+        const enqueue: tf.Tensor2D[] = [];
 
-      step++;
-      records.next({ step, epoch, lr, values: { stage: stage.id, ...metrics }, images: n, stepMs: performance.now() - t0, waitMs });
-      if (performance.now() - lastCheckpoint > checkpointEvery) saveCheckpoint();
+        const { value: loss, grads } = tf.variableGrads(() => {
+          const cls = frozen ?? encode();
+          const perHead = heads.map((head, h) => {
+            const zGlobal = head.project(cls.g[h], true);
+            const pGlobal = tf.split(head.predict(zGlobal, true), 2);
+            const z = tf.split(zGlobal, 2).map((zi) => stopGradient(zi)) as tf.Tensor2D[];
+            const nn = z.map((zi) => queues[h].lookup(zi, b.indices, b.labels, stage.topK, rng));
+            const pLocal = numLocal > 0 ? splitViews(head.predict(head.project(cls.l[h], true), true), numLocal) : [];
+            const l = nnaLoss({ projections: z, swapped: nn.map((x) => x.swapped), predictions: [...pGlobal, ...pLocal] as tf.Tensor2D[], numGlobal: 2, temperature });
+            enqueue[h] = tf.keep(z[0].clone());
+            const [total, global, local] = [l.total, l.global, l.local].map((t) => t.dataSync()[0]);
+            Object.assign(metrics, {
+              [`block${headBlocks[h]}_loss`]: total,
+              [`block${headBlocks[h]}_nn_sim`]: (nn[0].similarity + nn[1].similarity) / 2,
+              [`block${headBlocks[h]}_nn_acc`]: (nn[0].accuracy + nn[1].accuracy) / 2,
+            });
+            metrics.loss_global = (metrics.loss_global ?? 0) + global;
+            metrics.loss_local = (metrics.loss_local ?? 0) + local;
+            tf.dispose(nn.map((x) => x.swapped));
+            return l.total;
+          });
+          return tf.addN(perHead) as tf.Scalar;
+        }, varList);
+        metrics.grad_norm = optimiser.apply(grads, lr);
+        metrics.loss = loss.dataSync()[0];
+        if (!Number.isFinite(metrics.loss)) throw new Error(`loss became ${metrics.loss} at step ${step}; lower --lr${stage.id}`);
+        if (stage.trainEncoder) ema.update();
+        enqueue.forEach((z, h) => queues[h].push(z, b.indices, b.labels));
+        tf.dispose([loss, grads, globals, ...(locals ? [locals] : []), ...enqueue, ...(frozen ? [...frozen.g, ...frozen.l] : [])]);
+
+        step++;
+        records.next({ step, epoch, lr, values: { stage: stage.id, ...metrics }, images: n, stepMs: performance.now() - t0, waitMs });
+        if (performance.now() - lastCheckpoint > checkpointEvery) saveCheckpoint();
+      }
+      stageStart = stageEnd;
     }
-    stageStart = stageEnd;
+  } finally {
+    await data.return(undefined);
   }
-  await data.return(undefined);
+  if (step < totalSteps) {
+    saveCheckpoint();
+    records.complete();
+    await sinksDone;
+    console.log(`[refine] stopped at step ${step} of ${totalSteps} (--max-steps); continue with --resume ${runDir}`);
+    return runDir;
+  }
   // stage 2 alone leaves the encoder untouched; the EMA then equals it
   if (!stageIds.includes(3)) emaEncoder.params.copyFrom(encoder.params);
   saveCheckpoint();
@@ -282,13 +297,21 @@ async function main() {
 
   // ---- kNN of the refined (EMA) encoder, and the before/after summary
   if (!f['skip-knn']) {
+    // a resumed run measures the starting point at the end, from the original checkpoint
+    const before = knnBefore ?? (await perBlockKnn(loadEncoder(f.checkpoint!), { ...knnOpts, label: 'MIM checkpoint' }));
     const knnAfter = await perBlockKnn(emaEncoder, { ...knnOpts, label: 'refined (EMA)' });
-    await writeKnnSummary(runDir, [knnBefore, knnAfter].filter((r): r is KnnReport => r !== undefined), {
+    await writeKnnSummary(runDir, [before, knnAfter], {
       title: 'Per-block kNN top-1 before and after refinement',
       extra: { checkpoint: f.checkpoint, headBlocks, steps: totalSteps, flags: f },
     });
   }
   console.log(`[refine] done: ${path.join(runDir, 'checkpoint', 'encoder-ema.safetensors')}`);
+  return runDir;
+}
+
+/** Rows of n stacked views -> one tensor per view (tfjs's split has no gradient for one piece). */
+function splitViews(x: tf.Tensor2D, n: number): tf.Tensor2D[] {
+  return n === 1 ? [x] : (tf.split(x, n) as tf.Tensor2D[]);
 }
 
 /** The last block plus the rest of the last third of the blocks (reference: 16..23 of 24). */
@@ -304,4 +327,4 @@ function layerId(name: string, depth: number): number {
   return /^(patch_embed|cls_token|pos_embed)/.test(name) ? 0 : depth + 1;
 }
 
-if (require.main === module) runMain(main);
+if (require.main === module) runMain(() => refine(process.argv.slice(2)).then(() => undefined));
