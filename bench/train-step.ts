@@ -2,10 +2,14 @@
  * Train-step speed: images/s and effective GFLOP/s of forward + backward + AdamW for the
  * project's ViT, forward-only (feature extraction) images/s, per-kernel profile, and tensor
  * count / RSS over many steps (both must stay flat).
- *   npx ts-node bench/train-step.ts [--preset vit-micro-p4] [--batch 32] [--steps 20] [--act gelu_tanh] [--profile]
+ * With Debian's python3-torch present, the same model and batch run in PyTorch
+ * (bench/train_step_torch.py, same thread count) right after, and the ratios are printed.
+ *   npx ts-node bench/train-step.ts [--preset vit-micro-p4] [--batch 32] [--steps 20] [--profile] [--memory-steps 1000]
  */
 import * as tf from '@tensorflow/tfjs';
 import { parseArgs } from 'node:util';
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
 import { initBackend } from '../runtime/backend';
 import { VisionTransformer, VIT_PRESETS, VitConfig } from '../models/vit';
 import { AdamW } from '../models/adamw';
@@ -17,6 +21,8 @@ const { values: args } = parseArgs({
     steps: { type: 'string', default: '20' },
     act: { type: 'string', default: 'gelu' },
     profile: { type: 'boolean', default: false },
+    'memory-steps': { type: 'string', default: '0' },
+    'no-torch': { type: 'boolean', default: false },
   },
 });
 
@@ -29,7 +35,7 @@ function forwardFlops(cfg: VitConfig): number {
 }
 
 async function main() {
-  await initBackend();
+  const backend = await initBackend();
   const cfg: VitConfig = { ...VIT_PRESETS[args.preset!], act: args.act as VitConfig['act'], posEmbed: 'sincos' };
   const batch = Number(args.batch);
   const steps = Number(args.steps);
@@ -58,7 +64,7 @@ async function main() {
   for (let i = 0; i < steps; i++) forward();
   const fwdRate = (batch * steps) / ((performance.now() - t0) / 1000);
   const flops = forwardFlops(cfg);
-  console.log(JSON.stringify({
+  const ours = {
     preset: args.preset, act: cfg.act, batch, steps,
     trainImagesPerS: +trainRate.toFixed(2),
     trainGflops: +((trainRate * 3 * flops) / 1e9).toFixed(2),
@@ -66,7 +72,29 @@ async function main() {
     forwardGflops: +((fwdRate * flops) / 1e9).toFixed(2),
     tensorsBefore, tensorsAfter: tf.memory().numTensors,
     rssMiB: Math.round(process.memoryUsage().rss / 2 ** 20),
-  }));
+  };
+  console.log(JSON.stringify(ours));
+  if (!args['no-torch'] && fs.existsSync('/usr/bin/python3')) {
+    try {
+      const out = execFileSync('/usr/bin/python3', ['bench/train_step_torch.py', '--preset', args.preset!, '--batch', String(batch), '--steps', String(steps), '--threads', String(Math.max(1, backend.threads))], { encoding: 'utf8' });
+      const torch = JSON.parse(out.trim().split('\n').pop()!);
+      console.log(JSON.stringify({ torch, trainRatio: +(ours.trainImagesPerS / torch.trainImagesPerS).toFixed(3), forwardRatio: +(ours.forwardImagesPerS / torch.forwardImagesPerS).toFixed(3) }));
+    } catch (err) {
+      console.log(`[bench] PyTorch peer not run: ${(err as Error).message.split('\n')[0]}`);
+    }
+  }
+  const memorySteps = Number(args['memory-steps']);
+  if (memorySteps > 0) {
+    // tensor count and RSS sampled over many steps: both must stay flat after warm-up
+    const samples: { step: number; tensors: number; rssMiB: number }[] = [];
+    for (let i = 1; i <= memorySteps; i++) {
+      trainStep();
+      if (i % Math.max(1, Math.floor(memorySteps / 10)) === 0) {
+        samples.push({ step: i, tensors: tf.memory().numTensors, rssMiB: Math.round(process.memoryUsage().rss / 2 ** 20) });
+      }
+    }
+    console.log(JSON.stringify({ memory: samples }));
+  }
   if (args.profile) {
     const info = await tf.profile(() => trainStep());
     const byKernel = new Map<string, number>();
