@@ -9,6 +9,8 @@
  * - 5-D transposes are slow and 4-D ones fast, so attention splits heads with a 4-D transpose.
  * Linear weights are kept as [in, out] (the plain-matMul layout); checkpoints store PyTorch's
  * [out, in] and models/vit.ts converts at load/save.
+ * Each forward computes inside tf.tidy and keeps only its value and what its gradient needs:
+ * under a gradient tape every tensor an op creates otherwise lives until the step ends.
  */
 import * as tf from '@tensorflow/tfjs';
 
@@ -36,19 +38,6 @@ export const linear = custom((x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, save: tf
   };
 }) as (x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D) => tf.Tensor2D;
 
-/** Rows without bias: x [N, in] @ w [in, out]. */
-export const matMulRows = custom((x: tf.Tensor, w: tf.Tensor, save: tf.GradSaveFunc) => {
-  save([x, w]);
-  return {
-    value: tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D),
-    gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
-      const g = dy as tf.Tensor2D;
-      const [xs, ws] = saved as tf.Tensor2D[];
-      return [tf.matMul(g, tf.transpose(ws)), tf.matMul(tf.transpose(xs), g)];
-    },
-  };
-}) as (x: tf.Tensor2D, w: tf.Tensor2D) => tf.Tensor2D;
-
 /** exp(t) for t <= 0 through the vectorised sigmoid. */
 function expNonPositive(t: tf.Tensor): tf.Tensor {
   const s = tf.sigmoid(t);
@@ -57,9 +46,10 @@ function expNonPositive(t: tf.Tensor): tf.Tensor {
 
 /** Softmax over the last axis, on sigmoid; gradient y * (dy - sum(dy * y)). */
 export const softmaxLastAxis = custom((x: tf.Tensor, save: tf.GradSaveFunc) => {
-  const shifted = tf.sub(x, tf.max(x, -1, true));
-  const e = expNonPositive(shifted);
-  const y = tf.div(e, tf.sum(e, -1, true));
+  const y = tf.tidy(() => {
+    const e = expNonPositive(tf.sub(x, tf.max(x, -1, true)));
+    return tf.div(e, tf.sum(e, -1, true));
+  });
   save([y]);
   return {
     value: y,
@@ -78,13 +68,15 @@ export function layerNorm(x: tf.Tensor2D, gamma: tf.Tensor1D, beta: tf.Tensor1D,
 
 const layerNormOp = custom(
   (x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: tf.Tensor, save: tf.GradSaveFunc) => {
-    const mean = tf.mean(x, -1, true);
-    const centred = tf.sub(x, mean);
-    const rstd = tf.rsqrt(tf.add(tf.mean(tf.square(centred), -1, true), eps));
-    const xhat = tf.mul(centred, rstd);
+    const [value, xhat, rstd] = tf.tidy(() => {
+      const centred = tf.sub(x, tf.mean(x, -1, true));
+      const rs = tf.rsqrt(tf.add(tf.mean(tf.square(centred), -1, true), eps));
+      const xh = tf.mul(centred, rs);
+      return [tf.add(tf.mul(xh, gamma), beta), xh, rs];
+    });
     save([xhat, rstd, gamma]);
     return {
-      value: tf.add(tf.mul(xhat, gamma), beta),
+      value,
       gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
         const g = dy as tf.Tensor;
         const [xh, rs, gm] = saved;
@@ -113,7 +105,7 @@ export function gelu(x: tf.Tensor, kind: Activation): tf.Tensor {
 }
 
 const geluErf = custom((x: tf.Tensor, save: tf.GradSaveFunc) => {
-  const cdf = tf.mul(0.5, tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2))));
+  const cdf = tf.tidy(() => tf.mul(0.5, tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2)))));
   save([x, cdf]);
   return {
     value: tf.mul(x, cdf),
@@ -128,7 +120,7 @@ const geluErf = custom((x: tf.Tensor, save: tf.GradSaveFunc) => {
 
 const geluTanh = custom((x: tf.Tensor, save: tf.GradSaveFunc) => {
   const x2 = tf.square(x);
-  const s = tf.sigmoid(tf.mul(x, tf.add(2 * SQRT_2_OVER_PI, tf.mul(x2, 2 * SQRT_2_OVER_PI * 0.044715))));
+  const s = tf.tidy(() => tf.sigmoid(tf.mul(x, tf.add(2 * SQRT_2_OVER_PI, tf.mul(x2, 2 * SQRT_2_OVER_PI * 0.044715)))));
   save([x, x2, s]);
   return {
     value: tf.mul(x, s),

@@ -46,7 +46,7 @@ const FLAGS = {
   stages: { description: "stages to run: '2,3', '2' (heads warm-up) or '3' (refine)", default: '2,3' },
   'stage2-epochs': { description: 'stage 2 length in epochs (fractions allowed)', default: '0.3' },
   'stage3-epochs': { description: 'stage 3 length in epochs (fractions allowed)', default: '1' },
-  batch: { description: 'batch size (samples; each gives 2 global + local views)', default: '64' },
+  batch: { description: 'batch size (samples; each gives 2 global + local views)', default: '32' },
   'lr2': { description: 'stage 2 peak lr (heads)', default: '1e-3' },
   'lr3': { description: 'stage 3 peak lr', default: '3e-4' },
   'min-lr': { description: 'lr at the end of each cosine', default: '1e-6' },
