@@ -103,7 +103,7 @@ async function main() {
 
   console.log(`[mae] ${samplesPerEpoch} samples/epoch, ${stepsPerEpoch} steps/epoch, ${totalSteps} steps, peak lr ${peakLr.toExponential(2)}, backend ${backend.tfBackend}`);
   const records = new Subject<StepRecord>();
-  const sinksDone = trainingSinks(records, { runDir, total: totalSteps, lossKeys: ['loss'], title: 'MAE reconstruction loss' });
+  const sinksDone = trainingSinks(records, { runDir, total: totalSteps, lossKeys: ['loss'], title: 'MAE reconstruction loss', resumed: resumeState !== undefined });
   const skips = new SkipLog();
   let lastCheckpoint = performance.now();
   const checkpointEvery = num('checkpoint-minutes', f['checkpoint-minutes'], { min: 0 }) * 60_000;

@@ -146,7 +146,7 @@ export async function refine(argv: string[]): Promise<string> {
   }
 
   const records = new Subject<StepRecord>();
-  const sinksDone = trainingSinks(records, { runDir, total: totalSteps, lossKeys: ['loss', 'loss_global', 'loss_local'], title: 'NNA loss' });
+  const sinksDone = trainingSinks(records, { runDir, total: totalSteps, lossKeys: ['loss', 'loss_global', 'loss_local'], title: 'NNA loss', resumed: resumeState !== undefined });
   const skips = new SkipLog();
   const views = refinerViews({ globalSize, localSize, numLocal });
 

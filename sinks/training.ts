@@ -2,6 +2,7 @@
  * The sinks a training run's step records flow into: metrics as JSON lines, a console
  * progress line (count, rate, ETA), and at the end the loss curves as SVG + PNG.
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Observable, lastValueFrom, map, share, toArray } from 'rxjs';
 import { metricsJsonl } from './metrics-jsonl';
@@ -27,10 +28,13 @@ export interface TrainingSinkOptions {
   /** Values drawn in the loss chart. */
   lossKeys: string[];
   title: string;
+  /** A resumed run appends to its metrics; a fresh one starts the file anew. */
+  resumed: boolean;
 }
 
 /** Subscribes the sinks; resolves when `records` completes and the chart is written. */
 export async function trainingSinks(records: Observable<StepRecord>, opts: TrainingSinkOptions): Promise<void> {
+  if (!opts.resumed) fs.rmSync(path.join(opts.runDir, 'metrics.jsonl'), { force: true });
   const rows = records.pipe(
     map((r): Record<string, number> => ({
       step: r.step,
