@@ -11,8 +11,8 @@
  *   not the main thread); through workers ~1.1-1.4 ms, the copies and messages costing more
  *   than the views. So for 32 px use decode() + multiView() in-process.
  */
-import * as path from 'path';
-import { Worker } from 'worker_threads';
+import type { Worker } from 'worker_threads';
+import { spawnWorker, siblingModule } from '../runtime/worker';
 import { defer, finalize, type OperatorFunction } from 'rxjs';
 import type { EncodedSample, ViewsSample } from '../sources/types';
 import type { FailOn, OnSkip } from './decode';
@@ -42,18 +42,7 @@ export class AugmentPool {
   }
 
   private spawn(): PoolWorker {
-    // Under ts-node (specs, `ts-node pipelines/...`) the worker compiles the .ts file itself.
-    const file = path.join(__dirname, `augment-worker${path.extname(__filename)}`);
-    // ts-node and the project's tsconfig are located from here, not from the cwd (which is
-    // where an eval worker would look).
-    const tsNode = file.endsWith('.ts') ? { main: require.resolve('ts-node'), project: path.join(__dirname, '../tsconfig.json') } : undefined;
-    const worker = tsNode
-      ? new Worker(
-          `require(${JSON.stringify(tsNode.main)}).register({ transpileOnly: true, project: ${JSON.stringify(tsNode.project)} });` +
-            `require(${JSON.stringify(file)});`,
-          { eval: true },
-        )
-      : new Worker(file);
+    const worker = spawnWorker(siblingModule(__dirname, 'augment-worker', __filename));
     const w: PoolWorker = { worker, inFlight: 0, pending: new Map() };
     const failAll = (err: Error) => {
       w.failure ??= err;
