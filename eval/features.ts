@@ -26,6 +26,13 @@ export function checkLabels(labels: Int32Array, m: FeatureMatrix, what = 'labels
   }
 }
 
+/** Checks a train/test pair for a classifier: labels for every row, and the same feature width. */
+export function checkSplits(train: FeatureMatrix, trainLabels: Int32Array, test: FeatureMatrix, testLabels: Int32Array, what: string): void {
+  checkLabels(trainLabels, train, 'train labels');
+  checkLabels(testLabels, test, 'test labels');
+  if (train.dim !== test.dim) throw new Error(`${what}: train dim ${train.dim} != test dim ${test.dim}`);
+}
+
 /** 1 + the largest label over all given label arrays (labels are class indices 0..C-1). */
 export function numClassesOf(...labelSets: Int32Array[]): number {
   let max = -1;

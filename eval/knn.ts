@@ -6,7 +6,7 @@
  * T = 0.07, and the class with the largest summed weight is the prediction.
  */
 import * as tf from '@tensorflow/tfjs';
-import { accuracy, checkLabels, FeatureMatrix, l2NormalizeRows, numClassesOf } from './features';
+import { accuracy, checkSplits, FeatureMatrix, l2NormalizeRows, numClassesOf } from './features';
 
 export interface KnnOptions {
   /** Neighbours that vote (DINO: 20). Clamped to the number of train rows. */
@@ -50,9 +50,7 @@ export function knnClassify(
   testLabels: Int32Array,
   opts: KnnOptions = {},
 ): KnnResult {
-  checkLabels(trainLabels, train, 'train labels');
-  checkLabels(testLabels, test, 'test labels');
-  if (train.dim !== test.dim) throw new Error(`kNN: train dim ${train.dim} != test dim ${test.dim}`);
+  checkSplits(train, trainLabels, test, testLabels, 'kNN');
   if (train.rows === 0) throw new Error('kNN: no train features');
   const k = Math.min(opts.k ?? 20, train.rows);
   const temperature = opts.temperature ?? 0.07;

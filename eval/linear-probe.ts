@@ -18,7 +18,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from '../runtime/rng';
-import { accuracy, checkLabels, FeatureMatrix, numClassesOf, readTensor as read, selectLabels, selectRows } from './features';
+import { accuracy, checkLabels, checkSplits, FeatureMatrix, numClassesOf, readTensor as read, selectLabels, selectRows } from './features';
 
 export interface ProbeConfig {
   lr: number;
@@ -183,9 +183,7 @@ export function linearProbe(
   testLabels: Int32Array,
   opts: LinearProbeOptions = {},
 ): LinearProbeResult {
-  checkLabels(trainLabels, train, 'train labels');
-  checkLabels(testLabels, test, 'test labels');
-  if (train.dim !== test.dim) throw new Error(`linear probe: train dim ${train.dim} != test dim ${test.dim}`);
+  checkSplits(train, trainLabels, test, testLabels, 'linear probe');
   const grid = opts.grid ?? DEFAULT_GRID;
   const trainOpts: SoftmaxTrainOptions = { ...opts, numClasses: opts.numClasses ?? numClassesOf(trainLabels, testLabels) };
   let best = grid[0];

@@ -11,7 +11,7 @@
  * are among the 5-shot ones, so the n-shot curve is not blurred by independent draws.
  */
 import { Rng } from '../runtime/rng';
-import { accuracy, checkLabels, FeatureMatrix, numClassesOf, selectLabels, selectRows } from './features';
+import { accuracy, checkSplits, FeatureMatrix, numClassesOf, selectLabels, selectRows } from './features';
 import { fitStandardizer, predictSoftmax, ProbeConfig, SoftmaxTrainOptions, standardize, trainSoftmax } from './linear-probe';
 
 export interface LowShotOptions extends Partial<SoftmaxTrainOptions> {
@@ -64,9 +64,7 @@ export function lowShot(
   testLabels: Int32Array,
   opts: LowShotOptions = {},
 ): LowShotResult[] {
-  checkLabels(trainLabels, train, 'train labels');
-  checkLabels(testLabels, test, 'test labels');
-  if (train.dim !== test.dim) throw new Error(`low-shot: train dim ${train.dim} != test dim ${test.dim}`);
+  checkSplits(train, trainLabels, test, testLabels, 'low-shot');
   const seeds = opts.seeds ?? [0, 1, 2];
   const config = opts.config ?? LOW_SHOT_CONFIG;
   const trainOpts: SoftmaxTrainOptions = { ...opts, numClasses: opts.numClasses ?? numClassesOf(trainLabels, testLabels) };

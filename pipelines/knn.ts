@@ -16,7 +16,7 @@ import { extractFeatures, FeatureSet, Pooling } from '../eval/extract-features';
 import { knnClassify } from '../eval/knn';
 import { featureMatrix } from '../eval/features';
 import { writeChart } from '../sinks/charts';
-import { writeJsonAtomic } from '../sinks/json';
+import { writeJsonReport } from '../eval/report';
 
 export interface KnnReport {
   label: string;
@@ -113,7 +113,7 @@ export async function writeKnnSummary(
     summary.bestBlockGain = reports[1].best - reports[0].best;
     summary.lastBlockGain = reports[1].top1[reports[1].top1.length - 1] - reports[0].top1[reports[0].top1.length - 1];
   }
-  writeJsonAtomic(path.join(dir, `${name}.json`), summary);
+  writeJsonReport(path.join(dir, `${name}.json`), summary);
   await writeChart(path.join(dir, `${name}-knn`), {
     title: opts.title,
     xLabel: 'block',

@@ -108,11 +108,12 @@ async function main() {
   let lastCheckpoint = performance.now();
   const checkpointEvery = num('checkpoint-minutes', f['checkpoint-minutes'], { min: 0 }) * 60_000;
   const saveCheckpoint = () => {
+    const encoderWeights = encoder.params.exportTimm();
     writeCheckpointDir(path.join(runDir, 'checkpoint'), {
-      'encoder.safetensors': { tensors: encoder.params.exportTimm(), metadata: { format: 'pt', vit: JSON.stringify(cfg) } },
+      'encoder.safetensors': { tensors: encoderWeights, metadata: { format: 'pt', vit: JSON.stringify(cfg) } },
       'state.safetensors': {
         tensors: {
-          ...prefixKeys('encoder.', encoder.params.exportTimm()),
+          ...prefixKeys('encoder.', encoderWeights),
           ...prefixKeys('decoder.', decoder.params.exportTimm()),
           ...optimiser.exportState(),
         },

@@ -135,10 +135,10 @@ export async function refine(argv: string[]): Promise<string> {
 
   // ---- resume
   let step = 0;
-  const optimiserState = resumeState ? hostTensors(resumeState.tensors) : undefined;
+  const savedState = resumeState ? hostTensors(resumeState.tensors) : undefined;
   if (resumeState) {
     const file = path.join(runDir, 'checkpoint', 'state.safetensors');
-    const sub = (prefix: string) => withoutPrefix(optimiserState!, prefix);
+    const sub = (prefix: string) => withoutPrefix(savedState!, prefix);
     encoder.params.importTimm(sub('encoder.'), file);
     emaEncoder.params.importTimm(sub('ema.'), file);
     heads.forEach((h, i) => h.params.importTimm(sub(`heads.${i}.`), file));
@@ -180,13 +180,16 @@ export async function refine(argv: string[]): Promise<string> {
   let lastCheckpoint = performance.now();
   const checkpointEvery = num('checkpoint-minutes', f['checkpoint-minutes'], { min: 0 }) * 60_000;
   const saveCheckpoint = () => {
+    const encoderWeights = encoder.params.exportTimm();
+    const emaWeights = emaEncoder.params.exportTimm();
+    const metadata = { format: 'pt', vit: JSON.stringify(encoder.cfg) };
     writeCheckpointDir(path.join(runDir, 'checkpoint'), {
-      'encoder-ema.safetensors': { tensors: emaEncoder.params.exportTimm(), metadata: { format: 'pt', vit: JSON.stringify(encoder.cfg) } },
-      'encoder.safetensors': { tensors: encoder.params.exportTimm(), metadata: { format: 'pt', vit: JSON.stringify(encoder.cfg) } },
+      'encoder-ema.safetensors': { tensors: emaWeights, metadata },
+      'encoder.safetensors': { tensors: encoderWeights, metadata },
       'state.safetensors': {
         tensors: {
-          ...prefixKeys('encoder.', encoder.params.exportTimm()),
-          ...prefixKeys('ema.', emaEncoder.params.exportTimm()),
+          ...prefixKeys('encoder.', encoderWeights),
+          ...prefixKeys('ema.', emaWeights),
           ...Object.assign({}, ...heads.map((h, i) => prefixKeys(`heads.${i}.`, h.params.exportTimm()))),
           ...Object.assign({}, ...queues.map((q, i) => q.exportState(`queues.${i}`))),
           ...(optimiser ? optimiser.exportState() : {}),
@@ -220,7 +223,7 @@ export async function refine(argv: string[]): Promise<string> {
       }
       optimiser?.dispose();
       optimiser = new AdamW(groups, { beta1: 0.9, beta2: 0.95, eps: 1e-8, clipGradNorm: num('clip-grad', f['clip-grad'], { min: 0 }) });
-      if (resumeState && step > stageStart && optimiserState) optimiser.importState(optimiserState, step - stageStart, 'state.safetensors');
+      if (resumeState && step > stageStart && savedState) optimiser.importState(savedState, step - stageStart, 'state.safetensors');
       const varList = groups.map((g) => g.variable);
       console.log(`[refine] stage ${stage.id}: ${stage.steps} steps, lr ${stage.lr}, top-k ${stage.topK}, ${stage.trainEncoder ? 'encoder + heads' : 'heads only (encoder frozen)'}`);
 

@@ -53,7 +53,9 @@ export interface BatchStream extends AsyncIterableIterator<Batch> {
 }
 
 export function batchStream(opts: BatchStreamOptions): BatchStream {
-  return opts.worker === false ? inProcessBatchStream(opts, (origin, reason) => (opts.skips ?? new SkipLog()).record(origin, reason)) : workerBatchStream(opts);
+  if (opts.worker !== false) return workerBatchStream(opts);
+  const skips = opts.skips ?? new SkipLog();
+  return inProcessBatchStream(opts, (origin, reason) => skips.record(origin, reason));
 }
 
 /** Everything but the skip log crosses to the worker. */
