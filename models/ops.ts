@@ -6,13 +6,16 @@
  *   multiplies plainly.
  * - exp/erf/tanh run as scalar loops while sigmoid is vectorised, so softmax and GELU are built
  *   on sigmoid (exp(t) = s / (1 - s) with s = sigmoid(t), exact for t <= 0 where 1 - s >= 1/2).
- * - 5-D transposes are slow and 4-D ones fast, so attention splits heads with a 4-D transpose.
+ * - batched matMuls (attention) have no fast path at all, so attention is a fused SIMD kernel
+ *   there (models/kernels/attention.c); composed from ops, it splits heads with a 4-D
+ *   transpose, as 5-D transposes are slow and 4-D ones fast.
  * Linear weights are kept as [in, out] (the plain-matMul layout); checkpoints store PyTorch's
  * [out, in] and models/vit.ts converts at load/save.
  * Each forward computes inside tf.tidy and keeps only its value and what its gradient needs:
  * under a gradient tape every tensor an op creates otherwise lives until the step ends.
  */
 import * as tf from '@tensorflow/tfjs';
+import { FUSED_ATTENTION, FUSED_ATTENTION_GRAD, fusedAttentionRegistered } from './kernels/attention';
 
 type SavedGrad = (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => tf.Tensor[];
 
@@ -45,7 +48,7 @@ function expNonPositive(t: tf.Tensor): tf.Tensor {
 }
 
 /** Softmax over the last axis, on sigmoid; gradient y * (dy - sum(dy * y)). */
-export const softmaxLastAxis = custom((x: tf.Tensor, save: tf.GradSaveFunc) => {
+const softmaxLastAxis = custom((x: tf.Tensor, save: tf.GradSaveFunc) => {
   const y = tf.tidy(() => {
     const e = expNonPositive(tf.sub(x, tf.max(x, -1, true)));
     return tf.div(e, tf.sum(e, -1, true));
@@ -135,10 +138,52 @@ const geluTanh = custom((x: tf.Tensor, save: tf.GradSaveFunc) => {
 });
 
 /**
+ * Multi-head self-attention core: qkv rows [B*T, 3*D] in timm's layout (3, heads, headDim per
+ * row) -> softmax(q k^T / sqrt(headDim)) v with heads merged, rows [B*T, D]. On the wasm
+ * backend this is one fused kernel each way (models/kernels/attention.c): tfjs-wasm's batched
+ * matMul has no fast path, and attention was half of a train step there. Elsewhere it is
+ * composed from tfjs ops (attentionComposed), which the fused kernels match to float precision.
+ */
+export function attention(qkv: tf.Tensor2D, batch: number, heads: number): tf.Tensor2D {
+  return fusedAttentionRegistered() && tf.getBackend() === 'wasm'
+    ? attentionFused(qkv, batch, heads)
+    : attentionComposed(qkv, batch, heads);
+}
+
+function attentionFused(qkv: tf.Tensor2D, batch: number, heads: number): tf.Tensor2D {
+  const attrs = { batch, heads };
+  return custom((x: tf.Tensor, save: tf.GradSaveFunc) => {
+    const [out, probs] = tf.engine().runKernel(FUSED_ATTENTION, { qkv: x }, attrs) as tf.Tensor[];
+    save([x, probs]);
+    return {
+      value: out,
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => [
+        tf.engine().runKernel(FUSED_ATTENTION_GRAD, { qkv: saved[0], probs: saved[1], dy: dy as tf.Tensor }, attrs) as tf.Tensor,
+      ],
+    };
+  })(qkv) as tf.Tensor2D;
+}
+
+/** attention() from tfjs ops: heads split with a 4-D transpose, batched matMuls, softmax on sigmoid. */
+export function attentionComposed(qkv: tf.Tensor2D, batch: number, heads: number): tf.Tensor2D {
+  const t = qkv.shape[0] / batch;
+  const d = qkv.shape[1] / 3;
+  const hd = d / heads;
+  // [B, T, 3*H, hd] -> [B, 3*H, T, hd]: timm's reshape(B,N,3,H,hd).permute(2,0,3,1,4) as a 4-D transpose
+  const split = tf.transpose(tf.reshape(qkv, [batch, t, 3 * heads, hd]), [0, 2, 1, 3]);
+  const part = (s: number) =>
+    tf.reshape(tf.slice(split, [0, s * heads, 0, 0], [batch, heads, t, hd]), [batch * heads, t, hd]) as tf.Tensor3D;
+  const q = tf.mul(part(0), hd ** -0.5) as tf.Tensor3D;
+  const probs = softmaxLastAxis(batchMatMul(q, tf.transpose(part(1), [0, 2, 1])));
+  const merged = tf.transpose(tf.reshape(batchMatMul(probs, part(2)), [batch, heads, t, hd]), [0, 2, 1, 3]);
+  return tf.reshape(merged, [batch * t, d]) as tf.Tensor2D;
+}
+
+/**
  * Batched A [G, M, K] @ B [G, K, N], with a gradient that only uses the plain form (3-D
  * transposes are cheap; transposed batched matMuls are not).
  */
-export const batchMatMul = custom((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
+const batchMatMul = custom((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
   save([a, b]);
   return {
     value: tf.matMul(a as tf.Tensor3D, b as tf.Tensor3D),

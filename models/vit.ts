@@ -8,7 +8,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from '../runtime/rng';
-import { Activation, batchMatMul, gatherPerSample, gelu, layerNorm, linear, softmaxLastAxis } from './ops';
+import { Activation, attention, gatherPerSample, gelu, layerNorm, linear } from './ops';
 import { ParamSet } from './params';
 
 export interface VitConfig {
@@ -198,20 +198,11 @@ export function transformerBlock(
   numHeads: number,
   act: Activation,
 ): tf.Tensor2D {
-  const d = x.shape[1];
-  const hd = d / numHeads;
-  const t = x.shape[0] / batch;
   const P = <T extends tf.Tensor>(name: string) => ps.get(`${prefix}.${name}`) as unknown as T;
   const h1 = layerNorm(x, P('norm1.weight'), P('norm1.bias'), 1e-6);
   const qkv = linear(h1, P('attn.qkv.weight'), P('attn.qkv.bias'));
-  // [B, T, 3*H, hd] -> [B, 3*H, T, hd]: timm's reshape(B,N,3,H,hd).permute(2,0,3,1,4) as a 4-D transpose
-  const heads = tf.transpose(tf.reshape(qkv, [batch, t, 3 * numHeads, hd]), [0, 2, 1, 3]);
-  const part = (s: number) =>
-    tf.reshape(tf.slice(heads, [0, s * numHeads, 0, 0], [batch, numHeads, t, hd]), [batch * numHeads, t, hd]) as tf.Tensor3D;
-  const q = tf.mul(part(0), hd ** -0.5) as tf.Tensor3D;
-  const attn = softmaxLastAxis(batchMatMul(q, tf.transpose(part(1), [0, 2, 1])));
-  const merged = tf.transpose(tf.reshape(batchMatMul(attn, part(2)), [batch, numHeads, t, hd]), [0, 2, 1, 3]);
-  const x1 = tf.add(x, linear(tf.reshape(merged, [batch * t, d]), P('attn.proj.weight'), P('attn.proj.bias'))) as tf.Tensor2D;
+  const merged = attention(qkv, batch, numHeads);
+  const x1 = tf.add(x, linear(merged, P('attn.proj.weight'), P('attn.proj.bias'))) as tf.Tensor2D;
   const h2 = layerNorm(x1, P('norm2.weight'), P('norm2.bias'), 1e-6);
   const mid = gelu(linear(h2, P('mlp.fc1.weight'), P('mlp.fc1.bias')), act) as tf.Tensor2D;
   return tf.add(x1, linear(mid, P('mlp.fc2.weight'), P('mlp.fc2.bias'))) as tf.Tensor2D;

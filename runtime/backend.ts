@@ -6,6 +6,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { match } from 'ts-pattern';
+import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import { registerFusedAttention } from '../models/kernels/attention';
 import { enableWasmThreads } from './wasm-threads';
 
 export type BackendChoice = 'gpu' | 'node' | 'wasm';
@@ -14,6 +16,8 @@ export interface BackendInfo {
   choice: BackendChoice;
   tfBackend: string;
   threads: number;
+  /** Attention runs as the fused wasm kernels (FUSED_ATTENTION=0 turns them off, for comparison). */
+  fusedAttention: boolean;
 }
 
 let active: BackendInfo | undefined;
@@ -31,19 +35,20 @@ async function tryBackend(choice: BackendChoice): Promise<BackendInfo | undefine
   return match(choice)
     .with('gpu', async () =>
       tryRequire('@tensorflow/tfjs-node-gpu') && (await tf.setBackend('tensorflow'))
-        ? { choice, tfBackend: 'tensorflow', threads: 0 }
+        ? { choice, tfBackend: 'tensorflow', threads: 0, fusedAttention: false }
         : undefined,
     )
     .with('node', async () =>
       tryRequire('@tensorflow/tfjs-node') && (await tf.setBackend('tensorflow'))
-        ? { choice, tfBackend: 'tensorflow', threads: 0 }
+        ? { choice, tfBackend: 'tensorflow', threads: 0, fusedAttention: false }
         : undefined,
     )
     .with('wasm', async () => {
       require('@tensorflow/tfjs-backend-wasm');
       const threads = await enableWasmThreads();
       if (!(await tf.setBackend('wasm'))) return undefined;
-      return { choice, tfBackend: 'wasm', threads };
+      const fusedAttention = process.env.FUSED_ATTENTION !== '0' && registerFusedAttention(tf.backend() as BackendWasm);
+      return { choice, tfBackend: 'wasm', threads, fusedAttention };
     })
     .exhaustive();
 }
@@ -63,7 +68,7 @@ export async function initBackend(log: (line: string) => void = console.log): Pr
     const info = await tryBackend(choice);
     if (info) {
       active = info;
-      log(`[backend] ${info.tfBackend} (${choice}${choice === 'wasm' ? `, ${info.threads} thread(s)` : ''})`);
+      log(`[backend] ${info.tfBackend} (${choice}${choice === 'wasm' ? `, ${info.threads} thread(s)${info.fusedAttention ? ', fused attention' : ''}` : ''})`);
       return info;
     }
   }
