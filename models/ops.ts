@@ -6,16 +6,30 @@
  *   multiplies plainly.
  * - exp/erf/tanh run as scalar loops while sigmoid is vectorised, so softmax and GELU are built
  *   on sigmoid (exp(t) = s / (1 - s) with s = sigmoid(t), exact for t <= 0 where 1 - s >= 1/2).
- * - batched matMuls (attention) have no fast path at all, so attention is a fused SIMD kernel
- *   there (models/kernels/attention.c); composed from ops, it splits heads with a 4-D
- *   transpose, as 5-D transposes are slow and 4-D ones fast.
+ * - batched matMuls (attention) have no fast path at all, and LayerNorm and GELU take many
+ *   small kernels, so these three run as fused SIMD kernels there (models/kernels/*.c).
+ *   Composed from ops (other backends), attention splits heads with a 4-D transpose, as 5-D
+ *   transposes are slow and 4-D ones fast.
  * Linear weights are kept as [in, out] (the plain-matMul layout); checkpoints store PyTorch's
  * [out, in] and models/vit.ts converts at load/save.
  * Each forward computes inside tf.tidy and keeps only its value and what its gradient needs:
  * under a gradient tape every tensor an op creates otherwise lives until the step ends.
  */
 import * as tf from '@tensorflow/tfjs';
-import { FUSED_ATTENTION, FUSED_ATTENTION_GRAD, fusedAttentionRegistered } from './kernels/attention';
+import { FUSED_ATTENTION, FUSED_ATTENTION_GRAD } from './kernels/attention';
+import { FUSED_GELU, FUSED_GELU_GRAD } from './kernels/gelu';
+import { wasmKernelsRegistered } from './kernels';
+import { FUSED_LAYER_NORM, FUSED_LAYER_NORM_GRAD } from './kernels/layer-norm';
+
+/** The fused wasm kernels apply: registered (models/kernels) and wasm is the active backend. */
+function fused(): boolean {
+  return wasmKernelsRegistered() && tf.getBackend() === 'wasm';
+}
+
+function runKernel(name: string, inputs: Record<string, tf.Tensor>, attrs: tf.NamedAttrMap = {}): tf.Tensor[] {
+  const out = tf.engine().runKernel(name, inputs, attrs);
+  return Array.isArray(out) ? (out as tf.Tensor[]) : [out as tf.Tensor];
+}
 
 type SavedGrad = (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => tf.Tensor[];
 
@@ -35,11 +49,16 @@ export const linear = custom((x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, save: tf
       return [
         tf.matMul(g, tf.transpose(ws)),
         tf.matMul(tf.transpose(xs), g),
-        tf.sum(g, 0),
+        columnSums(g),
       ];
     },
   };
 }) as (x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D) => tf.Tensor2D;
+
+/** Sums over rows of g [N, M] -> [M], as ones [1, N] @ g: wasm reduces a non-last axis by transposing first. */
+function columnSums(g: tf.Tensor2D): tf.Tensor1D {
+  return tf.reshape(tf.matMul(tf.ones([1, g.shape[0]]), g), [g.shape[1]]);
+}
 
 /** exp(t) for t <= 0 through the vectorised sigmoid. */
 function expNonPositive(t: tf.Tensor): tf.Tensor {
@@ -66,6 +85,23 @@ const softmaxLastAxis = custom((x: tf.Tensor, save: tf.GradSaveFunc) => {
 
 /** LayerNorm over the last axis of rows x [N, D]. */
 export function layerNorm(x: tf.Tensor2D, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps: number): tf.Tensor2D {
+  return fused() ? layerNormFused(x, gamma, beta, eps) : layerNormComposed(x, gamma, beta, eps);
+}
+
+function layerNormFused(x: tf.Tensor2D, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps: number): tf.Tensor2D {
+  return custom((xs: tf.Tensor, g: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
+    const [y, stats] = runKernel(FUSED_LAYER_NORM, { x: xs, gamma: g, beta: b }, { eps });
+    save([xs, g, stats]);
+    return {
+      value: y,
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], [xv, gv, st]: tf.Tensor[]) =>
+        runKernel(FUSED_LAYER_NORM_GRAD, { x: xv, gamma: gv, stats: st, dy: dy as tf.Tensor }),
+    };
+  })(x, gamma, beta) as tf.Tensor2D;
+}
+
+/** layerNorm() from tfjs ops. */
+export function layerNormComposed(x: tf.Tensor2D, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps: number): tf.Tensor2D {
   return layerNormOp(x, gamma, beta, tf.scalar(eps)) as tf.Tensor2D;
 }
 
@@ -104,8 +140,20 @@ const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
  * 0.5 * (1 + tanh(u)) = sigmoid(2u), which runs on the vectorised sigmoid.
  */
 export function gelu(x: tf.Tensor, kind: Activation): tf.Tensor {
-  return kind === 'gelu' ? geluErf(x) : geluTanh(x);
+  if (kind === 'gelu_tanh') return geluTanh(x);
+  return fused() ? geluFused(x) : geluErf(x);
 }
+
+const geluFused = custom((x: tf.Tensor, save: tf.GradSaveFunc) => {
+  save([x]);
+  return {
+    value: runKernel(FUSED_GELU, { x })[0],
+    gradFunc: (dy: tf.Tensor | tf.Tensor[], [xs]: tf.Tensor[]) => runKernel(FUSED_GELU_GRAD, { x: xs, dy: dy as tf.Tensor }),
+  };
+});
+
+/** Exact GELU from tfjs ops. */
+export const geluComposed = (x: tf.Tensor): tf.Tensor => geluErf(x);
 
 const geluErf = custom((x: tf.Tensor, save: tf.GradSaveFunc) => {
   const cdf = tf.tidy(() => tf.mul(0.5, tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2)))));
@@ -141,24 +189,21 @@ const geluTanh = custom((x: tf.Tensor, save: tf.GradSaveFunc) => {
  * Multi-head self-attention core: qkv rows [B*T, 3*D] in timm's layout (3, heads, headDim per
  * row) -> softmax(q k^T / sqrt(headDim)) v with heads merged, rows [B*T, D]. On the wasm
  * backend this is one fused kernel each way (models/kernels/attention.c): tfjs-wasm's batched
- * matMul has no fast path, and attention was half of a train step there. Elsewhere it is
- * composed from tfjs ops (attentionComposed), which the fused kernels match to float precision.
+ * matMul has no fast path, and attention was half of a train step there.
  */
 export function attention(qkv: tf.Tensor2D, batch: number, heads: number): tf.Tensor2D {
-  return fusedAttentionRegistered() && tf.getBackend() === 'wasm'
-    ? attentionFused(qkv, batch, heads)
-    : attentionComposed(qkv, batch, heads);
+  return fused() ? attentionFused(qkv, batch, heads) : attentionComposed(qkv, batch, heads);
 }
 
 function attentionFused(qkv: tf.Tensor2D, batch: number, heads: number): tf.Tensor2D {
   const attrs = { batch, heads };
   return custom((x: tf.Tensor, save: tf.GradSaveFunc) => {
-    const [out, probs] = tf.engine().runKernel(FUSED_ATTENTION, { qkv: x }, attrs) as tf.Tensor[];
+    const [out, probs] = runKernel(FUSED_ATTENTION, { qkv: x }, attrs);
     save([x, probs]);
     return {
       value: out,
       gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => [
-        tf.engine().runKernel(FUSED_ATTENTION_GRAD, { qkv: saved[0], probs: saved[1], dy: dy as tf.Tensor }, attrs) as tf.Tensor,
+        ...runKernel(FUSED_ATTENTION_GRAD, { qkv: saved[0], probs: saved[1], dy: dy as tf.Tensor }, attrs),
       ],
     };
   })(qkv) as tf.Tensor2D;

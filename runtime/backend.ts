@@ -7,7 +7,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { match } from 'ts-pattern';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
-import { registerFusedAttention } from '../models/kernels/attention';
+import { registerWasmKernels } from '../models/kernels';
 import { enableWasmThreads } from './wasm-threads';
 
 export type BackendChoice = 'gpu' | 'node' | 'wasm';
@@ -16,8 +16,8 @@ export interface BackendInfo {
   choice: BackendChoice;
   tfBackend: string;
   threads: number;
-  /** Attention runs as the fused wasm kernels (FUSED_ATTENTION=0 turns them off, for comparison). */
-  fusedAttention: boolean;
+  /** Attention, LayerNorm and GELU run as fused wasm kernels (FUSED_KERNELS=0 turns them off, for comparison). */
+  fusedKernels: boolean;
 }
 
 let active: BackendInfo | undefined;
@@ -35,20 +35,20 @@ async function tryBackend(choice: BackendChoice): Promise<BackendInfo | undefine
   return match(choice)
     .with('gpu', async () =>
       tryRequire('@tensorflow/tfjs-node-gpu') && (await tf.setBackend('tensorflow'))
-        ? { choice, tfBackend: 'tensorflow', threads: 0, fusedAttention: false }
+        ? { choice, tfBackend: 'tensorflow', threads: 0, fusedKernels: false }
         : undefined,
     )
     .with('node', async () =>
       tryRequire('@tensorflow/tfjs-node') && (await tf.setBackend('tensorflow'))
-        ? { choice, tfBackend: 'tensorflow', threads: 0, fusedAttention: false }
+        ? { choice, tfBackend: 'tensorflow', threads: 0, fusedKernels: false }
         : undefined,
     )
     .with('wasm', async () => {
       require('@tensorflow/tfjs-backend-wasm');
       const threads = await enableWasmThreads();
       if (!(await tf.setBackend('wasm'))) return undefined;
-      const fusedAttention = process.env.FUSED_ATTENTION !== '0' && registerFusedAttention(tf.backend() as BackendWasm);
-      return { choice, tfBackend: 'wasm', threads, fusedAttention };
+      const fusedKernels = process.env.FUSED_KERNELS !== '0' && registerWasmKernels(tf.backend() as BackendWasm);
+      return { choice, tfBackend: 'wasm', threads, fusedKernels };
     })
     .exhaustive();
 }
@@ -68,7 +68,7 @@ export async function initBackend(log: (line: string) => void = console.log): Pr
     const info = await tryBackend(choice);
     if (info) {
       active = info;
-      log(`[backend] ${info.tfBackend} (${choice}${choice === 'wasm' ? `, ${info.threads} thread(s)${info.fusedAttention ? ', fused attention' : ''}` : ''})`);
+      log(`[backend] ${info.tfBackend} (${choice}${choice === 'wasm' ? `, ${info.threads} thread(s)${info.fusedKernels ? ', fused kernels' : ''}` : ''})`);
       return info;
     }
   }

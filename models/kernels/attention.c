@@ -12,9 +12,7 @@
  * Each entry point handles heads g0 <= g < g1 (g = b * H + h), so several threads can split
  * one call. No static data and no stack use: every byte written is in the buffers passed in.
  */
-#include <wasm_simd128.h>
-
-typedef float f32;
+#include "simd-math.h"
 
 /*
  * C[M, N] = A[M, K] @ B[K, N]. A is read through strides (element (i, k) at
@@ -87,27 +85,6 @@ static void transpose(int rows, int cols, const f32 *src, int lds, f32 *dst) {
     for (int c = 0; c < cols; c++) dst[c * rows + r] = src[r * lds + c];
 }
 
-/* exp(x) for x <= 0, four lanes: Cephes' expf (range reduction by ln 2, degree-5 polynomial). */
-static v128_t exp_nonpositive(v128_t x) {
-  x = wasm_f32x4_max(x, wasm_f32x4_splat(-87.0f));
-  v128_t n = wasm_f32x4_floor(wasm_f32x4_add(wasm_f32x4_mul(x, wasm_f32x4_splat(1.44269504088896341f)), wasm_f32x4_splat(0.5f)));
-  x = wasm_f32x4_sub(x, wasm_f32x4_mul(n, wasm_f32x4_splat(0.693359375f)));
-  x = wasm_f32x4_sub(x, wasm_f32x4_mul(n, wasm_f32x4_splat(-2.12194440e-4f)));
-  v128_t y = wasm_f32x4_splat(1.9875691500e-4f);
-  y = wasm_f32x4_add(wasm_f32x4_mul(y, x), wasm_f32x4_splat(1.3981999507e-3f));
-  y = wasm_f32x4_add(wasm_f32x4_mul(y, x), wasm_f32x4_splat(8.3334519073e-3f));
-  y = wasm_f32x4_add(wasm_f32x4_mul(y, x), wasm_f32x4_splat(4.1665795894e-2f));
-  y = wasm_f32x4_add(wasm_f32x4_mul(y, x), wasm_f32x4_splat(1.6666665459e-1f));
-  y = wasm_f32x4_add(wasm_f32x4_mul(y, x), wasm_f32x4_splat(5.0000001201e-1f));
-  y = wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_mul(y, wasm_f32x4_mul(x, x)), x), wasm_f32x4_splat(1.0f));
-  v128_t pow2n = wasm_i32x4_shl(wasm_i32x4_add(wasm_i32x4_trunc_sat_f32x4(n), wasm_i32x4_splat(127)), 23);
-  return wasm_f32x4_mul(y, pow2n);
-}
-
-static f32 exp_nonpositive_scalar(f32 x) {
-  return wasm_f32x4_extract_lane(exp_nonpositive(wasm_f32x4_splat(x)), 0);
-}
-
 /* row[0..n) = softmax(scale * row) in place. */
 static void softmax_row(f32 *row, int n, f32 scale) {
   f32 m = row[0];
@@ -119,7 +96,7 @@ static void softmax_row(f32 *row, int n, f32 scale) {
     wasm_v128_store(row + j, e);
     acc = wasm_f32x4_add(acc, e);
   }
-  f32 sum = wasm_f32x4_extract_lane(acc, 0) + wasm_f32x4_extract_lane(acc, 1) + wasm_f32x4_extract_lane(acc, 2) + wasm_f32x4_extract_lane(acc, 3);
+  f32 sum = hsum(acc);
   for (; j < n; j++) {
     row[j] = exp_nonpositive_scalar(row[j] * scale - m * scale);
     sum += row[j];

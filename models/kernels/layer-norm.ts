@@ -1,0 +1,44 @@
+/**
+ * layer-norm.c's kernels as the wasm backend's 'FusedLayerNorm' (x, gamma, beta -> y, stats)
+ * and 'FusedLayerNormGrad' (x, gamma, stats, dy -> dx, dgamma, dbeta). Attribute: eps.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import { loadKernelModule } from './wasm-module';
+
+export const FUSED_LAYER_NORM = 'FusedLayerNorm';
+export const FUSED_LAYER_NORM_GRAD = 'FusedLayerNormGrad';
+
+interface LayerNormExports {
+  layer_norm_forward(x: number, gamma: number, beta: number, y: number, stats: number, rows: number, d: number, eps: number): void;
+  layer_norm_backward(x: number, gamma: number, stats: number, dy: number, dx: number, dgamma: number, dbeta: number, rows: number, d: number): void;
+}
+
+export function registerLayerNormKernels(backend: BackendWasm): void {
+  const { exports: k, offset } = loadKernelModule<LayerNormExports>(backend, 'layer-norm');
+  tf.registerKernel({
+    kernelName: FUSED_LAYER_NORM,
+    backendName: 'wasm',
+    kernelFunc: ({ inputs, attrs }) => {
+      const { x, gamma, beta } = inputs as Record<string, tf.TensorInfo>;
+      const [rows, d] = x.shape;
+      const y = backend.makeOutput([rows, d], 'float32');
+      const stats = backend.makeOutput([rows, 2], 'float32');
+      k.layer_norm_forward(offset(x), offset(gamma), offset(beta), offset(y), offset(stats), rows, d, attrs!.eps as number);
+      return [y, stats];
+    },
+  });
+  tf.registerKernel({
+    kernelName: FUSED_LAYER_NORM_GRAD,
+    backendName: 'wasm',
+    kernelFunc: ({ inputs }) => {
+      const { x, gamma, stats, dy } = inputs as Record<string, tf.TensorInfo>;
+      const [rows, d] = x.shape;
+      const dx = backend.makeOutput([rows, d], 'float32');
+      const dgamma = backend.makeOutput([d], 'float32');
+      const dbeta = backend.makeOutput([d], 'float32');
+      k.layer_norm_backward(offset(x), offset(gamma), offset(stats), offset(dy), offset(dx), offset(dgamma), offset(dbeta), rows, d);
+      return [dx, dgamma, dbeta];
+    },
+  });
+}

@@ -1,0 +1,113 @@
+/**
+ * The fused wasm kernels (models/kernels/*.c) against the same computations composed from
+ * tfjs ops: values and gradients, on shapes that exercise every SIMD/register-tile remainder,
+ * with no tensors left behind. vit-parity.spec.ts runs the ViT through them against PyTorch.
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { spawnSync } from 'child_process';
+import * as tf from '@tensorflow/tfjs';
+import { initBackend } from '../runtime/backend';
+import { attention, attentionComposed, gelu, geluComposed, layerNorm, layerNormComposed } from '../models/ops';
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+function maxAbs(a: ArrayLike<number>): number {
+  return maxAbsDiff(a, new Float32Array(a.length));
+}
+
+/**
+ * f and its composed reference on the same inputs: values, and gradients of a random linear
+ * loss w.r.t. every input, equal to `tol` relative to their scale (both are float32 with
+ * different summation orders and exp/erf approximations).
+ */
+function assertSame(f: (...xs: tf.Tensor[]) => tf.Tensor, ref: (...xs: tf.Tensor[]) => tf.Tensor, inputs: tf.Tensor[], tol = 1e-5) {
+  const before = tf.memory().numTensors;
+  const probe = tf.tidy(() => f(...inputs));
+  const weights = tf.randomNormal(probe.shape, 0, 1, 'float32', 3);
+  const loss = (g: typeof f) => (...xs: tf.Tensor[]) => tf.sum(tf.mul(g(...xs), weights)) as tf.Scalar;
+  const got = tf.valueAndGrads(loss(f))(inputs);
+  const want = tf.valueAndGrads(loss(ref))(inputs);
+  const refOut = tf.tidy(() => ref(...inputs));
+  const outErr = maxAbsDiff(probe.dataSync(), refOut.dataSync());
+  assert.ok(outErr < tol * Math.max(1, maxAbs(refOut.dataSync())), `output max abs error ${outErr}`);
+  got.grads.forEach((g, i) => {
+    const w = want.grads[i].dataSync();
+    const err = maxAbsDiff(g.dataSync(), w);
+    assert.ok(err < tol * Math.max(1, maxAbs(w)), `gradient ${i}: max abs error ${err} (scale ${maxAbs(w)})`);
+  });
+  tf.dispose([probe, weights, refOut, got.value, want.value, ...got.grads, ...want.grads]);
+  assert.is(tf.memory().numTensors, before, 'tensors leaked');
+}
+
+test('the wasm backend registers the fused kernels', async () => {
+  const info = await initBackend(() => undefined);
+  assert.is(info.tfBackend, 'wasm');
+  assert.ok(info.fusedKernels, 'fused kernels were not registered');
+});
+
+// [batch, tokens, heads, headDim]: tokens 1..3 mod 8 and fewer than 4 rows, odd head widths
+for (const [batch, tokens, heads, headDim] of [[2, 65, 2, 64], [3, 17, 3, 12], [1, 5, 1, 3], [2, 3, 4, 8], [1, 50, 2, 5]]) {
+  test(`attention: batch ${batch}, tokens ${tokens}, heads ${heads}, head width ${headDim}`, () => {
+    const qkv = tf.randomNormal([batch * tokens, 3 * heads * headDim], 0, 1.5, 'float32', 7);
+    assertSame(
+      (x) => attention(x as tf.Tensor2D, batch, heads),
+      (x) => attentionComposed(x as tf.Tensor2D, batch, heads),
+      [qkv],
+    );
+    qkv.dispose();
+  });
+}
+
+for (const [rows, width] of [[130, 128], [7, 13], [1, 3], [33, 192]]) {
+  test(`layerNorm: rows ${rows}, width ${width}`, () => {
+    const x = tf.add(tf.randomNormal([rows, width], 0, 2, 'float32', 1), 0.5);
+    const gamma = tf.randomNormal([width], 1, 0.3, 'float32', 2);
+    const beta = tf.randomNormal([width], 0, 0.3, 'float32', 4);
+    const eps = 1e-6;
+    assertSame(
+      (a, g, b) => layerNorm(a as tf.Tensor2D, g as tf.Tensor1D, b as tf.Tensor1D, eps),
+      (a, g, b) => layerNormComposed(a as tf.Tensor2D, g as tf.Tensor1D, b as tf.Tensor1D, eps),
+      [x, gamma, beta],
+    );
+    tf.dispose([x, gamma, beta]);
+  });
+}
+
+for (const shape of [[64, 512], [3, 7], [1, 1], [2, 5, 3]]) {
+  test(`gelu: shape [${shape}], including |x| up to 12`, () => {
+    const x = tf.randomNormal(shape, 0, 4, 'float32', 5);
+    assertSame((a) => gelu(a, 'gelu'), (a) => geluComposed(a), [x]);
+    x.dispose();
+  });
+}
+
+test('the committed .wasm files are the .c files assembled, using no stack or static data (when clang and wabt are installed)', () => {
+  if (spawnSync('clang', ['--version']).status !== 0 || spawnSync('wasm2wat', ['--version']).status !== 0) return;
+  const dir = path.join(__dirname, '../models/kernels');
+  const copy = fs.mkdtempSync(path.join(os.tmpdir(), 'mimref-kernels-'));
+  fs.mkdirSync(path.join(copy, 'scripts'));
+  fs.mkdirSync(path.join(copy, 'models/kernels'), { recursive: true });
+  fs.copyFileSync(path.join(__dirname, '../scripts/build-kernels.sh'), path.join(copy, 'scripts/build-kernels.sh'));
+  for (const f of fs.readdirSync(dir).filter((f) => /\.(c|h)$/.test(f))) fs.copyFileSync(path.join(dir, f), path.join(copy, 'models/kernels', f));
+  const run = spawnSync('sh', [path.join(copy, 'scripts/build-kernels.sh')]);
+  assert.is(run.status, 0, String(run.stderr));
+  const built = fs.readdirSync(path.join(copy, 'models/kernels')).filter((f) => f.endsWith('.wasm'));
+  assert.equal(built.sort(), fs.readdirSync(dir).filter((f) => f.endsWith('.wasm')).sort());
+  for (const f of built) {
+    const file = path.join(dir, f);
+    assert.ok(fs.readFileSync(file).equals(fs.readFileSync(path.join(copy, 'models/kernels', f))), `${f} differs from a fresh build`);
+    // the kernels share tfjs's heap: a shadow stack or data segment would write into it
+    const wat = spawnSync('wasm2wat', ['--enable-threads', file]).stdout.toString();
+    assert.not.match(wat, /global\.get \$__stack_pointer|\(data /, `${f} uses the shadow stack or static data`);
+  }
+});
+
+test.run();
