@@ -53,6 +53,14 @@ class ViT(nn.Module):
         return self.norm(x)
 
 
+def blas_library():
+    """The BLAS this process mapped: Debian's torch uses whichever libblas.so.3 the alternatives
+    system points at, and the reference BLAS is ~8x slower than OpenBLAS (libopenblas0-pthread)."""
+    with open("/proc/self/maps") as maps:
+        libs = {line.split()[-1] for line in maps if "blas" in line.lower() and "/" in line}
+    return sorted(libs)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="vit-micro-p4")
@@ -85,7 +93,7 @@ def main():
         for _ in range(a.steps):
             model(images)
         forward = a.batch * a.steps / (time.perf_counter() - t0)
-    print(json.dumps({"preset": a.preset, "batch": a.batch, "threads": a.threads, "trainImagesPerS": round(train, 2), "forwardImagesPerS": round(forward, 2)}))
+    print(json.dumps({"preset": a.preset, "batch": a.batch, "threads": a.threads, "trainImagesPerS": round(train, 2), "forwardImagesPerS": round(forward, 2), "blas": blas_library()}))
 
 
 if __name__ == "__main__":

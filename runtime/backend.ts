@@ -16,8 +16,11 @@ export interface BackendInfo {
   choice: BackendChoice;
   tfBackend: string;
   threads: number;
-  /** Attention, LayerNorm and GELU run as fused wasm kernels (FUSED_KERNELS=0 turns them off, for comparison). */
-  fusedKernels: boolean;
+  /**
+   * Threads of the fused wasm kernels for attention, LayerNorm and GELU (models/kernels); 0
+   * when they are off (other backends, or FUSED_KERNELS=0 for comparison).
+   */
+  fusedKernels: number;
 }
 
 let active: BackendInfo | undefined;
@@ -35,19 +38,19 @@ async function tryBackend(choice: BackendChoice): Promise<BackendInfo | undefine
   return match(choice)
     .with('gpu', async () =>
       tryRequire('@tensorflow/tfjs-node-gpu') && (await tf.setBackend('tensorflow'))
-        ? { choice, tfBackend: 'tensorflow', threads: 0, fusedKernels: false }
+        ? { choice, tfBackend: 'tensorflow', threads: 0, fusedKernels: 0 }
         : undefined,
     )
     .with('node', async () =>
       tryRequire('@tensorflow/tfjs-node') && (await tf.setBackend('tensorflow'))
-        ? { choice, tfBackend: 'tensorflow', threads: 0, fusedKernels: false }
+        ? { choice, tfBackend: 'tensorflow', threads: 0, fusedKernels: 0 }
         : undefined,
     )
     .with('wasm', async () => {
       require('@tensorflow/tfjs-backend-wasm');
       const threads = await enableWasmThreads();
       if (!(await tf.setBackend('wasm'))) return undefined;
-      const fusedKernels = process.env.FUSED_KERNELS !== '0' && registerWasmKernels(tf.backend() as BackendWasm);
+      const fusedKernels = process.env.FUSED_KERNELS === '0' ? 0 : registerWasmKernels(tf.backend() as BackendWasm, threads);
       return { choice, tfBackend: 'wasm', threads, fusedKernels };
     })
     .exhaustive();
@@ -68,7 +71,7 @@ export async function initBackend(log: (line: string) => void = console.log): Pr
     const info = await tryBackend(choice);
     if (info) {
       active = info;
-      log(`[backend] ${info.tfBackend} (${choice}${choice === 'wasm' ? `, ${info.threads} thread(s)${info.fusedKernels ? ', fused kernels' : ''}` : ''})`);
+      log(`[backend] ${info.tfBackend} (${choice}${choice === 'wasm' ? `, ${info.threads} thread(s)${info.fusedKernels ? `, fused kernels on ${info.fusedKernels}` : ''}` : ''})`);
       return info;
     }
   }

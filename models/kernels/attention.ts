@@ -4,15 +4,10 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
-import { loadKernelModule } from './wasm-module';
+import type { KernelModules } from './wasm-module';
 
 export const FUSED_ATTENTION = 'FusedAttention';
 export const FUSED_ATTENTION_GRAD = 'FusedAttentionGrad';
-
-interface AttentionExports {
-  attention_forward(qkv: number, out: number, p: number, scratch: number, t: number, h: number, hd: number, scale: number, g0: number, g1: number): void;
-  attention_backward(qkv: number, p: number, dout: number, dqkv: number, scratch: number, t: number, h: number, hd: number, scale: number, g0: number, g1: number): void;
-}
 
 /** qkv rows [batch * tokens, 3 * heads * headDim]. */
 function shapeOf(qkv: tf.TensorInfo, attrs: tf.NamedAttrMap | undefined) {
@@ -25,8 +20,8 @@ function shapeOf(qkv: tf.TensorInfo, attrs: tf.NamedAttrMap | undefined) {
   return { batch, tokens: rows / batch, heads, headDim: width / (3 * heads) };
 }
 
-export function registerAttentionKernels(backend: BackendWasm): void {
-  const { exports: k, offset, withScratch } = loadKernelModule<AttentionExports>(backend, 'attention');
+/** Heads (b, h) are independent: kernel threads split them. */
+export function registerAttentionKernels(backend: BackendWasm, { offset, parallel }: KernelModules): void {
   tf.registerKernel({
     kernelName: FUSED_ATTENTION,
     backendName: 'wasm',
@@ -35,9 +30,8 @@ export function registerAttentionKernels(backend: BackendWasm): void {
       const s = shapeOf(qkv, attrs);
       const out = backend.makeOutput([s.batch * s.tokens, s.heads * s.headDim], 'float32');
       const probs = backend.makeOutput([s.batch, s.heads, s.tokens, s.tokens], 'float32');
-      withScratch(s.headDim * s.tokens, (scratch) =>
-        k.attention_forward(offset(qkv), offset(out), offset(probs), scratch, s.tokens, s.heads, s.headDim, s.headDim ** -0.5, 0, s.batch * s.heads),
-      );
+      const [x, o, p] = [offset(qkv), offset(out), offset(probs)];
+      parallel('attention_forward', s.batch * s.heads, s.headDim * s.tokens, (g0, g1, scratch) => [x, o, p, scratch, s.tokens, s.heads, s.headDim, s.headDim ** -0.5, g0, g1]);
       return [out, probs];
     },
   });
@@ -48,9 +42,8 @@ export function registerAttentionKernels(backend: BackendWasm): void {
       const { qkv, probs, dy } = inputs as { qkv: tf.TensorInfo; probs: tf.TensorInfo; dy: tf.TensorInfo };
       const s = shapeOf(qkv, attrs);
       const dqkv = backend.makeOutput(qkv.shape, 'float32');
-      withScratch(s.headDim * s.tokens + s.tokens * s.tokens, (scratch) =>
-        k.attention_backward(offset(qkv), offset(probs), offset(dy), offset(dqkv), scratch, s.tokens, s.heads, s.headDim, s.headDim ** -0.5, 0, s.batch * s.heads),
-      );
+      const [x, p, d, dx] = [offset(qkv), offset(probs), offset(dy), offset(dqkv)];
+      parallel('attention_backward', s.batch * s.heads, s.headDim * s.tokens + s.tokens * s.tokens, (g0, g1, scratch) => [x, p, d, dx, scratch, s.tokens, s.heads, s.headDim, s.headDim ** -0.5, g0, g1]);
       return dqkv;
     },
   });

@@ -4,18 +4,13 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
-import { loadKernelModule } from './wasm-module';
+import type { KernelModules } from './wasm-module';
 
 export const FUSED_LAYER_NORM = 'FusedLayerNorm';
 export const FUSED_LAYER_NORM_GRAD = 'FusedLayerNormGrad';
 
-interface LayerNormExports {
-  layer_norm_forward(x: number, gamma: number, beta: number, y: number, stats: number, rows: number, d: number, eps: number): void;
-  layer_norm_backward(x: number, gamma: number, stats: number, dy: number, dx: number, dgamma: number, dbeta: number, rows: number, d: number): void;
-}
-
-export function registerLayerNormKernels(backend: BackendWasm): void {
-  const { exports: k, offset } = loadKernelModule<LayerNormExports>(backend, 'layer-norm');
+/** One thread: LayerNorm is a small share of a step, and its backward sums over all rows. */
+export function registerLayerNormKernels(backend: BackendWasm, { fns, offset }: KernelModules): void {
   tf.registerKernel({
     kernelName: FUSED_LAYER_NORM,
     backendName: 'wasm',
@@ -24,7 +19,7 @@ export function registerLayerNormKernels(backend: BackendWasm): void {
       const [rows, d] = x.shape;
       const y = backend.makeOutput([rows, d], 'float32');
       const stats = backend.makeOutput([rows, 2], 'float32');
-      k.layer_norm_forward(offset(x), offset(gamma), offset(beta), offset(y), offset(stats), rows, d, attrs!.eps as number);
+      fns.layer_norm_forward(offset(x), offset(gamma), offset(beta), offset(y), offset(stats), rows, d, attrs!.eps as number);
       return [y, stats];
     },
   });
@@ -37,7 +32,7 @@ export function registerLayerNormKernels(backend: BackendWasm): void {
       const dx = backend.makeOutput([rows, d], 'float32');
       const dgamma = backend.makeOutput([d], 'float32');
       const dbeta = backend.makeOutput([d], 'float32');
-      k.layer_norm_backward(offset(x), offset(gamma), offset(stats), offset(dy), offset(dx), offset(dgamma), offset(dbeta), rows, d);
+      fns.layer_norm_backward(offset(x), offset(gamma), offset(stats), offset(dy), offset(dx), offset(dgamma), offset(dbeta), rows, d);
       return [dx, dgamma, dbeta];
     },
   });

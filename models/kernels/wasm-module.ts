@@ -1,22 +1,25 @@
 /**
- * Loads one of this folder's kernel modules (the .c files, assembled by scripts/build-kernels.sh)
- * onto tfjs's wasm backend. The module imports the backend's own memory, so its kernels read
+ * Loads this folder's kernel modules (the .c files, assembled by scripts/build-kernels.sh)
+ * onto tfjs's wasm backend. The modules import the backend's own memory, so kernels read
  * inputs and write outputs in place on the tfjs heap: no copies, and outputs are ordinary
- * tensors the backend owns (backend.makeOutput).
+ * tensors the backend owns (backend.makeOutput). On the threaded build, kernels that split
+ * into independent shares (parallel()) also run on helper threads (threads.ts).
  */
 import * as fs from 'fs';
 import * as path from 'path';
 import type * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import { KernelThreads } from './threads';
 
 // Neither lib ES2022 (no DOM) nor @types/node 20 declares WebAssembly; this is all we use.
 declare const WebAssembly: {
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object, imports: object) => { exports: unknown };
+  Module: { new (bytes: Uint8Array): object; exports(m: object): { name: string; kind: string }[] };
+  Instance: new (module: object, imports: object) => { exports: Record<string, KernelFunction> };
 };
 interface WasmMemory {
   buffer: ArrayBuffer | SharedArrayBuffer;
 }
+type KernelFunction = (...args: number[]) => void;
 
 /** The emscripten module members used here (the package types them loosely). */
 interface EmscriptenHeap {
@@ -26,36 +29,59 @@ interface EmscriptenHeap {
   asm?: { memory?: WasmMemory };
 }
 
-export interface KernelModule<E> {
-  exports: E;
+export interface KernelModules {
+  /** Every module's exported functions, by name. */
+  fns: Record<string, KernelFunction>;
   /** Byte offset of a tensor's data on the heap. */
   offset(t: tf.TensorInfo): number;
   /** Runs f with `floats` float32s of heap scratch, freed afterwards. */
   withScratch(floats: number, f: (scratch: number) => void): void;
+  /**
+   * Calls fns[name](...args(start, end)) over shares of [0, total) on all kernel threads;
+   * `scratchFloats` per share, whose offset is passed to args as the third parameter.
+   */
+  parallel(name: string, total: number, scratchFloats: number, args: (start: number, end: number, scratch: number) => number[]): void;
+  threads: number;
 }
 
 /**
- * Instantiates `<name>.wasm` (or `<name>.shared.wasm` when the heap is shared memory, as in
- * the threaded build) on the backend's heap.
+ * Instantiates `<name>.wasm` for each name (or `<name>.shared.wasm` when the heap is shared
+ * memory, as in the threaded build) on the backend's heap, with `threads` kernel threads
+ * (the caller and threads - 1 helpers; helpers only on shared memory).
  */
-export function loadKernelModule<E>(backend: BackendWasm, name: string): KernelModule<E> {
+export function loadKernelModules(backend: BackendWasm, names: string[], threads: number): KernelModules {
   const heap = backend.wasm as unknown as EmscriptenHeap;
   // the threaded build keeps its heap on Module.wasmMemory, the others export it
   const memory = heap.wasmMemory ?? heap.asm?.memory;
   if (!memory) throw new Error('tfjs wasm backend: its heap memory is not reachable (wasmMemory / asm.memory)');
   const shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
-  const file = path.join(__dirname, `${name}${shared ? '.shared' : ''}.wasm`);
-  const exports = new WebAssembly.Instance(new WebAssembly.Module(fs.readFileSync(file)), { env: { memory } }).exports as E;
+  const modules = names.map((name) => new WebAssembly.Module(fs.readFileSync(path.join(__dirname, `${name}${shared ? '.shared' : ''}.wasm`))));
+  const fns: Record<string, KernelFunction> = {};
+  for (const m of modules) Object.assign(fns, new WebAssembly.Instance(m, { env: { memory } }).exports);
+  // helpers number functions in the same order: each module's exports, module after module
+  const index = new Map(modules.flatMap((m) => WebAssembly.Module.exports(m).filter((e) => e.kind === 'function').map((e) => e.name)).map((n, i) => [n, i]));
+  const pool = shared && threads > 1 ? new KernelThreads(memory, modules, threads - 1) : undefined;
+
+  const withScratch = (floats: number, f: (scratch: number) => void) => {
+    const scratch = heap._malloc(Math.max(1, floats) * 4);
+    try {
+      f(scratch);
+    } finally {
+      heap._free(scratch);
+    }
+  };
   return {
-    exports,
+    fns,
     offset: (t) => backend.dataIdMap.get(t.dataId)!.memoryOffset,
-    withScratch(floats, f) {
-      const scratch = heap._malloc(floats * 4);
-      try {
-        f(scratch);
-      } finally {
-        heap._free(scratch);
-      }
+    withScratch,
+    threads: pool?.threads ?? 1,
+    parallel(name, total, scratchFloats, args) {
+      const f = fns[name];
+      if (!pool) return withScratch(scratchFloats, (s) => f(...args(0, total, s)));
+      withScratch(scratchFloats * pool.threads, (s) => {
+        let share = 0;
+        pool.run(total, index.get(name)!, (a, b) => args(a, b, s + 4 * scratchFloats * ++share), (a, b) => f(...args(a, b, s)));
+      });
     },
   };
 }
