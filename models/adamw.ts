@@ -1,10 +1,13 @@
 /**
  * AdamW (Loshchilov & Hutter 2019): Adam with decoupled weight decay, per-parameter groups
  * carrying their own lr scale (layer-wise lr decay) and weight decay (none on biases, norms,
- * tokens and position embeddings), plus optional global-norm gradient clipping.
+ * tokens and position embeddings), plus optional global-norm gradient clipping. On wasm each
+ * parameter's update is one fused kernel (models/kernels/adamw.c).
  */
 import * as tf from '@tensorflow/tfjs';
 import { HostTensor } from './params';
+import { FUSED_ADAMW } from './kernels/adamw';
+import { fusedKernelsActive, runKernel, sumSquares } from './kernels';
 
 export interface ParamGroupEntry {
   name: string;
@@ -39,23 +42,33 @@ export class AdamW {
     this.step++;
     const { beta1, beta2, eps, clipGradNorm } = this.opts;
     const present = this.params.filter((p) => grads[p.variable.name] !== undefined);
-    const norm = tf.tidy(() =>
-      tf.sqrt(tf.addN(present.map((p) => tf.sum(tf.square(grads[p.variable.name]))))).dataSync()[0],
-    );
+    const fused = fusedKernelsActive();
+    const norm = fused
+      ? Math.sqrt(present.reduce((sum, p) => sum + sumSquares(grads[p.variable.name]), 0))
+      : tf.tidy(() => tf.sqrt(tf.addN(present.map((p) => tf.sum(tf.square(grads[p.variable.name]))))).dataSync()[0]);
     const clip = clipGradNorm && norm > clipGradNorm ? clipGradNorm / (norm + 1e-6) : 1;
     const bias1 = 1 - beta1 ** this.step;
     const bias2 = 1 - beta2 ** this.step;
     for (const p of present) {
       tf.tidy(() => {
-        const g = clip === 1 ? grads[p.variable.name] : tf.mul(grads[p.variable.name], clip);
+        const g = grads[p.variable.name];
         const m = this.m.get(p.name)!;
         const v = this.v.get(p.name)!;
-        m.assign(tf.add(tf.mul(m, beta1), tf.mul(g, 1 - beta1)));
-        v.assign(tf.add(tf.mul(v, beta2), tf.mul(tf.square(g), 1 - beta2)));
         const stepLr = lr * p.lrScale;
+        const decayFactor = 1 - stepLr * p.weightDecay;
+        if (fused) {
+          const attrs = { lr: stepLr, decayFactor, beta1, beta2, invBias1: 1 / bias1, invBias2: 1 / bias2, eps, gradScale: clip };
+          const [pNew, mNew, vNew] = runKernel(FUSED_ADAMW, { p: p.variable, g, m, v }, attrs);
+          m.assign(mNew);
+          v.assign(vNew);
+          p.variable.assign(pNew);
+          return;
+        }
+        const gs = clip === 1 ? g : tf.mul(g, clip);
+        m.assign(tf.add(tf.mul(m, beta1), tf.mul(gs, 1 - beta1)));
+        v.assign(tf.add(tf.mul(v, beta2), tf.mul(tf.square(gs), 1 - beta2)));
         const update = tf.div(tf.div(m, bias1), tf.add(tf.sqrt(tf.div(v, bias2)), eps));
-        const decayed = p.weightDecay > 0 ? tf.mul(p.variable, 1 - stepLr * p.weightDecay) : p.variable;
-        p.variable.assign(tf.sub(decayed, tf.mul(update, stepLr)));
+        p.variable.assign(tf.sub(tf.mul(p.variable, decayFactor), tf.mul(update, stepLr)));
       });
     }
     return norm;

@@ -18,18 +18,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { FUSED_ATTENTION, FUSED_ATTENTION_GRAD } from './kernels/attention';
 import { FUSED_GELU, FUSED_GELU_GRAD } from './kernels/gelu';
-import { wasmKernelsRegistered } from './kernels';
+import { fusedKernelsActive as fused, runKernel } from './kernels';
 import { FUSED_LAYER_NORM, FUSED_LAYER_NORM_GRAD } from './kernels/layer-norm';
-
-/** The fused wasm kernels apply: registered (models/kernels) and wasm is the active backend. */
-function fused(): boolean {
-  return wasmKernelsRegistered() && tf.getBackend() === 'wasm';
-}
-
-function runKernel(name: string, inputs: Record<string, tf.Tensor>, attrs: tf.NamedAttrMap = {}): tf.Tensor[] {
-  const out = tf.engine().runKernel(name, inputs, attrs);
-  return Array.isArray(out) ? (out as tf.Tensor[]) : [out as tf.Tensor];
-}
 
 type SavedGrad = (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => tf.Tensor[];
 

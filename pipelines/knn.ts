@@ -12,7 +12,8 @@ import { initBackend } from '../runtime/backend';
 import { num, parseFlags, runMain } from '../runtime/cli';
 import { loadEncoder } from '../runtime/checkpoint';
 import { VisionTransformer, VIT_PRESETS } from '../models/vit';
-import { extractFeatures, FeatureSet, Pooling } from '../eval/extract-features';
+import { ExtractOptions, extractFeatures, FeatureSet, Pooling } from '../eval/extract-features';
+import { cachedFeatures, checkpointKey, randomInitKey } from '../eval/feature-cache';
 import { knnClassify } from '../eval/knn';
 import { featureMatrix } from '../eval/features';
 import { writeChart } from '../sinks/charts';
@@ -42,6 +43,8 @@ export interface PerBlockKnnOptions {
   temperature?: number;
   pooling?: Pooling;
   log?: (line: string) => void;
+  /** Reuse/store features in the on-disk cache under this model key (checkpointKey(file)); only for unchanged checkpoints. */
+  cacheKey?: string;
 }
 
 /** Features of the train and test sets after every block, then one kNN per block. */
@@ -52,7 +55,7 @@ export async function perBlockKnn(model: VisionTransformer, opts: PerBlockKnnOpt
   const extract = async (source: string, limit: number | undefined, what: string): Promise<FeatureSet> => {
     const t0 = performance.now();
     let lastLog = t0;
-    const set = await extractFeatures(model, {
+    const extractOpts: ExtractOptions = {
       source,
       blocks,
       pooling,
@@ -66,8 +69,10 @@ export async function perBlockKnn(model: VisionTransformer, opts: PerBlockKnnOpt
           log(`[knn] ${opts.label}: ${what} features ${done}${limit ? `/${limit}` : ''} (${rate.toFixed(0)} img/s${eta})`);
         }
       },
-    });
-    log(`[knn] ${opts.label}: ${set.count} ${what} images in ${((performance.now() - t0) / 1000).toFixed(1)}s`);
+    };
+    const set = opts.cacheKey ? await cachedFeatures(model, opts.cacheKey, extractOpts) : await extractFeatures(model, extractOpts);
+    const cached = 'cached' in set && set.cached ? ' (feature cache)' : '';
+    log(`[knn] ${opts.label}: ${set.count} ${what} images in ${((performance.now() - t0) / 1000).toFixed(1)}s${cached}`);
     return set;
   };
   const train = await extract(opts.train, opts.trainLimit, 'train');
@@ -157,6 +162,7 @@ async function main() {
     k: num('k', f.k, { integer: true, min: 1 }),
     temperature: num('temperature', f.temperature, { min: 1e-6 }),
     pooling: f.pooling,
+    cacheKey: f['random-init'] ? randomInitKey(f.preset!, num('seed', f.seed, { integer: true })) : checkpointKey(f.checkpoint!),
   });
   await writeKnnSummary(f.out!, [report], { title: `Per-block kNN top-1: ${label}`, name: 'knn', extra: { checkpoint: f['random-init'] ? null : f.checkpoint } });
 }

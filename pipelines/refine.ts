@@ -33,6 +33,7 @@ import { batchStream, SkipLog } from '../sources/batches';
 import { countSamples } from '../sources/count';
 import type { Batch } from '../sources/types';
 import { StepRecord, trainingSinks } from '../sinks/training';
+import { checkpointKey } from '../eval/feature-cache';
 import { perBlockKnn, writeKnnSummary, KnnReport } from './knn';
 
 const USAGE = 'MIM-Refiner: refine a MIM-pretrained ViT with NNA heads on intermediate blocks.\n  npx ts-node pipelines/refine.ts [options]';
@@ -131,7 +132,7 @@ export async function refine(argv: string[]): Promise<string> {
     testLimit: num('knn-test-limit', f['knn-test-limit'], { integer: true, min: 0 }) || undefined,
   };
   fs.mkdirSync(runDir, { recursive: true });
-  const knnBefore: KnnReport | undefined = f['skip-knn'] || resumeState ? undefined : await perBlockKnn(encoder, { ...knnOpts, label: 'MIM checkpoint' });
+  const knnBefore: KnnReport | undefined = f['skip-knn'] || resumeState ? undefined : await perBlockKnn(encoder, { ...knnOpts, label: 'MIM checkpoint', cacheKey: checkpointKey(f.checkpoint!) });
 
   // ---- resume
   let step = 0;
@@ -303,7 +304,7 @@ export async function refine(argv: string[]): Promise<string> {
   // ---- kNN of the refined (EMA) encoder, and the before/after summary
   if (!f['skip-knn']) {
     // a resumed run measures the starting point at the end, from the original checkpoint
-    const before = knnBefore ?? (await perBlockKnn(loadEncoder(f.checkpoint!), { ...knnOpts, label: 'MIM checkpoint' }));
+    const before = knnBefore ?? (await perBlockKnn(loadEncoder(f.checkpoint!), { ...knnOpts, label: 'MIM checkpoint', cacheKey: checkpointKey(f.checkpoint!) }));
     const knnAfter = await perBlockKnn(emaEncoder, { ...knnOpts, label: 'refined (EMA)' });
     await writeKnnSummary(runDir, [before, knnAfter], {
       title: 'Per-block kNN top-1 before and after refinement',

@@ -7,7 +7,8 @@ set -eu
 cd "$(dirname "$0")/../models/kernels"
 for src in *.c; do
   name="${src%.c}"
-  exports=$(sed -n 's/^void \([a-z_]*\)(.*/-Wl,--export=\1/p' "$src" | tr '\n' ' ')
+  # exports: the file's non-static functions (top-level definitions starting 'void ' or 'f32 ')
+  exports=$(sed -n 's/^\(void\|f32\) \([a-z_0-9]*\)(.*/-Wl,--export=\2/p' "$src" | tr '\n' ' ')
   common="--target=wasm32 -O3 -msimd128 -nostdlib -fno-builtin -Wl,--no-entry -Wl,--import-memory $exports"
   # shellcheck disable=SC2086
   clang $common -o "$name.wasm" "$src"

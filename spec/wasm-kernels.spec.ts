@@ -12,6 +12,8 @@ import { spawnSync } from 'child_process';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../runtime/backend';
 import { attention, attentionComposed, gelu, geluComposed, layerNorm, layerNormComposed } from '../models/ops';
+import { AdamW } from '../models/adamw';
+import { setFusedKernels } from '../models/kernels';
 
 function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let m = 0;
@@ -90,6 +92,45 @@ for (const shape of [[64, 512], [3, 7], [1, 1], [2, 5, 3]]) {
     x.dispose();
   });
 }
+
+test('AdamW: fused = composed over steps with decay, per-group lr scale and clipping', () => {
+  const run = (fused: boolean) => {
+    setFusedKernels(fused);
+    try {
+      const w = tf.variable(tf.randomNormal([37, 5], 0, 1, 'float32', 11), true, `adamw-fused-${fused}-w`);
+      const b = tf.variable(tf.randomNormal([5], 0, 1, 'float32', 12), true, `adamw-fused-${fused}-b`);
+      const before = tf.memory().numTensors;
+      const opt = new AdamW(
+        [
+          { name: 'w', variable: w, lrScale: 1, weightDecay: 0.05 },
+          { name: 'b', variable: b, lrScale: 0.3, weightDecay: 0 },
+        ],
+        { beta1: 0.9, beta2: 0.95, eps: 1e-8, clipGradNorm: 3 },
+      );
+      const norms = [0, 1, 2].map((t) => {
+        const grads = { [w.name]: tf.randomNormal([37, 5], 0, 1, 'float32', 20 + t), [b.name]: tf.randomNormal([5], 0, 1, 'float32', 30 + t) };
+        const n = opt.apply(grads, 0.01);
+        tf.dispose(Object.values(grads));
+        return n;
+      });
+      const out = { norms, w: w.dataSync().slice(), b: b.dataSync().slice(), state: opt.exportState() };
+      opt.dispose();
+      assert.is(tf.memory().numTensors, before, 'tensors leaked');
+      tf.dispose([w, b]);
+      return out;
+    } finally {
+      setFusedKernels(true);
+    }
+  };
+  const fused = run(true);
+  const composed = run(false);
+  fused.norms.forEach((n, i) => assert.ok(Math.abs(n - composed.norms[i]) < 1e-5 * n, `norm ${i}: ${n} vs ${composed.norms[i]}`));
+  assert.ok(maxAbsDiff(fused.w, composed.w) < 1e-6, 'weights differ');
+  assert.ok(maxAbsDiff(fused.b, composed.b) < 1e-6, 'biases differ');
+  for (const key of Object.keys(composed.state)) {
+    assert.ok(maxAbsDiff(fused.state[key].data, composed.state[key].data) < 1e-6, `${key} differs`);
+  }
+});
 
 test('the committed .wasm files are the .c files assembled, using no stack or static data (when clang and wabt are installed)', () => {
   if (spawnSync('clang', ['--version']).status !== 0 || spawnSync('wasm2wat', ['--version']).status !== 0) return;
