@@ -32,8 +32,9 @@ export class AdamW {
   constructor(readonly params: ParamGroupEntry[], readonly opts: AdamWOptions = { beta1: 0.9, beta2: 0.95, eps: 1e-8 }) {
     for (const p of params) {
       if (this.m.has(p.name)) throw new Error(`parameter ${p.name} given to the optimiser twice`);
-      this.m.set(p.name, tf.variable(tf.zerosLike(p.variable), false));
-      this.v.set(p.name, tf.variable(tf.zerosLike(p.variable), false));
+      // tidy frees the zeros (variables outlive it)
+      this.m.set(p.name, tf.tidy(() => tf.variable(tf.zerosLike(p.variable), false)));
+      this.v.set(p.name, tf.tidy(() => tf.variable(tf.zerosLike(p.variable), false)));
     }
   }
 

@@ -93,6 +93,19 @@ for (const shape of [[64, 512], [3, 7], [1, 1], [2, 5, 3]]) {
   });
 }
 
+test('2-D transpose: every row/column remainder, equal to the backend\'s own', () => {
+  for (const [rows, cols] of [[2080, 512], [7, 13], [1, 5], [4, 4], [130, 3]]) {
+    const x = tf.randomNormal([rows, cols], 0, 1, 'float32', rows);
+    const got = tf.transpose(x);
+    setFusedKernels(false);
+    const want = tf.transpose(x);
+    setFusedKernels(true);
+    assert.equal(got.shape, [cols, rows]);
+    assert.is(maxAbsDiff(got.dataSync(), want.dataSync()), 0, `[${rows}, ${cols}]`);
+    tf.dispose([x, got, want]);
+  }
+});
+
 test('AdamW: fused = composed over steps with decay, per-group lr scale and clipping', () => {
   const run = (fused: boolean) => {
     setFusedKernels(fused);

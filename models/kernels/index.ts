@@ -1,6 +1,6 @@
 /**
  * Fused SIMD kernels for tfjs's wasm backend (attention, LayerNorm, GELU, AdamW), written in C
- * beside this file, and a copy-free Identity. On wasm, tfjs runs these computations as many
+ * beside this file, a tiled 2-D Transpose and a copy-free Identity. On wasm, tfjs runs these computations as many
  * small kernels, several on scalar paths; fused, a ViT train step runs ~2.7x faster.
  * models/ops.ts and models/adamw.ts use them while fusedKernelsActive() and compose the same
  * computations from tfjs ops otherwise (native/GPU backends, FUSED_KERNELS=0, or
@@ -12,6 +12,7 @@ import { registerAdamWKernels } from './adamw';
 import { registerAttentionKernels } from './attention';
 import { registerGeluKernels } from './gelu';
 import { registerLayerNormKernels } from './layer-norm';
+import { registerTransposeKernel } from './transpose';
 import { loadKernelModules } from './wasm-module';
 
 /** Kernel threads of the registered kernels (0: not registered). */
@@ -46,11 +47,12 @@ export function runKernel(name: string, inputs: Record<string, tf.Tensor>, attrs
  */
 export function registerWasmKernels(backend: BackendWasm, threads: number): number {
   if (!registeredThreads) {
-    const modules = loadKernelModules(backend, ['attention', 'layer-norm', 'gelu', 'adamw'], threads);
+    const modules = loadKernelModules(backend, ['attention', 'layer-norm', 'gelu', 'adamw', 'transpose'], threads);
     registerAttentionKernels(backend, modules);
     registerLayerNormKernels(backend, modules);
     registerGeluKernels(backend, modules);
     sumSquaresOnHeap = registerAdamWKernels(backend, modules);
+    registerTransposeKernel(backend, modules, () => enabled);
     registerSharedIdentity(backend);
     registeredThreads = modules.threads;
   }
