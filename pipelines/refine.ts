@@ -7,8 +7,9 @@
  * head's block -> per head: projector z, predictor p, nearest neighbour of z in the head's
  * queue -> NNA loss summed over heads -> backward -> AdamW -> EMA -> enqueue z of view 0.
  * Stage 2 trains the heads on a frozen encoder; stage 3 trains encoder and heads.
- * The defaults fit the bundled CPU demonstration into ~10 minutes on 2 cores (a third of an
- * epoch, short EMA horizon, first blocks frozen); REFERENCE.md lists the paper's values.
+ * The defaults fit the bundled CPU demonstration into ~10 minutes on 2 cores (0.3 epoch of head
+ * warm-up, 0.8 epoch of refinement, short EMA horizon, first blocks frozen); REFERENCE.md lists
+ * the paper's values.
  *
  *   npx ts-node pipelines/refine.ts                      # bundled MAE checkpoint and data
  *   npx ts-node pipelines/refine.ts --checkpoint my-mae.safetensors --train 'shards/*.tar' --test 'val/*.tar'
@@ -44,11 +45,11 @@ const FLAGS = {
   out: { description: 'run directory', default: 'runs/refine' },
   resume: { description: 'continue the run in this directory from its checkpoint' },
   blocks: { description: 'head blocks, 0-based, comma-separated (default: last block + the rest of the last third)' },
-  'head-preset': { description: `head sizes: ${Object.keys(HEAD_PRESETS).join(', ')}`, default: 'tiny' },
+  'head-preset': { description: `head sizes: ${Object.keys(HEAD_PRESETS).join(', ')}`, default: 'micro' },
   'queue-size': { description: 'NN queue entries per head', default: '4096' },
   stages: { description: "stages to run: '2,3', '2' (heads warm-up) or '3' (refine)", default: '2,3' },
-  'stage2-epochs': { description: 'stage 2 length in epochs (fractions allowed)', default: '0.05' },
-  'stage3-epochs': { description: 'stage 3 length in epochs (fractions allowed)', default: '0.35' },
+  'stage2-epochs': { description: 'stage 2 length in epochs (fractions allowed)', default: '0.3' },
+  'stage3-epochs': { description: 'stage 3 length in epochs (fractions allowed)', default: '0.8' },
   batch: { description: 'batch size (samples; each gives 2 global + local views)', default: '32' },
   'lr2': { description: 'stage 2 peak lr (heads)', default: '1e-3' },
   'lr3': { description: 'stage 3 peak lr', default: '1e-3' },
@@ -65,7 +66,7 @@ const FLAGS = {
   ema: { description: 'EMA momentum of the encoder (reference 0.9999 over ~37k steps; keep the horizon a fraction of the run)', default: '0.8' },
   'global-size': { description: 'global view size (default: the model image size)' },
   'local-size': { description: 'local view size (default: half the global size)' },
-  'local-views': { description: 'local views per sample', default: '2' },
+  'local-views': { description: 'local views per sample (reference 10)', default: '6' },
   seed: { description: 'seed of heads, queues, augmentation, order and NN picks', default: '0' },
   'knn-train-limit': { description: 'train images for the before/after kNN (0: all)', default: '5000' },
   'knn-test-limit': { description: 'test images for the before/after kNN (0: all)', default: '2000' },
