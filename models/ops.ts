@@ -192,9 +192,8 @@ function attentionFused(qkv: tf.Tensor2D, batch: number, heads: number): tf.Tens
     save([x, probs]);
     return {
       value: out,
-      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => [
-        ...runKernel(FUSED_ATTENTION_GRAD, { qkv: saved[0], probs: saved[1], dy: dy as tf.Tensor }, attrs),
-      ],
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], [xs, ps]: tf.Tensor[]) =>
+        runKernel(FUSED_ATTENTION_GRAD, { qkv: xs, probs: ps, dy: dy as tf.Tensor }, attrs),
     };
   })(qkv) as tf.Tensor2D;
 }

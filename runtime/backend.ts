@@ -17,7 +17,7 @@ export interface BackendInfo {
   tfBackend: string;
   threads: number;
   /**
-   * Threads of the fused wasm kernels for attention, LayerNorm and GELU (models/kernels); 0
+   * Threads of the fused wasm kernels (attention, LayerNorm, GELU, AdamW, transpose; models/kernels); 0
    * when they are off (other backends, or FUSED_KERNELS=0 for comparison).
    */
   fusedKernels: number;
