@@ -7,7 +7,10 @@ import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import type { KernelModules } from './wasm-module';
 
-export function registerTransposeKernel(backend: BackendWasm, { offset, parallel }: KernelModules, active: () => boolean): void {
+/** Elements below which waking a helper thread costs more than it saves. */
+const SPLIT_ABOVE = 1 << 18;
+
+export function registerTransposeKernel(backend: BackendWasm, { fns, offset, parallel }: KernelModules, active: () => boolean): void {
   const own = tf.getKernel(tf.Transpose, 'wasm');
   if (!own) throw new Error("tfjs wasm backend: no 'Transpose' kernel to extend");
   tf.unregisterKernel(tf.Transpose, 'wasm');
@@ -20,7 +23,8 @@ export function registerTransposeKernel(backend: BackendWasm, { offset, parallel
       const [rows, cols] = x.shape;
       const out = backend.makeOutput([cols, rows], 'float32');
       const [src, dst] = [offset(x), offset(out)];
-      parallel('transpose_2d', Math.ceil(rows / 4), 0, (a, b) => [src, dst, rows, cols, 4 * a, Math.min(rows, 4 * b)]);
+      if (rows * cols < SPLIT_ABOVE) fns.transpose_2d(src, dst, rows, cols, 0, rows);
+      else parallel('transpose_2d', Math.ceil(rows / 4), 0, (a, b) => [src, dst, rows, cols, 4 * a, Math.min(rows, 4 * b)]);
       return out;
     },
   });
