@@ -25,5 +25,5 @@ export function registerAdamWKernels(backend: BackendWasm, { fns, offset }: Kern
       return outs;
     },
   });
-  return (t) => (fns.sum_squares as unknown as (x: number, n: number) => number)(offset(t), t.size);
+  return (t) => fns.sum_squares(offset(t), t.size);
 }

@@ -19,7 +19,8 @@ declare const WebAssembly: {
 interface WasmMemory {
   buffer: ArrayBuffer | SharedArrayBuffer;
 }
-type KernelFunction = (...args: number[]) => void;
+/** A kernel export: numeric arguments (heap offsets, sizes, scalars); void exports return undefined. */
+type KernelFunction = (...args: number[]) => number;
 
 /** The emscripten module members used here (the package types them loosely). */
 interface EmscriptenHeap {
