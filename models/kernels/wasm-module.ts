@@ -56,7 +56,14 @@ export function loadKernelModules(backend: BackendWasm, names: string[], threads
   const memory = heap.wasmMemory ?? heap.asm?.memory;
   if (!memory) throw new Error('tfjs wasm backend: its heap memory is not reachable (wasmMemory / asm.memory)');
   const shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
-  const modules = names.map((name) => new WebAssembly.Module(fs.readFileSync(path.join(__dirname, `${name}${shared ? '.shared' : ''}.wasm`))));
+  const modules = names.map((name) => {
+    const file = path.join(__dirname, `${name}${shared ? '.shared' : ''}.wasm`);
+    try {
+      return new WebAssembly.Module(fs.readFileSync(file));
+    } catch (e) {
+      throw new Error(`${file}: cannot load this kernel module (${(e as Error).message}); rebuild it with scripts/build-kernels.sh`);
+    }
+  });
   const fns: Record<string, KernelFunction> = {};
   for (const m of modules) Object.assign(fns, new WebAssembly.Instance(m, { env: { memory } }).exports);
   // helpers number functions in the same order: each module's exports, module after module
