@@ -1,9 +1,10 @@
 /**
  * Differentiable building blocks with hand-written gradients, shaped around the fast paths of
  * tfjs's wasm backend (and harmless on the native/GPU ones):
- * - matMul is fast only in its plain 2-D form; the transposed forms that tfjs's own matMul
- *   gradient uses run ~10x slower, so every gradient here transposes explicitly and then
- *   multiplies plainly.
+ * - tfjs-wasm's own matMul is fast only in its plain 2-D form; the transposed forms that
+ *   tfjs's matMul gradient uses run ~10x slower. With the fused kernels, gemm.c reads
+ *   transposed operands in place at full speed; without them, gradients transpose explicitly
+ *   and then multiply plainly.
  * - exp/erf/tanh run as scalar loops while sigmoid is vectorised, so softmax and GELU are built
  *   on sigmoid (exp(t) = s / (1 - s) with s = sigmoid(t), exact for t <= 0 where 1 - s >= 1/2).
  * - batched matMuls (attention) have no fast path at all, and LayerNorm and GELU take many
@@ -36,11 +37,8 @@ export const linear = custom((x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, save: tf
     gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
       const g = dy as tf.Tensor2D;
       const [xs, ws] = saved as tf.Tensor2D[];
-      return [
-        tf.matMul(g, tf.transpose(ws)),
-        tf.matMul(tf.transpose(xs), g),
-        columnSums(g),
-      ];
+      if (fused()) return [tf.matMul(g, ws, false, true), tf.matMul(xs, g, true, false), columnSums(g)];
+      return [tf.matMul(g, tf.transpose(ws)), tf.matMul(tf.transpose(xs), g), columnSums(g)];
     },
   };
 }) as (x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D) => tf.Tensor2D;

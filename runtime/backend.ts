@@ -7,7 +7,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { match } from 'ts-pattern';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
-import { registerWasmKernels } from '../models/kernels';
+import { kernelsUseRelaxedSimd, registerWasmKernels } from '../models/kernels';
 import { enableWasmThreads } from './wasm-threads';
 
 export type BackendChoice = 'gpu' | 'node' | 'wasm';
@@ -71,7 +71,7 @@ export async function initBackend(log: (line: string) => void = console.log): Pr
     const info = await tryBackend(choice);
     if (info) {
       active = info;
-      log(`[backend] ${info.tfBackend} (${choice}${choice === 'wasm' ? `, ${info.threads} thread(s)${info.fusedKernels ? `, fused kernels on ${info.fusedKernels}` : ''}` : ''})`);
+      log(`[backend] ${info.tfBackend} (${choice}${choice === 'wasm' ? `, ${info.threads} thread(s)${info.fusedKernels ? `, fused kernels on ${info.fusedKernels}${kernelsUseRelaxedSimd() ? ', relaxed SIMD' : ''}` : ''}` : ''})`);
       return info;
     }
   }

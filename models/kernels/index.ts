@@ -10,6 +10,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { registerAdamWKernels } from './adamw';
 import { registerAttentionKernels } from './attention';
+import { registerGemmKernels } from './gemm';
 import { registerGeluKernels } from './gelu';
 import { registerLayerNormKernels } from './layer-norm';
 import { registerTransposeKernel } from './transpose';
@@ -17,12 +18,18 @@ import { loadKernelModules } from './wasm-module';
 
 /** Kernel threads of the registered kernels (0: not registered). */
 let registeredThreads = 0;
+let relaxedSimd = false;
 let enabled = true;
 let sumSquaresOnHeap: ((t: tf.Tensor) => number) | undefined;
 
 /** The fused kernels apply: registered, not switched off, and wasm is the active backend. */
 export function fusedKernelsActive(): boolean {
   return registeredThreads > 0 && enabled && tf.getBackend() === 'wasm';
+}
+
+/** The kernels use relaxed SIMD (fused multiply-add). */
+export function kernelsUseRelaxedSimd(): boolean {
+  return relaxedSimd;
 }
 
 /** Switches the fused kernels off (or back on) after registration, to compare with the composed ops. */
@@ -47,7 +54,8 @@ export function runKernel(name: string, inputs: Record<string, tf.Tensor>, attrs
  */
 export function registerWasmKernels(backend: BackendWasm, threads: number): number {
   if (!registeredThreads) {
-    const modules = loadKernelModules(backend, ['attention', 'layer-norm', 'gelu', 'adamw', 'transpose'], threads);
+    const modules = loadKernelModules(backend, ['gemm', 'attention', 'layer-norm', 'gelu', 'adamw', 'transpose'], threads);
+    registerGemmKernels(backend, modules, () => enabled);
     registerAttentionKernels(backend, modules);
     registerLayerNormKernels(backend, modules);
     registerGeluKernels(backend, modules);
@@ -55,6 +63,7 @@ export function registerWasmKernels(backend: BackendWasm, threads: number): numb
     registerTransposeKernel(backend, modules, () => enabled);
     registerSharedIdentity(backend);
     registeredThreads = modules.threads;
+    relaxedSimd = modules.relaxedSimd;
   }
   return registeredThreads;
 }

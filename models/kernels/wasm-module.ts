@@ -7,6 +7,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import * as v8 from 'v8';
 import type * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { KernelThreads } from './threads';
@@ -14,6 +15,7 @@ import { KernelThreads } from './threads';
 // Neither lib ES2022 (no DOM) nor @types/node 20 declares WebAssembly; this is all we use.
 declare const WebAssembly: {
   Module: { new (bytes: Uint8Array): object; exports(m: object): { name: string; kind: string }[] };
+  validate(bytes: Uint8Array): boolean;
   Instance: new (module: object, imports: object) => { exports: Record<string, KernelFunction> };
 };
 interface WasmMemory {
@@ -43,11 +45,25 @@ export interface KernelModules {
    */
   parallel(name: string, total: number, scratchFloats: number, args: (start: number, end: number, scratch: number) => number[]): void;
   threads: number;
+  /** The relaxed-SIMD (fused multiply-add) builds are in use. */
+  relaxedSimd: boolean;
+}
+
+/**
+ * Relaxed SIMD is on by default from V8 11.4 (Node 22); Node 20's V8 has it behind a flag,
+ * which applies to modules compiled after it is set (worker threads included). The relaxed
+ * builds are used only where the engine then validates them.
+ */
+function acceptsRelaxedSimd(bytes: Uint8Array): boolean {
+  if (process.env.RELAXED_SIMD === '0') return false;
+  if (!WebAssembly.validate(bytes)) v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
+  return WebAssembly.validate(bytes);
 }
 
 /**
  * Instantiates `<name>.wasm` for each name (or `<name>.shared.wasm` when the heap is shared
- * memory, as in the threaded build) on the backend's heap, with `threads` kernel threads
+ * memory, as in the threaded build; `<name>.relaxed[.shared].wasm` where that build exists and
+ * the engine accepts relaxed SIMD) on the backend's heap, with `threads` kernel threads
  * (the caller and threads - 1 helpers; helpers only on shared memory).
  */
 export function loadKernelModules(backend: BackendWasm, names: string[], threads: number): KernelModules {
@@ -56,8 +72,12 @@ export function loadKernelModules(backend: BackendWasm, names: string[], threads
   const memory = heap.wasmMemory ?? heap.asm?.memory;
   if (!memory) throw new Error('tfjs wasm backend: its heap memory is not reachable (wasmMemory / asm.memory)');
   const shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
+  let relaxedSimd = false;
   const modules = names.map((name) => {
-    const file = path.join(__dirname, `${name}${shared ? '.shared' : ''}.wasm`);
+    const relaxedFile = path.join(__dirname, `${name}.relaxed${shared ? '.shared' : ''}.wasm`);
+    const relaxed = fs.existsSync(relaxedFile) && acceptsRelaxedSimd(fs.readFileSync(relaxedFile));
+    relaxedSimd ||= relaxed;
+    const file = relaxed ? relaxedFile : path.join(__dirname, `${name}${shared ? '.shared' : ''}.wasm`);
     try {
       return new WebAssembly.Module(fs.readFileSync(file));
     } catch (e) {
@@ -83,6 +103,7 @@ export function loadKernelModules(backend: BackendWasm, names: string[], threads
     offset: (t) => backend.dataIdMap.get(t.dataId)!.memoryOffset,
     withScratch,
     threads: pool?.threads ?? 1,
+    relaxedSimd,
     parallel(name, total, scratchFloats, args) {
       const f = fns[name];
       if (!pool) return withScratch(scratchFloats, (s) => f(...args(0, total, s)));
