@@ -3,7 +3,7 @@
 # CLANG=... to use another clang with relaxed-SIMD support).
 # Two builds of each: one importing a plain memory (tfjs-wasm's single-threaded build), one
 # importing a shared memory (its threaded build, whose heap is a SharedArrayBuffer). Sources that
-# test __wasm_relaxed_simd__ are built twice more with relaxed SIMD (fused multiply-add), which
+# use MADD (simd-math.h) are built twice more with relaxed SIMD (fused multiply-add), which
 # models/kernels/wasm-module.ts loads where the engine accepts it.
 # spec/wasm-kernels.spec.ts checks the committed files match this output when the compiler is installed.
 set -eu
@@ -16,7 +16,7 @@ for src in *.c; do
   common="--target=wasm32 -O3 -msimd128 -nostdlib -fno-builtin -Wl,--no-entry -Wl,--import-memory $exports"
   shared="-matomics -mbulk-memory -Wl,--shared-memory -Wl,--max-memory=4294967296"
   variants="plain"
-  if grep -q __wasm_relaxed_simd__ "$src"; then variants="plain relaxed"; fi
+  if grep -q "MADD(" "$src"; then variants="plain relaxed"; fi
   for variant in $variants; do
     if [ "$variant" = relaxed ]; then flags="-mrelaxed-simd"; suffix=".relaxed"; else flags=""; suffix=""; fi
     # shellcheck disable=SC2086

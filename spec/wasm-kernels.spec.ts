@@ -14,6 +14,7 @@ import { initBackend } from '../runtime/backend';
 import { attention, attentionComposed, gelu, geluComposed, layerNorm, layerNormComposed } from '../models/ops';
 import { AdamW } from '../models/adamw';
 import { setFusedKernels } from '../models/kernels';
+import { KernelThreads } from '../models/kernels/threads';
 
 function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let m = 0;
@@ -178,6 +179,16 @@ test('AdamW: fused = composed over steps with decay, per-group lr scale and clip
   for (const key of Object.keys(composed.state)) {
     assert.ok(maxAbsDiff(fused.state[key].data, composed.state[key].data) < 1e-6, `${key} differs`);
   }
+});
+
+test('a kernel helper thread that cannot start is reported by the first job, not waited on', () => {
+  // a module importing a function nobody provides: instantiating it on the helper fails
+  const bytes = Uint8Array.from([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0, 1, 4, 1, 0x60, 0, 0, 2, 9, 1, 3, 0x65, 0x6e, 0x76, 1, 0x66, 0, 0]);
+  const wasm = (globalThis as unknown as { WebAssembly: { Module: new (b: Uint8Array) => object; Memory: new (d: object) => object } }).WebAssembly;
+  const memory = new wasm.Memory({ initial: 1, maximum: 1, shared: true });
+  const pool = new KernelThreads(memory, [new wasm.Module(bytes)], 1);
+  let local = 0;
+  assert.throws(() => pool.run(2, 0, () => [], () => local++), /helper thread could not start/);
 });
 
 test('the committed .wasm files are the .c files assembled, using no stack or static data (when clang-19 and wabt are installed)', () => {

@@ -17,7 +17,8 @@
 /*
  * C[M, N] = A[M, K] @ B[K, N]. A is read through strides (element (i, k) at
  * A[i * ars + k * acs]) so a transposed A costs nothing; B and C rows are contiguous.
- * Register tile: 4 rows x 8 columns, B rows loaded as vectors, A broadcast.
+ * Register tile: 4 rows x 8 columns, B rows loaded as vectors, A broadcast; MADD is fused
+ * with relaxed SIMD (simd-math.h).
  */
 static void gemm(int M, int N, int K, const f32 *A, int ars, int acs, const f32 *B, int ldb, f32 *C, int ldc) {
   int i = 0;
@@ -31,10 +32,10 @@ static void gemm(int M, int N, int K, const f32 *A, int ars, int acs, const f32 
         v128_t b0 = wasm_v128_load(b), b1 = wasm_v128_load(b + 4);
         v128_t x0 = wasm_f32x4_splat(a0[k * acs]), x1 = wasm_f32x4_splat(a1[k * acs]);
         v128_t x2 = wasm_f32x4_splat(a2[k * acs]), x3 = wasm_f32x4_splat(a3[k * acs]);
-        c00 = wasm_f32x4_add(c00, wasm_f32x4_mul(x0, b0)); c01 = wasm_f32x4_add(c01, wasm_f32x4_mul(x0, b1));
-        c10 = wasm_f32x4_add(c10, wasm_f32x4_mul(x1, b0)); c11 = wasm_f32x4_add(c11, wasm_f32x4_mul(x1, b1));
-        c20 = wasm_f32x4_add(c20, wasm_f32x4_mul(x2, b0)); c21 = wasm_f32x4_add(c21, wasm_f32x4_mul(x2, b1));
-        c30 = wasm_f32x4_add(c30, wasm_f32x4_mul(x3, b0)); c31 = wasm_f32x4_add(c31, wasm_f32x4_mul(x3, b1));
+        c00 = MADD(x0, b0, c00); c01 = MADD(x0, b1, c01);
+        c10 = MADD(x1, b0, c10); c11 = MADD(x1, b1, c11);
+        c20 = MADD(x2, b0, c20); c21 = MADD(x2, b1, c21);
+        c30 = MADD(x3, b0, c30); c31 = MADD(x3, b1, c31);
       }
       f32 *c = C + i * ldc + j;
       wasm_v128_store(c, c00); wasm_v128_store(c + 4, c01); c += ldc;
@@ -46,10 +47,10 @@ static void gemm(int M, int N, int K, const f32 *A, int ars, int acs, const f32 
       v128_t c0 = wasm_f32x4_splat(0), c1 = c0, c2 = c0, c3 = c0;
       for (int k = 0; k < K; k++) {
         v128_t b0 = wasm_v128_load(B + k * ldb + j);
-        c0 = wasm_f32x4_add(c0, wasm_f32x4_mul(wasm_f32x4_splat(a0[k * acs]), b0));
-        c1 = wasm_f32x4_add(c1, wasm_f32x4_mul(wasm_f32x4_splat(a1[k * acs]), b0));
-        c2 = wasm_f32x4_add(c2, wasm_f32x4_mul(wasm_f32x4_splat(a2[k * acs]), b0));
-        c3 = wasm_f32x4_add(c3, wasm_f32x4_mul(wasm_f32x4_splat(a3[k * acs]), b0));
+        c0 = MADD(wasm_f32x4_splat(a0[k * acs]), b0, c0);
+        c1 = MADD(wasm_f32x4_splat(a1[k * acs]), b0, c1);
+        c2 = MADD(wasm_f32x4_splat(a2[k * acs]), b0, c2);
+        c3 = MADD(wasm_f32x4_splat(a3[k * acs]), b0, c3);
       }
       f32 *c = C + i * ldc + j;
       wasm_v128_store(c, c0); wasm_v128_store(c + ldc, c1); wasm_v128_store(c + 2 * ldc, c2); wasm_v128_store(c + 3 * ldc, c3);
@@ -68,7 +69,7 @@ static void gemm(int M, int N, int K, const f32 *A, int ars, int acs, const f32 
     int j = 0;
     for (; j + 4 <= N; j += 4) {
       v128_t c0 = wasm_f32x4_splat(0);
-      for (int k = 0; k < K; k++) c0 = wasm_f32x4_add(c0, wasm_f32x4_mul(wasm_f32x4_splat(a[k * acs]), wasm_v128_load(B + k * ldb + j)));
+      for (int k = 0; k < K; k++) c0 = MADD(wasm_f32x4_splat(a[k * acs]), wasm_v128_load(B + k * ldb + j), c0);
       wasm_v128_store(C + i * ldc + j, c0);
     }
     for (; j < N; j++) {

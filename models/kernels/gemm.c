@@ -17,12 +17,6 @@
 #define KC 256
 #define MC 72
 
-#ifdef __wasm_relaxed_simd__
-#define MADD(a, b, c) wasm_f32x4_relaxed_madd(a, b, c)
-#else
-#define MADD(a, b, c) wasm_f32x4_add(wasm_f32x4_mul(a, b), c)
-#endif
-
 /* Scratch floats gemm() needs for one call (one share). */
 f32 gemm_scratch_floats(int m, int n) {
   int n_pad = (n + NR - 1) / NR * NR;

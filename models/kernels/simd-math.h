@@ -3,6 +3,16 @@
 
 typedef float f32;
 
+/*
+ * a * b + c, four lanes. Sources using it are also built with relaxed SIMD
+ * (scripts/build-kernels.sh), where it is one fused multiply-add on x86 with FMA.
+ */
+#ifdef __wasm_relaxed_simd__
+#define MADD(a, b, c) wasm_f32x4_relaxed_madd(a, b, c)
+#else
+#define MADD(a, b, c) wasm_f32x4_add(wasm_f32x4_mul(a, b), c)
+#endif
+
 /* exp(x) for x <= 0, four lanes: Cephes' expf (range reduction by ln 2, degree-5 polynomial). */
 static inline v128_t exp_nonpositive(v128_t x) {
   x = wasm_f32x4_max(x, wasm_f32x4_splat(-87.0f));

@@ -12,15 +12,28 @@ const SEQ = 0; // job number, bumped by the caller
 const DONE = 1; // the last job number the helper finished
 const FAILED = 2; // 1 when that job threw (the helper logs why)
 const FUNCTION = 3; // index into the flat list of exported functions
-const ARGS_AT = 16; // byte offset of the Float64 arguments
+const READY = 4; // 1 once the helper has instantiated the modules, -1 if it could not
+/** How long the first job waits for a helper to start before calling it broken. */
+const START_TIMEOUT_MS = 30_000;
+const ARGS_AT = 32; // byte offset of the Float64 arguments (after 8 Int32 slots)
 const ARGS_MAX = 16;
 
 // Plain JS, so a helper starts without ts-node; Atomics.wait blocks it while idle.
 const HELPER = `
 const { workerData } = require('worker_threads');
 const { memory, modules, mailbox } = workerData;
-const fns = modules.flatMap((m) => Object.values(new WebAssembly.Instance(m, { env: { memory } }).exports).filter((f) => typeof f === 'function'));
 const box = new Int32Array(mailbox);
+let fns;
+try {
+  fns = modules.flatMap((m) => Object.values(new WebAssembly.Instance(m, { env: { memory } }).exports).filter((f) => typeof f === 'function'));
+} catch (e) {
+  console.error('[kernel-threads] helper could not start: ' + ((e && e.stack) || e));
+  Atomics.store(box, ${READY}, -1);
+  Atomics.notify(box, ${READY});
+  process.exit(1);
+}
+Atomics.store(box, ${READY}, 1);
+Atomics.notify(box, ${READY});
 const args = new Float64Array(mailbox, ${ARGS_AT}, ${ARGS_MAX});
 let seen = 0;
 for (;;) {
@@ -74,6 +87,7 @@ export class KernelThreads {
     const bound = (i: number) => Math.round((total * i) / shares);
     for (let i = 1; i < shares; i++) {
       const h = this.helpers[i - 1];
+      if (h.box[READY] !== 1) awaitStart(h.box);
       h.box[FUNCTION] = fn;
       h.args.set(args(bound(i), bound(i + 1)));
       Atomics.store(h.box, SEQ, ++h.seq);
@@ -86,4 +100,13 @@ export class KernelThreads {
       if (h.box[FAILED]) throw new Error('a fused kernel failed on a helper thread (its message is above)');
     }
   }
+}
+
+/** Blocks until a helper reports that it started; a helper that failed or never ran is an error, not a hang. */
+function awaitStart(box: Int32Array): void {
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  while (Atomics.load(box, READY) === 0 && Date.now() < deadline) Atomics.wait(box, READY, 0, deadline - Date.now());
+  const state = Atomics.load(box, READY);
+  if (state === -1) throw new Error('a fused-kernel helper thread could not start (its message is above); FUSED_KERNELS=0 runs without them');
+  if (state !== 1) throw new Error(`a fused-kernel helper thread did not start within ${START_TIMEOUT_MS / 1000} s; FUSED_KERNELS=0 runs without them`);
 }
