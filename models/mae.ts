@@ -103,7 +103,8 @@ export class MaeDecoder {
     );
     const cls = tf.slice(x, [0, 0, 0], [b, 1, dd]);
     const visible = tf.slice(x, [0, 1, 0], [b, seq - 1, dd]);
-    const masks = tf.tile(ps.get('mask_token'), [b, t - (seq - 1), 1]);
+    // broadcast by an add: tile's gradient (and broadcastTo's, which runs as Tile) slices and adds every copy one by one
+    const masks = tf.add(tf.zeros([b, t - (seq - 1), dd]), ps.get('mask_token'));
     // back to the original patch order, then positions
     const patches = gatherPerSample(tf.concat([visible, masks], 1) as tf.Tensor3D, plan.restore);
     let rows = tf.reshape(tf.add(tf.concat([cls, patches], 1), ps.get('decoder_pos_embed')), [b * (t + 1), dd]) as tf.Tensor2D;

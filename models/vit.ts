@@ -132,7 +132,8 @@ export class VisionTransformer {
   prependCls(tokens: tf.Tensor3D): tf.Tensor3D {
     const d = this.cfg.embedDim;
     const cls = tf.add(this.params.get('cls_token'), tf.slice(this.params.get('pos_embed'), [0, 0, 0], [1, 1, d]));
-    return tf.concat([tf.tile(cls, [tokens.shape[0], 1, 1]), tokens], 1) as tf.Tensor3D;
+    // broadcast by an add: tile's gradient (and broadcastTo's, which runs as Tile) slices and adds every copy one by one
+    return tf.concat([tf.add(tf.zeros([tokens.shape[0], 1, d]), cls), tokens], 1) as tf.Tensor3D;
   }
 
   /** One pre-norm block on rows x [B*T, D]. */
