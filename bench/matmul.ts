@@ -3,12 +3,15 @@
  * fixed at backend init):
  *   WASM_THREADS=1 TFJS_BACKEND=wasm npx ts-node bench/matmul.ts
  *   WASM_THREADS=2 TFJS_BACKEND=wasm npx ts-node bench/matmul.ts
- * Prints ms per call and GFLOP/s (matMuls) or M elements/s (the rest), median and best run.
+ * Prints ms per call and GFLOP/s (matMuls) or M elements/s (the rest), median and best run;
+ * matMuls and the 2-D transpose twice, with the fused kernels (gemm.c, transpose.c) and with
+ * tfjs-wasm's own kernels ("own").
  * The shapes are the ViT ones: 2080 = 32 images x 65 tokens, width 128..768, attention
  * [heads*batch, 65, 32].
  */
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../runtime/backend';
+import { fusedKernelsActive, setFusedKernels } from '../models/kernels';
 
 /**
  * ms per call of f after warm-up: median, and best (the machine is shared, and contention only
@@ -46,10 +49,18 @@ async function main(): Promise<void> {
     ['matMul transposeA [768,2080]Tx[768,768]', r(768, 2080), r(768, 768), true, false, 2 * 2080 * 768 * 768],
     ['batched matMul [128,65,32]x[128,32,65]', r(128, 65, 32), r(128, 32, 65), false, false, 2 * 128 * 65 * 32 * 65],
   ];
-  for (const [name, a, b, ta, tb, flops] of matmuls) report(name, time(() => tf.matMul(a, b, ta, tb)), flops, 'GFLOP/s');
+  /** f timed with the fused kernels and, where they are registered, with the backend's own. */
+  const both = (name: string, f: () => tf.Tensor, work: number, unit: 'GFLOP/s' | 'Melem/s') => {
+    report(name, time(f), work, unit);
+    if (!fusedKernelsActive()) return;
+    setFusedKernels(false);
+    report(`  own: ${name}`, time(f), work, unit);
+    setFusedKernels(true);
+  };
+  for (const [name, a, b, ta, tb, flops] of matmuls) both(name, () => tf.matMul(a, b, ta, tb), flops, 'GFLOP/s');
   // The workaround for the slow transposed kernels: an explicit transpose, then a plain matMul.
   const [, a2, b2] = matmuls[2];
-  report('transpose(b) + matMul [2080,768]x[768,768]', time(() => tf.tidy(() => tf.matMul(a2, tf.transpose(b2)))), 2 * 2080 * 768 * 768, 'GFLOP/s');
+  both('transpose(b) + matMul [2080,768]x[768,768]', () => tf.tidy(() => tf.matMul(a2, tf.transpose(b2))), 2 * 2080 * 768 * 768, 'GFLOP/s');
 
   const x = r(2080, 768), y = r(2080, 768), att = r(128, 65, 65), heads = r(32, 65, 4, 32);
   const n = 2080 * 768;
@@ -58,7 +69,7 @@ async function main(): Promise<void> {
   report('add [2080,768]', time(() => tf.add(x, y)), n, 'Melem/s');
   report('mul [2080,768]', time(() => tf.mul(x, y)), n, 'Melem/s');
   report('softmax [128,65,65]', time(() => tf.softmax(att)), 128 * 65 * 65, 'Melem/s');
-  report('transpose [2080,768] -> [768,2080]', time(() => tf.transpose(x)), n, 'Melem/s');
+  both('transpose [2080,768] -> [768,2080]', () => tf.transpose(x), n, 'Melem/s');
   report('transpose [32,65,4,32] perm 0213', time(() => tf.transpose(heads, [0, 2, 1, 3])), heads.size, 'Melem/s');
 }
 

@@ -8,7 +8,7 @@
  * queue -> NNA loss summed over heads -> backward -> AdamW -> EMA -> enqueue z of view 0.
  * Stage 2 trains the heads on a frozen encoder; stage 3 trains encoder and heads.
  * The defaults fit the bundled CPU demonstration into ~10 minutes on 2 cores (0.3 epoch of head
- * warm-up, 0.8 epoch of refinement, short EMA horizon, first blocks frozen); REFERENCE.md lists
+ * warm-up, 1.1 epochs of refinement, short EMA horizon, first blocks frozen); REFERENCE.md lists
  * the paper's values.
  *
  *   npx ts-node pipelines/refine.ts                      # bundled MAE checkpoint and data
@@ -49,7 +49,7 @@ const FLAGS = {
   'queue-size': { description: 'NN queue entries per head', default: '4096' },
   stages: { description: "stages to run: '2,3', '2' (heads warm-up) or '3' (refine)", default: '2,3' },
   'stage2-epochs': { description: 'stage 2 length in epochs (fractions allowed)', default: '0.3' },
-  'stage3-epochs': { description: 'stage 3 length in epochs (fractions allowed)', default: '0.8' },
+  'stage3-epochs': { description: 'stage 3 length in epochs (fractions allowed)', default: '1.1' },
   batch: { description: 'batch size (samples; each gives 2 global + local views)', default: '32' },
   'lr2': { description: 'stage 2 peak lr (heads)', default: '1e-3' },
   'lr3': { description: 'stage 3 peak lr', default: '1e-3' },

@@ -55,9 +55,15 @@ test('refinerViews and maeViews presets follow REFERENCE.md', () => {
   assert.equal([v[0].solarizeP, v[1].solarizeP, v[2].solarizeP], [0, 0.2, 0]);
   assert.equal([v[0].scale, v[2].scale], [[0.25, 1], [0.05, 0.25]]);
   for (const c of v) {
-    assert.equal([c.flipP, c.jitterP, c.grayscaleP, c.blurSigma], [0.5, 0.8, 0.2, [0.1, 2]]);
+    assert.equal([c.flipP, c.jitterP, c.grayscaleP], [0.5, 0.8, 0.2]);
+    assert.ok(Math.abs(c.blurSigma[0] - 0.1) < 1e-12 && Math.abs(c.blurSigma[1] - 2) < 1e-12, `blur sigma ${c.blurSigma}`);
     assert.equal(c.jitter, { brightness: 0.4, contrast: 0.4, saturation: 0.2, hue: 0.1 });
   }
+  // other sizes: the blur sigma scales with the view (global 224, local 96 in the reference)
+  const [g32, , l16] = refinerViews({ globalSize: 32, localSize: 16, numLocal: 1 });
+  const near = (got: number[], want: number[]) => got.every((x, i) => Math.abs(x - want[i]) < 1e-12);
+  assert.ok(near(g32.blurSigma, [0.1 * (32 / 224), 2 * (32 / 224)]), `global sigma ${g32.blurSigma}`);
+  assert.ok(near(l16.blurSigma, [0.1 * (16 / 96), 2 * (16 / 96)]), `local sigma ${l16.blurSigma}`);
   const [m] = maeViews(224);
   assert.equal([m.size, m.scale, m.flipP, m.jitterP, m.blurP, m.grayscaleP, m.solarizeP], [224, [0.2, 1], 0.5, 0, 0, 0, 0]);
 });
