@@ -33,7 +33,8 @@ export function registerGemmKernels(backend: BackendWasm, { fns, offset, paralle
     const [batchA, batchB] = [tf.util.sizeFromShape(a.shape.slice(0, ra - 2)), tf.util.sizeFromShape(b.shape.slice(0, rb - 2))];
     const batch = Math.max(batchA, batchB);
     if (a.dtype !== 'float32' || b.dtype !== 'float32' || ra !== rb || (batchA !== batchB && Math.min(batchA, batchB) !== 1)) return undefined;
-    if (bias && (bias.dtype !== 'float32' || tf.util.sizeFromShape(bias.shape) !== n)) return undefined;
+    // one bias value per output column ([n], [1, n], ...); any other broadcast goes to the backend's own kernel
+    if (bias && (bias.dtype !== 'float32' || tf.util.sizeFromShape(bias.shape) !== n || bias.shape[bias.shape.length - 1] !== n)) return undefined;
     const outShape = [...(batchA >= batchB ? a : b).shape.slice(0, ra - 2), m, n];
     const out = backend.makeOutput(outShape, 'float32');
     if (m * n === 0) return out;
