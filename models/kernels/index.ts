@@ -1,7 +1,9 @@
 /**
- * Fused SIMD kernels for tfjs's wasm backend (attention, LayerNorm, GELU, AdamW), written in C
- * beside this file, a tiled 2-D Transpose and a copy-free Identity. On wasm, tfjs runs these computations as many
- * small kernels, several on scalar paths; fused, a ViT train step runs ~2.7x faster.
+ * SIMD kernels for tfjs's wasm backend, written in C beside this file: matMul in every
+ * transpose form (gemm.c, in place of the backend's own), fused attention, LayerNorm, GELU and
+ * AdamW, a tiled 2-D Transpose; plus a copy-free Identity. On wasm, tfjs runs these
+ * computations as many small kernels, several on scalar or transposed slow paths; with these,
+ * a ViT train step runs ~4x faster (bench/train-step.ts, FUSED_KERNELS=0 to compare).
  * models/ops.ts and models/adamw.ts use them while fusedKernelsActive() and compose the same
  * computations from tfjs ops otherwise (native/GPU backends, FUSED_KERNELS=0, or
  * setFusedKernels(false) for comparison); spec/wasm-kernels.spec.ts holds the two paths equal.
