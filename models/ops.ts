@@ -3,8 +3,8 @@
  * tfjs's wasm backend (and harmless on the native/GPU ones):
  * - tfjs-wasm's own matMul is fast only in its plain 2-D form; the transposed forms that
  *   tfjs's matMul gradient uses run ~10x slower. With the fused kernels, gemm.c reads
- *   transposed operands in place at full speed; without them, gradients transpose explicitly
- *   and then multiply plainly.
+ *   transposed operands in place at full speed (as native/GPU backends do); on wasm without
+ *   them, gradients transpose explicitly and then multiply plainly.
  * - exp/erf/tanh run as scalar loops while sigmoid is vectorised, so softmax and GELU are built
  *   on sigmoid (exp(t) = s / (1 - s) with s = sigmoid(t), exact for t <= 0 where 1 - s >= 1/2).
  * - batched matMuls (attention) have no fast path at all, and LayerNorm and GELU take many
@@ -37,7 +37,8 @@ export const linear = custom((x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, save: tf
     gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
       const g = dy as tf.Tensor2D;
       const [xs, ws] = saved as tf.Tensor2D[];
-      if (fused()) return [tf.matMul(g, ws, false, true), tf.matMul(xs, g, true, false), columnSums(g)];
+      // only tfjs-wasm's own matMul is slow in the transposed forms
+      if (fused() || tf.getBackend() !== 'wasm') return [tf.matMul(g, ws, false, true), tf.matMul(xs, g, true, false), columnSums(g)];
       return [tf.matMul(g, tf.transpose(ws)), tf.matMul(tf.transpose(xs), g), columnSums(g)];
     },
   };
