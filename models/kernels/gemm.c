@@ -100,19 +100,19 @@ static void micro_kernel(int kc, const f32 *ap, const f32 *bp, f32 *c, int ldc, 
 }
 
 /*
- * The block C[m0:m1, n0:n1] of C = A B + (bias broadcast over rows, if bias; C itself, if
- * accumulate), C row-major with row stride ldc. Shares of disjoint blocks run on separate
- * threads; `scratch` holds gemm_scratch_floats(m1 - m0, n1 - n0) floats.
+ * The block C[m0:m1, n0:n1] of C = A B (+ bias broadcast over rows, if bias), C row-major with
+ * row stride ldc. Shares of disjoint blocks run on separate threads; `scratch` holds
+ * gemm_scratch_floats(m1 - m0, n1 - n0) floats.
  */
 void gemm(const f32 *a, int a_rs, int a_cs, const f32 *b, int b_rs, int b_cs, f32 *c, int ldc, const f32 *bias,
-          int accumulate, int k, int m0, int m1, int n0, int n1, f32 *scratch) {
+          int k, int m0, int m1, int n0, int n1, f32 *scratch) {
   int n_pad = (n1 - n0 + NR - 1) / NR * NR;
   f32 *bp = scratch, *ap = scratch + KC * n_pad, *tile = ap + KC * MC;
   if (m1 - m0 < MC) tile = ap + KC * ((m1 - m0 + MR - 1) / MR * MR);
   f32 *bias_pad = tile + MR * NR;
   for (int k0 = 0; k0 < k; k0 += KC) {
     int kc = k - k0 < KC ? k - k0 : KC;
-    int load = accumulate || k0 > 0;
+    int load = k0 > 0; /* later K slices add to what the earlier ones wrote */
     pack_b(b, b_rs, b_cs, k0, kc, n0, n1, bp);
     for (int i0 = m0; i0 < m1; i0 += MC) {
       int i1 = m1 - i0 < MC ? m1 : i0 + MC;

@@ -42,11 +42,11 @@ export function registerGemmKernels(backend: BackendWasm, { fns, offset, paralle
     const [aRow, aCol] = transposeA ? [1, colsA] : [colsA, 1];
     const [bRow, bCol] = transposeB ? [1, colsB] : [colsB, 1];
     const [a0, b0, c0, biasAt] = [offset(a), offset(b), offset(out), bias ? offset(bias) : 0];
+    const scratch = fns.gemm_scratch_floats(m, n); // per share: enough for the whole product
     for (let g = 0; g < batch; g++) {
       const [ag, bg, cg] = [a0 + (batchA > 1 ? 4 * g * m * k : 0), b0 + (batchB > 1 ? 4 * g * k * n : 0), c0 + 4 * g * m * n];
       const call = (m0: number, m1: number, n0: number, n1: number, scratch: number) =>
-        [ag, aRow, aCol, bg, bRow, bCol, cg, n, biasAt, 0, k, m0, m1, n0, n1, scratch];
-      const scratch = fns.gemm_scratch_floats(m, n);
+        [ag, aRow, aCol, bg, bRow, bCol, cg, n, biasAt, k, m0, m1, n0, n1, scratch];
       if (m * n * k < SPLIT_ABOVE) withScratch(scratch, (s) => fns.gemm(...call(0, m, 0, n, s)));
       else if (m >= n) parallel('gemm', Math.ceil(m / MR), scratch, (s0, s1, s) => call(MR * s0, Math.min(m, MR * s1), 0, n, s));
       else parallel('gemm', Math.ceil(n / NR), scratch, (s0, s1, s) => call(0, m, NR * s0, Math.min(n, NR * s1), s));
