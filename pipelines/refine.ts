@@ -133,7 +133,9 @@ export async function refine(argv: string[]): Promise<string> {
     testLimit: num('knn-test-limit', f['knn-test-limit'], { integer: true, min: 0 }) || undefined,
   };
   fs.mkdirSync(runDir, { recursive: true });
-  const knnBefore: KnnReport | undefined = f['skip-knn'] || resumeState ? undefined : await perBlockKnn(encoder, { ...knnOpts, label: 'MIM checkpoint', cacheKey: checkpointKey(f.checkpoint!) });
+  // the starting checkpoint's features come from the feature cache when it has seen this file
+  const knnOfCheckpoint = (model: VisionTransformer) => perBlockKnn(model, { ...knnOpts, label: 'MIM checkpoint', cacheKey: checkpointKey(f.checkpoint!) });
+  const knnBefore: KnnReport | undefined = f['skip-knn'] || resumeState ? undefined : await knnOfCheckpoint(encoder);
 
   // ---- resume
   let step = 0;
@@ -305,7 +307,7 @@ export async function refine(argv: string[]): Promise<string> {
   // ---- kNN of the refined (EMA) encoder, and the before/after summary
   if (!f['skip-knn']) {
     // a resumed run measures the starting point at the end, from the original checkpoint
-    const before = knnBefore ?? (await perBlockKnn(loadEncoder(f.checkpoint!), { ...knnOpts, label: 'MIM checkpoint', cacheKey: checkpointKey(f.checkpoint!) }));
+    const before = knnBefore ?? (await knnOfCheckpoint(loadEncoder(f.checkpoint!)));
     const knnAfter = await perBlockKnn(emaEncoder, { ...knnOpts, label: 'refined (EMA)' });
     await writeKnnSummary(runDir, [before, knnAfter], {
       title: 'Per-block kNN top-1 before and after refinement',

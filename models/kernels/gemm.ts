@@ -8,7 +8,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
-import type { KernelModules } from './wasm-module';
+import { overrideWasmKernel, type KernelModules } from './wasm-module';
 
 /** Multiply-adds below which waking a helper thread costs more than it saves. */
 const SPLIT_ABOVE = 1 << 20;
@@ -54,17 +54,11 @@ export function registerGemmKernels(backend: BackendWasm, { fns, offset, paralle
     return out;
   };
 
-  const override = (name: string, run: (args: Parameters<tf.KernelFunc>[0]) => tf.TensorInfo | undefined) => {
-    const own = tf.getKernel(name, 'wasm');
-    if (!own) throw new Error(`tfjs wasm backend: no '${name}' kernel to extend`);
-    tf.unregisterKernel(name, 'wasm');
-    tf.registerKernel({ ...own, kernelFunc: (args) => (active() && run(args)) || own.kernelFunc(args) });
-  };
-  override(tf.BatchMatMul, ({ inputs, attrs }) => {
+  overrideWasmKernel(tf.BatchMatMul, active, ({ inputs, attrs }) => {
     const { a, b } = inputs as Record<string, tf.TensorInfo>;
     return matMul(a, b, undefined, attrs as unknown as MatMulAttrs);
   });
-  override(tf._FusedMatMul, ({ inputs, attrs }) => {
+  overrideWasmKernel(tf._FusedMatMul, active, ({ inputs, attrs }) => {
     const { a, b, bias, preluActivationWeights } = inputs as Record<string, tf.TensorInfo | undefined>;
     const options = attrs as unknown as MatMulAttrs;
     if (preluActivationWeights || (options.activation ?? 'linear') !== 'linear') return undefined;

@@ -8,7 +8,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as v8 from 'v8';
-import type * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { KernelThreads } from './threads';
 
@@ -113,4 +113,15 @@ export function loadKernelModules(backend: BackendWasm, names: string[], threads
       });
     },
   };
+}
+
+/**
+ * Puts `run` in front of the wasm backend's own kernel `name` while `active()`: the own kernel
+ * still runs when inactive, and whenever `run` declines (returns undefined) inputs it does not cover.
+ */
+export function overrideWasmKernel(name: string, active: () => boolean, run: (args: Parameters<tf.KernelFunc>[0]) => tf.TensorInfo | undefined): void {
+  const own = tf.getKernel(name, 'wasm');
+  if (!own) throw new Error(`tfjs wasm backend: no '${name}' kernel to extend`);
+  tf.unregisterKernel(name, 'wasm');
+  tf.registerKernel({ ...own, kernelFunc: (args) => (active() ? run(args) : undefined) ?? own.kernelFunc(args) });
 }
