@@ -48,13 +48,50 @@ export async function decodeImage(sample: Pick<EncodedSample, 'bytes' | 'raw'>, 
 /** EncodedSample -> DecodedSample via sharp, in input order; undecodable samples are skipped. */
 export function decode(opts: DecodeOptions = {}): OperatorFunction<EncodedSample, DecodedSample> {
   const onSkip = opts.onSkip ?? ((origin, reason) => console.warn(`[decode] skipped ${origin}: ${reason}`));
+  const gate = new ExclusiveGate();
   return mapOrdered(async (s: EncodedSample) => {
     try {
-      const image = await decodeImage(s, opts.failOn);
+      const image = await gate.shared(() => decodeImage(s, opts.failOn)).catch(() => gate.alone(() => decodeImage(s, opts.failOn)));
       return { index: s.index, key: s.key, label: s.label, origin: s.origin, image };
     } catch (err) {
       onSkip(s.origin, (err as Error).message);
       return undefined;
     }
   }, opts.concurrency ?? 2);
+}
+
+/**
+ * libvips keeps one error buffer per process, so with several decodes in flight a failing image
+ * can be reported with another one's message. A failed sample is therefore decoded once more
+ * alone (new decodes wait, in-flight ones finish first) so that the reason given is its own.
+ * Failures are rare, so the pause costs nothing measurable.
+ */
+class ExclusiveGate {
+  private active = 0;
+  private exclusive: Promise<void> | undefined;
+  private onIdle: (() => void) | undefined;
+
+  async shared<T>(run: () => Promise<T>): Promise<T> {
+    while (this.exclusive) await this.exclusive;
+    this.active++;
+    try {
+      return await run();
+    } finally {
+      if (--this.active === 0) this.onIdle?.();
+    }
+  }
+
+  async alone<T>(run: () => Promise<T>): Promise<T> {
+    while (this.exclusive) await this.exclusive;
+    let release!: () => void;
+    this.exclusive = new Promise<void>((resolve) => (release = resolve));
+    try {
+      if (this.active > 0) await new Promise<void>((resolve) => (this.onIdle = resolve));
+      this.onIdle = undefined;
+      return await run();
+    } finally {
+      this.exclusive = undefined;
+      release();
+    }
+  }
 }

@@ -212,6 +212,7 @@ export async function refine(argv: string[]): Promise<string> {
         stageStart = stageEnd;
         continue;
       }
+      if (step >= stopAt) break;
       // Stage 2: heads only, no encoder gradients at all. Stage 3: encoder with layer-wise lr decay.
       const groups: ParamGroupEntry[] = heads.flatMap((h, i) =>
         h.params.trainable().map((p) => ({ ...p, name: `heads.${i}.${p.name}`, lrScale: 1, weightDecay: p.decay ? num('head-wd', f['head-wd']) : 0 })),
