@@ -1,0 +1,88 @@
+/**
+ * MimCo's reconstruction loss, from
+ *   MimCo: Masked Image Modeling Pre-training with Contrastive Teacher,
+ *   Q. Zhou et al., 2022. https://arxiv.org/abs/2209.03063
+ * (facts in shared/REFERENCE.md section 3).
+ *
+ * A student that saw a masked image reconstructs a frozen contrastive teacher's representations
+ * of the unmasked image, with two InfoNCE losses on L2-normalised vectors, temperature tau:
+ *
+ * - patch level, for every masked position i of sample b (s: student patch projections,
+ *   t: teacher patch features, both [B, T, P]):
+ *     logits[j] = s[b, i] . t[b, j] / tau  over the T positions j of the same image,
+ *     loss_bi   = cross_entropy(logits, target i);   patch = mean over the masked (b, i).
+ *   The negatives are the teacher's other patches of that image: the student has to place
+ *   each feature at its position, not merely produce a plausible one.
+ * - image level (g: student global projections, h: teacher global features, [B, P]):
+ *     logits[b, c] = g[b] . h[c] / tau,  image = mean_b cross_entropy(logits[b, :], target b).
+ * - total = patch + image.
+ *
+ * Teacher features are constants: they pass through a stop-gradient, so a caller may hand in
+ * tensors computed from variables and still no gradient reaches the teacher.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { stopGradient } from '../models/ops';
+
+export interface MimcoLossArgs {
+  /** Student patch tokens after the projection head, [B, T, P]. */
+  studentPatches: tf.Tensor3D;
+  /** Teacher patch features at the same positions, [B, T, P] (constants). */
+  teacherPatches: tf.Tensor3D;
+  /** 1 where the student's patch was masked, 0 elsewhere, [B, T]. */
+  mask: tf.Tensor2D;
+  /** Student global feature (CLS) after the projection head, [B, P]. */
+  studentGlobal: tf.Tensor2D;
+  /** Teacher global feature (CLS), [B, P] (constants). */
+  teacherGlobal: tf.Tensor2D;
+  /** Softmax temperature tau of both losses. */
+  temperature: number;
+}
+
+export interface MimcoLossResult {
+  total: tf.Scalar;
+  patch: tf.Scalar;
+  image: tf.Scalar;
+}
+
+/** x / max(||x||, 1e-12) over the last axis, as torch.nn.functional.normalize. */
+function l2normalize<T extends tf.Tensor>(x: T): T {
+  return tf.mul(x, tf.rsqrt(tf.maximum(tf.sum(tf.square(x), -1, true), 1e-24)));
+}
+
+function validate(args: MimcoLossArgs): void {
+  const { studentPatches: s, teacherPatches: t, mask, studentGlobal: g, teacherGlobal: h, temperature } = args;
+  if (!(temperature > 0 && Number.isFinite(temperature))) throw new Error(`mimcoLoss: temperature must be positive, got ${temperature}`);
+  const [B, T, P] = s.shape;
+  const expect = (x: tf.Tensor, shape: number[], what: string): void => {
+    if (x.shape.join(',') !== shape.join(',')) throw new Error(`mimcoLoss: ${what} has shape [${x.shape}], expected [${shape}]`);
+  };
+  expect(t, [B, T, P], 'teacherPatches');
+  expect(mask, [B, T], 'mask');
+  expect(g, [B, P], 'studentGlobal');
+  expect(h, [B, P], 'teacherGlobal');
+}
+
+/**
+ * The MimCo loss of a batch (see the file comment). Differentiable w.r.t. the student inputs;
+ * returns new scalars owned by the caller, intermediates freed (or held only by an enclosing
+ * gradient computation).
+ */
+export function mimcoLoss(args: MimcoLossArgs): MimcoLossResult {
+  validate(args);
+  const invTau = 1 / args.temperature;
+  return tf.tidy(() => {
+    // patch level: per image, a [T, T] logits matrix of student positions against teacher positions
+    const s = tf.mul(l2normalize(args.studentPatches), invTau);
+    const t = l2normalize(stopGradient(args.teacherPatches));
+    const logits = tf.matMul(s, t, false, true); // [B, T, T]
+    const perPatch = tf.sub(tf.logSumExp(logits, -1), tf.sum(tf.mul(s, t), -1)); // [B, T]
+    // no masked patch at all gives 0, not 0/0
+    const patch = tf.div(tf.sum(tf.mul(perPatch, args.mask)), tf.maximum(tf.sum(args.mask), 1)) as tf.Scalar;
+
+    // image level: each student image against every teacher image of the batch
+    const g = tf.mul(l2normalize(args.studentGlobal), invTau);
+    const h = l2normalize(stopGradient(args.teacherGlobal));
+    const image = tf.mean(tf.sub(tf.logSumExp(tf.matMul(g, h, false, true), -1), tf.sum(tf.mul(g, h), -1))) as tf.Scalar;
+    return { total: tf.add(patch, image) as tf.Scalar, patch, image };
+  });
+}

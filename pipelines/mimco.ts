@@ -1,0 +1,226 @@
+/**
+ * MimCo pretraining (MimCo, Zhou et al. 2022, arXiv 2209.03063): a frozen contrastive teacher
+ * (stage 1: any ViT checkpoint, for example a refined one from pipelines/refine.ts) and a ViT
+ * student that sees the same view with a random share of its patches replaced by a mask
+ * token and learns to reconstruct the teacher's representations of the whole view: its masked
+ * patch tokens against the teacher's patch features (InfoNCE over the image's positions), its
+ * CLS against the teacher's CLS (InfoNCE over the batch). operators/mimco-loss.ts has the loss.
+ *
+ * Per step: one view of a batch -> teacher forward (constants, no tape) -> student forward on
+ * the masked view -> projection heads -> patch + image loss -> backward -> AdamW.
+ * Where our facts (REFERENCE.md section 3) are silent we follow MAE's recipe (AdamW (0.9, 0.95),
+ * wd 0.05, lr = blr * batch / 256, warm-up then cosine, RandomResizedCrop + flip) and choose:
+ * per-sample random masking of 50% of the patches (MAE's randomMasking), teacher targets from
+ * its last block with its final norm, temperature 0.2 for both losses, sin-cos positions.
+ *
+ *   npx ts-node pipelines/mimco.ts --teacher runs/refine/checkpoint/encoder-ema.safetensors --out runs/mimco
+ *   npx ts-node pipelines/mimco.ts --resume runs/mimco     # continues from runs/mimco/checkpoint
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { Subject } from 'rxjs';
+import { initBackend } from '../runtime/backend';
+import { num, parseFlags, runMain } from '../runtime/cli';
+import { Rng } from '../runtime/rng';
+import { hostTensors, loadEncoder, prefixKeys, readTrainState, withoutPrefix, writeCheckpointDir } from '../runtime/checkpoint';
+import { VisionTransformer, VIT_PRESETS, VitConfig } from '../models/vit';
+import { randomMasking } from '../models/mae';
+import { MimcoHeads, splitCls, studentProjections } from '../models/mimco';
+import { AdamW, warmupCosine } from '../models/adamw';
+import { mimcoLoss } from '../operators/mimco-loss';
+import { maeViews } from '../operators/multi-view';
+import { batchStream, SkipLog } from '../sources/batches';
+import { countSamples } from '../sources/count';
+import { StepRecord, trainingSinks } from '../sinks/training';
+import { checkpointKey } from '../eval/feature-cache';
+import { perBlockKnn, writeKnnSummary } from './knn';
+
+const USAGE = 'MimCo: pretrain a ViT student to reconstruct a frozen contrastive teacher from masked input.\n  npx ts-node pipelines/mimco.ts [options]';
+const FLAGS = {
+  teacher: { description: 'frozen teacher encoder (safetensors, timm names)', default: 'checkpoints/mae-vit-micro-p4/encoder.safetensors' },
+  'teacher-block': { description: "teacher block whose tokens (final norm applied) are the targets, 0-based (default: the teacher's last)" },
+  train: { description: 'training data: tar shards glob, image folder or CIFAR .bin files', default: 'data/cifar10-mini/train-*.tar.gz' },
+  test: { description: 'held-out images for the kNN at the end', default: 'data/cifar10-mini/test-*.tar.gz' },
+  out: { description: 'run directory (checkpoint/, metrics.jsonl, loss.png, summary.json)', default: 'runs/mimco' },
+  resume: { description: 'continue the run in this directory from its checkpoint' },
+  preset: { description: `student ViT size (same image size and patch grid as the teacher): ${Object.keys(VIT_PRESETS).join(', ')}`, default: 'vit-micro-p4' },
+  act: { description: "student MLP activation: 'gelu' (exact, timm's) or 'gelu_tanh'", default: 'gelu' },
+  'proj-hidden': { description: 'hidden width of the two projection heads (0: twice the teacher width); their output width is the teacher width', default: '0' },
+  'mask-ratio': { description: 'share of patches masked per sample (random per sample)', default: '0.5' },
+  temperature: { description: 'InfoNCE temperature of the patch and image losses', default: '0.2' },
+  epochs: { description: 'epochs over the training data (fractions allowed)', default: '100' },
+  'warmup-epochs': { description: 'linear lr warm-up epochs', default: '5' },
+  batch: { description: 'batch size', default: '64' },
+  blr: { description: 'base lr; lr = blr * batch / 256', default: '1.5e-4' },
+  'min-lr': { description: 'lr at the end of the cosine', default: '1e-6' },
+  'weight-decay': { description: 'AdamW weight decay (not on biases, norms, tokens)', default: '0.05' },
+  'crop-scale': { description: 'RandomResizedCrop scale range lo,hi', default: '0.2,1.0' },
+  seed: { description: 'seed of init, masking, augmentation and order', default: '0' },
+  'knn-train-limit': { description: 'train images for the kNN at the end (0: all)', default: '5000' },
+  'knn-test-limit': { description: 'test images for the kNN at the end (0: all)', default: '2000' },
+  'skip-knn': { description: 'skip the per-block kNN of teacher and student at the end', boolean: true },
+  'checkpoint-minutes': { description: 'write a checkpoint at least this often', default: '5' },
+  'max-steps': { description: 'stop after this many steps in this invocation (checkpointed; continue with --resume)', default: '0' },
+} as const;
+
+/** Runs MimCo pretraining with command-line style arguments; resolves to the run directory. */
+export async function mimco(argv: string[]): Promise<string> {
+  const flags = parseFlags(USAGE, FLAGS, argv);
+  const runDir = flags.resume ?? flags.out!;
+  const resumeState = flags.resume ? readTrainState(path.join(runDir, 'checkpoint')) : undefined;
+  // a resumed run keeps the flags it started with
+  const f = resumeState ? { ...flags, ...(resumeState.meta.flags as typeof flags) } : flags;
+  const preset = VIT_PRESETS[f.preset!];
+  if (!preset) throw new Error(`--preset: unknown '${f.preset}', expected one of ${Object.keys(VIT_PRESETS).join(', ')}`);
+  if (f.act !== 'gelu' && f.act !== 'gelu_tanh') throw new Error(`--act: expected gelu or gelu_tanh, got '${f.act}'`);
+  const cfg: VitConfig = { ...preset, act: f.act, posEmbed: 'sincos' };
+  const seed = num('seed', f.seed, { integer: true });
+  const batch = num('batch', f.batch, { integer: true, min: 2 });
+  const epochs = num('epochs', f.epochs, { min: 0 });
+  const maskRatio = num('mask-ratio', f['mask-ratio'], { min: 0.01, max: 0.99 });
+  const temperature = num('temperature', f.temperature, { min: 1e-4 });
+  const [scaleLo, scaleHi] = f['crop-scale']!.split(',').map((v) => num('crop-scale', v, { min: 0.01, max: 1 }));
+
+  // ---- teacher: frozen, checked against the student before anything is written
+  const backend = await initBackend();
+  const teacher = loadEncoder(f.teacher!);
+  const tc = teacher.cfg;
+  const shape = (c: VitConfig) => `${c.imgSize} px, patch ${c.patchSize}: ${c.imgSize / c.patchSize}x${c.imgSize / c.patchSize} patches, width ${c.embedDim}`;
+  if (tc.imgSize !== cfg.imgSize || tc.patchSize !== cfg.patchSize) {
+    throw new Error(
+      `student --preset ${f.preset} (${shape(cfg)}) does not match the teacher ${f.teacher} (${shape(tc)}): ` +
+        'MimCo matches student and teacher patch by patch on the same view, so both need the same image size and patch grid',
+    );
+  }
+  const teacherBlock = f['teacher-block'] === undefined ? tc.depth - 1 : num('teacher-block', f['teacher-block'], { integer: true, min: 0 });
+  if (teacherBlock >= tc.depth) throw new Error(`--teacher-block: block ${teacherBlock} does not exist in ${f.teacher} (blocks 0..${tc.depth - 1})`);
+
+  fs.mkdirSync(runDir, { recursive: true });
+  const samplesPerEpoch = await countSamples(f.train!);
+  const stepsPerEpoch = Math.floor(samplesPerEpoch / batch);
+  if (stepsPerEpoch < 1) throw new Error(`${f.train}: ${samplesPerEpoch} samples, fewer than one batch of ${batch}`);
+  const totalSteps = Math.max(1, Math.round(epochs * stepsPerEpoch));
+  const warmupSteps = Math.round(num('warmup-epochs', f['warmup-epochs'], { min: 0 }) * stepsPerEpoch);
+  const peakLr = (num('blr', f.blr, { min: 0 }) * batch) / 256;
+  const minLr = num('min-lr', f['min-lr'], { min: 0 });
+
+  // ---- student and its heads
+  const student = new VisionTransformer(cfg, seed);
+  const projHidden = num('proj-hidden', f['proj-hidden'], { integer: true, min: 0 }) || 2 * tc.embedDim;
+  const heads = new MimcoHeads(cfg.embedDim, tc.embedDim, projHidden, cfg.act, seed + 1);
+  const wd = num('weight-decay', f['weight-decay'], { min: 0 });
+  const optimiser = new AdamW(
+    [...student.params.trainable(), ...heads.params.trainable().map((p) => ({ ...p, name: `mimco:${p.name}` }))].map((p) => ({
+      ...p,
+      lrScale: 1,
+      weightDecay: p.decay ? wd : 0,
+    })),
+  );
+  const varList = optimiser.params.map((p) => p.variable);
+  let step = 0;
+  if (resumeState) {
+    const host = hostTensors(resumeState.tensors);
+    const file = path.join(runDir, 'checkpoint', 'state.safetensors');
+    student.params.importTimm(withoutPrefix(host, 'encoder.'), file);
+    heads.params.importTimm(withoutPrefix(host, 'mimco.'), file);
+    step = resumeState.meta.step as number;
+    optimiser.importState(host, step, file);
+    console.log(`[mimco] resumed ${runDir} at step ${step}`);
+  }
+
+  console.log(
+    `[mimco] teacher ${f.teacher} (depth ${tc.depth}, width ${tc.embedDim}, targets of block ${teacherBlock}); student ${f.preset}, ` +
+      `mask ratio ${maskRatio}; ${samplesPerEpoch} samples/epoch, ${totalSteps} steps, peak lr ${peakLr.toExponential(2)}, backend ${backend.tfBackend}`,
+  );
+  const records = new Subject<StepRecord>();
+  const sinksDone = trainingSinks(records, { runDir, total: totalSteps, lossKeys: ['loss', 'loss_patch', 'loss_image'], title: 'MimCo loss', resumed: resumeState !== undefined });
+  const skips = new SkipLog();
+  let lastCheckpoint = performance.now();
+  const checkpointEvery = num('checkpoint-minutes', f['checkpoint-minutes'], { min: 0 }) * 60_000;
+  const saveCheckpoint = () => {
+    const encoderWeights = student.params.exportTimm();
+    writeCheckpointDir(path.join(runDir, 'checkpoint'), {
+      'encoder.safetensors': { tensors: encoderWeights, metadata: { format: 'pt', vit: JSON.stringify(cfg) } },
+      'state.safetensors': {
+        tensors: { ...prefixKeys('encoder.', encoderWeights), ...prefixKeys('mimco.', heads.params.exportTimm()), ...optimiser.exportState() },
+        metadata: { state: JSON.stringify({ step, flags: f }) },
+      },
+    });
+    lastCheckpoint = performance.now();
+  };
+
+  const maxSteps = num('max-steps', flags['max-steps'], { integer: true, min: 0 });
+  const stopAt = Math.min(totalSteps, maxSteps > 0 ? step + maxSteps : Infinity);
+  const views = maeViews(cfg.imgSize).map((v) => ({ ...v, scale: [scaleLo, scaleHi] as [number, number] }));
+  for (let epoch = Math.floor(step / stepsPerEpoch); step < stopAt; epoch++) {
+    // resume inside an epoch: skip the samples of the steps already taken
+    const batches = batchStream({
+      source: f.train!,
+      shuffle: { seed, epoch, bufferSize: 2000 },
+      start: (step - epoch * stepsPerEpoch) * batch,
+      transform: { kind: 'views', seed, epoch, views },
+      batchSize: batch,
+      dropLast: true,
+      skips,
+    });
+    let waited = 0;
+    for await (const b of batches) {
+      const t0 = performance.now();
+      const lr = warmupCosine(step, totalSteps, warmupSteps, peakLr, minLr);
+      const masking = new Rng(seed, 0x313c, step);
+      const values = tf.tidy(() => {
+        const images = tf.tensor4d(b.views[0], [batch, cfg.imgSize, cfg.imgSize, 3]);
+        const plan = randomMasking(batch, student.numPatches, maskRatio, masking);
+        // the teacher sees the unmasked view, outside the tape: its features are constants
+        const target = splitCls(teacher.getIntermediateLayers(images, { blocks: [teacherBlock], norm: true })[0]);
+        const parts: Record<string, number> = {};
+        const { value, grads } = tf.variableGrads(() => {
+          const s = studentProjections(student, heads, images, plan.mask);
+          const l = mimcoLoss({ studentPatches: s.patches, teacherPatches: target.patches, mask: plan.mask, studentGlobal: s.global, teacherGlobal: target.cls, temperature });
+          parts.loss_patch = l.patch.dataSync()[0];
+          parts.loss_image = l.image.dataSync()[0];
+          return l.total;
+        }, varList);
+        const gradNorm = optimiser.apply(grads, lr);
+        return { loss: value.dataSync()[0], ...parts, grad_norm: gradNorm };
+      });
+      if (!Number.isFinite(values.loss)) throw new Error(`loss became ${values.loss} at step ${step}; lower --blr`);
+      step++;
+      records.next({ step, epoch, lr, values, images: batch, stepMs: performance.now() - t0, waitMs: batches.waitMs - waited });
+      waited = batches.waitMs;
+      if (performance.now() - lastCheckpoint > checkpointEvery) saveCheckpoint();
+      if (step % stepsPerEpoch === 0 || step >= stopAt) break;
+    }
+    await batches.return();
+  }
+  saveCheckpoint();
+  records.complete();
+  await sinksDone;
+  if (skips.total > 0) console.log(`[data] skipped ${skips.total} samples: ${JSON.stringify(Object.fromEntries(skips.counts))}`);
+  const encoderFile = path.join(runDir, 'checkpoint', 'encoder.safetensors');
+  if (step < totalSteps) {
+    console.log(`[mimco] stopped at step ${step} of ${totalSteps} (--max-steps); continue with --resume ${runDir}`);
+    return runDir;
+  }
+
+  // ---- per-block kNN of the teacher (feature cache: it never changes) and of the student
+  if (!f['skip-knn']) {
+    const knnOpts = {
+      train: f.train!,
+      test: f.test!,
+      trainLimit: num('knn-train-limit', f['knn-train-limit'], { integer: true, min: 0 }) || undefined,
+      testLimit: num('knn-test-limit', f['knn-test-limit'], { integer: true, min: 0 }) || undefined,
+    };
+    const teacherKnn = await perBlockKnn(teacher, { ...knnOpts, label: 'teacher', cacheKey: checkpointKey(f.teacher!) });
+    const studentKnn = await perBlockKnn(student, { ...knnOpts, label: 'MimCo student' });
+    await writeKnnSummary(runDir, [teacherKnn, studentKnn], {
+      title: 'Per-block kNN top-1 of the teacher and the MimCo student',
+      extra: { teacher: f.teacher, teacherBlock, steps: totalSteps, flags: f },
+    });
+  }
+  console.log(`[mimco] done: ${encoderFile}`);
+  return runDir;
+}
+
+if (require.main === module) runMain(() => mimco(process.argv.slice(2)).then(() => undefined));
