@@ -67,6 +67,7 @@ const FLAGS = {
   'global-size': { description: 'global view size (default: the model image size)' },
   'local-size': { description: 'local view size (default: half the global size)' },
   'local-views': { description: 'local views per sample (reference 10)', default: '6' },
+  'local-scale': { description: 'local crops: RandomResizedCrop area range lo,hi (reference 0.05,0.25)', default: '0.05,0.25' },
   seed: { description: 'seed of heads, queues, augmentation, order and NN picks', default: '0' },
   'knn-train-limit': { description: 'train images for the before/after kNN (0: all)', default: '5000' },
   'knn-test-limit': { description: 'test images for the before/after kNN (0: all)', default: '2000' },
@@ -90,6 +91,8 @@ export async function refine(argv: string[]): Promise<string> {
   const stageIds = intList('stages', f.stages);
   if (stageIds.length === 0 || stageIds.some((s) => s !== 2 && s !== 3)) throw new Error(`--stages: expected '2,3', '2' or '3', got '${f.stages}'`);
   const numLocal = num('local-views', f['local-views'], { integer: true, min: 0 });
+  const localScale = f['local-scale']!.split(',').map((v) => num('local-scale', v, { min: 0.01, max: 1 }));
+  if (localScale.length !== 2 || localScale[0] > localScale[1]) throw new Error(`--local-scale: expected lo,hi with lo <= hi, got '${f['local-scale']}'`);
   const temperature = num('temperature', f.temperature, { min: 1e-4 });
 
   // ---- model: the MIM encoder, one head + queue per chosen block, an EMA copy
@@ -154,7 +157,7 @@ export async function refine(argv: string[]): Promise<string> {
   const records = new Subject<StepRecord>();
   const sinksDone = trainingSinks(records, { runDir, total: totalSteps, lossKeys: ['loss', 'loss_global', 'loss_local'], title: 'NNA loss', resumed: resumeState !== undefined });
   const skips = new SkipLog();
-  const views = refinerViews({ globalSize, localSize, numLocal });
+  const views = refinerViews({ globalSize, localSize, numLocal, localScale: localScale as [number, number] });
 
   // batches forever, epoch after epoch; a resumed run starts where the step count says
   async function* batches(): AsyncGenerator<{ b: Batch; waitMs: number; epoch: number }> {
