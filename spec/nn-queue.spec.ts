@@ -45,6 +45,41 @@ test('top-k picks uniformly among the k nearest; push wraps around FIFO', () => 
   q.dispose();
 });
 
+test('top-k on a larger queue equals a full sort with same-sample and empty entries masked', () => {
+  const size = 300, dim = 8, b = 5, k = 4;
+  const q = new NnQueue(size, dim, 3);
+  const rng = new Rng(9);
+  // 250 filled entries over 40 samples (repeats), the last 50 slots still empty (index -1)
+  const entryIdx = Int32Array.from({ length: 250 }, () => rng.int(40));
+  q.push(tf.randomNormal([250, dim], 0, 1, 'float32', 4) as tf.Tensor2D, entryIdx, Int32Array.from(entryIdx, (i) => i % 10));
+  const z = tf.randomNormal([b, dim], 0, 1, 'float32', 5) as tf.Tensor2D;
+  const samples = Int32Array.of(3, 17, 17, 39, 1000);
+  const vectors = q.exportState('q')['q.vectors'].data as Float32Array;
+  const zs = z.arraySync();
+  for (let i = 0; i < b; i++) {
+    const norm = Math.hypot(...zs[i]);
+    const scored = Array.from({ length: size }, (_, e) => {
+      const masked = e >= 250 || entryIdx[e] === samples[i];
+      let dot = 0;
+      for (let d = 0; d < dim; d++) dot += vectors[e * dim + d] * zs[i][d];
+      return { e, v: masked ? -1 : dot / norm };
+    }).sort((x, y) => y.v - x.v || x.e - y.e);
+    const expected = new Set(scored.slice(0, k).map((x) => x.e));
+    const seen = new Set<number>();
+    for (let s = 0; s < 60; s++) {
+      const r = q.lookup(z, samples, Int32Array.from(samples, () => -1), k, new Rng(s));
+      const row = Array.from(r.swapped.arraySync()[i]);
+      r.swapped.dispose();
+      const hit = scored.slice(0, k).find(({ e }) => row.every((v, d) => Math.abs(v - vectors[e * dim + d]) < 1e-6));
+      assert.ok(hit, `row ${i}: picked vector is not among the ${k} nearest`);
+      seen.add(hit!.e);
+    }
+    assert.equal([...seen].sort((x, y) => x - y), [...expected].sort((x, y) => x - y), `row ${i}`);
+  }
+  z.dispose();
+  q.dispose();
+});
+
 test('state round-trips exactly', () => {
   const a = new NnQueue(5, 3, 1);
   a.push(tf.randomNormal([4, 3], 0, 1, 'float32', 2) as tf.Tensor2D, Int32Array.of(1, 2, 3, 4), Int32Array.of(0, 1, 0, 1));
