@@ -36,6 +36,8 @@ import type { Batch } from '../sources/types';
 import { StepRecord, trainingSinks } from '../sinks/training';
 import { checkpointKey } from '../eval/feature-cache';
 import { perBlockKnn, writeKnnSummary, KnnReport } from './knn';
+import { writeChart } from '../sinks/charts';
+import { writeJsonReport } from '../eval/report';
 
 const USAGE = 'MIM-Refiner: refine a MIM-pretrained ViT with NNA heads on intermediate blocks.\n  npx ts-node pipelines/refine.ts [options]';
 const FLAGS = {
@@ -72,6 +74,7 @@ const FLAGS = {
   'knn-train-limit': { description: 'train images for the before/after kNN (0: all)', default: '5000' },
   'knn-test-limit': { description: 'test images for the before/after kNN (0: all)', default: '2000' },
   'skip-knn': { description: 'skip the kNN evaluations', boolean: true },
+  'knn-every': { description: 'also track the EMA encoder\'s per-block kNN every this many epochs of stage 3 (0: off); knn-during.json + .png', default: '0' },
   'checkpoint-minutes': { description: 'write a checkpoint at least this often', default: '5' },
   'max-steps': { description: 'stop after this many steps in this invocation (checkpointed; continue with --resume)', default: '0' },
 } as const;
@@ -139,6 +142,14 @@ export async function refine(argv: string[]): Promise<string> {
   // the starting checkpoint's features come from the feature cache when it has seen this file
   const knnOfCheckpoint = (model: VisionTransformer) => perBlockKnn(model, { ...knnOpts, label: 'MIM checkpoint', cacheKey: checkpointKey(f.checkpoint!) });
   const knnBefore: KnnReport | undefined = f['skip-knn'] || resumeState ? undefined : await knnOfCheckpoint(encoder);
+  // kNN tracked during stage 3 (the paper's training-time metric), as a curve over steps
+  const knnEverySteps = Math.round(num('knn-every', f['knn-every'], { min: 0 }) * stepsPerEpoch);
+  const duringFile = path.join(runDir, 'knn-during.json');
+  const knnDuring: { step: number; report: KnnReport }[] = resumeState && fs.existsSync(duringFile) ? JSON.parse(fs.readFileSync(duringFile, 'utf8')).points : knnBefore ? [{ step: 0, report: knnBefore }] : [];
+  const trackKnn = async () => {
+    knnDuring.push({ step, report: await perBlockKnn(emaEncoder, { ...knnOpts, label: `refined (EMA), step ${step}` }) });
+    await writeKnnCurve(runDir, knnDuring);
+  };
 
   // ---- resume
   let step = 0;
@@ -288,6 +299,7 @@ export async function refine(argv: string[]): Promise<string> {
         step++;
         records.next({ step, epoch, lr, values: { stage: stage.id, ...metrics }, images: n, stepMs: performance.now() - t0, waitMs });
         if (performance.now() - lastCheckpoint > checkpointEvery) saveCheckpoint();
+        if (stage.trainEncoder && knnEverySteps > 0 && !f['skip-knn'] && (step - stageStart) % knnEverySteps === 0 && step < stageEnd) await trackKnn();
       }
       stageStart = stageEnd;
     }
@@ -313,6 +325,10 @@ export async function refine(argv: string[]): Promise<string> {
     // a resumed run measures the starting point at the end, from the original checkpoint
     const before = knnBefore ?? (await knnOfCheckpoint(loadEncoder(f.checkpoint!)));
     const knnAfter = await perBlockKnn(emaEncoder, { ...knnOpts, label: 'refined (EMA)' });
+    if (knnEverySteps > 0) {
+      knnDuring.push({ step, report: knnAfter });
+      await writeKnnCurve(runDir, knnDuring);
+    }
     await writeKnnSummary(runDir, [before, knnAfter], {
       title: 'Per-block kNN top-1 before and after refinement',
       extra: { checkpoint: f.checkpoint, headBlocks, steps: totalSteps, flags: f },
@@ -320,6 +336,18 @@ export async function refine(argv: string[]): Promise<string> {
   }
   console.log(`[refine] done: ${path.join(runDir, 'checkpoint', 'encoder-ema.safetensors')}`);
   return runDir;
+}
+
+/** knn-during.json and a per-block kNN-over-steps chart (SVG + PNG). */
+async function writeKnnCurve(runDir: string, points: { step: number; report: KnnReport }[]): Promise<void> {
+  writeJsonReport(path.join(runDir, 'knn-during.json'), { points });
+  const blocks = points[0].report.blocks;
+  await writeChart(path.join(runDir, 'knn-during'), {
+    title: 'Per-block kNN top-1 during refinement (EMA encoder; step 0 = MIM checkpoint)',
+    xLabel: 'step',
+    yLabel: 'kNN top-1 (%)',
+    series: blocks.map((b, i) => ({ name: `block ${b}`, points: points.map((p) => [p.step, 100 * p.report.top1[i]] as [number, number]) })),
+  });
 }
 
 /** Rows of n stacked views -> one tensor per view (tfjs's split has no gradient for one piece). */

@@ -1,7 +1,8 @@
 /**
  * The refine pipeline end to end on a tiny ViT and real bundled images: both stages run,
  * checkpoints and metrics are written, a seeded run is reproducible, and a run stopped
- * and resumed ends bit-identical to one that ran straight through.
+ * and resumed ends bit-identical to one that ran straight through, kNN can be tracked during
+ * stage 3, and bad flags are refused before anything is written.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -61,6 +62,17 @@ test('stop after 3 steps + resume == straight through', async () => {
   const resumed = weights(await refine(['--resume', path.join(dir, 'c')]));
   const straight = weights(path.join(dir, 'a'));
   for (const [k, v] of straight) assert.equal(Array.from(resumed.get(k)!), Array.from(v), k);
+});
+
+test('--knn-every tracks per-block kNN during stage 3, from the checkpoint (step 0) to the end', async () => {
+  const args = common.filter((a) => a !== '--skip-knn');
+  const run = await refine([...args, '--out', path.join(dir, 'k'), '--knn-every', '0.008', '--test', 'data/cifar10-mini/test-*.tar.gz', '--knn-train-limit', '64', '--knn-test-limit', '32']);
+  const { points } = JSON.parse(fs.readFileSync(path.join(run, 'knn-during.json'), 'utf8'));
+  assert.equal(points.map((p: { step: number }) => p.step), [0, 3, 4, 5]); // stage 3 is steps 3..5
+  const summary = JSON.parse(fs.readFileSync(path.join(run, 'summary.json'), 'utf8'));
+  assert.equal(points[0].report.top1, summary.knn[0].top1);
+  assert.equal(points[3].report.top1, summary.knn[1].top1);
+  assert.ok(fs.existsSync(path.join(run, 'knn-during.png')) && fs.existsSync(path.join(run, 'knn-during.svg')));
 });
 
 test('a block the checkpoint does not have is refused before training', async () => {
