@@ -16,6 +16,8 @@ export interface BackendInfo {
   choice: BackendChoice;
   tfBackend: string;
   threads: number;
+  /** Threads of tfjs-wasm's own kernels (0 on other backends). */
+  poolThreads: number;
   /**
    * Threads of the fused wasm kernels (attention, LayerNorm, GELU, AdamW, transpose; models/kernels); 0
    * when they are off (other backends, or FUSED_KERNELS=0 for comparison).
@@ -38,20 +40,24 @@ async function tryBackend(choice: BackendChoice): Promise<BackendInfo | undefine
   return match(choice)
     .with('gpu', async () =>
       tryRequire('@tensorflow/tfjs-node-gpu') && (await tf.setBackend('tensorflow'))
-        ? { choice, tfBackend: 'tensorflow', threads: 0, fusedKernels: 0 }
+        ? { choice, tfBackend: 'tensorflow', threads: 0, poolThreads: 0, fusedKernels: 0 }
         : undefined,
     )
     .with('node', async () =>
       tryRequire('@tensorflow/tfjs-node') && (await tf.setBackend('tensorflow'))
-        ? { choice, tfBackend: 'tensorflow', threads: 0, fusedKernels: 0 }
+        ? { choice, tfBackend: 'tensorflow', threads: 0, poolThreads: 0, fusedKernels: 0 }
         : undefined,
     )
     .with('wasm', async () => {
       require('@tensorflow/tfjs-backend-wasm');
-      const threads = await enableWasmThreads();
+      const fused = process.env.FUSED_KERNELS !== '0';
+      // With the fused kernels taking the heavy ops, what is left to tfjs-wasm's own kernels is
+      // small element-wise work, for which waking its thread pool costs more than it saves
+      // (measured: refine step +3-5%, plain ViT train step unchanged), so that pool gets one thread.
+      const { threads, poolThreads } = await enableWasmThreads({ poolThreads: fused ? 1 : undefined });
       if (!(await tf.setBackend('wasm'))) return undefined;
-      const fusedKernels = process.env.FUSED_KERNELS === '0' ? 0 : registerWasmKernels(tf.backend() as BackendWasm, threads);
-      return { choice, tfBackend: 'wasm', threads, fusedKernels };
+      const fusedKernels = fused ? registerWasmKernels(tf.backend() as BackendWasm, threads) : 0;
+      return { choice, tfBackend: 'wasm', threads, poolThreads, fusedKernels };
     })
     .exhaustive();
 }
@@ -71,7 +77,7 @@ export async function initBackend(log: (line: string) => void = console.log): Pr
     const info = await tryBackend(choice);
     if (info) {
       active = info;
-      log(`[backend] ${info.tfBackend} (${choice}${choice === 'wasm' ? `, ${info.threads} thread(s)${info.fusedKernels ? `, fused kernels on ${info.fusedKernels}${kernelsUseRelaxedSimd() ? ', relaxed SIMD' : ''}` : ''}` : ''})`);
+      log(`[backend] ${info.tfBackend} (${choice}${choice === 'wasm' ? `, ${info.threads} thread(s)${info.fusedKernels ? `, fused kernels on ${info.fusedKernels}${kernelsUseRelaxedSimd() ? ', relaxed SIMD' : ''}` : ''}, tfjs's own kernels on ${info.poolThreads}` : ''})`);
       return info;
     }
   }

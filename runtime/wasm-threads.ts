@@ -40,28 +40,38 @@ type Worker = import('worker_threads').Worker & { onerror?: (e: unknown) => void
 // Neither lib ES2022 (no DOM) nor @types/node 20 declares WebAssembly; this is all we use.
 declare const WebAssembly: { instantiate(bytes: Uint8Array, imports: object): Promise<{ instance: object; module: object }> };
 
-let started: Promise<number> | undefined;
+let started: Promise<WasmThreads> | undefined;
+
+export interface WasmThreads {
+  /** Threads sharing the wasm memory (1 after a fallback): what the fused kernels may use. */
+  threads: number;
+  /** Threads of tfjs-wasm's own kernels (XNNPACK's pool). */
+  poolThreads: number;
+}
 
 /**
  * Call after require('@tensorflow/tfjs-backend-wasm') and before tf.setBackend('wasm').
- * Resolves to the number of threads the wasm backend will run on (1 after a fallback).
+ * `poolThreads` caps tfjs-wasm's own thread pool (default: all threads).
  */
-export function enableWasmThreads(): Promise<number> {
-  started ??= start();
+export function enableWasmThreads(opts: { poolThreads?: number } = {}): Promise<WasmThreads> {
+  started ??= start(opts.poolThreads);
   return started;
 }
 
-async function start(): Promise<number> {
-  const wanted = requestedThreads();
-  if (wanted <= 1) return 1; // the package's default backend is already single-threaded
+async function start(poolCap: number | undefined): Promise<WasmThreads> {
+  const single = { threads: 1, poolThreads: 1 };
+  const requested = requestedThreads();
+  const wanted = Math.min(requested, os.cpus().length);
+  if (wanted < requested) console.log(`[wasm-threads] asked for ${requested} threads, using ${wanted} (at most one per core)`);
+  if (wanted <= 1) return single; // the package's default backend is already single-threaded
   if ('wasm' in tf.engine().registry) {
     console.log('[wasm-threads] 1 thread: the wasm backend was initialised before enableWasmThreads()');
-    return 1;
+    return single;
   }
   let module: ThreadedModule | undefined;
   try {
     module = await loadThreadedModule();
-    setThreadsCount(wanted); // read by the BackendWasm constructor, which creates the pool
+    setThreadsCount(Math.min(wanted, poolCap ?? wanted)); // read by the BackendWasm constructor, which creates the pool
     const backend = new BackendWasm(module as never);
     // Pool threads are ref()'d by emscripten while they run, and XNNPACK's never return:
     // without this, node would not exit after the pipeline ends.
@@ -73,14 +83,12 @@ async function start(): Promise<number> {
     tf.removeBackend('wasm');
     tf.registerBackend('wasm', () => backend, WASM_PRIORITY);
     tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', true);
-    const threads = getThreadsCount();
-    if (threads < wanted) console.log(`[wasm-threads] asked for ${wanted} threads, the pool has ${threads} (at most one per core)`);
-    return threads;
+    return { threads: wanted, poolThreads: getThreadsCount() };
   } catch (e) {
     // Running pool workers are ref()'d; end them so a failed start cannot keep node alive.
     if (module) for (const w of [...module.PThread.unusedWorkers, ...module.PThread.runningWorkers]) void w.terminate();
     console.log(`[wasm-threads] 1 thread: threaded wasm failed to start (${e instanceof Error ? e.message : String(e)})`);
-    return 1;
+    return single;
   }
 }
 

@@ -9,6 +9,7 @@ import * as os from 'os';
 import * as tf from '@tensorflow/tfjs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import type { BackendInfo } from '../runtime/backend';
 
 /** Deterministic inputs in [-1, 1) (an LCG, so both children and the JS reference agree). */
 function inputs(n: number, seed: number): Float32Array {
@@ -94,7 +95,9 @@ function reference(): Record<string, Float64Array> {
 }
 
 interface ChildResult {
+  /** tfjs-wasm's own pool (getThreadsCount()) */
   threads: number;
+  info: BackendInfo;
   results: Record<string, string>; // base64 of the float32 bytes, for exact comparison
 }
 
@@ -102,15 +105,15 @@ interface ChildResult {
 async function child(): Promise<void> {
   const { initBackend } = await import('../runtime/backend');
   const { getThreadsCount } = await import('@tensorflow/tfjs-backend-wasm');
-  await initBackend(() => {});
+  const info = await initBackend(() => {});
   const results = Object.fromEntries(Object.entries(runOps()).map(([name, v]) => [name, Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('base64')]));
-  console.log(JSON.stringify({ threads: getThreadsCount(), results } satisfies ChildResult));
+  console.log(JSON.stringify({ threads: getThreadsCount(), info, results } satisfies ChildResult));
   // No process.exit: the test checks that the process ends by itself.
 }
 
-function runChild(threads: number): ChildResult {
+function runChild(threads: number, fusedKernels: boolean): ChildResult {
   const r = spawnSync(process.execPath, ['-r', 'ts-node/register', __filename], {
-    env: { ...process.env, WASM_THREADS_SPEC_CHILD: '1', TFJS_BACKEND: 'wasm', WASM_THREADS: String(threads) },
+    env: { ...process.env, WASM_THREADS_SPEC_CHILD: '1', TFJS_BACKEND: 'wasm', WASM_THREADS: String(threads), FUSED_KERNELS: fusedKernels ? '1' : '0' },
     encoding: 'utf8',
     timeout: 120_000,
   });
@@ -126,14 +129,15 @@ const toF32 = (b64: string) => new Float32Array(new Uint8Array(Buffer.from(b64, 
 if (process.env.WASM_THREADS_SPEC_CHILD) {
   void child();
 } else {
+  // tfjs-wasm's own kernels on its thread pool (FUSED_KERNELS=0: the pool gets every thread)
   test('threaded wasm: 2 threads, same bits as 1 thread, close to a plain-JS reference', () => {
-    const single = runChild(1);
+    const single = runChild(1, false);
     assert.is(single.threads, 1);
     if (os.cpus().length < 2) {
       console.log('[wasm-threads.spec] 1 core: skipping the 2-thread checks');
       return;
     }
-    const dual = runChild(2);
+    const dual = runChild(2, false);
     assert.is(dual.threads, 2, 'getThreadsCount() with WASM_THREADS=2');
 
     const ref = reference();
@@ -150,6 +154,14 @@ if (process.env.WASM_THREADS_SPEC_CHILD) {
       }
       assert.ok(maxErr <= 1e-5 * Math.max(1, maxRef), `${name}: max error ${maxErr} vs reference (scale ${maxRef})`);
     }
+  });
+
+  test('with the fused kernels on, they get every thread and tfjs-wasm\'s own pool one; same bits as 1 thread', () => {
+    if (os.cpus().length < 2) return;
+    const single = runChild(1, true);
+    const dual = runChild(2, true);
+    assert.equal([dual.threads, dual.info.poolThreads, dual.info.fusedKernels, dual.info.threads], [1, 1, 2, 2]);
+    for (const [name, b64] of Object.entries(single.results)) assert.ok(b64 === dual.results[name], `${name}: 2-thread result differs from 1-thread`);
   });
 
   test.run();
