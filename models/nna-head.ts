@@ -7,7 +7,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from '../runtime/rng';
-import { Activation, gelu, linear } from './ops';
+import { Activation, batchNormTrain, gelu, linear } from './ops';
 import { ParamSet } from './params';
 
 export interface HeadSizes {
@@ -79,21 +79,17 @@ export class NnaHead {
   private batchNorm(prefix: string, x: tf.Tensor2D, training: boolean): tf.Tensor2D {
     const runningMean = this.params.get(`${prefix}.running_mean`);
     const runningVar = this.params.get(`${prefix}.running_var`);
-    let mean: tf.Tensor;
-    let variance: tf.Tensor;
+    const gamma = this.params.get(`${prefix}.weight`) as tf.Tensor1D;
+    const beta = this.params.get(`${prefix}.bias`) as tf.Tensor1D;
     if (training) {
-      ({ mean, variance } = tf.moments(x, 0));
       const n = x.shape[0];
-      tf.tidy(() => {
+      return batchNormTrain(x, gamma, beta, BN_EPS, (mean, variance) => {
         runningMean.assign(tf.add(tf.mul(runningMean, 1 - BN_MOMENTUM), tf.mul(mean, BN_MOMENTUM)));
         runningVar.assign(tf.add(tf.mul(runningVar, 1 - BN_MOMENTUM), tf.mul(variance, (BN_MOMENTUM * n) / Math.max(1, n - 1))));
       });
-    } else {
-      mean = runningMean;
-      variance = runningVar;
     }
-    const normalised = tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, BN_EPS)));
-    return tf.add(tf.mul(normalised, this.params.get(`${prefix}.weight`)), this.params.get(`${prefix}.bias`)) as tf.Tensor2D;
+    const normalised = tf.mul(tf.sub(x, runningMean), tf.rsqrt(tf.add(runningVar, BN_EPS)));
+    return tf.add(tf.mul(normalised, gamma), beta) as tf.Tensor2D;
   }
 }
 
