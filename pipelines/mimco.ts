@@ -30,7 +30,7 @@ import { MimcoHeads, splitCls, studentProjections } from '../models/mimco';
 import { AdamW, warmupCosine } from '../models/adamw';
 import { mimcoLoss } from '../operators/mimco-loss';
 import { maeViews } from '../operators/multi-view';
-import { batchStream, SkipLog } from '../sources/batches';
+import { epochBatches, SkipLog } from '../sources/batches';
 import { countSamples } from '../sources/count';
 import { StepRecord, trainingSinks } from '../sinks/training';
 import { checkpointKey } from '../eval/feature-cache';
@@ -153,19 +153,9 @@ export async function mimco(argv: string[]): Promise<string> {
   const maxSteps = num('max-steps', flags['max-steps'], { integer: true, min: 0 });
   const stopAt = Math.min(totalSteps, maxSteps > 0 ? step + maxSteps : Infinity);
   const views = maeViews(cfg.imgSize).map((v) => ({ ...v, scale: [scaleLo, scaleHi] as [number, number] }));
-  for (let epoch = Math.floor(step / stepsPerEpoch); step < stopAt; epoch++) {
-    // resume inside an epoch: skip the samples of the steps already taken
-    const batches = batchStream({
-      source: f.train!,
-      shuffle: { seed, epoch, bufferSize: 2000 },
-      start: (step - epoch * stepsPerEpoch) * batch,
-      transform: { kind: 'views', seed, epoch, views },
-      batchSize: batch,
-      dropLast: true,
-      skips,
-    });
-    let waited = 0;
-    for await (const b of batches) {
+  // a resumed run starts mid-epoch with the samples of the steps not yet taken
+  if (step < stopAt) {
+    for await (const { batch: b, epoch, waitMs } of epochBatches({ source: f.train!, seed, batchSize: batch, stepsPerEpoch, fromStep: step, views, skips })) {
       const t0 = performance.now();
       const lr = warmupCosine(step, totalSteps, warmupSteps, peakLr, minLr);
       const masking = new Rng(seed, 0x313c, step);
@@ -187,12 +177,10 @@ export async function mimco(argv: string[]): Promise<string> {
       });
       if (!Number.isFinite(values.loss)) throw new Error(`loss became ${values.loss} at step ${step}; lower --blr`);
       step++;
-      records.next({ step, epoch, lr, values, images: batch, stepMs: performance.now() - t0, waitMs: batches.waitMs - waited });
-      waited = batches.waitMs;
+      records.next({ step, epoch, lr, values, images: batch, stepMs: performance.now() - t0, waitMs });
       if (performance.now() - lastCheckpoint > checkpointEvery) saveCheckpoint();
-      if (step % stepsPerEpoch === 0 || step >= stopAt) break;
+      if (step >= stopAt) break;
     }
-    await batches.return();
   }
   saveCheckpoint();
   records.complete();

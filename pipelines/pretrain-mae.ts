@@ -17,7 +17,7 @@ import { hostTensors, prefixKeys, readTrainState, withoutPrefix, writeCheckpoint
 import { VisionTransformer, VIT_PRESETS, VitConfig } from '../models/vit';
 import { MaeDecoder, maeLoss, randomMasking } from '../models/mae';
 import { AdamW, warmupCosine } from '../models/adamw';
-import { batchStream, SkipLog } from '../sources/batches';
+import { epochBatches, SkipLog } from '../sources/batches';
 import { countSamples } from '../sources/count';
 import { maeViews } from '../operators/multi-view';
 import { StepRecord, trainingSinks } from '../sinks/training';
@@ -123,20 +123,10 @@ async function main() {
     lastCheckpoint = performance.now();
   };
 
-  for (let epoch = Math.floor(step / stepsPerEpoch); epoch < epochs; epoch++) {
-    // resume inside an epoch: skip the samples of the steps already taken
-    const start = (step - epoch * stepsPerEpoch) * batch;
-    const batches = batchStream({
-      source: f.train!,
-      shuffle: { seed, epoch, bufferSize: 2000 },
-      start,
-      transform: { kind: 'views', seed, epoch, views: maeViews(cfg.imgSize).map((v) => ({ ...v, scale: [scaleLo, scaleHi] as [number, number] })) },
-      batchSize: batch,
-      dropLast: true,
-      skips,
-    });
-    let waited = 0;
-    for await (const b of batches) {
+  const views = maeViews(cfg.imgSize).map((v) => ({ ...v, scale: [scaleLo, scaleHi] as [number, number] }));
+  // a resumed run starts mid-epoch with the samples of the steps not yet taken
+  if (step < totalSteps) {
+    for await (const { batch: b, epoch, waitMs } of epochBatches({ source: f.train!, seed, batchSize: batch, stepsPerEpoch, fromStep: step, views, skips })) {
       const t0 = performance.now();
       const lr = warmupCosine(step, totalSteps, warmupSteps, peakLr, minLr);
       const masking = new Rng(seed, 0x3a5c, step);
@@ -149,15 +139,13 @@ async function main() {
       });
       if (!Number.isFinite(loss)) throw new Error(`loss became ${loss} at step ${step}; lower --blr`);
       step++;
-      records.next({ step, epoch, lr, values: { loss }, images: batch, stepMs: performance.now() - t0, waitMs: batches.waitMs - waited });
-      waited = batches.waitMs;
+      records.next({ step, epoch, lr, values: { loss }, images: batch, stepMs: performance.now() - t0, waitMs });
       if (performance.now() - lastCheckpoint > checkpointEvery) saveCheckpoint();
-      if (step % stepsPerEpoch === 0) break;
-    }
-    await batches.return();
-    if (snapshotEpochs.has(epoch + 1)) {
-      saveCheckpoint();
-      fs.copyFileSync(path.join(runDir, 'checkpoint', 'encoder.safetensors'), path.join(runDir, `encoder-epoch${epoch + 1}.safetensors`));
+      if (step % stepsPerEpoch === 0 && snapshotEpochs.has(step / stepsPerEpoch)) {
+        saveCheckpoint();
+        fs.copyFileSync(path.join(runDir, 'checkpoint', 'encoder.safetensors'), path.join(runDir, `encoder-epoch${step / stepsPerEpoch}.safetensors`));
+      }
+      if (step >= totalSteps) break;
     }
   }
   saveCheckpoint();

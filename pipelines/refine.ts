@@ -8,8 +8,8 @@
  * queue -> NNA loss summed over heads -> backward -> AdamW -> EMA -> enqueue z of view 0.
  * Stage 2 trains the heads on a frozen encoder; stage 3 trains encoder and heads.
  * The defaults fit the bundled CPU demonstration into ~10 minutes on 2 cores (0.3 epoch of head
- * warm-up, 1.1 epochs of refinement, short EMA horizon, first blocks frozen); REFERENCE.md lists
- * the paper's values.
+ * warm-up, 1.4 epochs of refinement, short EMA horizon, first blocks frozen, local crops sized
+ * for 32 px images); REFERENCE.md lists the paper's values.
  *
  *   npx ts-node pipelines/refine.ts                      # bundled MAE checkpoint and data
  *   npx ts-node pipelines/refine.ts --checkpoint my-mae.safetensors --train 'shards/*.tar' --test 'val/*.tar'
@@ -30,9 +30,8 @@ import { Ema } from '../models/ema';
 import { stopGradient } from '../models/ops';
 import { nnaLoss } from '../operators/nna-loss';
 import { refinerViews } from '../operators/multi-view';
-import { batchStream, SkipLog } from '../sources/batches';
+import { epochBatches, SkipLog } from '../sources/batches';
 import { countSamples } from '../sources/count';
-import type { Batch } from '../sources/types';
 import { StepRecord, trainingSinks } from '../sinks/training';
 import { checkpointKey } from '../eval/feature-cache';
 import { perBlockKnn, writeKnnSummary, KnnReport } from './knn';
@@ -51,7 +50,7 @@ const FLAGS = {
   'queue-size': { description: 'NN queue entries per head', default: '4096' },
   stages: { description: "stages to run: '2,3', '2' (heads warm-up) or '3' (refine)", default: '2,3' },
   'stage2-epochs': { description: 'stage 2 length in epochs (fractions allowed)', default: '0.3' },
-  'stage3-epochs': { description: 'stage 3 length in epochs (fractions allowed)', default: '1.1' },
+  'stage3-epochs': { description: 'stage 3 length in epochs (fractions allowed)', default: '1.4' },
   batch: { description: 'batch size (samples; each gives 2 global + local views)', default: '32' },
   'lr2': { description: 'stage 2 peak lr (heads)', default: '1e-3' },
   'lr3': { description: 'stage 3 peak lr', default: '1e-3' },
@@ -69,7 +68,10 @@ const FLAGS = {
   'global-size': { description: 'global view size (default: the model image size)' },
   'local-size': { description: 'local view size (default: half the global size)' },
   'local-views': { description: 'local views per sample (reference 10)', default: '6' },
-  'local-scale': { description: 'local crops: RandomResizedCrop area range lo,hi (reference 0.05,0.25)', default: '0.05,0.25' },
+  'local-scale': {
+    description: "local crops' RandomResizedCrop area range lo,hi (reference 0.05,0.25, for 96 px crops of 224 px images whose object fills part of the frame; on 32 px CIFAR images that leaves 7-16 px scraps)",
+    default: '0.14,0.5',
+  },
   seed: { description: 'seed of heads, queues, augmentation, order and NN picks', default: '0' },
   'knn-train-limit': { description: 'train images for the before/after kNN (0: all)', default: '5000' },
   'knn-test-limit': { description: 'test images for the before/after kNN (0: all)', default: '2000' },
@@ -171,25 +173,7 @@ export async function refine(argv: string[]): Promise<string> {
   const views = refinerViews({ globalSize, localSize, numLocal, localScale: localScale as [number, number] });
 
   // batches forever, epoch after epoch; a resumed run starts where the step count says
-  async function* batches(): AsyncGenerator<{ b: Batch; waitMs: number; epoch: number }> {
-    for (let epoch = Math.floor(step / stepsPerEpoch); ; epoch++) {
-      const stream = batchStream({
-        source: f.train!,
-        shuffle: { seed, epoch, bufferSize: 2000 },
-        start: (step - epoch * stepsPerEpoch) * batch,
-        transform: { kind: 'views', seed, epoch, views },
-        batchSize: batch,
-        dropLast: true,
-        skips,
-      });
-      let waited = 0;
-      for await (const b of stream) {
-        yield { b, waitMs: stream.waitMs - waited, epoch };
-        waited = stream.waitMs;
-      }
-    }
-  }
-  const data = batches();
+  const data = epochBatches({ source: f.train!, seed, batchSize: batch, stepsPerEpoch, fromStep: step, views, skips });
 
   const maxSteps = num('max-steps', flags['max-steps'], { integer: true, min: 0 });
   const stopAt = maxSteps > 0 ? step + maxSteps : Infinity;
@@ -249,7 +233,7 @@ export async function refine(argv: string[]): Promise<string> {
       while (step < stageEnd && step < stopAt) {
         const { value: next, done } = await data.next();
         if (done) break;
-        const { b, waitMs, epoch } = next;
+        const { batch: b, waitMs, epoch } = next;
         const t0 = performance.now();
         const lr = warmupCosine(step - stageStart, stage.steps, Math.round(warmupShare * stage.steps), stage.lr, minLr);
         const rng = new Rng(seed, 0x4e4e, step);

@@ -16,6 +16,7 @@ import { batchViews } from '../operators/batch';
 import { multiView } from '../operators/multi-view';
 import { evalView } from '../operators/eval-view';
 import type { WorkerTransform } from '../operators/augment-worker';
+import type { ViewConfig } from '../operators/transforms/view';
 import type { Batch } from './types';
 
 /** Counts skipped samples and logs the first few of each reason. */
@@ -56,6 +57,48 @@ export function batchStream(opts: BatchStreamOptions): BatchStream {
   if (opts.worker !== false) return workerBatchStream(opts);
   const skips = opts.skips ?? new SkipLog();
   return inProcessBatchStream(opts, (origin, reason) => skips.record(origin, reason));
+}
+
+export interface EpochBatchesOptions {
+  source: string;
+  /** Shuffle and augmentation seed; epoch e draws from (seed, e). */
+  seed: number;
+  batchSize: number;
+  stepsPerEpoch: number;
+  /** Steps already taken (a resumed run): starts mid-epoch with the samples not yet seen. */
+  fromStep: number;
+  views: ViewConfig[];
+  skips: SkipLog;
+}
+
+/**
+ * Training batches epoch after epoch, without end (the caller stops pulling): each epoch a
+ * new seeded shuffle and augmentation, at most stepsPerEpoch full batches. Each batch comes
+ * with its epoch and the milliseconds the consumer waited for it. Ending the iteration
+ * (break, return) closes the current epoch's stream and its worker.
+ */
+export async function* epochBatches(opts: EpochBatchesOptions): AsyncGenerator<{ batch: Batch; epoch: number; waitMs: number }> {
+  const { seed, batchSize, stepsPerEpoch } = opts;
+  for (let epoch = Math.floor(opts.fromStep / stepsPerEpoch); ; epoch++) {
+    const skipSteps = Math.max(0, opts.fromStep - epoch * stepsPerEpoch);
+    const stream = batchStream({
+      source: opts.source,
+      shuffle: { seed, epoch, bufferSize: 2000 },
+      start: skipSteps * batchSize,
+      transform: { kind: 'views', seed, epoch, views: opts.views },
+      batchSize,
+      dropLast: true,
+      skips: opts.skips,
+    });
+    // for-await closes the stream on break, and when the consumer ends the generator mid-epoch
+    let waited = 0;
+    let taken = skipSteps;
+    for await (const batch of stream) {
+      yield { batch, epoch, waitMs: stream.waitMs - waited };
+      waited = stream.waitMs;
+      if (++taken === stepsPerEpoch) break;
+    }
+  }
 }
 
 /** Everything but the skip log crosses to the worker. */
