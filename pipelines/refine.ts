@@ -8,7 +8,7 @@
  * queue -> NNA loss summed over heads -> backward -> AdamW -> EMA -> enqueue z of view 0.
  * Stage 2 trains the heads on a frozen encoder; stage 3 trains encoder and heads.
  * The defaults fit the bundled CPU demonstration into ~10 minutes on 2 cores (0.3 epoch of head
- * warm-up, 1.4 epochs of refinement, short EMA horizon, first blocks frozen, local crops sized
+ * warm-up, 1.1 epochs of refinement, short EMA horizon, first blocks frozen, local crops sized
  * for 32 px images); REFERENCE.md lists the paper's values.
  *
  *   npx ts-node pipelines/refine.ts                      # bundled MAE checkpoint and data
@@ -50,7 +50,7 @@ const FLAGS = {
   'queue-size': { description: 'NN queue entries per head', default: '4096' },
   stages: { description: "stages to run: '2,3', '2' (heads warm-up) or '3' (refine)", default: '2,3' },
   'stage2-epochs': { description: 'stage 2 length in epochs (fractions allowed)', default: '0.3' },
-  'stage3-epochs': { description: 'stage 3 length in epochs (fractions allowed)', default: '1.4' },
+  'stage3-epochs': { description: 'stage 3 length in epochs (fractions allowed)', default: '1.1' },
   batch: { description: 'batch size (samples; each gives 2 global + local views)', default: '32' },
   'lr2': { description: 'stage 2 peak lr (heads)', default: '1e-3' },
   'lr3': { description: 'stage 3 peak lr', default: '1e-3' },
