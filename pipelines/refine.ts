@@ -132,6 +132,7 @@ export async function refine(argv: string[]): Promise<string> {
   const totalSteps = stages.reduce((s, st) => s + st.steps, 0);
   const minLr = num('min-lr', f['min-lr'], { min: 0 });
   const warmupShare = num('warmup-share', f['warmup-share'], { min: 0, max: 1 });
+  const knnEverySteps = Math.round(num('knn-every', f['knn-every'], { min: 0 }) * stepsPerEpoch);
 
   // ---- kNN of the MIM checkpoint, before anything changes
   const knnOpts = {
@@ -145,7 +146,6 @@ export async function refine(argv: string[]): Promise<string> {
   const knnOfCheckpoint = (model: VisionTransformer) => perBlockKnn(model, { ...knnOpts, label: 'MIM checkpoint', cacheKey: checkpointKey(f.checkpoint!) });
   const knnBefore: KnnReport | undefined = f['skip-knn'] || resumeState ? undefined : await knnOfCheckpoint(encoder);
   // kNN tracked during stage 3 (the paper's training-time metric), as a curve over steps
-  const knnEverySteps = Math.round(num('knn-every', f['knn-every'], { min: 0 }) * stepsPerEpoch);
   const duringFile = path.join(runDir, 'knn-during.json');
   const knnDuring: { step: number; report: KnnReport }[] = resumeState && fs.existsSync(duringFile) ? JSON.parse(fs.readFileSync(duringFile, 'utf8')).points : knnBefore ? [{ step: 0, report: knnBefore }] : [];
   const trackKnn = async () => {
