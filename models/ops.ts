@@ -157,6 +157,11 @@ export function batchNormTrain(
   })(x, gamma, beta) as tf.Tensor2D;
 }
 
+/** x / max(||x||, 1e-12) over the last axis, as torch.nn.functional.normalize. */
+export function l2normalize<T extends tf.Tensor>(x: T): T {
+  return tf.mul(x, tf.rsqrt(tf.maximum(tf.sum(tf.square(x), -1, true), 1e-24)));
+}
+
 export type Activation = 'gelu' | 'gelu_tanh';
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);

@@ -21,7 +21,7 @@
  * tensors computed from variables and still no gradient reaches the teacher.
  */
 import * as tf from '@tensorflow/tfjs';
-import { stopGradient } from '../models/ops';
+import { l2normalize, stopGradient } from '../models/ops';
 
 export interface MimcoLossArgs {
   /** Student patch tokens after the projection head, [B, T, P]. */
@@ -42,11 +42,6 @@ export interface MimcoLossResult {
   total: tf.Scalar;
   patch: tf.Scalar;
   image: tf.Scalar;
-}
-
-/** x / max(||x||, 1e-12) over the last axis, as torch.nn.functional.normalize. */
-function l2normalize<T extends tf.Tensor>(x: T): T {
-  return tf.mul(x, tf.rsqrt(tf.maximum(tf.sum(tf.square(x), -1, true), 1e-24)));
 }
 
 function validate(args: MimcoLossArgs): void {

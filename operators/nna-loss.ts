@@ -30,6 +30,7 @@
  * tf.transpose followed by a plain matMul, and tfjs's own matMul gradient uses those forms.
  */
 import * as tf from '@tensorflow/tfjs';
+import { l2normalize } from '../models/ops';
 
 export interface NnaLossArgs {
   /** z: projections of each global view, [B, P] each (constants, see above). */
@@ -47,11 +48,6 @@ export interface NnaLossResult {
   total: tf.Scalar;
   global: tf.Scalar;
   local: tf.Scalar;
-}
-
-/** x / max(||x||, 1e-12) row-wise, as torch.nn.functional.normalize. */
-function l2normalize(x: tf.Tensor2D): tf.Tensor2D {
-  return tf.mul(x, tf.rsqrt(tf.maximum(tf.sum(tf.square(x), 1, true), 1e-24)));
 }
 
 function validate(args: NnaLossArgs): { B: number; P: number; tau: number } {
