@@ -21,7 +21,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { Subject } from 'rxjs';
 import { initBackend } from '../runtime/backend';
-import { num, parseFlags, runMain } from '../runtime/cli';
+import { num, numRange, parseFlags, runMain } from '../runtime/cli';
 import { Rng } from '../runtime/rng';
 import { hostTensors, loadEncoder, prefixKeys, readTrainState, withoutPrefix, writeCheckpointDir } from '../runtime/checkpoint';
 import { VisionTransformer, VIT_PRESETS, VitConfig } from '../models/vit';
@@ -80,7 +80,7 @@ export async function mimco(argv: string[]): Promise<string> {
   const epochs = num('epochs', f.epochs, { min: 0 });
   const maskRatio = num('mask-ratio', f['mask-ratio'], { min: 0.01, max: 0.99 });
   const temperature = num('temperature', f.temperature, { min: 1e-4 });
-  const [scaleLo, scaleHi] = f['crop-scale']!.split(',').map((v) => num('crop-scale', v, { min: 0.01, max: 1 }));
+  const [scaleLo, scaleHi] = numRange('crop-scale', f['crop-scale'], { min: 0.01, max: 1 });
 
   // ---- teacher: frozen, checked against the student before anything is written
   const backend = await initBackend();

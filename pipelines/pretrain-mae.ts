@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { Subject } from 'rxjs';
 import { initBackend } from '../runtime/backend';
-import { intList, num, parseFlags, runMain } from '../runtime/cli';
+import { intList, num, numRange, parseFlags, runMain } from '../runtime/cli';
 import { Rng } from '../runtime/rng';
 import { hostTensors, prefixKeys, readTrainState, withoutPrefix, writeCheckpointDir } from '../runtime/checkpoint';
 import { VisionTransformer, VIT_PRESETS, VitConfig } from '../models/vit';
@@ -59,7 +59,7 @@ async function main() {
   const batch = num('batch', f.batch, { integer: true, min: 2 });
   const epochs = num('epochs', f.epochs, { integer: true, min: 1 });
   const maskRatio = num('mask-ratio', f['mask-ratio'], { min: 0.01, max: 0.99 });
-  const [scaleLo, scaleHi] = f['crop-scale']!.split(',').map((v) => num('crop-scale', v, { min: 0.01, max: 1 }));
+  const [scaleLo, scaleHi] = numRange('crop-scale', f['crop-scale'], { min: 0.01, max: 1 });
   const snapshotEpochs = new Set(intList('snapshot-epochs', f['snapshot-epochs']));
 
   const backend = await initBackend();

@@ -19,7 +19,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { Subject } from 'rxjs';
 import { initBackend } from '../runtime/backend';
-import { intList, num, parseFlags, runMain } from '../runtime/cli';
+import { intList, num, numRange, parseFlags, runMain } from '../runtime/cli';
 import { Rng } from '../runtime/rng';
 import { hostTensors, loadEncoder, prefixKeys, readTrainState, withoutPrefix, writeCheckpointDir } from '../runtime/checkpoint';
 import { VisionTransformer } from '../models/vit';
@@ -96,8 +96,7 @@ export async function refine(argv: string[]): Promise<string> {
   const stageIds = intList('stages', f.stages);
   if (stageIds.length === 0 || stageIds.some((s) => s !== 2 && s !== 3)) throw new Error(`--stages: expected '2,3', '2' or '3', got '${f.stages}'`);
   const numLocal = num('local-views', f['local-views'], { integer: true, min: 0 });
-  const localScale = f['local-scale']!.split(',').map((v) => num('local-scale', v, { min: 0.01, max: 1 }));
-  if (localScale.length !== 2 || localScale[0] > localScale[1]) throw new Error(`--local-scale: expected lo,hi with lo <= hi, got '${f['local-scale']}'`);
+  const localScale = numRange('local-scale', f['local-scale'], { min: 0.01, max: 1 });
   const temperature = num('temperature', f.temperature, { min: 1e-4 });
 
   // ---- model: the MIM encoder, one head + queue per chosen block, an EMA copy
@@ -170,7 +169,7 @@ export async function refine(argv: string[]): Promise<string> {
   const records = new Subject<StepRecord>();
   const sinksDone = trainingSinks(records, { runDir, total: totalSteps, lossKeys: ['loss', 'loss_global', 'loss_local'], title: 'NNA loss', resumed: resumeState !== undefined });
   const skips = new SkipLog();
-  const views = refinerViews({ globalSize, localSize, numLocal, localScale: localScale as [number, number] });
+  const views = refinerViews({ globalSize, localSize, numLocal, localScale });
 
   // batches forever, epoch after epoch; a resumed run starts where the step count says
   const data = epochBatches({ source: f.train!, seed, batchSize: batch, stepsPerEpoch, fromStep: step, views, skips });

@@ -59,6 +59,15 @@ export function num(name: string, value: string | undefined, opts: { min?: numbe
   return n;
 }
 
+/** A range "lo,hi" of two numbers within [min, max] with lo <= hi (crop scales). */
+export function numRange(name: string, value: string | undefined, opts: { min?: number; max?: number } = {}): [number, number] {
+  const parts = (value ?? '').split(',');
+  if (parts.length !== 2) throw new Error(`--${name}: expected lo,hi, got '${value}'`);
+  const [lo, hi] = parts.map((part) => num(name, part, opts));
+  if (lo > hi) throw new Error(`--${name}: expected lo,hi with lo <= hi, got '${value}'`);
+  return [lo, hi];
+}
+
 /** A comma-separated list of integers ("4,5,6"); empty or missing gives []. */
 export function intList(name: string, value: string | undefined): number[] {
   if (!value) return [];

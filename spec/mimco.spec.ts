@@ -135,7 +135,7 @@ test('stop after 2 steps + resume == straight through', async () => {
   for (const [k, v] of weights(run)) assert.equal(Array.from(v), Array.from(a.get(k)!), k);
 });
 
-test('a teacher on another patch grid, a missing or corrupt teacher and a bad block are refused before training', async () => {
+test('a teacher on another patch grid, a missing or corrupt teacher, a bad block and a bad crop scale are refused before training', async () => {
   const refused = async (extra: string[], pattern: RegExp, out: string) => {
     try {
       await mimco([...common, '--out', path.join(dir, out), ...extra]);
@@ -151,6 +151,8 @@ test('a teacher on another patch grid, a missing or corrupt teacher and a bad bl
   fs.writeFileSync(corrupt, Buffer.from('not a safetensors file at all'));
   await refused(['--teacher', corrupt], /corrupt\.safetensors/, 'f');
   await refused(['--teacher-block', '2'], /--teacher-block: block 2 does not exist in .*teacher\.safetensors \(blocks 0\.\.1\)/, 'g');
+  await refused(['--crop-scale', '0.9,0.2'], /--crop-scale: expected lo,hi with lo <= hi, got '0\.9,0\.2'/, 'h');
+  await refused(['--crop-scale', '0.2'], /--crop-scale: expected lo,hi, got '0\.2'/, 'i');
 });
 
 test.after(() => fs.rmSync(dir, { recursive: true, force: true }));
