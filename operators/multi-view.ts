@@ -47,15 +47,15 @@ const REFINER_JITTER = { brightness: 0.4, contrast: 0.4, saturation: 0.2, hue: 0
  * sizes get it scaled by size / 224 (or / 96), so the blur removes the same share of an
  * image's detail (unscaled, sigma 2 on a 32 px view wipes out most of the object).
  */
-export function refinerViews(opts: { globalSize?: number; localSize?: number; numLocal?: number; localScale?: [number, number] } = {}): ViewConfig[] {
+export function refinerViews(opts: { globalSize?: number; localSize?: number; numLocal?: number; globalScale?: [number, number]; localScale?: [number, number] } = {}): ViewConfig[] {
   const common = { flipP: 0.5, jitterP: 0.8, jitter: REFINER_JITTER, grayscaleP: 0.2 };
   const sigma = (size: number, referenceSize: number): [number, number] => [(0.1 * size) / referenceSize, (2.0 * size) / referenceSize];
   const globalSize = opts.globalSize ?? 224;
   const localSize = opts.localSize ?? 96;
   const globalSigma = sigma(globalSize, 224);
   const globals: ViewConfig[] = [
-    { ...common, size: globalSize, scale: [0.25, 1.0], blurP: 1.0, blurSigma: globalSigma, solarizeP: 0 },
-    { ...common, size: globalSize, scale: [0.25, 1.0], blurP: 0.1, blurSigma: globalSigma, solarizeP: 0.2 },
+    { ...common, size: globalSize, scale: opts.globalScale ?? [0.25, 1.0], blurP: 1.0, blurSigma: globalSigma, solarizeP: 0 },
+    { ...common, size: globalSize, scale: opts.globalScale ?? [0.25, 1.0], blurP: 0.1, blurSigma: globalSigma, solarizeP: 0.2 },
   ];
   const local: ViewConfig = { ...common, size: localSize, scale: opts.localScale ?? [0.05, 0.25], blurP: 0.5, blurSigma: sigma(localSize, 96), solarizeP: 0 };
   return [...globals, ...Array.from({ length: opts.numLocal ?? 10 }, () => local)];

@@ -85,14 +85,16 @@ test('a block the checkpoint does not have is refused before training', async ()
   }
 });
 
-test('a malformed --local-scale is refused before anything is written', async () => {
-  for (const bad of ['0.3,0.1', '0.1', '0,0.2']) {
-    try {
-      await refine([...common, '--out', path.join(dir, 'e'), '--local-scale', bad]);
-      assert.unreachable('should have thrown');
-    } catch (err) {
-      assert.match((err as Error).message, /--local-scale/);
-      assert.not.ok(fs.existsSync(path.join(dir, 'e')));
+test('a malformed --local-scale or --global-scale is refused before anything is written', async () => {
+  for (const flag of ['--local-scale', '--global-scale']) {
+    for (const bad of ['0.3,0.1', '0.1', '0,0.2']) {
+      try {
+        await refine([...common, '--out', path.join(dir, 'e'), flag, bad]);
+        assert.unreachable('should have thrown');
+      } catch (err) {
+        assert.match((err as Error).message, new RegExp(`${flag}: `));
+        assert.not.ok(fs.existsSync(path.join(dir, 'e')));
+      }
     }
   }
 });
