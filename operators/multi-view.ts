@@ -39,6 +39,12 @@ export function multiView(opts: MultiViewOptions): OperatorFunction<DecodedSampl
 
 const REFINER_JITTER = { brightness: 0.4, contrast: 0.4, saturation: 0.2, hue: 0.1 };
 
+/** The reference jitter times `strength` (hue stays within torchvision's 0.5 limit). */
+function scaledJitter(strength: number): typeof REFINER_JITTER {
+  const j = REFINER_JITTER;
+  return { brightness: j.brightness * strength, contrast: j.contrast * strength, saturation: j.saturation * strength, hue: Math.min(0.5, j.hue * strength) };
+}
+
 /**
  * MIM-Refiner's BYOL-style multi-crop (REFERENCE.md "Augmentation"): 2 global views (view 0
  * always blurred and never solarized, view 1 blurred with p 0.1 and solarized with p 0.2)
@@ -47,8 +53,8 @@ const REFINER_JITTER = { brightness: 0.4, contrast: 0.4, saturation: 0.2, hue: 0
  * sizes get it scaled by size / 224 (or / 96), so the blur removes the same share of an
  * image's detail (unscaled, sigma 2 on a 32 px view wipes out most of the object).
  */
-export function refinerViews(opts: { globalSize?: number; localSize?: number; numLocal?: number; globalScale?: [number, number]; localScale?: [number, number] } = {}): ViewConfig[] {
-  const common = { flipP: 0.5, jitterP: 0.8, jitter: REFINER_JITTER, grayscaleP: 0.2 };
+export function refinerViews(opts: { globalSize?: number; localSize?: number; numLocal?: number; globalScale?: [number, number]; localScale?: [number, number]; jitterP?: number; jitterStrength?: number; grayscaleP?: number } = {}): ViewConfig[] {
+  const common = { flipP: 0.5, jitterP: opts.jitterP ?? 0.8, jitter: scaledJitter(opts.jitterStrength ?? 1), grayscaleP: opts.grayscaleP ?? 0.2 };
   const sigma = (size: number, referenceSize: number): [number, number] => [(0.1 * size) / referenceSize, (2.0 * size) / referenceSize];
   const globalSize = opts.globalSize ?? 224;
   const localSize = opts.localSize ?? 96;

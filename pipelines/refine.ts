@@ -68,6 +68,9 @@ const FLAGS = {
   'global-size': { description: 'global view size (default: the model image size)' },
   'local-size': { description: 'local view size (default: half the global size)' },
   'local-views': { description: 'local views per sample (reference 10)', default: '6' },
+  'jitter-p': { description: 'colour-jitter probability of every view (reference 0.8)', default: '0.8' },
+  'jitter-strength': { description: 'colour-jitter strength, a multiple of the reference (brightness 0.4, contrast 0.4, saturation 0.2, hue 0.1)', default: '1' },
+  'grayscale-p': { description: 'grayscale probability of every view (reference 0.2)', default: '0.2' },
   'global-scale': { description: "global crops' RandomResizedCrop area range lo,hi (reference 0.25,1)", default: '0.25,1' },
   'local-scale': {
     description: "local crops' RandomResizedCrop area range lo,hi (reference 0.05,0.25, for 96 px crops of 224 px images whose object fills part of the frame; on 32 px CIFAR images that leaves 7-16 px scraps)",
@@ -97,6 +100,9 @@ export async function refine(argv: string[]): Promise<string> {
   const stageIds = intList('stages', f.stages);
   if (stageIds.length === 0 || stageIds.some((s) => s !== 2 && s !== 3)) throw new Error(`--stages: expected '2,3', '2' or '3', got '${f.stages}'`);
   const numLocal = num('local-views', f['local-views'], { integer: true, min: 0 });
+  const jitterP = num('jitter-p', f['jitter-p'], { min: 0, max: 1 });
+  const jitterStrength = num('jitter-strength', f['jitter-strength'], { min: 0, max: 5 });
+  const grayscaleP = num('grayscale-p', f['grayscale-p'], { min: 0, max: 1 });
   const globalScale = numRange('global-scale', f['global-scale'], { min: 0.01, max: 1 });
   const localScale = numRange('local-scale', f['local-scale'], { min: 0.01, max: 1 });
   const temperature = num('temperature', f.temperature, { min: 1e-4 });
@@ -171,7 +177,7 @@ export async function refine(argv: string[]): Promise<string> {
   const records = new Subject<StepRecord>();
   const sinksDone = trainingSinks(records, { runDir, total: totalSteps, lossKeys: ['loss', 'loss_global', 'loss_local'], title: 'NNA loss', resumed: resumeState !== undefined });
   const skips = new SkipLog();
-  const views = refinerViews({ globalSize, localSize, numLocal, globalScale, localScale });
+  const views = refinerViews({ globalSize, localSize, numLocal, globalScale, localScale, jitterP, jitterStrength, grayscaleP });
 
   // batches forever, epoch after epoch; a resumed run starts where the step count says
   const data = epochBatches({ source: f.train!, seed, batchSize: batch, stepsPerEpoch, fromStep: step, views, skips });

@@ -85,16 +85,20 @@ test('a block the checkpoint does not have is refused before training', async ()
   }
 });
 
-test('a malformed --local-scale or --global-scale is refused before anything is written', async () => {
-  for (const flag of ['--local-scale', '--global-scale']) {
-    for (const bad of ['0.3,0.1', '0.1', '0,0.2']) {
-      try {
-        await refine([...common, '--out', path.join(dir, 'e'), flag, bad]);
-        assert.unreachable('should have thrown');
-      } catch (err) {
-        assert.match((err as Error).message, new RegExp(`${flag}: `));
-        assert.not.ok(fs.existsSync(path.join(dir, 'e')));
-      }
+test('malformed augmentation flags are refused before anything is written', async () => {
+  const bad: [string, string][] = [
+    ...['0.3,0.1', '0.1', '0,0.2'].flatMap((v): [string, string][] => [['--local-scale', v], ['--global-scale', v]]),
+    ['--jitter-p', '1.5'],
+    ['--grayscale-p', '1.2'],
+    ['--jitter-strength', 'strong'],
+  ];
+  for (const [flag, value] of bad) {
+    try {
+      await refine([...common, '--out', path.join(dir, 'e'), flag, value]);
+      assert.unreachable(`${flag} ${value} should have thrown`);
+    } catch (err) {
+      assert.match((err as Error).message, new RegExp(`${flag}: `));
+      assert.not.ok(fs.existsSync(path.join(dir, 'e')));
     }
   }
 });
