@@ -59,20 +59,21 @@ export function refinerViews(opts: { globalSize?: number; localSize?: number; nu
   const globalSize = opts.globalSize ?? 224;
   const localSize = opts.localSize ?? 96;
   const globalSigma = sigma(globalSize, 224);
+  const globalScale = opts.globalScale ?? [0.25, 1.0];
   const globals: ViewConfig[] = [
-    { ...common, size: globalSize, scale: opts.globalScale ?? [0.25, 1.0], blurP: 1.0, blurSigma: globalSigma, solarizeP: 0 },
-    { ...common, size: globalSize, scale: opts.globalScale ?? [0.25, 1.0], blurP: 0.1, blurSigma: globalSigma, solarizeP: 0.2 },
+    { ...common, size: globalSize, scale: globalScale, blurP: 1.0, blurSigma: globalSigma, solarizeP: 0 },
+    { ...common, size: globalSize, scale: globalScale, blurP: 0.1, blurSigma: globalSigma, solarizeP: 0.2 },
   ];
   const local: ViewConfig = { ...common, size: localSize, scale: opts.localScale ?? [0.05, 0.25], blurP: 0.5, blurSigma: sigma(localSize, 96), solarizeP: 0 };
   return [...globals, ...Array.from({ length: opts.numLocal ?? 10 }, () => local)];
 }
 
-/** MAE pretraining's view: RandomResizedCrop scale (0.2, 1.0) bicubic + flip, normalised. */
-export function maeViews(size = 224): ViewConfig[] {
+/** MAE pretraining's view: RandomResizedCrop (reference scale (0.2, 1.0)) bicubic + flip, normalised. */
+export function maeViews(size = 224, scale: [number, number] = [0.2, 1.0]): ViewConfig[] {
   return [
     {
       size,
-      scale: [0.2, 1.0],
+      scale,
       flipP: 0.5,
       jitterP: 0,
       jitter: { brightness: 0, contrast: 0, saturation: 0, hue: 0 },

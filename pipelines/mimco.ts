@@ -80,7 +80,7 @@ export async function mimco(argv: string[]): Promise<string> {
   const epochs = num('epochs', f.epochs, { min: 0 });
   const maskRatio = num('mask-ratio', f['mask-ratio'], { min: 0.01, max: 0.99 });
   const temperature = num('temperature', f.temperature, { min: 1e-4 });
-  const [scaleLo, scaleHi] = numRange('crop-scale', f['crop-scale'], { min: 0.01, max: 1 });
+  const cropScale = numRange('crop-scale', f['crop-scale'], { min: 0.01, max: 1 });
 
   // ---- teacher: frozen, checked against the student before anything is written
   const backend = await initBackend();
@@ -152,7 +152,7 @@ export async function mimco(argv: string[]): Promise<string> {
 
   const maxSteps = num('max-steps', flags['max-steps'], { integer: true, min: 0 });
   const stopAt = Math.min(totalSteps, maxSteps > 0 ? step + maxSteps : Infinity);
-  const views = maeViews(cfg.imgSize).map((v) => ({ ...v, scale: [scaleLo, scaleHi] as [number, number] }));
+  const views = maeViews(cfg.imgSize, cropScale);
   // a resumed run starts mid-epoch with the samples of the steps not yet taken
   if (step < stopAt) {
     for await (const { batch: b, epoch, waitMs } of epochBatches({ source: f.train!, seed, batchSize: batch, stepsPerEpoch, fromStep: step, views, skips })) {

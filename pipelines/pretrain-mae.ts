@@ -59,7 +59,7 @@ async function main() {
   const batch = num('batch', f.batch, { integer: true, min: 2 });
   const epochs = num('epochs', f.epochs, { integer: true, min: 1 });
   const maskRatio = num('mask-ratio', f['mask-ratio'], { min: 0.01, max: 0.99 });
-  const [scaleLo, scaleHi] = numRange('crop-scale', f['crop-scale'], { min: 0.01, max: 1 });
+  const cropScale = numRange('crop-scale', f['crop-scale'], { min: 0.01, max: 1 });
   const snapshotEpochs = new Set(intList('snapshot-epochs', f['snapshot-epochs']));
 
   const backend = await initBackend();
@@ -123,7 +123,7 @@ async function main() {
     lastCheckpoint = performance.now();
   };
 
-  const views = maeViews(cfg.imgSize).map((v) => ({ ...v, scale: [scaleLo, scaleHi] as [number, number] }));
+  const views = maeViews(cfg.imgSize, cropScale);
   // a resumed run starts mid-epoch with the samples of the steps not yet taken
   if (step < totalSteps) {
     for await (const { batch: b, epoch, waitMs } of epochBatches({ source: f.train!, seed, batchSize: batch, stepsPerEpoch, fromStep: step, views, skips })) {
