@@ -82,7 +82,8 @@ export function memoryBudget(): number {
 
 /** A number flag, checked finite and within [min, max] (and the memory budget with bytesEach). */
 export function num(name: string, value: string | undefined, opts: NumOptions = {}): number {
-  let max = opts.max;
+  // an integer beyond 2^53 no longer names one value (1e300 is "an integer" to JavaScript)
+  let max = opts.max ?? (opts.integer ? Number.MAX_SAFE_INTEGER : undefined);
   let why = '';
   if (opts.bytesEach !== undefined && opts.bytesEach > 0) {
     const fits = Math.floor(memoryBudget() / opts.bytesEach);
@@ -98,6 +99,7 @@ export function num(name: string, value: string | undefined, opts: NumOptions = 
     !Number.isFinite(n) ||
     (opts.integer && !Number.isInteger(n)) ||
     (opts.min !== undefined && n < opts.min) ||
+    (opts.integer && opts.min === undefined && n < -Number.MAX_SAFE_INTEGER) ||
     (max !== undefined && n > max);
   if (bad) throw new Error(`--${name}: expected ${rangeText({ ...opts, max })}${why}, got '${value}'`);
   return n;
@@ -107,6 +109,7 @@ export function num(name: string, value: string | undefined, opts: NumOptions = 
 function rangeText(opts: NumOptions): string {
   const what = opts.integer ? 'integer' : 'number';
   const { min, max } = opts;
+  if (min === undefined && max === Number.MAX_SAFE_INTEGER) return `an integer of magnitude <= ${max}`;
   if (min !== undefined && max !== undefined) return `a${opts.integer ? 'n' : ''} ${what} in [${min}, ${max}]`;
   if (min !== undefined) return `a${opts.integer ? 'n' : ''} ${what} >= ${min}`;
   if (max !== undefined) return `a${opts.integer ? 'n' : ''} ${what} <= ${max}`;

@@ -74,7 +74,7 @@ export function cifarBinary(opts: CifarBinaryOptions): CifarBinarySource {
         await handles.get(f)!.read(record, 0, recordSize, r * recordSize);
         const name = path.basename(files[f], '.bin');
         if (record[labelByte] >= numClasses) {
-          onSkip(`${files[f]}#${r}`, `label byte ${record[labelByte]} outside the ${numClasses} ${variant} classes (0..${numClasses - 1})`);
+          onSkip(`${files[f]}#${r}`, `label byte outside the ${numClasses} ${variant} classes (0..${numClasses - 1}): ${record[labelByte]}`);
           continue;
         }
         yield {

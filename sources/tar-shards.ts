@@ -192,7 +192,7 @@ async function* readAll(shards: string[], shuffle: ShuffleOptions | undefined, o
         continue;
       }
       if (index ? index.firstShard.get(item.key)! < s : seen.has(item.key)) {
-        onSkip(item.origin, duplicateReason(item.key));
+        onSkip(item.origin, DUPLICATE);
         continue;
       }
       if (!index) seen.add(item.key);
@@ -202,7 +202,8 @@ async function* readAll(shards: string[], shuffle: ShuffleOptions | undefined, o
   }
 }
 
-const duplicateReason = (key: string) => `duplicate key ${JSON.stringify(key)} (an earlier sample has it; the first one is kept)`;
+/** Reasons name the kind of problem before any ': ' and the particulars after it (SkipLog counts by kind). */
+const DUPLICATE = 'duplicate key (an earlier sample has it; the first one is kept)';
 
 interface SourceIndex {
   /** Key -> the first shard (sorted order) holding a valid sample with it. */
@@ -251,7 +252,7 @@ interface Group {
 }
 
 /** tar-stream's header types that are links to other entries or paths. */
-const LINK_TYPES: Record<string, string> = { symlink: 'a symbolic link', link: 'a hard link' };
+const LINK_TYPES: Record<string, string> = { symlink: 'symbolic link', link: 'hard link' };
 
 /**
  * One shard's samples in file order, each key once (the first valid sample of a key wins).
@@ -278,13 +279,13 @@ async function* readShard(shard: string, keepImages: boolean, numClasses: number
     if (!g.image) return { kind: 'skip', origin, reason: 'no image member' };
     if (g.cls === undefined) return { kind: 'skip', origin, reason: 'missing label (.cls)' };
     const text = g.cls.trim();
-    if (!/^\d+$/.test(text)) return { kind: 'skip', origin, reason: `bad label ${JSON.stringify(g.cls)}` };
+    if (!/^\d+$/.test(text)) return { kind: 'skip', origin, reason: `bad label: ${JSON.stringify(g.cls)}` };
     const label = Number(text);
     if (label >= numClasses) {
       const classes = numClasses === LABEL_LIMIT ? `the label limit ${LABEL_LIMIT} (no classes.txt beside the shards)` : `the ${numClasses} classes (0..${numClasses - 1})`;
-      return { kind: 'skip', origin, reason: `label ${text.length > 24 ? `${text.slice(0, 24)}...` : text} outside ${classes}` };
+      return { kind: 'skip', origin, reason: `label outside ${classes}: ${text.length > 24 ? `${text.slice(0, 24)}...` : text}` };
     }
-    if (emitted.has(g.key)) return { kind: 'skip', origin, reason: duplicateReason(g.key) };
+    if (emitted.has(g.key)) return { kind: 'skip', origin, reason: DUPLICATE };
     emitted.add(g.key);
     return { kind: 'sample', key: g.key, label, bytes: g.image.bytes, origin };
   };
@@ -307,10 +308,10 @@ async function* readShard(shard: string, keepImages: boolean, numClasses: number
       group ??= { key };
       const used = IMAGE_EXTENSIONS.includes(ext) || ext === 'cls';
       if (used && type !== 'file') {
-        group.unusable ??= `${name} is ${LINK_TYPES[type!]}, which is not followed`;
+        group.unusable ??= `${LINK_TYPES[type!]} member, not followed: ${name}`;
         entry.resume();
       } else if (used && (size ?? 0) > MAX_MEMBER_BYTES) {
-        group.unusable ??= `${name} is ${((size ?? 0) / 2 ** 20).toFixed(0)} MB, larger than an image of a data set can be (${MAX_MEMBER_BYTES / 2 ** 20} MB)`;
+        group.unusable ??= `member larger than ${MAX_MEMBER_BYTES / 2 ** 20} MB, too large for an image: ${name} (${((size ?? 0) / 2 ** 20).toFixed(0)} MB)`;
         entry.resume();
       } else if (IMAGE_EXTENSIONS.includes(ext) && !group.image) {
         group.image = { member: name, bytes: keepImages ? await readBody(entry) : undefined };
