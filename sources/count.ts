@@ -3,7 +3,8 @@ import { countSamples as countTarSamples, type TarShardsSource } from './tar-sha
 
 /**
  * Samples in a source, for epoch lengths and schedules. Tar shards are counted from their
- * headers; folders and CIFAR files by listing their samples (no decoding).
+ * headers; folders and CIFAR files by listing their samples (no decoding). None is an error
+ * that says why.
  */
 export async function countSamples(spec: string, opts: { numClasses?: number } = {}): Promise<number> {
   const opened = openSource(spec, { onSkip: () => undefined, numClasses: opts.numClasses });

@@ -99,9 +99,17 @@ export function tarShards(opts: TarShardsOptions): TarShardsSource {
   };
 }
 
-/** Number of valid samples in the shards (a header-only pass, cached per process). */
+/**
+ * Number of valid samples in the shards (a header-only pass, cached per process). Where that
+ * is none, the error says why (each shard's problem, or every sample's first one).
+ */
 export async function countSamples(shards: string | string[], numClasses?: number): Promise<number> {
-  return (await sourceIndex(resolveShards(shards), checkNumClasses(numClasses))).total;
+  const index = await sourceIndex(resolveShards(shards), checkNumClasses(numClasses));
+  if (index.total === 0) {
+    const why = index.problems.slice(0, 3).map((p) => `${p.origin}: ${p.reason}`);
+    throw new Error(`no samples could be read from ${[shards].flat().join(', ')}${why.length ? `: ${why.join('; ')}${index.problems.length > 3 ? '; ...' : ''}` : ''}`);
+  }
+  return index.total;
 }
 
 function checkNumClasses(numClasses: number | undefined): number {
@@ -211,6 +219,8 @@ interface SourceIndex {
   /** Stable index of the first sample of each shard. */
   firstIndex: number[];
   total: number;
+  /** Each shard's damage, or its first skipped sample: why a source without samples has none. */
+  problems: { origin: string; reason: string }[];
 }
 
 const indexCache = new Map<string, SourceIndex>();
@@ -222,13 +232,19 @@ async function sourceIndex(shards: string[], numClasses: number): Promise<Source
   if (!index) {
     const firstShard = new Map<string, number>();
     const firstIndex: number[] = [];
+    const problems: SourceIndex['problems'] = [];
     for (let s = 0; s < shards.length; s++) {
       firstIndex.push(firstShard.size);
+      let noted = false;
       for await (const item of readShard(shards[s], false, numClasses)) {
         if (item.kind === 'sample' && !firstShard.has(item.key)) firstShard.set(item.key, s);
+        if (item.kind === 'skip' && (!noted || item.origin === shards[s])) {
+          problems.push({ origin: item.origin, reason: item.reason });
+          noted = true;
+        }
       }
     }
-    index = { firstShard, firstIndex, total: firstShard.size };
+    index = { firstShard, firstIndex, total: firstShard.size, problems };
     indexCache.set(cacheKey, index);
   }
   return index;
