@@ -79,7 +79,7 @@ export async function extractFeatures(model: VisionTransformer, opts: ExtractOpt
   }
   await batches.return();
   if (skips.total > 0) console.warn(`[data] ${opts.source}: skipped ${skips.total} samples (${skips.summary()})`);
-  if (count === 0) throw new Error(`${opts.source}: no images could be read`);
+  if (count === 0) throw new Error(`${opts.source}: no images could be read${skips.total > 0 ? ` (${skips.summary()})` : ''}`);
   return {
     blocks: opts.blocks,
     pooling,
