@@ -261,6 +261,8 @@ type ShardItem =
 
 interface Group {
   key: string;
+  /** Member extensions seen, lower case. */
+  exts: Set<string>;
   image?: { member: string; bytes?: Buffer };
   cls?: string;
   /** A member of this key that was a link or too large: why the sample cannot be whole. */
@@ -317,11 +319,13 @@ async function* readShard(shard: string, keepImages: boolean, numClasses: number
       }
       const key = name.slice(0, name.length - base.length + dot);
       const ext = base.slice(dot + 1).toLowerCase();
-      if (group && group.key !== key) {
+      // a new key, or a member the current sample already has (the same key written twice in a row), starts a sample
+      if (group && (group.key !== key || group.exts.has(ext))) {
         yield finish(group);
         group = undefined;
       }
-      group ??= { key };
+      group ??= { key, exts: new Set() };
+      group.exts.add(ext);
       const used = IMAGE_EXTENSIONS.includes(ext) || ext === 'cls';
       if (used && type !== 'file') {
         group.unusable ??= `${LINK_TYPES[type!]} member, not followed: ${name}`;
