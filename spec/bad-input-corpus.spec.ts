@@ -7,7 +7,7 @@
  *
  * The children run the project transpiled to JavaScript once (typescript's transpileModule,
  * the same code ts-node runs), so a case costs its own work rather than a TypeScript compile:
- * about 45 cases in well under a minute of CPU.
+ * 47 cases in about a minute of CPU.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -161,8 +161,6 @@ function cases(): Case[] {
   add('.tar.gz that is not gzip', 'knn', knn('not-gzip', [], c('not-gzip/*.tar.gz')), 'error', /not gzip-compressed/);
   add('MAE on a truncated shard', 'pretrain-mae', mae('mae-truncated', [], c('truncated/*.tar')), 'skips', /the file is truncated/);
   add('MAE on a .tar.gz that is not gzip', 'pretrain-mae', mae('mae-not-gzip', [], c('not-gzip/*.tar.gz')), 'error', /no samples could be read .*not gzip-compressed/);
-  add('refine on duplicate keys and links', 'refine', refine('refine-dup', ['--preset', 'vit-micro-p4'], c('dup-keys/*.tar')), 'skips', /duplicate key/);
-  add('mimco on link members', 'mimco', mimco('mimco-links', [], c('links/*.tar')), 'skips', /symbolic link member/);
 
   // ---- images and folders
   add('bad and odd images in a folder', 'knn', knn('folder', [], c('folder'), c('folder')), 'skips', /skipped 4 samples/, { check: expectKnnCounts(19, 19) });
@@ -173,10 +171,9 @@ function cases(): Case[] {
 
   // ---- checkpoints and their architecture flag (part 5)
   add('checkpoint without ViT metadata, refine', 'refine', refine('nometa-refine', ['--checkpoint', c('ckpt/no-metadata.safetensors')]), 'error', /no ViT config in the file's metadata; pass --preset/);
-  add('checkpoint without ViT metadata, refine --preset', 'refine', refine('nometa-refine-preset', ['--checkpoint', c('ckpt/no-metadata.safetensors'), '--preset', 'vit-micro-p4']), 'ok', /stopped at step 1 of/);
+  add('no ViT metadata, refine --preset, duplicate keys', 'refine', refine('nometa-refine-preset', ['--checkpoint', c('ckpt/no-metadata.safetensors'), '--preset', 'vit-micro-p4'], c('dup-keys/*.tar')), 'skips', /duplicate key.*stopped at step 1 of/s);
   add('teacher without ViT metadata, mimco', 'mimco', mimco('nometa-mimco', ['--teacher', c('ckpt/no-metadata.safetensors')]), 'error', /no ViT config in the file's metadata; pass --teacher-preset/);
-  add('teacher without ViT metadata, mimco --teacher-preset', 'mimco', mimco('nometa-mimco-preset', ['--teacher', c('ckpt/no-metadata.safetensors'), '--teacher-preset', 'vit-micro-p4']), 'ok', /stopped at step 1 of/);
-  add('checkpoint without ViT metadata, knn --preset', 'knn', knn('nometa-knn', ['--checkpoint', c('ckpt/no-metadata.safetensors'), '--preset', 'vit-micro-p4']), 'ok', /top-1 per block/, { check: expectKnnCounts(16, 8) });
+  add('no ViT metadata, mimco --teacher-preset, link members', 'mimco', mimco('nometa-mimco-preset', ['--teacher', c('ckpt/no-metadata.safetensors'), '--teacher-preset', 'vit-micro-p4'], c('links/*.tar')), 'skips', /symbolic link member.*stopped at step 1 of/s);
   add('checkpoint that is text', 'eval', evalArgs('ckpt-text', ['--checkpoint', c('ckpt/text.safetensors')]), 'error', /text\.safetensors/);
   add('checkpoint cut short', 'knn', knn('ckpt-short', ['--checkpoint', c('ckpt/truncated.safetensors')]), 'error', /truncated\.safetensors/);
   add('checkpoint whose config lies (depth 12)', 'refine', refine('ckpt-lie', ['--checkpoint', c('ckpt/wrong-config.safetensors')]), 'error', /wrong-config\.safetensors.*blocks\.6/s);
