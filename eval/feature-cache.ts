@@ -167,6 +167,7 @@ export async function cachedFeatures(
     // a cache folder on a pseudo file system would hang mkdir; checked like any output folder
     const problem = outDirProblem(cacheDir);
     if (problem) throw new Error(`${cacheDir}: ${problem}`);
+    fs.mkdirSync(cacheDir, { recursive: true });
     writeSafetensors(file, tensors, { key });
     writeFileAtomic(sourceFile, JSON.stringify(data));
   } catch (err) {

@@ -5,8 +5,9 @@
  *   - it must not lie on a kernel pseudo file system (/proc, /sys, ...): there recursive mkdir
  *     can spin forever (`--out /proc/x` did, at 100% CPU), so such paths are refused by the
  *     file system's type (statfs) before anything is created;
- *   - it must be creatable and writable: the folder is made and a probe file written and removed.
- * The work is bounded: one stat per path component, one statfs, one mkdir, one small file.
+ *   - it must be creatable and writable: a probe file is written to, and removed from, the
+ *     nearest existing folder; the folder itself is made by the pipeline when it writes.
+ * The work is bounded: one stat per path component, one statfs, one small file.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -34,7 +35,7 @@ const PSEUDO_FILE_SYSTEMS: Record<number, string> = {
   0xde5e81e4: 'efivarfs',
 };
 
-/** Why `dir` cannot be an output folder, or undefined when it is one (created if it was missing). */
+/** Why `dir` cannot be an output folder, or undefined when it is one or can be made one. */
 export function outDirProblem(dir: string): string | undefined {
   if (dir.trim() === '') return 'the path is empty';
   const full = path.resolve(dir);
@@ -59,18 +60,20 @@ export function outDirProblem(dir: string): string | undefined {
   } catch {
     return `${existing} is not writable by this user`;
   }
+  // Nothing is created here (a run refused for another reason leaves no folder behind): a
+  // probe file in the nearest existing folder shows that the rest can be made and written
+  // (access() says yes to root on a read-only mount).
+  const probe = path.join(existing, `.write-probe-${process.pid}`);
   try {
-    fs.mkdirSync(full, { recursive: true });
-    const probe = path.join(full, `.write-probe-${process.pid}`);
     fs.writeFileSync(probe, '');
     fs.rmSync(probe);
   } catch (err) {
-    return `it cannot be created or written (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`;
+    return `nothing can be written in ${existing} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`;
   }
   return undefined;
 }
 
-/** Throws, naming the flag and the path, unless `dir` is (now) a writable folder. */
+/** Throws, naming the flag and the path, unless `dir` is a folder or can be made one, and is writable. */
 export function checkOutDir(dir: string, flag = '--out'): void {
   const problem = outDirProblem(dir);
   if (problem) throw new Error(`${flag} ${JSON.stringify(dir)}: ${problem}`);
