@@ -270,7 +270,11 @@ test('every entry point over the bad-input corpus: clear errors or counted skips
 
   const rows = list.map((k) => {
     const r = results.get(k.name)!;
-    const detail = r.outcome === 'clear error' ? (r.o.output.split('\n').find((l) => l.startsWith('error: ')) ?? '').slice(7, 110) : (r.o.output.match(/skipped \d+ samples[^\n]*/)?.[0] ?? '').slice(0, 100);
+    const lines = r.o.output.split('\n');
+    const detail =
+      r.outcome === 'clear error'
+        ? (lines.find((l) => l.startsWith('error: ')) ?? '').slice(7, 110)
+        : (lines.find((l) => /skipped \d+ samples/.test(l)) ?? lines.find((l) => l.startsWith('[data] skipped') || /changed since/.test(l)) ?? '').slice(0, 110);
     return `| ${k.name} | ${k.entry} | ${r.failure ? `FAIL: ${r.failure}` : r.outcome} | ${r.o.seconds.toFixed(1)} | ${detail.replace(/\|/g, '\\|')} |`;
   });
   console.log(['', '| case | entry point | outcome | s | message |', '|---|---|---|---|---|', ...rows].join('\n'));
