@@ -27,6 +27,8 @@ export interface ExtractOptions {
   batchSize?: number;
   /** Use only the first `limit` samples of the source (in its stored order). */
   limit?: number;
+  /** Class count of shards without classes.txt (--num-classes): labels outside it are skipped. */
+  numClasses?: number;
   /** Resize ratio of the eval transform (resize to size / ratio, then centre crop). */
   resizeRatio?: number;
   onProgress?: (done: number) => void;
@@ -52,6 +54,7 @@ export async function extractFeatures(model: VisionTransformer, opts: ExtractOpt
   const skips = new SkipLog();
   const batches = batchStream({
     source: opts.source,
+    numClasses: opts.numClasses,
     transform: { kind: 'eval', eval: { size, resizeRatio: opts.resizeRatio ?? 1 } },
     batchSize,
     dropLast: false,
@@ -75,7 +78,8 @@ export async function extractFeatures(model: VisionTransformer, opts: ExtractOpt
     if (count >= limit) break;
   }
   await batches.return();
-  if (count === 0) throw new Error(`${opts.source}: no images could be read`);
+  if (skips.total > 0) console.warn(`[data] ${opts.source}: skipped ${skips.total} samples (${skips.summary()})`);
+  if (count === 0) throw new Error(`${opts.source}: no images could be read${skips.total > 0 ? ` (${skips.summary()})` : ''}`);
   return {
     blocks: opts.blocks,
     pooling,

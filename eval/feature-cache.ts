@@ -5,13 +5,18 @@
  * FeatureSet is stored once as safetensors under a hash of everything that determines it:
  *   - the model: the checkpoint file's content hash (checkpointKey) or 'random-init:'+preset+seed,
  *     plus its ViT config;
- *   - the data: the source spec, the size and mtime of the files it matches, the sample limit;
+ *   - the data: the source spec, its content (every file below an image folder, or every file a
+ *     shard/CIFAR pattern matches, with path, size and mtime, hashed), the class count, the
+ *     sample limit;
  *   - the eval transform (image size, resize ratio), the blocks and the pooling.
  * Batch size and progress callbacks do not change the features and are not part of the key.
  * The file holds `features.<block>` [count, dim] per block, `labels`, `indices`, and the key
  * itself as JSON metadata (checked on read, so a hash collision or a stale file can never be
  * served). It is written atomically (writeSafetensors: temp file + rename); a file that
- * cannot be read back is reported and extracted again.
+ * cannot be read back is reported and extracted again. Beside it, `<hash>.source.json` under
+ * the hash of the key without the data's content remembers what the data looked like, so when
+ * a data set changes (files removed, moved between classes, a shard regenerated) the log says
+ * why the features are extracted again instead of silently missing.
  */
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -20,11 +25,13 @@ import fg from 'fast-glob';
 import { readSafetensors, writeSafetensors, TensorToWrite } from '../models/safetensors';
 import { VisionTransformer } from '../models/vit';
 import { extractFeatures, ExtractOptions, FeatureSet } from './extract-features';
+import { writeFileAtomic } from './report';
+import { outDirProblem } from '../runtime/out-dir';
 
 export const DEFAULT_CACHE_DIR = '.cache/features';
 
 /** Bump when the stored layout or the extraction itself changes: old entries then miss. */
-const CACHE_VERSION = 1;
+const CACHE_VERSION = 2;
 
 /** Hits and extractions in this process (progress lines, and the spec's "no re-extraction" check). */
 export const featureCacheStats = { hits: 0, misses: 0 };
@@ -47,32 +54,56 @@ export function randomInitKey(preset: string, seed: number): string {
   return `random-init:${preset}:${seed}`;
 }
 
-/**
- * Size and mtime of every file the source spec matches: a regenerated shard changes the key
- * without hashing gigabytes of images. (An image folder is keyed by its path only.)
- */
-function sourceFingerprint(spec: string): string[] {
-  if (fs.existsSync(spec) && fs.statSync(spec).isDirectory()) return [path.resolve(spec)];
-  const files = fs.existsSync(spec) ? [spec] : fg.sync(spec, { onlyFiles: true });
-  return files.sort().map((f) => {
-    const s = fs.statSync(f);
-    return `${path.resolve(f)}:${s.size}:${Math.round(s.mtimeMs)}`;
-  });
+/** What a source's files looked like: a hash of their paths, sizes and mtimes, and a summary for the log. */
+export interface SourceFingerprint {
+  hash: string;
+  files: number;
+  bytes: number;
 }
 
-export function featureCacheKey(model: VisionTransformer, modelKey: string, opts: ExtractOptions): { key: string; hash: string } {
-  const key = JSON.stringify({
+/**
+ * Path, size and mtime of every file of a source: everything below an image folder (so files
+ * removed, added or moved between class folders change it), or every file a shard / CIFAR
+ * pattern matches (a regenerated shard changes it) — without hashing gigabytes of images.
+ */
+export function sourceFingerprint(spec: string): SourceFingerprint {
+  const isDir = fs.existsSync(spec) && fs.statSync(spec).isDirectory();
+  const root = isDir ? path.resolve(spec) : '';
+  const files = isDir
+    ? fg.sync('**/*', { cwd: root, onlyFiles: true, dot: true }).map((f) => path.join(root, f))
+    : fs.existsSync(spec)
+      ? [path.resolve(spec)]
+      : fg.sync(spec, { onlyFiles: true }).map((f) => path.resolve(f));
+  const hash = crypto.createHash('sha256');
+  let bytes = 0;
+  for (const f of files.sort()) {
+    const st = fs.statSync(f);
+    bytes += st.size;
+    hash.update(`${f}\0${st.size}\0${Math.round(st.mtimeMs)}\n`);
+  }
+  return { hash: hash.digest('hex'), files: files.length, bytes };
+}
+
+export function featureCacheKey(
+  model: VisionTransformer,
+  modelKey: string,
+  opts: ExtractOptions,
+  data: SourceFingerprint = sourceFingerprint(opts.source),
+): { key: string; hash: string; sourceHash: string } {
+  const parts = {
     version: CACHE_VERSION,
     model: modelKey,
     vit: model.cfg,
     source: opts.source,
-    files: sourceFingerprint(opts.source),
+    numClasses: opts.numClasses ?? null,
     limit: opts.limit ?? null,
     transform: { kind: 'eval', size: model.cfg.imgSize, resizeRatio: opts.resizeRatio ?? 1 },
     blocks: opts.blocks,
     pooling: opts.pooling ?? 'cls',
-  });
-  return { key, hash: crypto.createHash('sha256').update(key).digest('hex').slice(0, 32) };
+  };
+  const key = JSON.stringify({ ...parts, data: data.hash });
+  const digest = (text: string) => crypto.createHash('sha256').update(text).digest('hex').slice(0, 32);
+  return { key, hash: digest(key), sourceHash: digest(JSON.stringify(parts)) };
 }
 
 /** Reads a cache file, checking it is exactly what `key` describes; throws otherwise. */
@@ -104,8 +135,10 @@ export async function cachedFeatures(
   opts: ExtractOptions,
   cacheDir = DEFAULT_CACHE_DIR,
 ): Promise<FeatureSet & { cached: boolean }> {
-  const { key, hash } = featureCacheKey(model, modelKey, opts);
+  const data = sourceFingerprint(opts.source);
+  const { key, hash, sourceHash } = featureCacheKey(model, modelKey, opts, data);
   const file = path.join(cacheDir, `${hash}.safetensors`);
+  const sourceFile = path.join(cacheDir, `${sourceHash}.source.json`);
   if (fs.existsSync(file)) {
     try {
       const set = readCached(file, key);
@@ -117,6 +150,12 @@ export async function cachedFeatures(
       console.warn(`[feature-cache] ${file} is unusable (${why}); extracting again`);
     }
   }
+  const before = readSourceRecord(sourceFile);
+  if (before && before.hash !== data.hash) {
+    console.warn(
+      `[feature-cache] ${opts.source} changed since its features were cached (${describe(before)} then, ${describe(data)} now): extracting again`,
+    );
+  }
   const set = await extractFeatures(model, opts);
   featureCacheStats.misses++;
   const tensors: Record<string, TensorToWrite> = {
@@ -125,11 +164,25 @@ export async function cachedFeatures(
   };
   set.blocks.forEach((b, i) => (tensors[`features.${b}`] = { shape: [set.count, set.dim], data: set.features[i] }));
   try {
+    // a cache folder on a pseudo file system would hang mkdir; checked like any output folder
+    const problem = outDirProblem(cacheDir);
+    if (problem) throw new Error(`${cacheDir}: ${problem}`);
     fs.mkdirSync(cacheDir, { recursive: true });
     writeSafetensors(file, tensors, { key });
+    writeFileAtomic(sourceFile, JSON.stringify(data));
   } catch (err) {
     // A cache that cannot be written (read-only disk, disk full) costs time, not results.
     console.warn(`[feature-cache] could not write ${file}: ${(err as Error).message}`);
   }
   return { ...set, cached: false };
 }
+
+function readSourceRecord(file: string): SourceFingerprint | undefined {
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as SourceFingerprint;
+  } catch {
+    return undefined; // none yet, or unreadable: nothing to compare with
+  }
+}
+
+const describe = (d: SourceFingerprint) => `${d.files} files, ${(d.bytes / 2 ** 20).toFixed(1)} MB, content hash ${d.hash.slice(0, 8)}`;

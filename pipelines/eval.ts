@@ -17,6 +17,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { initBackend } from '../runtime/backend';
 import { intList, num, parseFlags, runMain } from '../runtime/cli';
+import { checkOutDir } from '../runtime/out-dir';
+import { evalClassCount } from '../sources/open';
+import { LABEL_LIMIT } from '../sources/tar-shards';
 import { loadEncoder } from '../runtime/checkpoint';
 import { VisionTransformer, VIT_PRESETS } from '../models/vit';
 import { extractFeatures, FeatureSet, Pooling } from '../eval/extract-features';
@@ -47,6 +50,8 @@ export interface EvalOptions {
   testLimit?: number;
   /** Feature cache folder; null extracts every time. */
   cacheDir?: string | null;
+  /** Class count of shards without classes.txt (--num-classes). */
+  numClasses?: number;
   log?: (line: string) => void;
 }
 
@@ -88,6 +93,7 @@ export async function evaluate(model: VisionTransformer, opts: EvalOptions): Pro
         blocks: opts.blocks,
         pooling,
         limit,
+        numClasses: opts.numClasses,
         onProgress: (done: number) => {
           const now = performance.now();
           if (now - lastLog < 2000) return;
@@ -275,6 +281,7 @@ const FLAGS = {
   pooling: { description: "'cls' or 'avg' (mean of patch tokens)", default: 'cls' },
   'train-limit': { description: 'use the first N train images (0: all)', default: '0' },
   'test-limit': { description: 'use the first N test images (0: all)', default: '0' },
+  'num-classes': { description: 'class count of tar shards without classes.txt beside them (labels outside it are skipped and counted)' },
   label: { description: 'model name in tables and charts (default: checkpoint folder, or "random init")' },
   'cache-dir': { description: 'feature cache folder', default: DEFAULT_CACHE_DIR },
   'no-cache': { description: 'extract features without reading or writing the cache', boolean: true },
@@ -289,6 +296,7 @@ async function main() {
   if (f.compare !== undefined) {
     const files = f.compare.split(',').filter(Boolean);
     if (files.length === 0) throw new Error('--compare: expected report.json files separated by commas');
+    checkOutDir(f.out ?? 'runs/eval/compare');
     const md = await compareReports(files, f.out ?? 'runs/eval/compare');
     console.log(md);
     console.log(`[eval] wrote compare.md, compare.json, compare-per-block.png in ${f.out ?? 'runs/eval/compare'}`);
@@ -303,18 +311,22 @@ async function main() {
   const trainLimit = num('train-limit', f['train-limit'], { integer: true, min: 0 }) || undefined;
   const testLimit = num('test-limit', f['test-limit'], { integer: true, min: 0 }) || undefined;
   const random = f['random-init'];
-  if (!random && !fs.existsSync(f.checkpoint!)) {
+  if (!random && !fs.statSync(f.checkpoint!, { throwIfNoEntry: false })?.isFile()) {
     throw new Error(
       `checkpoint ${f.checkpoint} not found: pass --checkpoint FILE, or --random-init for the baseline` +
         ' (the default checkpoint is written by pipelines/pretrain-mae.ts)',
     );
   }
+  // the data's own class count (classes.txt, class folders, CIFAR) needs no flag; the flag's is checked against it
+  const numClasses = f['num-classes'] === undefined ? undefined : num('num-classes', f['num-classes'], { integer: true, min: 1, max: LABEL_LIMIT });
+  evalClassCount(f.train!, f.test!, numClasses);
+  const label = f.label ?? (random ? `random init (${f.preset})` : path.basename(path.dirname(path.resolve(f.checkpoint!))));
+  const out = f.out ?? path.join('runs/eval', slug(label));
+  checkOutDir(out);
   await initBackend();
   const fallback = { ...preset, act: 'gelu' as const, posEmbed: 'sincos' as const };
   const model = random ? new VisionTransformer(fallback, seed) : loadEncoder(f.checkpoint!, fallback);
   const blocks = parseBlocks(f.blocks!, model.cfg.depth);
-  const label = f.label ?? (random ? `random init (${f.preset})` : path.basename(path.dirname(path.resolve(f.checkpoint!))));
-  const out = f.out ?? path.join('runs/eval', slug(label));
   const report = await evaluate(model, {
     label,
     modelKey: random ? randomInitKey(f.preset!, seed) : checkpointKey(f.checkpoint!),
@@ -326,6 +338,7 @@ async function main() {
     trainLimit,
     testLimit,
     cacheDir: f['no-cache'] ? null : f['cache-dir']!,
+    numClasses,
   });
   const md = await writeEvalOutputs(out, report);
   console.log(`\n${md}`);

@@ -10,6 +10,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { initBackend } from '../runtime/backend';
 import { num, parseFlags, runMain } from '../runtime/cli';
+import { checkOutDir } from '../runtime/out-dir';
+import { evalClassCount } from '../sources/open';
+import { LABEL_LIMIT } from '../sources/tar-shards';
 import { loadEncoder } from '../runtime/checkpoint';
 import { VisionTransformer, VIT_PRESETS } from '../models/vit';
 import { ExtractOptions, extractFeatures, FeatureSet, Pooling } from '../eval/extract-features';
@@ -45,6 +48,8 @@ export interface PerBlockKnnOptions {
   log?: (line: string) => void;
   /** Reuse/store features in the on-disk cache under this model key (checkpointKey(file)); only for unchanged checkpoints. */
   cacheKey?: string;
+  /** Class count of shards without classes.txt (--num-classes). */
+  numClasses?: number;
 }
 
 /** Features of the train and test sets after every block, then one kNN per block. */
@@ -60,6 +65,7 @@ export async function perBlockKnn(model: VisionTransformer, opts: PerBlockKnnOpt
       blocks,
       pooling,
       limit,
+      numClasses: opts.numClasses,
       onProgress: (done) => {
         const now = performance.now();
         if (now - lastLog > 2000) {
@@ -141,29 +147,32 @@ const FLAGS = {
   temperature: { description: 'vote temperature', default: '0.07' },
   pooling: { description: "'cls' or 'avg' (mean of patch tokens)", default: 'cls' },
   seed: { description: 'seed of the random init', default: '0' },
+  'num-classes': { description: 'class count of tar shards without classes.txt beside them (labels outside it are skipped and counted)' },
   out: { description: 'directory for knn.json and knn-knn.png', default: 'runs/knn' },
 } as const;
 
 async function main() {
   const f = parseFlags(USAGE, FLAGS);
+  // Every flag and input is checked before the (slow) backend start and model load.
   if (f.pooling !== 'cls' && f.pooling !== 'avg') throw new Error(`--pooling: expected cls or avg, got '${f.pooling}'`);
   const preset = VIT_PRESETS[f.preset!];
-  if (!preset) throw new Error(`--preset: unknown '${f.preset}'`);
+  if (!preset) throw new Error(`--preset: unknown '${f.preset}' (one of ${Object.keys(VIT_PRESETS).join(', ')})`);
+  const seed = num('seed', f.seed, { integer: true, min: 0 });
+  const trainLimit = num('train-limit', f['train-limit'], { integer: true, min: 0 }) || undefined;
+  const testLimit = num('test-limit', f['test-limit'], { integer: true, min: 0 }) || undefined;
+  const k = num('k', f.k, { integer: true, min: 1, max: 10_000 });
+  const temperature = num('temperature', f.temperature, { min: 1e-6, max: 1e6 });
+  // the data's own class count (classes.txt, class folders, CIFAR) needs no flag; the flag's is checked against it
+  const numClasses = f['num-classes'] === undefined ? undefined : num('num-classes', f['num-classes'], { integer: true, min: 1, max: LABEL_LIMIT });
+  evalClassCount(f.train!, f.test!, numClasses);
+  if (!f['random-init'] && !fs.statSync(f.checkpoint!, { throwIfNoEntry: false })?.isFile()) throw new Error(`--checkpoint ${f.checkpoint}: no such file`);
+  checkOutDir(f.out!);
+  const modelKey = f['random-init'] ? randomInitKey(f.preset!, seed) : checkpointKey(f.checkpoint!);
   await initBackend();
   const fallback = { ...preset, act: 'gelu' as const, posEmbed: 'sincos' as const };
-  const model = f['random-init'] ? new VisionTransformer(fallback, num('seed', f.seed, { integer: true })) : loadEncoder(f.checkpoint!, fallback);
+  const model = f['random-init'] ? new VisionTransformer(fallback, seed) : loadEncoder(f.checkpoint!, fallback);
   const label = f['random-init'] ? `random init (${f.preset})` : path.basename(path.dirname(path.resolve(f.checkpoint!)));
-  const report = await perBlockKnn(model, {
-    train: f.train!,
-    test: f.test!,
-    label,
-    trainLimit: num('train-limit', f['train-limit'], { integer: true, min: 0 }) || undefined,
-    testLimit: num('test-limit', f['test-limit'], { integer: true, min: 0 }) || undefined,
-    k: num('k', f.k, { integer: true, min: 1 }),
-    temperature: num('temperature', f.temperature, { min: 1e-6 }),
-    pooling: f.pooling,
-    cacheKey: f['random-init'] ? randomInitKey(f.preset!, num('seed', f.seed, { integer: true })) : checkpointKey(f.checkpoint!),
-  });
+  const report = await perBlockKnn(model, { train: f.train!, test: f.test!, label, trainLimit, testLimit, k, temperature, pooling: f.pooling, cacheKey: modelKey, numClasses });
   await writeKnnSummary(f.out!, [report], { title: `Per-block kNN top-1: ${label}`, name: 'knn', extra: { checkpoint: f['random-init'] ? null : f.checkpoint } });
 }
 

@@ -23,6 +23,8 @@ import { Subject } from 'rxjs';
 import { initBackend } from '../runtime/backend';
 import { num, numRange, parseFlags, runMain } from '../runtime/cli';
 import { Rng } from '../runtime/rng';
+import { checkOutDir } from '../runtime/out-dir';
+import { vitPresetFallback, vitPresetFlag } from '../runtime/vit-flag';
 import { hostTensors, loadEncoder, prefixKeys, readTrainState, withoutPrefix, writeCheckpointDir } from '../runtime/checkpoint';
 import { VisionTransformer, VIT_PRESETS, VitConfig } from '../models/vit';
 import { randomMasking } from '../models/mae';
@@ -39,6 +41,7 @@ import { perBlockKnn, writeKnnSummary } from './knn';
 const USAGE = 'MimCo: pretrain a ViT student to reconstruct a frozen contrastive teacher from masked input.\n  npx ts-node pipelines/mimco.ts [options]';
 const FLAGS = {
   teacher: { description: 'frozen teacher encoder (safetensors, timm names)', default: 'checkpoints/mae-vit-micro-p4/encoder.safetensors' },
+  'teacher-preset': vitPresetFlag('the teacher'),
   'teacher-block': { description: "teacher block whose tokens (final norm applied) are the targets, 0-based (default: the teacher's last)" },
   train: { description: 'training data: tar shards glob, image folder or CIFAR .bin files', default: 'data/cifar10-mini/train-*.tar.gz' },
   test: { description: 'held-out images for the kNN at the end', default: 'data/cifar10-mini/test-*.tar.gz' },
@@ -68,6 +71,7 @@ const FLAGS = {
 export async function mimco(argv: string[]): Promise<string> {
   const flags = parseFlags(USAGE, FLAGS, argv);
   const runDir = flags.resume ?? flags.out!;
+  if (!flags.resume) checkOutDir(runDir); // a resumed run's folder is checked by reading its checkpoint
   const resumeState = flags.resume ? readTrainState(path.join(runDir, 'checkpoint')) : undefined;
   // a resumed run keeps the flags it started with
   const f = resumeState ? { ...flags, ...(resumeState.meta.flags as typeof flags) } : flags;
@@ -76,7 +80,7 @@ export async function mimco(argv: string[]): Promise<string> {
   if (f.act !== 'gelu' && f.act !== 'gelu_tanh') throw new Error(`--act: expected gelu or gelu_tanh, got '${f.act}'`);
   const cfg: VitConfig = { ...preset, act: f.act, posEmbed: 'sincos' };
   const seed = num('seed', f.seed, { integer: true });
-  const batch = num('batch', f.batch, { integer: true, min: 2 });
+  const batch = num('batch', f.batch, { integer: true, min: 2, max: 65536 });
   const epochs = num('epochs', f.epochs, { min: 0 });
   const maskRatio = num('mask-ratio', f['mask-ratio'], { min: 0.01, max: 0.99 });
   const temperature = num('temperature', f.temperature, { min: 1e-4 });
@@ -84,7 +88,7 @@ export async function mimco(argv: string[]): Promise<string> {
 
   // ---- teacher: frozen, checked against the student before anything is written
   const backend = await initBackend();
-  const teacher = loadEncoder(f.teacher!);
+  const teacher = loadEncoder(f.teacher!, vitPresetFallback('teacher-preset', f['teacher-preset']), '--teacher-preset');
   const tc = teacher.cfg;
   const shape = (c: VitConfig) => `${c.imgSize} px, patch ${c.patchSize}: ${c.imgSize / c.patchSize}x${c.imgSize / c.patchSize} patches, width ${c.embedDim}`;
   if (tc.imgSize !== cfg.imgSize || tc.patchSize !== cfg.patchSize) {
@@ -107,7 +111,7 @@ export async function mimco(argv: string[]): Promise<string> {
 
   // ---- student and its heads
   const student = new VisionTransformer(cfg, seed);
-  const projHidden = num('proj-hidden', f['proj-hidden'], { integer: true, min: 0 }) || 2 * tc.embedDim;
+  const projHidden = num('proj-hidden', f['proj-hidden'], { integer: true, min: 0, max: 65536 }) || 2 * tc.embedDim;
   const heads = new MimcoHeads(cfg.embedDim, tc.embedDim, projHidden, cfg.act, seed + 1);
   const wd = num('weight-decay', f['weight-decay'], { min: 0 });
   const optimiser = new AdamW(

@@ -13,6 +13,7 @@ import { Subject } from 'rxjs';
 import { initBackend } from '../runtime/backend';
 import { intList, num, numRange, parseFlags, runMain } from '../runtime/cli';
 import { Rng } from '../runtime/rng';
+import { checkOutDir } from '../runtime/out-dir';
 import { hostTensors, prefixKeys, readTrainState, withoutPrefix, writeCheckpointDir } from '../runtime/checkpoint';
 import { VisionTransformer, VIT_PRESETS, VitConfig } from '../models/vit';
 import { MaeDecoder, maeLoss, randomMasking } from '../models/mae';
@@ -48,6 +49,7 @@ const FLAGS = {
 async function main() {
   const flags = parseFlags(USAGE, FLAGS);
   const runDir = flags.resume ?? flags.out!;
+  if (!flags.resume) checkOutDir(runDir); // a resumed run's folder is checked by reading its checkpoint
   const resumeState = flags.resume ? readTrainState(path.join(runDir, 'checkpoint')) : undefined;
   // a resumed run keeps the flags it started with
   const f = resumeState ? { ...flags, ...(resumeState.meta.flags as typeof flags) } : flags;
@@ -56,7 +58,7 @@ async function main() {
   if (f.act !== 'gelu' && f.act !== 'gelu_tanh') throw new Error(`--act: expected gelu or gelu_tanh, got '${f.act}'`);
   const cfg: VitConfig = { ...preset, act: f.act, posEmbed: 'sincos' };
   const seed = num('seed', f.seed, { integer: true });
-  const batch = num('batch', f.batch, { integer: true, min: 2 });
+  const batch = num('batch', f.batch, { integer: true, min: 2, max: 65536 });
   const epochs = num('epochs', f.epochs, { integer: true, min: 1 });
   const maskRatio = num('mask-ratio', f['mask-ratio'], { min: 0.01, max: 0.99 });
   const cropScale = numRange('crop-scale', f['crop-scale'], { min: 0.01, max: 1 });
@@ -76,9 +78,9 @@ async function main() {
   const decoder = new MaeDecoder(
     encoder,
     {
-      dim: num('decoder-dim', f['decoder-dim'], { integer: true, min: 4 }),
-      depth: num('decoder-depth', f['decoder-depth'], { integer: true, min: 1 }),
-      numHeads: num('decoder-heads', f['decoder-heads'], { integer: true, min: 1 }),
+      dim: num('decoder-dim', f['decoder-dim'], { integer: true, min: 4, max: 8192 }),
+      depth: num('decoder-depth', f['decoder-depth'], { integer: true, min: 1, max: 64 }),
+      numHeads: num('decoder-heads', f['decoder-heads'], { integer: true, min: 1, max: 64 }),
     },
     seed + 1,
   );

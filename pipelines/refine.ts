@@ -21,6 +21,8 @@ import { Subject } from 'rxjs';
 import { initBackend } from '../runtime/backend';
 import { intList, num, numRange, parseFlags, runMain } from '../runtime/cli';
 import { Rng } from '../runtime/rng';
+import { checkOutDir } from '../runtime/out-dir';
+import { vitPresetFallback, vitPresetFlag } from '../runtime/vit-flag';
 import { hostTensors, loadEncoder, prefixKeys, readTrainState, withoutPrefix, writeCheckpointDir } from '../runtime/checkpoint';
 import { VisionTransformer } from '../models/vit';
 import { HEAD_PRESETS, NnaHead } from '../models/nna-head';
@@ -44,6 +46,7 @@ const FLAGS = {
   train: { description: 'training images: tar shards glob, image folder or CIFAR .bin', default: 'data/cifar10-mini/train-*.tar.gz' },
   test: { description: 'held-out images for the kNN evaluation before and after', default: 'data/cifar10-mini/test-*.tar.gz' },
   out: { description: 'run directory', default: 'runs/refine' },
+  preset: vitPresetFlag('--checkpoint'),
   resume: { description: 'continue the run in this directory from its checkpoint' },
   blocks: { description: 'head blocks, 0-based, comma-separated (default: last block + the rest of the last third)' },
   'head-preset': { description: `head sizes: ${Object.keys(HEAD_PRESETS).join(', ')}`, default: 'micro' },
@@ -91,15 +94,16 @@ type Stage = { id: 2 | 3; steps: number; lr: number; topK: number; trainEncoder:
 export async function refine(argv: string[]): Promise<string> {
   const flags = parseFlags(USAGE, FLAGS, argv);
   const runDir = flags.resume ?? flags.out!;
+  if (!flags.resume) checkOutDir(runDir); // a resumed run's folder is checked by reading its checkpoint
   const resumeState = flags.resume ? readTrainState(path.join(runDir, 'checkpoint')) : undefined;
   const f = resumeState ? { ...flags, ...(resumeState.meta.flags as typeof flags) } : flags;
   const seed = num('seed', f.seed, { integer: true });
-  const batch = num('batch', f.batch, { integer: true, min: 2 });
+  const batch = num('batch', f.batch, { integer: true, min: 2, max: 65536 });
   const headSizes = HEAD_PRESETS[f['head-preset']!];
   if (!headSizes) throw new Error(`--head-preset: unknown '${f['head-preset']}', expected one of ${Object.keys(HEAD_PRESETS).join(', ')}`);
   const stageIds = intList('stages', f.stages);
   if (stageIds.length === 0 || stageIds.some((s) => s !== 2 && s !== 3)) throw new Error(`--stages: expected '2,3', '2' or '3', got '${f.stages}'`);
-  const numLocal = num('local-views', f['local-views'], { integer: true, min: 0 });
+  const numLocal = num('local-views', f['local-views'], { integer: true, min: 0, max: 64 });
   const jitterP = num('jitter-p', f['jitter-p'], { min: 0, max: 1 });
   const jitterStrength = num('jitter-strength', f['jitter-strength'], { min: 0, max: 5 });
   const grayscaleP = num('grayscale-p', f['grayscale-p'], { min: 0, max: 1 });
@@ -109,19 +113,19 @@ export async function refine(argv: string[]): Promise<string> {
 
   // ---- model: the MIM encoder, one head + queue per chosen block, an EMA copy
   const backend = await initBackend();
-  const encoder = loadEncoder(f.checkpoint!);
+  const encoder = loadEncoder(f.checkpoint!, vitPresetFallback('preset', f.preset));
   const { depth, embedDim, imgSize } = encoder.cfg;
   const headBlocks = f.blocks ? intList('blocks', f.blocks) : defaultHeadBlocks(depth);
   for (const b of headBlocks) {
     if (!Number.isInteger(b) || b < 0 || b >= depth) throw new Error(`--blocks: block ${b} does not exist in ${f.checkpoint} (blocks 0..${depth - 1})`);
   }
   const heads = headBlocks.map((_, i) => new NnaHead(embedDim, headSizes, encoder.cfg.act, seed * 100 + i));
-  const queueSize = num('queue-size', f['queue-size'], { integer: true, min: 1 });
+  const queueSize = num('queue-size', f['queue-size'], { integer: true, min: 1, bytesEach: 4 * headSizes.out * headBlocks.length });
   const queues = headBlocks.map((_, i) => new NnQueue(queueSize, headSizes.out, seed * 100 + 50 + i));
   const emaEncoder = new VisionTransformer(encoder.cfg);
   const ema = new Ema(emaEncoder.params, encoder.params, num('ema', f.ema, { min: 0, max: 0.999999 }));
-  const globalSize = f['global-size'] ? num('global-size', f['global-size'], { integer: true }) : imgSize;
-  const localSize = f['local-size'] ? num('local-size', f['local-size'], { integer: true }) : Math.max(encoder.cfg.patchSize, Math.round(imgSize / 2 / encoder.cfg.patchSize) * encoder.cfg.patchSize);
+  const globalSize = f['global-size'] ? num('global-size', f['global-size'], { integer: true, min: imgSize, max: imgSize }) : imgSize;
+  const localSize = f['local-size'] ? num('local-size', f['local-size'], { integer: true, min: encoder.cfg.patchSize, max: imgSize }) : Math.max(encoder.cfg.patchSize, Math.round(imgSize / 2 / encoder.cfg.patchSize) * encoder.cfg.patchSize);
   if (globalSize !== imgSize) throw new Error(`--global-size ${globalSize}: the encoder takes ${imgSize} px images`);
   console.log(`[refine] ${f.checkpoint}: ViT depth ${depth}, width ${embedDim}; heads on blocks ${headBlocks.join(', ')}; backend ${backend.tfBackend}`);
 
@@ -314,7 +318,7 @@ export async function refine(argv: string[]): Promise<string> {
   // ---- kNN of the refined (EMA) encoder, and the before/after summary
   if (!f['skip-knn']) {
     // a resumed run measures the starting point at the end, from the original checkpoint
-    const before = knnBefore ?? (await knnOfCheckpoint(loadEncoder(f.checkpoint!)));
+    const before = knnBefore ?? (await knnOfCheckpoint(loadEncoder(f.checkpoint!, vitPresetFallback('preset', f.preset))));
     const knnAfter = await perBlockKnn(emaEncoder, { ...knnOpts, label: 'refined (EMA)' });
     if (knnEverySteps > 0) {
       knnDuring.push({ step, report: knnAfter });

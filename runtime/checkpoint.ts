@@ -27,10 +27,11 @@ export function hostTensors(tensors: Map<string, LoadedTensor>): Map<string, Hos
 
 /**
  * Builds a ViT from an encoder file. The config comes from the file's metadata; a file
- * without it (for example converted from PyTorch) needs `fallback` (a preset or flags).
+ * without it (for example converted from PyTorch) needs `fallback` (a preset or flags), and
+ * the error without one names `fallbackFlag`, the pipeline's flag that gives it.
  * Every key and shape is checked before any weight is loaded.
  */
-export function loadEncoder(file: string, fallback?: VitConfig): VisionTransformer {
+export function loadEncoder(file: string, fallback?: VitConfig, fallbackFlag = '--preset'): VisionTransformer {
   if (!fs.existsSync(file)) throw new Error(`${file}: checkpoint not found`);
   const { tensors, metadata } = readSafetensors(file);
   let cfg: VitConfig | undefined = fallback;
@@ -41,7 +42,7 @@ export function loadEncoder(file: string, fallback?: VitConfig): VisionTransform
       throw new Error(`${file}: metadata 'vit' is not valid JSON`);
     }
   }
-  if (!cfg) throw new Error(`${file}: no ViT config in the file's metadata; pass --preset (one of ${Object.keys(VIT_PRESETS).join(', ')})`);
+  if (!cfg) throw new Error(`${file}: no ViT config in the file's metadata; pass ${fallbackFlag} (one of ${Object.keys(VIT_PRESETS).join(', ')})`);
   const model = new VisionTransformer(cfg);
   try {
     model.params.importTimm(hostTensors(tensors), file, FOREIGN_KEYS);

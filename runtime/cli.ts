@@ -1,7 +1,10 @@
 /**
  * Command-line flags for the pipelines: node's parseArgs (strict, so an unknown flag is an
  * error) plus descriptions for --help and typed, validated reads of numbers and lists.
+ * A number read names its flag and the accepted range when it is refused; a size that
+ * allocates memory is also held to what the machine has, before anything is allocated.
  */
+import * as os from 'node:os';
 import { parseArgs } from 'node:util';
 
 export interface FlagSpec {
@@ -22,7 +25,7 @@ export function parseFlags<S extends Record<string, FlagSpec>>(usage: string, sp
   }
   let values: Record<string, unknown>;
   try {
-    ({ values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false }));
+    ({ values } = parseArgs({ args: attachNegativeValues(argv, options), options, strict: true, allowPositionals: false }));
   } catch (err) {
     throw new Error(`${(err as Error).message}\n\n${helpText(usage, spec)}`);
   }
@@ -31,6 +34,22 @@ export function parseFlags<S extends Record<string, FlagSpec>>(usage: string, sp
     process.exit(0);
   }
   return values as Flags<S>;
+}
+
+/**
+ * `--batch -4` -> `--batch=-4`: parseArgs takes a token starting with '-' after a value flag
+ * for a forgotten value ("argument is ambiguous"); a negative number there is the value, so it
+ * reaches the flag's own range check.
+ */
+function attachNegativeValues(argv: string[], options: Record<string, { type: 'string' | 'boolean' }>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const name = argv[i].startsWith('--') && !argv[i].includes('=') ? argv[i].slice(2) : undefined;
+    if (name !== undefined && options[name]?.type === 'string' && i + 1 < argv.length && /^-(\d|\.\d|Infinity\b)/.test(argv[i + 1])) {
+      out.push(`${argv[i]}=${argv[++i]}`);
+    } else out.push(argv[i]);
+  }
+  return out;
 }
 
 export function helpText(usage: string, spec: Record<string, FlagSpec>): string {
@@ -42,8 +61,37 @@ export function helpText(usage: string, spec: Record<string, FlagSpec>): string 
   return `${usage}\n\nOptions:\n${rows.join('\n')}\n  ${'--help'.padEnd(28)} show this help`;
 }
 
-/** A number flag, checked finite and within [min, max]. */
-export function num(name: string, value: string | undefined, opts: { min?: number; max?: number; integer?: boolean } = {}): number {
+export interface NumOptions {
+  min?: number;
+  max?: number;
+  integer?: boolean;
+  /**
+   * Bytes one unit of this number allocates (a queue entry, a hidden unit, ...): the value is
+   * then also held to half of this machine's memory, so an absurd size is refused by name
+   * instead of failing later inside an allocation ("Invalid typed array length").
+   */
+  bytesEach?: number;
+}
+
+/** Bytes a single allocation-driven flag may claim: half the memory (the cgroup's limit where lower). */
+export function memoryBudget(): number {
+  const limit = process.constrainedMemory?.() ?? 0;
+  const total = limit > 0 && limit < os.totalmem() ? limit : os.totalmem();
+  return total / 2;
+}
+
+/** A number flag, checked finite and within [min, max] (and the memory budget with bytesEach). */
+export function num(name: string, value: string | undefined, opts: NumOptions = {}): number {
+  // an integer beyond 2^53 no longer names one value (1e300 is "an integer" to JavaScript)
+  let max = opts.max ?? (opts.integer ? Number.MAX_SAFE_INTEGER : undefined);
+  let why = '';
+  if (opts.bytesEach !== undefined && opts.bytesEach > 0) {
+    const fits = Math.floor(memoryBudget() / opts.bytesEach);
+    if (max === undefined || fits < max) {
+      max = fits;
+      why = ` (each takes ${formatBytes(opts.bytesEach)}; at most half of this machine's ${formatBytes(2 * memoryBudget())} memory)`;
+    }
+  }
   const n = Number(value);
   const bad =
     value === undefined ||
@@ -51,12 +99,31 @@ export function num(name: string, value: string | undefined, opts: { min?: numbe
     !Number.isFinite(n) ||
     (opts.integer && !Number.isInteger(n)) ||
     (opts.min !== undefined && n < opts.min) ||
-    (opts.max !== undefined && n > opts.max);
-  if (bad) {
-    const range = [opts.min !== undefined ? `>= ${opts.min}` : '', opts.max !== undefined ? `<= ${opts.max}` : ''].filter(Boolean).join(' and ');
-    throw new Error(`--${name}: expected ${opts.integer ? 'an integer' : 'a number'}${range ? ` ${range}` : ''}, got '${value}'`);
-  }
+    (opts.integer && opts.min === undefined && n < -Number.MAX_SAFE_INTEGER) ||
+    (max !== undefined && n > max);
+  if (bad) throw new Error(`--${name}: expected ${rangeText({ ...opts, max })}${why}, got '${value}'`);
   return n;
+}
+
+/** "an integer in [2, 4096]", "a number >= 0", "any integer". */
+function rangeText(opts: NumOptions): string {
+  const what = opts.integer ? 'integer' : 'number';
+  const { min, max } = opts;
+  if (min === undefined && max === Number.MAX_SAFE_INTEGER) return `an integer of magnitude <= ${max}`;
+  if (min !== undefined && max !== undefined) return `a${opts.integer ? 'n' : ''} ${what} in [${min}, ${max}]`;
+  if (min !== undefined) return `a${opts.integer ? 'n' : ''} ${what} >= ${min}`;
+  if (max !== undefined) return `a${opts.integer ? 'n' : ''} ${what} <= ${max}`;
+  return `any finite ${what}`;
+}
+
+function formatBytes(bytes: number): string {
+  const units = ['bytes', 'KB', 'MB', 'GB', 'TB'];
+  let i = 0;
+  while (bytes >= 1024 && i < units.length - 1) {
+    bytes /= 1024;
+    i++;
+  }
+  return `${i === 0 ? bytes : bytes.toFixed(1)} ${units[i]}`;
 }
 
 /** A range "lo,hi" of two numbers within [min, max] with lo <= hi (crop scales). */

@@ -19,16 +19,25 @@ import type { WorkerTransform } from '../operators/augment-worker';
 import type { ViewConfig } from '../operators/transforms/view';
 import type { Batch } from './types';
 
-/** Counts skipped samples and logs the first few of each reason. */
+/**
+ * Counts skipped samples by kind of problem (a reason's text before any ': ', the particulars
+ * after it) and logs the first few of each kind with the file and key.
+ */
 export class SkipLog {
   readonly counts = new Map<string, number>();
   total = 0;
 
   record(origin: string, reason: string): void {
     this.total++;
-    const n = (this.counts.get(reason) ?? 0) + 1;
-    this.counts.set(reason, n);
+    const kind = reason.split(': ')[0];
+    const n = (this.counts.get(kind) ?? 0) + 1;
+    this.counts.set(kind, n);
     if (n <= 3) console.warn(`[data] skipped ${origin}: ${reason}${n === 3 ? ' (further skips of this kind are counted, not logged)' : ''}`);
+  }
+
+  /** "3 x duplicate key (...); 1 x missing label (.cls)" */
+  summary(): string {
+    return [...this.counts].map(([kind, n]) => `${n} x ${kind}`).join('; ');
   }
 }
 

@@ -14,7 +14,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import fg from 'fast-glob';
 import { Rng } from '../runtime/rng';
-import { checkRank, selectArrayForRank, type SourceOptions } from './tar-shards';
+import { checkRank, defaultOnSkip, selectArrayForRank, type OnSkip, type SourceOptions } from './tar-shards';
 import type { EncodedSample } from './types';
 
 export type CifarVariant = 'cifar10' | 'cifar100';
@@ -26,6 +26,7 @@ export interface CifarBinaryOptions extends SourceOptions {
   variant?: CifarVariant;
   /** CIFAR-100 only: which label to emit. Default 'fine' (the 100 classes). */
   labelKind?: 'fine' | 'coarse';
+  onSkip?: OnSkip;
 }
 
 export type CifarBinarySource = AsyncIterable<EncodedSample> & {
@@ -34,6 +35,8 @@ export type CifarBinarySource = AsyncIterable<EncodedSample> & {
   readonly size: number;
   /** Class names if the metadata file is beside the data, else undefined. */
   readonly classes: string[] | undefined;
+  /** 10, 100, or 20 (CIFAR-100 coarse): a record whose label byte is not below it is skipped. */
+  readonly numClasses: number;
 };
 
 const SIDE = 32;
@@ -45,6 +48,8 @@ export function cifarBinary(opts: CifarBinaryOptions): CifarBinarySource {
   const header = variant === 'cifar10' ? 1 : 2;
   const recordSize = header + 3 * PIXELS;
   const labelByte = variant === 'cifar100' && opts.labelKind !== 'coarse' ? 1 : 0;
+  const numClasses = variant === 'cifar10' ? 10 : opts.labelKind === 'coarse' ? 20 : 100;
+  const onSkip = opts.onSkip ?? defaultOnSkip;
 
   // Stable index = record number over the sorted files: file f holds [firsts[f], firsts[f+1]).
   const firsts = [0];
@@ -68,6 +73,10 @@ export function cifarBinary(opts: CifarBinaryOptions): CifarBinarySource {
         const r = index - firsts[f];
         await handles.get(f)!.read(record, 0, recordSize, r * recordSize);
         const name = path.basename(files[f], '.bin');
+        if (record[labelByte] >= numClasses) {
+          onSkip(`${files[f]}#${r}`, `label byte outside the ${numClasses} ${variant} classes (0..${numClasses - 1}): ${record[labelByte]}`);
+          continue;
+        }
         yield {
           index,
           key: `${name}_${String(r).padStart(5, '0')}`,
@@ -82,7 +91,7 @@ export function cifarBinary(opts: CifarBinaryOptions): CifarBinarySource {
     }
   }
 
-  return { variant, files, size, classes: classNames(files[0], variant, opts.labelKind), [Symbol.asyncIterator]: samples };
+  return { variant, files, size, numClasses, classes: classNames(files[0], variant, opts.labelKind), [Symbol.asyncIterator]: samples };
 }
 
 /** CHW planes -> interleaved HWC. */

@@ -6,6 +6,9 @@
  * A path or glob is judged by the files it matches.
  * Class names: classes.txt beside the (first) shard, the CIFAR metadata file, or the folder's
  * class folders; undefined where none is known.
+ * Class count: the folder's classes, CIFAR's 10 / 100 (20 coarse), classes.txt's lines, or
+ * `numClasses` (the --num-classes flag) for shards without classes.txt; a given numClasses that
+ * disagrees with the data's own count is an error. Labels outside it are skipped and counted.
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -13,7 +16,7 @@ import fg from 'fast-glob';
 import { match } from 'ts-pattern';
 import { cifarBinary } from './cifar-binary';
 import { imageFolder } from './image-folder';
-import { tarShards, type OnSkip, type SourceOptions } from './tar-shards';
+import { LABEL_LIMIT, tarShards, type OnSkip, type SourceOptions } from './tar-shards';
 import type { EncodedSample } from './types';
 
 export type SourceKind = 'tar' | 'cifar-binary' | 'folder';
@@ -22,10 +25,14 @@ export interface OpenedSource {
   kind: SourceKind;
   samples: AsyncIterable<EncodedSample>;
   classes: string[] | undefined;
+  /** Labels lie in [0, numClasses); undefined for shards with no class list (labels then below LABEL_LIMIT). */
+  numClasses: number | undefined;
 }
 
 export interface OpenOptions extends SourceOptions {
   onSkip?: OnSkip;
+  /** Class count of shards without classes.txt (--num-classes); elsewhere checked against the data's. */
+  numClasses?: number;
 }
 
 export function openSource(spec: string, opts: OpenOptions = {}): OpenedSource {
@@ -38,15 +45,21 @@ export function openSource(spec: string, opts: OpenOptions = {}): OpenedSource {
   return match({ isDir, tars: tars.length > 0, bins: bins.length > 0 })
     .with({ isDir: true }, (): OpenedSource => {
       const samples = imageFolder({ ...opts, root: spec });
-      return { kind: 'folder', samples, classes: samples.classes };
+      const numClasses = agreedClassCount(spec, samples.classes.length, 'class folders', opts.numClasses);
+      return { kind: 'folder', samples, classes: samples.classes, numClasses };
     })
     .with({ tars: true, bins: false }, (): OpenedSource => {
-      const samples = tarShards({ ...opts, shards: tars });
-      return { kind: 'tar', samples, classes: readClassesTxt(path.dirname(samples.shards[0])) };
+      const classesFile = path.join(path.dirname(path.resolve(tars.sort()[0])), 'classes.txt');
+      const classes = readClassesTxt(path.dirname(classesFile));
+      if (classes?.length === 0) throw new Error(`${classesFile} lists no classes (one class name a line)`);
+      const numClasses = classes ? agreedClassCount(spec, classes.length, `classes in ${classesFile}`, opts.numClasses) : opts.numClasses;
+      const samples = tarShards({ ...opts, shards: tars, numClasses });
+      return { kind: 'tar', samples, classes, numClasses };
     })
     .with({ tars: false, bins: true }, (): OpenedSource => {
       const samples = cifarBinary({ ...opts, files: bins });
-      return { kind: 'cifar-binary', samples, classes: samples.classes };
+      const numClasses = agreedClassCount(spec, samples.numClasses, `${samples.variant} classes`, opts.numClasses);
+      return { kind: 'cifar-binary', samples, classes: samples.classes, numClasses };
     })
     .otherwise(() => {
       if (matched.length === 0) throw new Error(`Data source ${JSON.stringify(spec)}: no such file or folder, and no files match it`);
@@ -55,6 +68,36 @@ export function openSource(spec: string, opts: OpenOptions = {}): OpenedSource {
           `CIFAR binary files (.bin) or an image folder; it matches ${matched.slice(0, 3).join(', ')}${matched.length > 3 ? ', ...' : ''}`,
       );
     });
+}
+
+/** The data's own class count, checked against a given one (--num-classes). */
+function agreedClassCount(spec: string, own: number, what: string, given: number | undefined): number {
+  if (given !== undefined && given !== own) throw new Error(`--num-classes ${given} disagrees with ${spec}: it has ${own} ${what}`);
+  return own;
+}
+
+/**
+ * The class count an evaluation of train against test uses: both sources must know it and
+ * agree on it, and on the class names where both name them (image folders with a class
+ * missing on one side would otherwise shift every label after it).
+ */
+export function evalClassCount(train: string, test: string, numClasses?: number): number {
+  const a = openSource(train, { numClasses });
+  const b = openSource(test, { numClasses });
+  const count = (spec: string, o: OpenedSource) => {
+    if (o.numClasses !== undefined) return o.numClasses;
+    throw new Error(
+      `${spec}: the number of classes is unknown (no classes.txt beside the shards): ` +
+        `put classes.txt there (one class name a line) or pass --num-classes N (N <= ${LABEL_LIMIT})`,
+    );
+  };
+  const [na, nb] = [count(train, a), count(test, b)];
+  if (na !== nb) throw new Error(`train ${train} has ${na} classes but test ${test} has ${nb}: labels would not mean the same classes`);
+  if (a.classes && b.classes && a.classes.join('\n') !== b.classes.join('\n')) {
+    const i = a.classes.findIndex((c, j) => c !== b.classes![j]);
+    throw new Error(`train ${train} and test ${test} name their classes differently (class ${i}: '${a.classes[i]}' vs '${b.classes[i]}')`);
+  }
+  return na;
 }
 
 /** classes.txt: line i = name of class i. */

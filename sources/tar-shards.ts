@@ -22,9 +22,12 @@
  *   `start` skips the first `start` samples of this rank's stream (resume mid-epoch).
  *
  * Problems are skipped and reported through onSkip, never thrown: a sample without label or
- * image -> one report; a truncated tar or corrupt gzip -> the rest of that shard is lost, one
- * report naming the shard. Undecodable image bytes are not a container problem: they pass
- * through and the decode stage counts them.
+ * image, a label outside the classes (numClasses), a key already read (the first sample with
+ * a key wins, also across shards in sorted order), a link member (symbolic or hard links are
+ * not followed: they could point anywhere) -> one report each; a truncated tar or corrupt
+ * gzip -> the rest of that shard is lost, one report naming the shard and what is wrong with
+ * it. Undecodable image bytes are not a container problem: they pass through and the decode
+ * stage counts them.
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -57,7 +60,19 @@ export interface TarShardsOptions extends SourceOptions {
   /** Paths or fast-glob patterns. */
   shards: string | string[];
   onSkip?: OnSkip;
+  /** Labels must lie in [0, numClasses); default LABEL_LIMIT (no class list known). */
+  numClasses?: number;
 }
+
+/**
+ * Labels of shards whose class count is unknown (no classes.txt, no --num-classes) must still
+ * be below this: an absurd `.cls` (123456, 99999999999999999999) would otherwise size every
+ * per-class array of the evaluation.
+ */
+export const LABEL_LIMIT = 65536;
+
+/** A member larger than this is no image of a data set: skipped, not buffered. */
+const MAX_MEMBER_BYTES = 256 * 1024 * 1024;
 
 export type TarShardsSource = AsyncIterable<EncodedSample> & { readonly shards: string[] };
 
@@ -69,11 +84,12 @@ export const defaultOnSkip: OnSkip = (origin, reason) => console.warn(`[source] 
 export function tarShards(opts: TarShardsOptions): TarShardsSource {
   const shards = resolveShards(opts.shards);
   const onSkip = opts.onSkip ?? defaultOnSkip;
+  const numClasses = checkNumClasses(opts.numClasses);
   checkRank(opts); // fail now, not at the first read
   return {
     shards,
     [Symbol.asyncIterator]: () => {
-      let samples = readAll(shards, opts.shuffle, onSkip);
+      let samples = readAll(shards, opts.shuffle, onSkip, numClasses);
       if (opts.shuffle) {
         const rng = new Rng(opts.shuffle.seed, opts.shuffle.epoch, 0x5b0f);
         samples = shuffleBuffer(samples, opts.shuffle.bufferSize ?? DEFAULT_BUFFER, rng);
@@ -83,11 +99,23 @@ export function tarShards(opts: TarShardsOptions): TarShardsSource {
   };
 }
 
-/** Number of valid samples in the shards (a header-only pass, cached per process). */
-export async function countSamples(shards: string | string[]): Promise<number> {
-  let total = 0;
-  for (const shard of resolveShards(shards)) total += await shardCount(shard);
-  return total;
+/**
+ * Number of valid samples in the shards (a header-only pass, cached per process). Where that
+ * is none, the error says why (each shard's problem, or every sample's first one).
+ */
+export async function countSamples(shards: string | string[], numClasses?: number): Promise<number> {
+  const index = await sourceIndex(resolveShards(shards), checkNumClasses(numClasses));
+  if (index.total === 0) {
+    const why = index.problems.slice(0, 3).map((p) => `${p.origin}: ${p.reason}`);
+    throw new Error(`no samples could be read from ${[shards].flat().join(', ')}${why.length ? `: ${why.join('; ')}${index.problems.length > 3 ? '; ...' : ''}` : ''}`);
+  }
+  return index.total;
+}
+
+function checkNumClasses(numClasses: number | undefined): number {
+  const n = numClasses ?? LABEL_LIMIT;
+  if (!Number.isInteger(n) || n < 1 || n > LABEL_LIMIT) throw new Error(`numClasses must be an integer in [1, ${LABEL_LIMIT}], got ${numClasses}`);
+  return n;
 }
 
 /** Paths/globs -> sorted, de-duplicated shard paths. Throws, naming the pattern, if none match. */
@@ -156,43 +184,75 @@ export async function* shuffleBuffer<T>(items: AsyncIterable<T>, size: number, r
 
 // ---------------------------------------------------------------------------------------------
 
-async function* readAll(shards: string[], shuffle: ShuffleOptions | undefined, onSkip: OnSkip): AsyncGenerator<EncodedSample> {
+async function* readAll(shards: string[], shuffle: ShuffleOptions | undefined, onSkip: OnSkip, numClasses: number): AsyncGenerator<EncodedSample> {
   const order = shards.map((_, i) => i);
   if (shuffle) new Rng(shuffle.seed, shuffle.epoch, 0x5a4d).shuffle(order);
+  // In sorted order the keys read so far say what is a duplicate and the running count is the
+  // index; in shuffled order both come from the counting pass, as they must not depend on the epoch.
+  const index = shuffle ? await sourceIndex(shards, numClasses) : undefined;
+  const seen = new Set<string>();
   let running = 0;
   for (const s of order) {
-    // First index of shard s: in sorted order the running count; in shuffled order the counts
-    // of the shards sorted before it (the counting pass), as it must not depend on the epoch.
-    let index = shuffle ? await countBefore(shards, s) : running;
-    for await (const item of readShard(shards[s], true)) {
+    let next = index ? index.firstIndex[s] : running;
+    for await (const item of readShard(shards[s], true, numClasses)) {
       if (item.kind === 'skip') {
         onSkip(item.origin, item.reason);
         continue;
       }
-      yield { index: index++, key: item.key, label: item.label, bytes: item.bytes!, origin: item.origin };
+      if (index ? index.firstShard.get(item.key)! < s : seen.has(item.key)) {
+        onSkip(item.origin, DUPLICATE);
+        continue;
+      }
+      if (!index) seen.add(item.key);
+      yield { index: next++, key: item.key, label: item.label, bytes: item.bytes!, origin: item.origin };
     }
-    running = index;
+    running = next;
   }
 }
 
-async function countBefore(shards: string[], s: number): Promise<number> {
-  let total = 0;
-  for (let i = 0; i < s; i++) total += await shardCount(shards[i]);
-  return total;
+/** Reasons name the kind of problem before any ': ' and the particulars after it (SkipLog counts by kind). */
+const DUPLICATE = 'duplicate key (an earlier sample has it; the first one is kept)';
+
+interface SourceIndex {
+  /** Key -> the first shard (sorted order) holding a valid sample with it. */
+  firstShard: Map<string, number>;
+  /** Stable index of the first sample of each shard. */
+  firstIndex: number[];
+  total: number;
+  /** Each shard's damage, or its first skipped sample: why a source without samples has none. */
+  problems: { origin: string; reason: string }[];
 }
 
-const countCache = new Map<string, number>();
+const indexCache = new Map<string, SourceIndex>();
 
-async function shardCount(shard: string): Promise<number> {
-  const stat = fs.statSync(shard);
-  const cacheKey = `${shard}\0${stat.size}\0${stat.mtimeMs}`;
-  let count = countCache.get(cacheKey);
-  if (count === undefined) {
-    count = 0;
-    for await (const item of readShard(shard, false)) if (item.kind === 'sample') count++;
-    countCache.set(cacheKey, count);
+/** The counting pass over all shards (header-only), cached per process by path, size, mtime. */
+async function sourceIndex(shards: string[], numClasses: number): Promise<SourceIndex> {
+  const cacheKey = [numClasses, ...shards.map(statKey)].join('\0');
+  let index = indexCache.get(cacheKey);
+  if (!index) {
+    const firstShard = new Map<string, number>();
+    const firstIndex: number[] = [];
+    const problems: SourceIndex['problems'] = [];
+    for (let s = 0; s < shards.length; s++) {
+      firstIndex.push(firstShard.size);
+      let noted = false;
+      for await (const item of readShard(shards[s], false, numClasses)) {
+        if (item.kind === 'sample' && !firstShard.has(item.key)) firstShard.set(item.key, s);
+        if (item.kind === 'skip' && (!noted || item.origin === shards[s])) {
+          problems.push({ origin: item.origin, reason: item.reason });
+          noted = true;
+        }
+      }
+    }
+    index = { firstShard, firstIndex, total: firstShard.size, problems };
+    indexCache.set(cacheKey, index);
   }
-  return count;
+  return index;
+}
+
+function statKey(file: string): string {
+  const stat = fs.statSync(file);
+  return `${file}\0${stat.size}\0${stat.mtimeMs}`;
 }
 
 type ShardItem =
@@ -201,51 +261,79 @@ type ShardItem =
 
 interface Group {
   key: string;
+  /** Member extensions seen, lower case. */
+  exts: Set<string>;
   image?: { member: string; bytes?: Buffer };
   cls?: string;
+  /** A member of this key that was a link or too large: why the sample cannot be whole. */
+  unusable?: string;
 }
 
+/** tar-stream's header types that are links to other entries or paths. */
+const LINK_TYPES: Record<string, string> = { symlink: 'symbolic link', link: 'hard link' };
+
 /**
- * One shard's samples in file order. keepImages=false drains image bodies unread (the counting
- * pass). A container error ends the shard with a single skip item.
+ * One shard's samples in file order, each key once (the first valid sample of a key wins).
+ * keepImages=false drains image bodies unread (the counting pass). A container error ends the
+ * shard with a single skip item that says, in words, what is wrong with it.
  */
-async function* readShard(shard: string, keepImages: boolean): AsyncGenerator<ShardItem> {
+async function* readShard(shard: string, keepImages: boolean, numClasses: number): AsyncGenerator<ShardItem> {
   const extract = tar.extract();
   const gzipped = /\.(tar\.gz|tgz)$/i.test(shard);
   const file = fs.createReadStream(shard);
   // pipeline() destroys the extractor with any read or gunzip error, which then surfaces
   // from the entry iterator below; the callback only has to exist.
   const sink = extract as unknown as NodeJS.WritableStream; // a streamx Writable
-  const done = () => {};
+  let streamError: Error | undefined;
+  const done = (err?: NodeJS.ErrnoException | null) => (streamError ??= err ?? undefined);
   if (gzipped) pipeline(file, zlib.createGunzip(), sink, done);
   else pipeline(file, sink, done);
 
+  const emitted = new Set<string>();
   let group: Group | undefined;
   const finish = (g: Group): ShardItem => {
     const origin = `${shard}:${g.image?.member ?? g.key}`;
+    if (g.unusable) return { kind: 'skip', origin, reason: g.unusable };
     if (!g.image) return { kind: 'skip', origin, reason: 'no image member' };
     if (g.cls === undefined) return { kind: 'skip', origin, reason: 'missing label (.cls)' };
-    if (!/^\d+$/.test(g.cls.trim())) return { kind: 'skip', origin, reason: `bad label ${JSON.stringify(g.cls)}` };
-    return { kind: 'sample', key: g.key, label: Number(g.cls.trim()), bytes: g.image.bytes, origin };
+    const text = g.cls.trim();
+    if (!/^\d+$/.test(text)) return { kind: 'skip', origin, reason: `bad label: ${JSON.stringify(g.cls)}` };
+    const label = Number(text);
+    if (label >= numClasses) {
+      const classes = numClasses === LABEL_LIMIT ? `the label limit ${LABEL_LIMIT} (no classes.txt beside the shards)` : `the ${numClasses} classes (0..${numClasses - 1})`;
+      return { kind: 'skip', origin, reason: `label outside ${classes}: ${text.length > 24 ? `${text.slice(0, 24)}...` : text}` };
+    }
+    if (emitted.has(g.key)) return { kind: 'skip', origin, reason: DUPLICATE };
+    emitted.add(g.key);
+    return { kind: 'sample', key: g.key, label, bytes: g.image.bytes, origin };
   };
 
   try {
     for await (const entry of extract) {
-      const name = entry.header.name;
+      const { name, type, size } = entry.header;
       const base = path.posix.basename(name);
       const dot = base.indexOf('.');
-      if (entry.header.type !== 'file' || dot <= 0) {
-        entry.resume();
+      if (dot <= 0 || (type !== 'file' && !((type ?? '') in LINK_TYPES))) {
+        entry.resume(); // folders, pax headers, dot files
         continue;
       }
       const key = name.slice(0, name.length - base.length + dot);
       const ext = base.slice(dot + 1).toLowerCase();
-      if (group && group.key !== key) {
+      // a new key, or a member the current sample already has (the same key written twice in a row), starts a sample
+      if (group && (group.key !== key || group.exts.has(ext))) {
         yield finish(group);
         group = undefined;
       }
-      group ??= { key };
-      if (IMAGE_EXTENSIONS.includes(ext) && !group.image) {
+      group ??= { key, exts: new Set() };
+      group.exts.add(ext);
+      const used = IMAGE_EXTENSIONS.includes(ext) || ext === 'cls';
+      if (used && type !== 'file') {
+        group.unusable ??= `${LINK_TYPES[type!]} member, not followed: ${name}`;
+        entry.resume();
+      } else if (used && (size ?? 0) > MAX_MEMBER_BYTES) {
+        group.unusable ??= `member larger than ${MAX_MEMBER_BYTES / 2 ** 20} MB, too large for an image: ${name} (${((size ?? 0) / 2 ** 20).toFixed(0)} MB)`;
+        entry.resume();
+      } else if (IMAGE_EXTENSIONS.includes(ext) && !group.image) {
         group.image = { member: name, bytes: keepImages ? await readBody(entry) : undefined };
         if (!keepImages) entry.resume();
       } else if (ext === 'cls') {
@@ -256,12 +344,29 @@ async function* readShard(shard: string, keepImages: boolean): AsyncGenerator<Sh
     }
   } catch (err) {
     // The group being read when the error hit may be incomplete: it goes with the rest.
-    yield { kind: 'skip', origin: shard, reason: `unreadable shard, rest of it skipped (${(err as Error).message})` };
+    yield { kind: 'skip', origin: shard, reason: `${shardProblem(streamError ?? (err as Error), gzipped)}; the rest of this shard is skipped` };
     return;
   } finally {
     file.destroy();
   }
   if (group) yield finish(group);
+}
+
+/** A container error in words: what is wrong with the file, then the library's own message. */
+function shardProblem(err: NodeJS.ErrnoException, gzipped: boolean): string {
+  const detail = `(${err.message})`;
+  if (err.code === 'EISDIR') return `it is a folder, not a tar file ${detail}`;
+  if (err.code === 'EACCES') return `it cannot be read (permission denied)`;
+  if (err.code?.startsWith('Z_') || /unexpected end of file/i.test(err.message)) {
+    if (/unexpected end of file/i.test(err.message)) return `the gzip data ends early: the file is truncated ${detail}`;
+    if (/incorrect header check|unknown compression/i.test(err.message)) return `it is named like a .tar.gz but is not gzip-compressed ${detail}`;
+    return `the gzip data is corrupt ${detail}`;
+  }
+  if (/unexpected end of data/i.test(err.message)) return `the tar archive ends in the middle of a member: the file is truncated ${detail}`;
+  if (/invalid tar header|checksum/i.test(err.message)) {
+    return `${gzipped ? 'the decompressed data is' : 'it is'} not a tar archive, or a tar header in it is damaged ${detail}`;
+  }
+  return `unreadable ${detail}`;
 }
 
 async function readBody(entry: AsyncIterable<unknown>): Promise<Buffer> {

@@ -1,0 +1,290 @@
+/**
+ * Every entry point (refine, pretrain-mae, mimco, knn, eval) over the bad-input corpus
+ * (scripts/make-bad-input-corpus.ts), each case a child process with a time limit: it must end
+ * in a clear error (exit 1, one `error: ...` line naming the problem) or in counted skips with
+ * the right numbers, never a hang, a crash (stack trace, signal) or a silently wrong number.
+ * Prints a table case -> outcome.
+ *
+ * The children run the project transpiled to JavaScript once (typescript's transpileModule,
+ * the same code ts-node runs), so a case costs its own work rather than a TypeScript compile:
+ * 47 cases in about a minute of CPU.
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as ts from 'typescript';
+import { makeBadInputCorpus, BUNDLED_CHECKPOINT } from '../scripts/make-bad-input-corpus';
+
+const ROOT = path.resolve(__dirname, '..');
+const LIMIT_MS = Number(process.env.BAD_INPUT_CASE_LIMIT_MS ?? 90_000);
+const CONCURRENCY = 2;
+
+type Entry = 'knn' | 'eval' | 'refine' | 'pretrain-mae' | 'mimco';
+
+interface Case {
+  name: string;
+  entry: Entry;
+  args: string[];
+  /** 'error': exit 1 with a message matching `match`; 'skips'/'ok': exit 0, output matching `match`. */
+  expect: 'error' | 'skips' | 'ok';
+  match: RegExp;
+  /** Checks the numbers the run wrote (its --out folder): no silently wrong count. */
+  check?: (out: string) => void;
+  /** Runs first (another child, a change to the data): the case's own setting-up. */
+  before?: () => Promise<void>;
+}
+
+interface Outcome {
+  rc: number | null;
+  signal: NodeJS.Signals | null;
+  timedOut: boolean;
+  seconds: number;
+  output: string;
+}
+
+let tmp = '';
+let js = '';
+let corpus = '';
+const c = (rel: string) => path.join(corpus, rel);
+const outOf = (name: string) => path.join(tmp, 'out', name);
+
+/** The project's sources as CommonJS under `out` (node_modules linked, kernels copied). */
+function transpileProject(out: string): void {
+  const walk = (dir: string) => {
+    for (const e of fs.readdirSync(path.join(ROOT, dir), { withFileTypes: true })) {
+      const rel = path.join(dir, e.name);
+      if (e.isDirectory()) walk(rel);
+      else if (rel.endsWith('.ts') || rel.endsWith('.wasm')) {
+        fs.mkdirSync(path.join(out, dir), { recursive: true });
+        if (rel.endsWith('.wasm')) fs.copyFileSync(path.join(ROOT, rel), path.join(out, rel));
+        else {
+          const source = fs.readFileSync(path.join(ROOT, rel), 'utf8');
+          const { outputText } = ts.transpileModule(source, {
+            fileName: rel,
+            compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true, resolveJsonModule: true },
+          });
+          fs.writeFileSync(path.join(out, rel.replace(/\.ts$/, '.js')), outputText);
+        }
+      }
+    }
+  };
+  for (const dir of ['pipelines', 'runtime', 'sources', 'operators', 'models', 'eval', 'sinks']) walk(dir);
+  fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(out, 'node_modules'), 'dir');
+}
+
+function run(entry: Entry, args: string[]): Promise<Outcome> {
+  const t0 = performance.now();
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [path.join(js, 'pipelines', `${entry}.js`), ...args], {
+      cwd: tmp, // the feature cache (.cache/features) and any default run folder land in the temp dir
+      env: { ...process.env, WASM_THREADS: '1', DEBUG: '' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stdout.on('data', (d) => (output += d));
+    child.stderr.on('data', (d) => (output += d));
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, LIMIT_MS);
+    child.on('close', (rc, signal) => {
+      clearTimeout(timer);
+      resolve({ rc, signal, timedOut, seconds: (performance.now() - t0) / 1000, output });
+    });
+  });
+}
+
+const json = (file: string) => JSON.parse(fs.readFileSync(file, 'utf8'));
+const knnCounts = (out: string) => {
+  const r = json(path.join(out, 'knn.json')).knn[0];
+  return [r.trainCount, r.testCount];
+};
+const expectKnnCounts = (train: number, test: number) => (out: string) => assert.equal(knnCounts(out), [train, test], 'train/test images used');
+
+const CKPT = () => path.join(ROOT, BUNDLED_CHECKPOINT);
+const goodTrain = () => c('good/train-*.tar');
+const goodTest = () => c('good/test-*.tar');
+/** knn over the bundled checkpoint; `train`/`test` default to the good set. */
+const knn = (name: string, extra: string[], train = goodTrain(), test = goodTest()) => ['--checkpoint', CKPT(), '--train', train, '--test', test, '--out', outOf(name), ...extra];
+const evalArgs = (name: string, extra: string[], train = goodTrain(), test = goodTest()) => ['--checkpoint', CKPT(), '--train', train, '--test', test, '--out', outOf(name), ...extra];
+const refine = (name: string, extra: string[], train = goodTrain()) => [
+  '--checkpoint', CKPT(), '--train', train, '--test', goodTest(), '--out', outOf(name), '--skip-knn', '--max-steps', '1', '--batch', '4',
+  '--queue-size', '16', '--local-views', '1', '--checkpoint-minutes', '0', ...extra,
+];
+const mae = (name: string, extra: string[], train = goodTrain()) => ['--train', train, '--out', outOf(name), '--epochs', '1', '--batch', '4', '--warmup-epochs', '0', ...extra];
+const mimco = (name: string, extra: string[], train = goodTrain()) => [
+  '--teacher', CKPT(), '--train', train, '--test', goodTest(), '--out', outOf(name), '--skip-knn', '--max-steps', '1', '--batch', '4', '--epochs', '1', ...extra,
+];
+
+function cases(): Case[] {
+  const list: Case[] = [];
+  const add = (name: string, entry: Entry, args: string[], expect: Case['expect'], match: RegExp, more: Partial<Case> = {}) => list.push({ name, entry, args, expect, match, ...more });
+
+  // ---- labels (part 1)
+  add('label 123456 / 2^66 with classes.txt', 'knn', knn('label-huge', [], c('label-huge/*.tar')), 'skips', /skipped 2 samples \(2 x label outside the 4 classes/, { check: expectKnnCounts(14, 8) });
+  add('label 123456, no classes.txt', 'knn', knn('label-nocls', [], c('label-huge-no-classes/*.tar')), 'error', /number of classes is unknown.*--num-classes/);
+  add('label 123456, no classes.txt, --num-classes 4', 'knn', knn('label-numcls', ['--num-classes', '4'], c('label-huge-no-classes/*.tar')), 'skips', /skipped 2 samples \(2 x label outside the 4 classes/, { check: expectKnnCounts(14, 8) });
+  add('--num-classes disagrees with classes.txt', 'knn', knn('numcls-disagree', ['--num-classes', '7']), 'error', /--num-classes 7 disagrees .* 4 classes in/);
+  add('eval: label 123456 (knn, linear, low-shot, k-means)', 'eval', evalArgs('eval-label', ['--tasks', 'knn,linear,lowshot,kmeans', '--blocks', 'last'], c('label-huge/*.tar')), 'skips', /skipped 2 samples/, {
+    check: (out) => {
+      const r = json(path.join(out, 'report.json'));
+      assert.equal([r.train.count, r.test.count, r.kmeans.k], [14, 8, 4], 'train, test, k-means k');
+    },
+  });
+  add('CIFAR record with label byte 200', 'knn', knn('cifar-label', [], c('cifar-bad-label/data_batch_1.bin'), c('cifar-bad-label/data_batch_1.bin')), 'skips', /skipped 1 samples \(1 x label byte outside the 10 cifar10 classes/, { check: expectKnnCounts(5, 5) });
+  add('train and test name classes differently', 'knn', knn('class-names', [], c('folder'), goodTest()), 'error', /name their classes differently/);
+
+  // ---- feature cache keyed by content (part 2)
+  const changing = () => path.join(tmp, 'changing-folder');
+  add('image folder changed after caching', 'knn', knn('folder-changed', [], changing(), changing()), 'ok', /changed since its features were cached.*extracting again/s, {
+    before: async () => {
+      fs.cpSync(c('folder'), changing(), { recursive: true });
+      for (const f of ['red/zero-bytes.jpg', 'red/truncated.jpg', 'green/text.jpg', 'grey/bomb.png']) fs.rmSync(path.join(changing(), f));
+      const first = await run('knn', knn('folder-first', [], changing(), changing()));
+      assert.is(first.rc, 0, `first run: ${first.output}`);
+      assert.equal(knnCounts(outOf('folder-first')), [19, 19]);
+      for (const f of ['red/img0.jpg', 'red/img1.jpg', 'blue/img0.jpg']) fs.rmSync(path.join(changing(), f));
+      fs.renameSync(path.join(changing(), 'green/img0.jpg'), path.join(changing(), 'grey/moved.jpg'));
+    },
+    check: expectKnnCounts(16, 16),
+  });
+
+  // ---- shards (part 3)
+  add('duplicate keys in and across shards', 'knn', knn('dup', [], c('dup-keys/*.tar')), 'skips', /skipped 2 samples \(2 x duplicate key/, { check: expectKnnCounts(14, 8) });
+  add('symlink and hard-link members', 'knn', knn('links', [], c('links/*.tar')), 'skips', /symbolic link member, not followed.*hard link member, not followed/s, { check: expectKnnCounts(8, 8) });
+  add('truncated tar', 'knn', knn('truncated', [], c('truncated/*.tar')), 'skips', /train-000000\.tar: the tar archive ends in the middle of a member: the file is truncated/);
+  add('corrupt gzip', 'knn', knn('corrupt-gz', [], c('corrupt-gz/*.tar.gz')), 'skips', /train-000000\.tar\.gz: the gzip data is corrupt/);
+  add('.tar.gz that is not gzip', 'knn', knn('not-gzip', [], c('not-gzip/*.tar.gz')), 'error', /not gzip-compressed/);
+  add('MAE on a truncated shard', 'pretrain-mae', mae('mae-truncated', [], c('truncated/*.tar')), 'skips', /the file is truncated/);
+  add('MAE on a .tar.gz that is not gzip', 'pretrain-mae', mae('mae-not-gzip', [], c('not-gzip/*.tar.gz')), 'error', /no samples could be read .*not gzip-compressed/);
+
+  // ---- images and folders
+  add('bad and odd images in a folder', 'knn', knn('folder', [], c('folder'), c('folder')), 'skips', /skipped 4 samples/, { check: expectKnnCounts(19, 19) });
+  add('empty folder', 'knn', knn('empty', [], c('empty-folder')), 'error', /holds no images/);
+  add('folder without images', 'pretrain-mae', mae('no-images', [], c('no-images')), 'error', /holds no images/);
+  add('pattern matching nothing', 'eval', evalArgs('nothing', [], c('good/nothing-*.tar')), 'error', /no such file or folder, and no files match it/);
+  add('CIFAR file cut short', 'mimco', mimco('cifar-short', [], c('cifar-short/data_batch_1.bin')), 'error', /not a whole number of cifar10 records/);
+
+  // ---- checkpoints and their architecture flag (part 5)
+  add('checkpoint without ViT metadata, refine', 'refine', refine('nometa-refine', ['--checkpoint', c('ckpt/no-metadata.safetensors')]), 'error', /no ViT config in the file's metadata; pass --preset/);
+  add('no ViT metadata, refine --preset, duplicate keys', 'refine', refine('nometa-refine-preset', ['--checkpoint', c('ckpt/no-metadata.safetensors'), '--preset', 'vit-micro-p4'], c('dup-keys/*.tar')), 'skips', /duplicate key.*stopped at step 1 of/s);
+  add('teacher without ViT metadata, mimco', 'mimco', mimco('nometa-mimco', ['--teacher', c('ckpt/no-metadata.safetensors')]), 'error', /no ViT config in the file's metadata; pass --teacher-preset/);
+  add('no ViT metadata, mimco --teacher-preset, link members', 'mimco', mimco('nometa-mimco-preset', ['--teacher', c('ckpt/no-metadata.safetensors'), '--teacher-preset', 'vit-micro-p4'], c('links/*.tar')), 'skips', /symbolic link member.*stopped at step 1 of/s);
+  add('checkpoint that is text', 'eval', evalArgs('ckpt-text', ['--checkpoint', c('ckpt/text.safetensors')]), 'error', /text\.safetensors/);
+  add('checkpoint cut short', 'knn', knn('ckpt-short', ['--checkpoint', c('ckpt/truncated.safetensors')]), 'error', /truncated\.safetensors/);
+  add('checkpoint whose config lies (depth 12)', 'refine', refine('ckpt-lie', ['--checkpoint', c('ckpt/wrong-config.safetensors')]), 'error', /wrong-config\.safetensors.*blocks\.6/s);
+  add('checkpoint that does not exist', 'knn', knn('ckpt-missing', ['--checkpoint', c('ckpt/missing.safetensors')]), 'error', /--checkpoint .*missing\.safetensors: no such file/);
+
+  // ---- output folders (part 4)
+  for (const entry of ['knn', 'eval', 'refine', 'pretrain-mae', 'mimco'] as const) {
+    const args = { knn, eval: evalArgs, refine, 'pretrain-mae': mae, mimco }[entry](`proc-${entry}`, []);
+    const withOut = (out: string) => [...args.slice(0, args.indexOf('--out')), '--out', out, ...args.slice(args.indexOf('--out') + 2)];
+    add(`--out /proc/x (${entry})`, entry, withOut('/proc/x'), 'error', /--out "\/proc\/x": \/proc is on a proc file system/);
+    if (entry === 'knn') {
+      add(`--out naming a file (${entry})`, entry, withOut(c('a-file')), 'error', /a-file": it exists and is not a folder/);
+      add(`--out below a file (${entry})`, entry, withOut(path.join(c('a-file'), 'run')), 'error', /a-file exists and is not a folder/);
+    }
+  }
+  add('eval --compare into /sys', 'eval', ['--compare', c('a-file'), '--out', '/sys/x'], 'error', /\/sys is on a sysfs file system/);
+
+  // ---- numbers (part 5)
+  add('--batch -4 (refine)', 'refine', refine('neg-batch', ['--batch', '-4']), 'error', /--batch: expected an integer in \[2, 65536\], got '-4'/);
+  add('--batch -4 (mimco)', 'mimco', mimco('neg-batch-mimco', ['--batch', '-4']), 'error', /--batch: expected an integer in \[2, 65536\], got '-4'/);
+  add('--queue-size 1e12', 'refine', refine('queue-huge', ['--queue-size', '1e12']), 'error', /--queue-size: expected an integer in \[1, \d+\] \(each takes .*memory\), got '1e12'/);
+  add('--local-views 1e9', 'refine', refine('views-huge', ['--local-views', '1e9']), 'error', /--local-views: expected an integer in \[0, 64\]/);
+  add('--decoder-dim 1e9', 'pretrain-mae', mae('decoder-huge', ['--decoder-dim', '1e9']), 'error', /--decoder-dim: expected an integer in \[4, 8192\]/);
+  add('--k -4', 'knn', knn('neg-k', ['--k', '-4']), 'error', /--k: expected an integer in \[1, 10000\], got '-4'/);
+  add('--seed 1e300', 'knn', knn('seed-huge', ['--random-init', '--seed', '1e300']), 'error', /--seed: expected an integer in \[0, \d+\], got '1e300'/);
+  add('--test-limit -1', 'eval', evalArgs('neg-limit', ['--test-limit', '-1']), 'error', /--test-limit: expected an integer in \[0, \d+\], got '-1'/);
+  add('--blocks 99', 'eval', evalArgs('blocks-99', ['--blocks', '99']), 'error', /--blocks: block 99 does not exist/);
+  add('--mask-ratio 2', 'pretrain-mae', mae('mask-2', ['--mask-ratio', '2']), 'error', /--mask-ratio: expected a number in \[0\.01, 0\.99\], got '2'/);
+  add('--temperature NaN', 'mimco', mimco('temp-nan', ['--temperature', 'NaN']), 'error', /--temperature: expected a number >= 0\.0001, got 'NaN'/);
+  return list;
+}
+
+const STACK = /^\s+at .+(:\d+:\d+\)?|\(native\)|<anonymous>\)?)$/m;
+
+/** What a run ended in, in a word or two, for the table and the assertions. */
+function classify(o: Outcome): string {
+  if (o.timedOut) return 'HANG (killed at the limit)';
+  if (o.signal) return `CRASH (signal ${o.signal})`;
+  if (STACK.test(o.output)) return 'CRASH (stack trace)';
+  if (o.rc === 0) return /skipped \d+ samples|^\[data\] skipped /m.test(o.output) ? 'counted skips' : 'ok';
+  if (o.rc === 1 && /^error: /m.test(o.output)) return 'clear error';
+  return `CRASH (exit ${o.rc})`;
+}
+
+const results = new Map<string, { c: Case; o: Outcome; outcome: string; failure?: string }>();
+
+test.before(async () => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mimref-bad-input-'));
+  js = path.join(tmp, 'js');
+  corpus = path.join(tmp, 'corpus');
+  const t0 = performance.now();
+  transpileProject(js);
+  await makeBadInputCorpus(corpus);
+  console.log(`\n[bad-input] project transpiled and corpus written in ${((performance.now() - t0) / 1000).toFixed(1)}s (${tmp})`);
+});
+
+test.after(() => {
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+test('every entry point over the bad-input corpus: clear errors or counted skips, no hang, no crash, no wrong number', async () => {
+  const list = cases();
+  const t0 = performance.now();
+  let next = 0;
+  const worker = async () => {
+    while (next < list.length) {
+      const k = list[next++];
+      let failure: string | undefined;
+      try {
+        await k.before?.();
+      } catch (err) {
+        failure = `setting up: ${(err as Error).message}`;
+      }
+      const o = await run(k.entry, k.args);
+      const outcome = classify(o);
+      const errorText = o.output.slice(Math.max(0, o.output.search(/^error: /m)));
+      if (!failure) {
+        const wanted = k.expect === 'error' ? 'clear error' : k.expect === 'skips' ? 'counted skips' : 'ok';
+        if (outcome !== wanted && !(k.expect === 'ok' && outcome === 'counted skips')) failure = `expected ${wanted}, got ${outcome}`;
+        else if (!k.match.test(k.expect === 'error' ? errorText : o.output)) failure = `output does not match ${k.match}`;
+        else {
+          try {
+            k.check?.(k.args[k.args.indexOf('--out') + 1]);
+          } catch (err) {
+            failure = `wrong number: ${(err as Error).message}`;
+          }
+        }
+      }
+      results.set(k.name, { c: k, o, outcome, failure });
+    }
+  };
+  await Promise.all(Array.from({ length: CONCURRENCY }, worker));
+  const seconds = (performance.now() - t0) / 1000;
+
+  const rows = list.map((k) => {
+    const r = results.get(k.name)!;
+    const lines = r.o.output.split('\n');
+    const detail =
+      r.outcome === 'clear error'
+        ? (lines.find((l) => l.startsWith('error: ')) ?? '').slice(7, 110)
+        : (lines.find((l) => /skipped \d+ samples/.test(l)) ?? lines.find((l) => l.startsWith('[data] skipped') || /changed since/.test(l)) ?? '').slice(0, 110);
+    return `| ${k.name} | ${k.entry} | ${r.failure ? `FAIL: ${r.failure}` : r.outcome} | ${r.o.seconds.toFixed(1)} | ${detail.replace(/\|/g, '\\|')} |`;
+  });
+  console.log(['', '| case | entry point | outcome | s | message |', '|---|---|---|---|---|', ...rows].join('\n'));
+  const tally = new Map<string, number>();
+  for (const r of results.values()) tally.set(r.failure ? 'FAIL' : r.outcome, (tally.get(r.failure ? 'FAIL' : r.outcome) ?? 0) + 1);
+  console.log(`[bad-input] ${list.length} cases in ${seconds.toFixed(1)}s (${CONCURRENCY} at a time): ${[...tally].map(([k, n]) => `${n} ${k}`).join(', ')}`);
+
+  const failed = [...results.values()].filter((r) => r.failure);
+  for (const r of failed) console.log(`\n--- ${r.c.name} (${r.c.entry} ${r.c.args.join(' ')}): ${r.failure}\n${r.o.output.slice(-2500)}`);
+  assert.is(failed.length, 0, `failed: ${failed.map((r) => r.c.name).join(', ')}`);
+});
+
+test.run();
