@@ -178,7 +178,7 @@ const FLAGS = {
   'train-limit': { description: 'use the first N train images (0: all)', default: '0' },
   'test-limit': { description: 'use the first N test images (0: all)', default: '0' },
   val: { description: "validation images, training images held out from training (default: the val-* shards beside --train; 'none': no validation)" },
-  'val-limit': { description: 'use the first N validation images (0: all)', default: '0' },
+  'val-limit': { description: 'use the first N validation images (0: as --test-limit)', default: '0' },
   k: { description: 'neighbours (reference 20; 10 is the other setting its paper reports)', default: String(KNN_DEFAULTS.k) },
   temperature: { description: 'vote temperature (reference 0.07)', default: String(KNN_DEFAULTS.temperature) },
   standardise: { description: "'on': standardise features with the train set's per-dimension mean and std before L2 normalisation (the reference's kNN); 'off': L2 only (DINO's, this project's earlier kNN)", default: 'on' },
