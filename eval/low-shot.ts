@@ -20,7 +20,8 @@ import { fitStandardizer, predictSoftmax, ProbeConfig, SoftmaxTrainOptions, stan
 /** n images per class, or p% of each class's images (at least one): MSN's 1/2/5 shots and 1%. */
 export type ShotSetting = { perClass: number } | { percent: number };
 
-export const DEFAULT_SHOTS: ShotSetting[] = [{ perClass: 1 }, { perClass: 2 }, { perClass: 5 }];
+/** The paper's low-shot settings: 1, 2 and 5 images per class, and 1% of the labels. */
+export const DEFAULT_SHOTS: ShotSetting[] = [{ perClass: 1 }, { perClass: 2 }, { perClass: 5 }, { percent: 1 }];
 
 /** '1,2,5,1%' -> settings (a number is images per class, 'p%' a share of each class). */
 export function parseShots(spec: string): ShotSetting[] {
@@ -41,7 +42,7 @@ export function shotName(s: ShotSetting): string {
 }
 
 export interface LowShotOptions extends Partial<SoftmaxTrainOptions> {
-  /** Settings (default 1, 2 and 5 images per class). */
+  /** Settings (default DEFAULT_SHOTS). */
   shots?: ShotSetting[];
   /** One draw per seed (default [0, 1, 2]). */
   seeds?: number[];

@@ -31,7 +31,7 @@ import { cachedFeatures, checkpointKey, DEFAULT_CACHE_DIR, randomInitKey } from 
 import { accuracy, featureMatrix, FeatureMatrix, l2NormalizeRows, numClassesOf, perClassAccuracy } from '../eval/features';
 import { KNN_DEFAULTS, knnClassify, onOff } from '../eval/knn';
 import { linearProbe, ProbeConfig } from '../eval/linear-probe';
-import { DEFAULT_SHOTS, lowShot, LowShotResult, parseShots, ShotSetting } from '../eval/low-shot';
+import { DEFAULT_SHOTS, lowShot, LowShotResult, parseShots, shotName, ShotSetting } from '../eval/low-shot';
 import { kmeans } from '../eval/kmeans';
 import { clusterScores } from '../eval/cluster-metrics';
 import { markdownTable, Results, writeFileAtomic, writeJsonReport } from '../eval/report';
@@ -64,7 +64,7 @@ export interface EvalOptions {
   valLimit?: number;
   /** kNN settings (default KNN_DEFAULTS: the reference's). */
   knn?: { k?: number; standardise?: boolean };
-  /** Low-shot settings (default 1, 2, 5 images per class). */
+  /** Low-shot settings (default DEFAULT_SHOTS: 1, 2, 5 images per class and 1%). */
   shots?: ShotSetting[];
   /** Class names for messages and charts (default: classes.txt beside the train shards). */
   classNames?: string[];
@@ -412,7 +412,7 @@ const FLAGS = {
   'lt-train': { description: 'long-tailed train images for --tasks longtail (CIFAR-10-LT, ratio 100: npx ts-node scripts/make-cifar10-splits.ts)', default: DEFAULT_LT_TRAIN },
   'knn-k': { description: 'kNN neighbours (reference 20; 10 is the other setting its paper reports)', default: String(KNN_DEFAULTS.k) },
   'knn-standardise': { description: "'on': kNN on features standardised with the train set's per-dimension mean and std, then L2-normalised (the reference's); 'off': L2 only (DINO's, this project's earlier kNN)", default: 'on' },
-  shots: { description: "low-shot settings: images per class, or a share of each class's images like 1%", default: '1,2,5,1%' },
+  shots: { description: "low-shot settings: images per class, or a share of each class's images like 1%", default: DEFAULT_SHOTS.map(shotName).join(',') },
   blocks: { description: "'all', 'last' or block indices like 4,5", default: 'all' },
   pooling: { description: "'cls' or 'avg' (mean of patch tokens)", default: 'cls' },
   'train-limit': { description: 'use the first N train images (0: all)', default: '0' },
