@@ -404,7 +404,7 @@ const FLAGS = {
   'random-init': { description: 'evaluate a randomly initialised ViT of --preset instead', boolean: true },
   preset: { description: `ViT size for --random-init or a checkpoint without config: ${Object.keys(VIT_PRESETS).join(', ')}`, default: 'vit-micro-p4' },
   seed: { description: 'seed of the random init', default: '0' },
-  tasks: { description: `comma-separated subset of ${TASKS.join(',')} (longtail needs --lt-train)`, default: 'knn,linear,lowshot,kmeans' },
+  tasks: { description: `comma-separated subset of ${TASKS.join(',')} (longtail needs CIFAR-10-LT at --lt-train)`, default: 'knn,linear,lowshot,kmeans' },
   train: { description: 'train images', default: 'data/cifar10-mini/train-*.tar.gz' },
   test: { description: 'test images', default: 'data/cifar10-mini/test-*.tar.gz' },
   val: { description: "validation images: training images held out from training, disjoint from train and test (default: the val-* shards beside --train; 'none': no validation, choices fall back to the last block)" },
