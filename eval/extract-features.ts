@@ -1,7 +1,9 @@
 /**
  * The feature-extraction stage every evaluation shares: the eval transform (resize + centre
  * crop + normalise), one backbone forward per batch returning the chosen blocks, and the CLS
- * token or the mean of the patch tokens of each, streamed in batches with progress.
+ * token or the mean of the patch tokens of each, streamed in batches with progress. Features
+ * are read back with one asynchronous `await t.data()` per batch (never dataSync), so the
+ * extraction runs on WebGPU as on wasm.
  */
 import * as tf from '@tensorflow/tfjs';
 import { VisionTransformer } from '../models/vit';
@@ -63,12 +65,19 @@ export async function extractFeatures(model: VisionTransformer, opts: ExtractOpt
   let count = 0;
   for await (const b of batches) {
     const n = Math.min(b.indices.length, limit - count);
+    const bs = b.indices.length;
+    // Every block's pooled features as one [blocks, B, D] tensor: one asynchronous read per batch.
     const pooled = tf.tidy(() => {
-      const images = tf.tensor4d(b.views[0], [b.indices.length, size, size, 3]);
-      return model.getIntermediateLayers(images, { blocks: opts.blocks }).map((t) => poolTokens(t, pooling));
+      const images = tf.tensor4d(b.views[0], [bs, size, size, 3]);
+      return tf.stack(model.getIntermediateLayers(images, { blocks: opts.blocks }).map((t) => poolTokens(t, pooling)));
     });
-    pooled.forEach((t, i) => perBlock[i].push((t.dataSync() as Float32Array).slice(0, n * d)));
-    tf.dispose(pooled);
+    let values: Float32Array;
+    try {
+      values = (await pooled.data()) as Float32Array;
+    } finally {
+      pooled.dispose();
+    }
+    perBlock.forEach((chunks, i) => chunks.push(values.slice(i * bs * d, i * bs * d + n * d)));
     for (let i = 0; i < n; i++) {
       labels.push(b.labels[i]);
       indices.push(b.indices[i]);

@@ -74,14 +74,25 @@ export function accuracy(predictions: Int32Array, labels: Int32Array): number {
 }
 
 /**
- * Runs f in a tf.tidy and returns its result's values, disposing the tensor. (Returning the
- * typed array from inside tidy instead would make tidy walk it element by element.)
+ * Runs f in a tf.tidy and reads its result's values asynchronously (`await t.data()`, so
+ * evaluation never blocks on a device read and runs on WebGPU as on wasm), disposing the tensor.
  */
-export function readTensor<T extends Float32Array | Int32Array = Float32Array>(f: () => tf.Tensor): T {
+export async function readTensor<T extends Float32Array | Int32Array = Float32Array>(f: () => tf.Tensor): Promise<T> {
   const t = tf.tidy(f);
   try {
-    return t.dataSync() as T;
+    return (await t.data()) as T;
   } finally {
     t.dispose();
   }
+}
+
+/** Accuracy within each class (index = label; NaN for a class without samples). */
+export function perClassAccuracy(predictions: Int32Array, labels: Int32Array, numClasses: number): number[] {
+  if (predictions.length !== labels.length) throw new Error(`perClassAccuracy: ${predictions.length} predictions for ${labels.length} labels`);
+  const hits = new Array<number>(numClasses).fill(0), totals = new Array<number>(numClasses).fill(0);
+  for (let i = 0; i < labels.length; i++) {
+    totals[labels[i]]++;
+    if (predictions[i] === labels[i]) hits[labels[i]]++;
+  }
+  return hits.map((h, c) => (totals[c] ? h / totals[c] : NaN));
 }

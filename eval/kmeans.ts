@@ -36,7 +36,7 @@ export interface KMeansResult {
   restartInertias: number[];
 }
 
-export function kmeans(x: FeatureMatrix, opts: KMeansOptions): KMeansResult {
+export async function kmeans(x: FeatureMatrix, opts: KMeansOptions): Promise<KMeansResult> {
   const { k } = opts;
   const nInit = opts.nInit ?? 5, maxIter = opts.maxIter ?? 100, seed = opts.seed ?? 0;
   if (!(Number.isInteger(k) && k >= 1 && k <= x.rows)) throw new Error(`kmeans: k = ${k} needs 1 <= k <= rows (${x.rows})`);
@@ -48,7 +48,7 @@ export function kmeans(x: FeatureMatrix, opts: KMeansOptions): KMeansResult {
     let best: Omit<KMeansResult, 'restartInertias'> | undefined;
     const restartInertias: number[] = [];
     for (let r = 0; r < nInit; r++) {
-      const run = lloyd(x, xt, xSq, kmeansPlusPlus(x, xt, xSq, k, new Rng(seed, r)), maxIter, tolAbs);
+      const run = await lloyd(x, xt, xSq, await kmeansPlusPlus(x, xt, xSq, k, new Rng(seed, r)), maxIter, tolAbs);
       restartInertias.push(run.inertia);
       if (!best || run.inertia < best.inertia) best = run;
     }
@@ -73,7 +73,7 @@ function meanVariance(x: FeatureMatrix): number {
 }
 
 /** k-means++: each next centre is a row drawn with probability ∝ its squared distance to the nearest centre so far. */
-function kmeansPlusPlus(x: FeatureMatrix, xt: tf.Tensor2D, xSq: Float64Array, k: number, rng: Rng): Float32Array {
+async function kmeansPlusPlus(x: FeatureMatrix, xt: tf.Tensor2D, xSq: Float64Array, k: number, rng: Rng): Promise<Float32Array> {
   const d = x.dim;
   const centres = new Float32Array(k * d);
   const closest = new Float64Array(x.rows).fill(Infinity);
@@ -82,7 +82,7 @@ function kmeansPlusPlus(x: FeatureMatrix, xt: tf.Tensor2D, xSq: Float64Array, k:
     const centre = x.data.subarray(pick * d, (pick + 1) * d);
     centres.set(centre, c * d);
     if (c === k - 1) break;
-    const dist = squaredDistances(x, xt, xSq, centre, 1);
+    const dist = await squaredDistances(x, xt, xSq, centre, 1);
     let total = 0;
     for (let i = 0; i < x.rows; i++) total += closest[i] = Math.min(closest[i], dist[i]);
     if (total <= 0) {
@@ -104,7 +104,7 @@ function kmeansPlusPlus(x: FeatureMatrix, xt: tf.Tensor2D, xSq: Float64Array, k:
  * |x|^2 - 2 x.c + |c|^2 clamped at 0: tfjs does only the x.c matmul (per row chunk), the
  * norms are added in JS (xSq precomputed once per k-means call). Returns [rows, count].
  */
-function squaredDistances(x: FeatureMatrix, xt: tf.Tensor2D, xSq: Float64Array, centres: Float32Array, count: number): Float32Array {
+async function squaredDistances(x: FeatureMatrix, xt: tf.Tensor2D, xSq: Float64Array, centres: Float32Array, count: number): Promise<Float32Array> {
   const d = x.dim;
   const cSq = new Float64Array(count);
   for (let c = 0; c < count; c++) for (let j = 0; j < d; j++) cSq[c] += centres[c * d + j] ** 2;
@@ -114,7 +114,7 @@ function squaredDistances(x: FeatureMatrix, xt: tf.Tensor2D, xSq: Float64Array, 
   try {
     for (let start = 0; start < x.rows; start += chunk) {
       const rows = Math.min(chunk, x.rows - start);
-      const dots = readTensor(() => tf.matMul(rows === x.rows ? xt : tf.slice(xt, [start, 0], [rows, d]), ct));
+      const dots = await readTensor(() => tf.matMul(rows === x.rows ? xt : tf.slice(xt, [start, 0], [rows, d]), ct));
       for (let r = 0; r < rows; r++) {
         for (let c = 0; c < count; c++) out[(start + r) * count + c] = Math.max(0, xSq[start + r] - 2 * dots[r * count + c] + cSq[c]);
       }
@@ -125,7 +125,7 @@ function squaredDistances(x: FeatureMatrix, xt: tf.Tensor2D, xSq: Float64Array, 
   return out;
 }
 
-function lloyd(x: FeatureMatrix, xt: tf.Tensor2D, xSq: Float64Array, init: Float32Array, maxIter: number, tolAbs: number): Omit<KMeansResult, 'restartInertias'> {
+async function lloyd(x: FeatureMatrix, xt: tf.Tensor2D, xSq: Float64Array, init: Float32Array, maxIter: number, tolAbs: number): Promise<Omit<KMeansResult, 'restartInertias'>> {
   const n = x.rows, d = x.dim, k = init.length / d;
   let centres = init;
   let assignments = new Int32Array(n).fill(-1);
@@ -133,7 +133,7 @@ function lloyd(x: FeatureMatrix, xt: tf.Tensor2D, xSq: Float64Array, init: Float
   let converged = false;
   for (;;) {
     // E-step: nearest centre of every row.
-    const dist = squaredDistances(x, xt, xSq, centres, k);
+    const dist = await squaredDistances(x, xt, xSq, centres, k);
     const next = new Int32Array(n);
     const own = new Float64Array(n);
     let changed = 0;

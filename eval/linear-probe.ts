@@ -40,6 +40,8 @@ export interface LinearProbeOptions extends Partial<SoftmaxTrainOptions> {
   grid?: ProbeConfig[];
   /** Part of train held out to choose the configuration (default 0.15). */
   valFraction?: number;
+  /** A validation set (carved from training images) the final classifier is scored on too, to choose a block. */
+  val?: { features: FeatureMatrix; labels: Int32Array };
 }
 
 export interface LinearProbeResult {
@@ -49,6 +51,8 @@ export interface LinearProbeResult {
   best: ProbeConfig;
   /** Every configuration's accuracy on the held-out split (empty when the grid has one entry). */
   sweep: (ProbeConfig & { valAccuracy: number })[];
+  /** Top-1 on opts.val, of the same classifier as `accuracy` (undefined without opts.val). */
+  valAccuracy?: number;
 }
 
 export const DEFAULT_GRID: ProbeConfig[] = [1e-3, 3e-3, 1e-2, 3e-2].map((lr) => ({ lr, weightDecay: 1e-4 }));
@@ -93,7 +97,7 @@ export interface StackedSoftmax {
 }
 
 /** Trains one softmax classifier per config on (already standardised) x, all in the same steps. */
-export function trainSoftmax(x: FeatureMatrix, labels: Int32Array, configs: ProbeConfig[], opts: SoftmaxTrainOptions): StackedSoftmax {
+export async function trainSoftmax(x: FeatureMatrix, labels: Int32Array, configs: ProbeConfig[], opts: SoftmaxTrainOptions): Promise<StackedSoftmax> {
   checkLabels(labels, x);
   if (x.rows === 0 || configs.length === 0) throw new Error('trainSoftmax: no data or no configurations');
   const C = opts.numClasses, G = configs.length, D = x.dim, GC = G * C;
@@ -126,13 +130,13 @@ export function trainSoftmax(x: FeatureMatrix, labels: Int32Array, configs: Prob
       for (let j = 0; j < D; j++) xbT[j * B + r] = row[j] / B;
       xbT[D * B + r] = 1 / B;
     }
-    const probs = read(() => {
+    const probs = await read(() => {
       const logits = tf.matMul(tf.tensor2d(xb.subarray(0, B * Dp), [B, Dp]), tf.tensor2d(W, [Dp, GC]));
       return tf.softmax(tf.reshape(logits, [B, G, C]));
     });
     // d(cross-entropy)/d(logits) = softmax - one-hot, for every config at once.
     for (let r = 0; r < B; r++) for (let g = 0; g < G; g++) probs[r * GC + g * C + labels[idx[r]]] -= 1;
-    const grad = read(() => tf.matMul(tf.tensor2d(xbT.subarray(0, Dp * B), [Dp, B]), tf.tensor2d(probs, [B, GC])));
+    const grad = await read(() => tf.matMul(tf.tensor2d(xbT.subarray(0, Dp * B), [Dp, B]), tf.tensor2d(probs, [B, GC])));
     // Adam with bias correction; cosine decay of the step size to ~0 at the end.
     const t = step + 1;
     const scale = (0.5 * (1 + Math.cos((Math.PI * step) / steps)) * Math.sqrt(1 - b2 ** t)) / (1 - b1 ** t);
@@ -150,7 +154,7 @@ export function trainSoftmax(x: FeatureMatrix, labels: Int32Array, configs: Prob
 }
 
 /** Predicted class of every row of (standardised) x under each config: result[g][row]. */
-export function predictSoftmax(model: StackedSoftmax, x: FeatureMatrix): Int32Array[] {
+export async function predictSoftmax(model: StackedSoftmax, x: FeatureMatrix): Promise<Int32Array[]> {
   const G = model.configs.length, C = model.numClasses;
   const out = model.configs.map(() => new Int32Array(x.rows));
   const chunk = Math.max(1, Math.floor(2 ** 22 / (G * C)));
@@ -158,7 +162,7 @@ export function predictSoftmax(model: StackedSoftmax, x: FeatureMatrix): Int32Ar
   try {
     for (let start = 0; start < x.rows; start += chunk) {
       const rows = Math.min(chunk, x.rows - start);
-      const best = read(() => {
+      const best = await read<Int32Array>(() => {
         const xs = tf.tensor2d(x.data.subarray(start * x.dim, (start + rows) * x.dim), [rows, x.dim]);
         return tf.argMax(tf.reshape(tf.add(tf.matMul(xs, W), b), [rows, G, C]), 2);
       });
@@ -171,21 +175,25 @@ export function predictSoftmax(model: StackedSoftmax, x: FeatureMatrix): Int32Ar
 }
 
 /** Standardise with train statistics, train, predict: one configuration or the whole grid. */
-function fitPredict(train: FeatureMatrix, trainLabels: Int32Array, eval_: FeatureMatrix, configs: ProbeConfig[], opts: SoftmaxTrainOptions): Int32Array[] {
+async function fitPredict(train: FeatureMatrix, trainLabels: Int32Array, evals: FeatureMatrix[], configs: ProbeConfig[], opts: SoftmaxTrainOptions): Promise<Int32Array[][]> {
   const s = fitStandardizer(train);
-  return predictSoftmax(trainSoftmax(standardize(train, s), trainLabels, configs, opts), standardize(eval_, s));
+  const model = await trainSoftmax(standardize(train, s), trainLabels, configs, opts);
+  const out: Int32Array[][] = [];
+  for (const e of evals) out.push(await predictSoftmax(model, standardize(e, s)));
+  return out;
 }
 
-export function linearProbe(
+export async function linearProbe(
   train: FeatureMatrix,
   trainLabels: Int32Array,
   test: FeatureMatrix,
   testLabels: Int32Array,
   opts: LinearProbeOptions = {},
-): LinearProbeResult {
+): Promise<LinearProbeResult> {
   checkSplits(train, trainLabels, test, testLabels, 'linear probe');
+  if (opts.val) checkSplits(train, trainLabels, opts.val.features, opts.val.labels, 'linear probe (validation)');
   const grid = opts.grid ?? DEFAULT_GRID;
-  const trainOpts: SoftmaxTrainOptions = { ...opts, numClasses: opts.numClasses ?? numClassesOf(trainLabels, testLabels) };
+  const trainOpts: SoftmaxTrainOptions = { ...opts, numClasses: opts.numClasses ?? numClassesOf(trainLabels, testLabels, opts.val?.labels ?? new Int32Array(0)) };
   let best = grid[0];
   const sweep: LinearProbeResult['sweep'] = [];
   if (grid.length > 1) {
@@ -194,10 +202,12 @@ export function linearProbe(
     const nVal = Math.min(train.rows - 1, Math.max(1, Math.round((opts.valFraction ?? 0.15) * train.rows)));
     const [valIdx, fitIdx] = [order.subarray(0, nVal), order.subarray(nVal)];
     const valLabels = selectLabels(trainLabels, valIdx);
-    const preds = fitPredict(selectRows(train, fitIdx), selectLabels(trainLabels, fitIdx), selectRows(train, valIdx), grid, trainOpts);
+    const [preds] = await fitPredict(selectRows(train, fitIdx), selectLabels(trainLabels, fitIdx), [selectRows(train, valIdx)], grid, trainOpts);
     grid.forEach((c, g) => sweep.push({ ...c, valAccuracy: accuracy(preds[g], valLabels) }));
     best = grid[sweep.reduce((b, s, g) => (s.valAccuracy > sweep[b].valAccuracy ? g : b), 0)]; // ties: first in grid order
   }
-  const [predictions] = fitPredict(train, trainLabels, test, [best], trainOpts);
-  return { accuracy: accuracy(predictions, testLabels), predictions, best, sweep };
+  const evals = opts.val ? [test, opts.val.features] : [test];
+  const [[predictions], valPredictions] = await fitPredict(train, trainLabels, evals, [best], trainOpts);
+  const valAccuracy = opts.val ? accuracy(valPredictions[0], opts.val.labels) : undefined;
+  return { accuracy: accuracy(predictions, testLabels), predictions, best, sweep, valAccuracy };
 }

@@ -1,13 +1,18 @@
 /**
  * Off-the-shelf evaluation of a ViT checkpoint, the evaluations of MIM-Refiner's tables on
- * frozen features: per-block weighted kNN (DINO: k 20, T 0.07) and linear probe (curves over
- * blocks), low-shot (1/2/5 images per class x 3 seeds, mean ± std) and k-means clustering of
- * the test set (NMI, ARI, ACC). Features come through the on-disk cache (eval/feature-cache.ts),
- * so running another task, or the same model again, skips the backbone pass.
- * Low-shot and k-means run on ONE block: the best kNN block (kNN is cheap next to them, so it
- * runs to choose the block even when not asked for; with a single block, that block).
- * Choosing by test kNN is the protocol of the per-block curves, not a held-out model
- * selection; the report names the block it used.
+ * frozen features, any subset by --tasks:
+ *   knn       per-block kNN as the reference computes it (eval/knn.ts: train-standardised, k 20, T 0.07)
+ *   linear    per-block linear probe (lr chosen on a held-out part of train)
+ *   lowshot   1/2/5 images per class and 1% of the labels (--shots), x 3 seeds, mean ± std
+ *   kmeans    k-means clustering of the test set (NMI, ARI, ACC)
+ *   longtail  kNN and linear probe trained on CIFAR-10-LT (--lt-train), per-class test accuracy + chart
+ * Every choice is made on the VALIDATION split (training images held out from training; default
+ * the val-* shards beside --train, refused if its keys overlap train or test): low-shot,
+ * k-means and long-tail run on the block with the best validation kNN (the last block when no
+ * validation split is known), and summaries lead with the last block (what a user takes off the
+ * shelf) and the block chosen on validation. Test is measured, never chosen on.
+ * Features come through the on-disk cache (eval/feature-cache.ts), so running another task, or
+ * the same model again, skips the backbone pass.
  *
  *   npx ts-node pipelines/eval.ts --checkpoint checkpoints/mae-vit-micro-p4/encoder.safetensors --out runs/eval/mae
  *   npx ts-node pipelines/eval.ts --random-init --preset vit-micro-p4 --out runs/eval/random
@@ -15,6 +20,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import fg from 'fast-glob';
 import { initBackend } from '../runtime/backend';
 import { intList, num, parseFlags, runMain } from '../runtime/cli';
 import { checkOutDir } from '../runtime/out-dir';
@@ -22,19 +28,24 @@ import { evalClassCount } from '../sources/open';
 import { LABEL_LIMIT } from '../sources/tar-shards';
 import { loadEncoder } from '../runtime/checkpoint';
 import { VisionTransformer, VIT_PRESETS } from '../models/vit';
+import { readClassesTxt } from '../sources/open';
 import { extractFeatures, FeatureSet, Pooling } from '../eval/extract-features';
 import { cachedFeatures, checkpointKey, DEFAULT_CACHE_DIR, randomInitKey } from '../eval/feature-cache';
-import { featureMatrix, FeatureMatrix, l2NormalizeRows, numClassesOf } from '../eval/features';
-import { knnClassify } from '../eval/knn';
+import { accuracy, featureMatrix, FeatureMatrix, l2NormalizeRows, numClassesOf, perClassAccuracy } from '../eval/features';
+import { KNN_DEFAULTS, knnClassify, onOff } from '../eval/knn';
 import { linearProbe, ProbeConfig } from '../eval/linear-probe';
-import { lowShot, LowShotResult } from '../eval/low-shot';
+import { DEFAULT_SHOTS, lowShot, LowShotResult, parseShots, shotName, ShotSetting } from '../eval/low-shot';
 import { kmeans } from '../eval/kmeans';
 import { clusterScores } from '../eval/cluster-metrics';
 import { markdownTable, Results, writeFileAtomic, writeJsonReport } from '../eval/report';
+import { checkValidationDisjoint, defaultValidation } from '../eval/validation';
 import { writeChart } from '../sinks/charts';
 
-export const TASKS = ['knn', 'linear', 'lowshot', 'kmeans'] as const;
+export const TASKS = ['knn', 'linear', 'lowshot', 'kmeans', 'longtail'] as const;
 export type EvalTask = (typeof TASKS)[number];
+
+/** Where `make-cifar10-splits.ts` writes CIFAR-10-LT. */
+export const DEFAULT_LT_TRAIN = 'data/cifar10-lt/train-*.tar';
 
 export interface EvalOptions {
   /** Row name in tables and charts. */
@@ -43,11 +54,23 @@ export interface EvalOptions {
   modelKey: string;
   train: string;
   test: string;
+  /** Validation images (training images held out from training); default: val-* beside train; null: none. */
+  val?: string | null;
+  /** Long-tailed train images for the longtail task (default DEFAULT_LT_TRAIN). */
+  ltTrain?: string;
   tasks: readonly EvalTask[];
   blocks: number[];
   pooling?: Pooling;
   trainLimit?: number;
   testLimit?: number;
+  /** Default: testLimit. */
+  valLimit?: number;
+  /** kNN settings (default KNN_DEFAULTS: the reference's). */
+  knn?: { k?: number; standardise?: boolean };
+  /** Low-shot settings (default DEFAULT_SHOTS: 1, 2, 5 images per class and 1%). */
+  shots?: ShotSetting[];
+  /** Class names for messages and charts (default: classes.txt beside the train shards). */
+  classNames?: string[];
   /** Feature cache folder; null extracts every time. */
   cacheDir?: string | null;
   /** Class count of shards without classes.txt (--num-classes). */
@@ -55,28 +78,68 @@ export interface EvalOptions {
   log?: (line: string) => void;
 }
 
+/** A per-block curve: test top-1 per block, validation top-1 where a split is known, the last block and the block chosen on validation. */
+export interface BlockCurve {
+  /** Test top-1 in [0, 1], one per entry of `blocks`. */
+  top1: number[];
+  /** Validation top-1 per block. */
+  val?: number[];
+  lastBlock: number;
+  /** Test top-1 of the last block. */
+  last: number;
+  /** The block with the best validation top-1, and its test top-1. */
+  chosenBlock?: number;
+  chosen?: number;
+}
+
+export interface PerClassResult {
+  top1: number;
+  /** Test top-1 of each class (index = label). */
+  perClass: number[];
+}
+
 export interface EvalReport {
   label: string;
   model: string;
   train: { source: string; count: number };
   test: { source: string; count: number };
+  val?: { source: string; count: number };
   pooling: Pooling;
   blocks: number[];
-  /** Top-1 accuracies in [0, 1], one per entry of `blocks`. */
-  knn?: { k: number; temperature: number; top1: number[]; bestBlock: number; best: number };
-  linear?: { top1: number[]; config: ProbeConfig[]; bestBlock: number; best: number };
+  knn?: BlockCurve & { k: number; temperature: number; standardise: boolean };
+  linear?: BlockCurve & { config: ProbeConfig[] };
+  /** The block low-shot, k-means and long-tail ran on, and how it was chosen. */
+  block?: { block: number; by: 'validation kNN' | 'last block (no validation split)' | 'the only block' };
   lowShot?: { block: number; results: LowShotResult[] };
   kmeans?: { block: number; k: number; nmi: number; ari: number; acc: number };
+  longTail?: { block: number; train: { source: string; count: number; perClass: number[] }; knn: PerClassResult; linear: PerClassResult; classNames?: string[] };
   /** Wall-clock seconds per stage (extraction is ~0 on a cache hit). */
   seconds: Record<string, number>;
 }
 
-const KNN = { k: 20, temperature: 0.07 };
+/** The curve's summary: last block, and the block the validation numbers choose (ties: the earlier block). */
+function blockCurve(blocks: number[], top1: number[], val: number[] | undefined): BlockCurve {
+  const last = blocks.length - 1;
+  const curve: BlockCurve = { top1, ...(val ? { val } : {}), lastBlock: blocks[last], last: top1[last] };
+  if (val) {
+    const i = val.indexOf(Math.max(...val));
+    Object.assign(curve, { chosenBlock: blocks[i], chosen: top1[i] });
+  }
+  return curve;
+}
 
 /** Runs the requested tasks; features from the cache where possible. */
 export async function evaluate(model: VisionTransformer, opts: EvalOptions): Promise<EvalReport> {
   const log = opts.log ?? console.log;
   const pooling = opts.pooling ?? 'cls';
+  const want = (t: EvalTask) => opts.tasks.includes(t);
+  const valSource = opts.val === undefined ? defaultValidation(opts.train) : opts.val ?? undefined;
+  const ltTrain = opts.ltTrain ?? DEFAULT_LT_TRAIN;
+  if (valSource) {
+    const others = [{ name: 'train', spec: opts.train }, { name: 'test', spec: opts.test }];
+    if (want('longtail')) others.push({ name: 'long-tailed train', spec: ltTrain });
+    await checkValidationDisjoint(valSource, others);
+  }
   const seconds: Record<string, number> = {};
   const timed = async <T>(stage: string, f: () => T | Promise<T>): Promise<T> => {
     const t0 = performance.now();
@@ -84,7 +147,7 @@ export async function evaluate(model: VisionTransformer, opts: EvalOptions): Pro
     seconds[stage] = +((performance.now() - t0) / 1000).toFixed(2);
     return out;
   };
-  const features = (source: string, limit: number | undefined, what: 'train' | 'test') =>
+  const features = (source: string, limit: number | undefined, what: string) =>
     timed(`${what} features`, async () => {
       const t0 = performance.now();
       let lastLog = t0;
@@ -108,88 +171,137 @@ export async function evaluate(model: VisionTransformer, opts: EvalOptions): Pro
       log(`[eval] ${opts.label}: ${set.count} ${what} features ${set.cached ? 'from the cache' : `extracted in ${((performance.now() - t0) / 1000).toFixed(1)}s`}`);
       return set;
     });
+  const blocks = opts.blocks;
+  const onBlock = want('lowshot') || want('kmeans') || want('longtail');
   const train = await features(opts.train, opts.trainLimit, 'train');
+  const val = valSource && (want('knn') || want('linear') || (onBlock && blocks.length > 1)) ? await features(valSource, opts.valLimit ?? opts.testLimit, 'validation') : undefined;
   const test = await features(opts.test, opts.testLimit, 'test');
   const at = (set: FeatureSet, i: number): FeatureMatrix => featureMatrix(set.features[i], set.count, set.dim);
-  const numClasses = numClassesOf(train.labels, test.labels);
-  const blocks = opts.blocks;
-  const want = (t: EvalTask) => opts.tasks.includes(t);
-  const best = (top1: number[]) => top1.indexOf(Math.max(...top1));
+  const numClasses = numClassesOf(train.labels, test.labels, ...(val ? [val.labels] : []));
+  const classNames = opts.classNames ?? readClassesTxtBeside(opts.train);
   const report: EvalReport = {
     label: opts.label,
     model: opts.modelKey,
     train: { source: opts.train, count: train.count },
     test: { source: opts.test, count: test.count },
+    ...(val ? { val: { source: valSource!, count: val.count } } : {}),
     pooling,
     blocks,
     seconds,
   };
   const pct = (a: number) => `${(100 * a).toFixed(1)}%`;
+  const curveLine = (top1: number[]) => blocks.map((b, i) => `${b}:${pct(top1[i])}`).join(' ');
+  const knnSettings = { k: opts.knn?.k ?? KNN_DEFAULTS.k, temperature: KNN_DEFAULTS.temperature, standardise: opts.knn?.standardise ?? KNN_DEFAULTS.standardise };
+  const knnPerBlock = async (queries: FeatureSet) => {
+    const top1: number[] = [];
+    for (let i = 0; i < blocks.length; i++) top1.push((await knnClassify(at(train, i), train.labels, at(queries, i), queries.labels, { ...knnSettings, numClasses })).accuracy);
+    return top1;
+  };
 
-  // kNN: asked for, or needed to pick the block of low-shot and k-means.
-  let chosen = blocks.length - 1;
-  if (want('knn') || ((want('lowshot') || want('kmeans')) && blocks.length > 1)) {
-    const top1 = await timed('knn', () =>
-      blocks.map((_, i) => knnClassify(at(train, i), train.labels, at(test, i), test.labels, { ...KNN, numClasses }).accuracy),
-    );
-    chosen = best(top1);
-    log(`[eval] ${opts.label}: kNN per block ${blocks.map((b, i) => `${b}:${pct(top1[i])}`).join(' ')}`);
-    if (want('knn')) report.knn = { ...KNN, top1, bestBlock: blocks[chosen], best: top1[chosen] };
+  // Validation kNN: reported with the kNN task, and what chooses the block of the others.
+  const valKnn = val && (want('knn') || (onBlock && blocks.length > 1)) ? await timed('knn (validation)', () => knnPerBlock(val)) : undefined;
+  if (valKnn) log(`[eval] ${opts.label}: kNN on validation per block ${curveLine(valKnn)}`);
+  if (want('knn')) {
+    const top1 = await timed('knn', () => knnPerBlock(test));
+    log(`[eval] ${opts.label}: kNN on test per block ${curveLine(top1)}`);
+    report.knn = { ...knnSettings, ...blockCurve(blocks, top1, valKnn) };
   }
+  if (onBlock) {
+    const i = valKnn ? valKnn.indexOf(Math.max(...valKnn)) : blocks.length - 1;
+    report.block = { block: blocks[i], by: blocks.length === 1 ? 'the only block' : valKnn ? 'validation kNN' : 'last block (no validation split)' };
+    log(`[eval] ${opts.label}: low-shot / k-means / long-tail on block ${report.block.block} (${report.block.by})`);
+  }
+  const chosen = report.block ? blocks.indexOf(report.block.block) : blocks.length - 1;
   if (want('linear')) {
-    const results = await timed('linear', () =>
-      blocks.map((b, i) => {
+    const results = await timed('linear', async () => {
+      const out = [];
+      for (let i = 0; i < blocks.length; i++) {
         const t0 = performance.now();
-        const r = linearProbe(at(train, i), train.labels, at(test, i), test.labels, { numClasses });
-        log(`[eval] ${opts.label}: linear probe block ${b}: ${pct(r.accuracy)} (lr ${r.best.lr}, ${((performance.now() - t0) / 1000).toFixed(1)}s)`);
-        return r;
-      }),
-    );
-    const top1 = results.map((r) => r.accuracy);
-    const i = best(top1);
-    report.linear = { top1, config: results.map((r) => r.best), bestBlock: blocks[i], best: top1[i] };
+        const r = await linearProbe(at(train, i), train.labels, at(test, i), test.labels, { numClasses, ...(val ? { val: { features: at(val, i), labels: val.labels } } : {}) });
+        log(`[eval] ${opts.label}: linear probe block ${blocks[i]}: test ${pct(r.accuracy)}${r.valAccuracy !== undefined ? `, validation ${pct(r.valAccuracy)}` : ''} (lr ${r.best.lr}, ${((performance.now() - t0) / 1000).toFixed(1)}s)`);
+        out.push(r);
+      }
+      return out;
+    });
+    const valTop1 = val ? results.map((r) => r.valAccuracy!) : undefined;
+    report.linear = { ...blockCurve(blocks, results.map((r) => r.accuracy), valTop1), config: results.map((r) => r.best) };
   }
   if (want('lowshot')) {
-    const results = await timed('lowshot', () => lowShot(at(train, chosen), train.labels, at(test, chosen), test.labels, { numClasses }));
+    const results = await timed('lowshot', () =>
+      lowShot(at(train, chosen), train.labels, at(test, chosen), test.labels, { numClasses, shots: opts.shots ?? DEFAULT_SHOTS, classNames }),
+    );
     report.lowShot = { block: blocks[chosen], results };
-    log(`[eval] ${opts.label}: low-shot (block ${blocks[chosen]}) ${results.map((r) => `${r.shots}-shot ${pct(r.mean)} ± ${(100 * r.std).toFixed(1)}`).join(', ')}`);
+    log(`[eval] ${opts.label}: low-shot (block ${blocks[chosen]}) ${results.map((r) => `${r.setting}-shot ${pct(r.mean)} ± ${(100 * r.std).toFixed(1)}`).join(', ')}`);
   }
   if (want('kmeans')) {
     // Unit rows: k-means in Euclidean distance then clusters by direction, as kNN compares.
     const k = Math.min(numClasses, test.count);
-    const scores = await timed('kmeans', () => clusterScores(test.labels, kmeans(l2NormalizeRows(at(test, chosen)), { k, seed: 0 }).assignments));
+    const scores = await timed('kmeans', async () => clusterScores(test.labels, (await kmeans(l2NormalizeRows(at(test, chosen)), { k, seed: 0 })).assignments));
     report.kmeans = { block: blocks[chosen], k, ...scores };
     log(`[eval] ${opts.label}: k-means (block ${blocks[chosen]}, k ${k}) NMI ${pct(scores.nmi)} ARI ${pct(scores.ari)} ACC ${pct(scores.acc)}`);
+  }
+  if (want('longtail')) {
+    const lt = await features(ltTrain, undefined, 'long-tailed train');
+    const ltClasses = numClassesOf(lt.labels, test.labels);
+    const counts = Array.from({ length: ltClasses }, () => 0);
+    for (const l of lt.labels) counts[l]++;
+    const perClassOf = (predictions: Int32Array): PerClassResult => ({ top1: accuracy(predictions, test.labels), perClass: perClassAccuracy(predictions, test.labels, ltClasses) });
+    const [knnR, linR] = await timed('longtail', async () => [
+      await knnClassify(at(lt, chosen), lt.labels, at(test, chosen), test.labels, { ...knnSettings, numClasses: ltClasses }),
+      await linearProbe(at(lt, chosen), lt.labels, at(test, chosen), test.labels, { numClasses: ltClasses }),
+    ]);
+    report.longTail = {
+      block: blocks[chosen],
+      train: { source: ltTrain, count: lt.count, perClass: counts },
+      knn: perClassOf(knnR.predictions),
+      linear: perClassOf(linR.predictions),
+      ...(classNames ? { classNames } : {}),
+    };
+    log(`[eval] ${opts.label}: long-tailed (${lt.count} train images, ${counts.join('/')} per class; block ${blocks[chosen]}) kNN ${pct(report.longTail.knn.top1)}, linear ${pct(report.longTail.linear.top1)} on test`);
   }
   return report;
 }
 
-/** One table row per report: best and last block of the curves, low-shot, clustering. */
+/** classes.txt beside the first train shard, if any. */
+function readClassesTxtBeside(spec: string): string[] | undefined {
+  const first = fs.existsSync(spec) ? spec : fg.sync(spec, { onlyFiles: true })[0];
+  return first ? readClassesTxt(fs.statSync(first).isDirectory() ? first : path.dirname(first)) : undefined;
+}
+
+/**
+ * One table row per report: the last block and the block chosen on validation for the curves
+ * (never the best block on test), low-shot, clustering, long-tail.
+ */
 export function summaryResults(reports: EvalReport[]): Results {
   const results: Results = {};
   for (const r of reports) {
     const row: Results[string] = {};
     for (const [name, curve] of [['kNN', r.knn], ['linear', r.linear]] as const) {
       if (!curve) continue;
-      row[name] = curve.best;
-      row[`${name} block`] = curve.bestBlock;
-      row[`${name} last`] = curve.top1[curve.top1.length - 1];
+      row[`${name} last`] = curve.last;
+      if (curve.chosenBlock !== undefined) {
+        row[`${name} val-chosen`] = curve.chosen;
+        row[`${name} val-chosen block`] = curve.chosenBlock;
+      }
     }
-    const block = r.lowShot?.block ?? r.kmeans?.block;
+    const block = r.lowShot?.block ?? r.kmeans?.block ?? r.longTail?.block;
     if (block !== undefined) row['low-shot/k-means block'] = block;
-    for (const s of r.lowShot?.results ?? []) row[`${s.shots}-shot`] = `${(100 * s.mean).toFixed(1)} ± ${(100 * s.std).toFixed(1)}`;
+    for (const s of r.lowShot?.results ?? []) row[`${s.setting}-shot`] = `${(100 * s.mean).toFixed(1)} ± ${(100 * s.std).toFixed(1)}`;
     if (r.kmeans) Object.assign(row, { NMI: r.kmeans.nmi, ARI: r.kmeans.ari, ACC: r.kmeans.acc });
+    if (r.longTail) Object.assign(row, { 'LT kNN': r.longTail.knn.top1, 'LT linear': r.longTail.linear.top1 });
     results[r.label] = row;
   }
   return results;
 }
 
-/** Rows "<label> kNN" / "<label> linear", one column per block. */
+/** Rows "<label> kNN" / "<label> linear" (test) and "... (validation)", one column per block. */
 export function perBlockResults(reports: EvalReport[]): Results {
   const results: Results = {};
   for (const r of reports) {
     for (const [name, curve] of [['kNN', r.knn], ['linear', r.linear]] as const) {
-      if (curve) results[`${r.label} ${name}`] = Object.fromEntries(r.blocks.map((b, i) => [`block ${b}`, curve.top1[i]]));
+      if (!curve) continue;
+      results[`${r.label} ${name}`] = Object.fromEntries(r.blocks.map((b, i) => [`block ${b}`, curve.top1[i]]));
+      if (curve.val) results[`${r.label} ${name} (validation)`] = Object.fromEntries(r.blocks.map((b, i) => [`block ${b}`, curve.val![i]]));
     }
   }
   return results;
@@ -200,9 +312,12 @@ export function reportMarkdown(reports: EvalReport[]): string {
   const percent = (v: number) => (100 * v).toFixed(1);
   const perBlock = perBlockResults(reports);
   const blockColumns = [...new Set(reports.flatMap((r) => r.blocks))].sort((a, b) => a - b).map((b) => `block ${b}`);
-  const onBlock = reports.some((r) => r.lowShot || r.kmeans);
+  const onBlock = reports.some((r) => r.lowShot || r.kmeans || r.longTail);
+  const knn = reports.find((r) => r.knn)?.knn;
   return [
-    `Top-1 accuracy${onBlock ? ', NMI, ARI and ACC' : ''} in %${onBlock ? '; low-shot: mean ± std over 3 seeds; low-shot and k-means on the best kNN block' : ''}.`,
+    `Top-1 accuracy${onBlock ? ', NMI, ARI and ACC' : ''} in % on the test set; "last": the last block, "val-chosen": the block with the best validation top-1 (training images held out from training).` +
+      (knn ? ` kNN: k ${knn.k}, T ${knn.temperature}, ${knn.standardise ? 'features standardised with train statistics (the reference)' : 'L2 only (not standardised)'}.` : '') +
+      (onBlock ? ' Low-shot (mean ± std over 3 seeds), k-means and long-tail (LT) on the block chosen by validation kNN.' : ''),
     '',
     markdownTable(summaryResults(reports), { format: (v, column) => (column.endsWith(' block') ? String(v) : percent(v)) }),
     ...(Object.keys(perBlock).length ? ['Top-1 (%) per block:', '', markdownTable(perBlock, { format: percent, columns: blockColumns })] : []),
@@ -223,12 +338,32 @@ export async function writePerBlockChart(file: string, reports: EvalReport[]): P
   await writeChart(file, { title, xLabel: 'block', yLabel: 'top-1 (%)', series });
 }
 
-/** report.json, report.md and per-block.{svg,png} in `dir`; returns the markdown. */
+/** Per-class test top-1 of the long-tailed kNN and linear probe, classes from most to fewest train images. */
+export async function writeLongTailChart(file: string, report: EvalReport): Promise<void> {
+  const lt = report.longTail;
+  if (!lt) return;
+  const order = lt.train.perClass.map((n, c) => ({ n, c })).sort((a, b) => b.n - a.n || a.c - b.c);
+  const name = (c: number) => lt.classNames?.[c] ?? `class ${c}`;
+  await writeChart(file, {
+    title: `Long-tailed (${lt.train.count} train images, block ${lt.block}): per-class test top-1, ${report.label}`,
+    xLabel: `class, most to fewest train images: ${order.map(({ n, c }) => `${name(c)} ${n}`).join(', ')}`,
+    yLabel: 'test top-1 (%)',
+    yDomain: [0, 100],
+    width: 720,
+    series: (['knn', 'linear'] as const).map((task) => ({
+      name: task === 'knn' ? `kNN (${(100 * lt.knn.top1).toFixed(1)}% overall)` : `linear (${(100 * lt.linear.top1).toFixed(1)}% overall)`,
+      points: order.map(({ c }, rank) => [rank, 100 * lt[task].perClass[c]] as [number, number]),
+    })),
+  });
+}
+
+/** report.json, report.md, per-block.{svg,png} (and long-tail-per-class.{svg,png}) in `dir`; returns the markdown. */
 export async function writeEvalOutputs(dir: string, report: EvalReport): Promise<string> {
   const md = reportMarkdown([report]);
   writeJsonReport(path.join(dir, 'report.json'), report);
   writeFileAtomic(path.join(dir, 'report.md'), md);
   await writePerBlockChart(path.join(dir, 'per-block'), [report]);
+  await writeLongTailChart(path.join(dir, 'long-tail-per-class'), report);
   return md;
 }
 
@@ -264,8 +399,9 @@ export function parseTasks(spec: string): EvalTask[] {
 }
 
 const USAGE = [
-  'Frozen-feature evaluation of a ViT checkpoint: per-block kNN and linear probe, low-shot, k-means.',
-  '  npx ts-node pipelines/eval.ts --checkpoint FILE [--tasks knn,linear,lowshot,kmeans] [--out DIR]',
+  'Frozen-feature evaluation of a ViT checkpoint: per-block kNN and linear probe, low-shot, k-means, long-tailed.',
+  'Choices (the block of low-shot/k-means/long-tail, the block a summary names) are made on --val, never on test.',
+  '  npx ts-node pipelines/eval.ts --checkpoint FILE [--tasks knn,linear,lowshot,kmeans,longtail] [--out DIR]',
   '  npx ts-node pipelines/eval.ts --random-init --preset vit-micro-p4',
   '  npx ts-node pipelines/eval.ts --compare a/report.json,b/report.json --out DIR',
 ].join('\n');
@@ -274,9 +410,15 @@ const FLAGS = {
   'random-init': { description: 'evaluate a randomly initialised ViT of --preset instead', boolean: true },
   preset: { description: `ViT size for --random-init or a checkpoint without config: ${Object.keys(VIT_PRESETS).join(', ')}`, default: 'vit-micro-p4' },
   seed: { description: 'seed of the random init', default: '0' },
-  tasks: { description: `comma-separated subset of ${TASKS.join(',')}`, default: TASKS.join(',') },
+  tasks: { description: `comma-separated subset of ${TASKS.join(',')} (longtail needs CIFAR-10-LT at --lt-train)`, default: 'knn,linear,lowshot,kmeans' },
   train: { description: 'train images', default: 'data/cifar10-mini/train-*.tar.gz' },
   test: { description: 'test images', default: 'data/cifar10-mini/test-*.tar.gz' },
+  val: { description: "validation images: training images held out from training, disjoint from train and test (default: the val-* shards beside --train; 'none': no validation, choices fall back to the last block)" },
+  'val-limit': { description: 'use the first N validation images (0: as --test-limit)', default: '0' },
+  'lt-train': { description: 'long-tailed train images for --tasks longtail (CIFAR-10-LT, ratio 100: npx ts-node scripts/make-cifar10-splits.ts)', default: DEFAULT_LT_TRAIN },
+  'knn-k': { description: 'kNN neighbours (reference 20; 10 is the other setting its paper reports)', default: String(KNN_DEFAULTS.k) },
+  'knn-standardise': { description: "'on': kNN on features standardised with the train set's per-dimension mean and std, then L2-normalised (the reference's); 'off': L2 only (DINO's, this project's earlier kNN)", default: 'on' },
+  shots: { description: "low-shot settings: images per class, or a share of each class's images like 1%", default: DEFAULT_SHOTS.map(shotName).join(',') },
   blocks: { description: "'all', 'last' or block indices like 4,5", default: 'all' },
   pooling: { description: "'cls' or 'avg' (mean of patch tokens)", default: 'cls' },
   'train-limit': { description: 'use the first N train images (0: all)', default: '0' },
@@ -307,6 +449,12 @@ async function main() {
   const preset = VIT_PRESETS[f.preset!];
   if (!preset) throw new Error(`--preset: unknown '${f.preset}' (one of ${Object.keys(VIT_PRESETS).join(', ')})`);
   const tasks = parseTasks(f.tasks!);
+  const knn = { k: num('knn-k', f['knn-k'], { integer: true, min: 1 }), standardise: onOff('knn-standardise', f['knn-standardise']!) };
+  const shots = parseShots(f.shots!);
+  const valLimit = num('val-limit', f['val-limit'], { integer: true, min: 0 }) || undefined;
+  if (tasks.includes('longtail') && fg.sync(f['lt-train']!, { onlyFiles: true }).length === 0 && !fs.existsSync(f['lt-train']!)) {
+    throw new Error(`--lt-train ${f['lt-train']}: no such files; build CIFAR-10-LT with: npx ts-node scripts/make-cifar10-splits.ts`);
+  }
   const seed = num('seed', f.seed, { integer: true, min: 0 });
   const trainLimit = num('train-limit', f['train-limit'], { integer: true, min: 0 }) || undefined;
   const testLimit = num('test-limit', f['test-limit'], { integer: true, min: 0 }) || undefined;
@@ -332,6 +480,11 @@ async function main() {
     modelKey: random ? randomInitKey(f.preset!, seed) : checkpointKey(f.checkpoint!),
     train: f.train!,
     test: f.test!,
+    val: f.val === 'none' ? null : f.val,
+    valLimit,
+    ltTrain: f['lt-train'],
+    knn,
+    shots,
     tasks,
     blocks,
     pooling: f.pooling,
@@ -342,7 +495,7 @@ async function main() {
   });
   const md = await writeEvalOutputs(out, report);
   console.log(`\n${md}`);
-  console.log(`[eval] wrote report.json, report.md, per-block.png in ${out}`);
+  console.log(`[eval] wrote report.json, report.md, per-block.png${report.longTail ? ', long-tail-per-class.png' : ''} in ${out}`);
 }
 
 if (require.main === module) runMain(main);

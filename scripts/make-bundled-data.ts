@@ -3,7 +3,12 @@
  * CIFAR-10 WebDataset shards in shared/data/cifar10:
  *   train: the first 1000 images of each class in the train shards' order (already shuffled),
  *          10,000 images in 2 shards of 5,000;
+ *   val:   the next 200 images of each class in the same order (images 1000-1199 of each
+ *          class), 2,000 training images disjoint from the bundled train, in 1 shard: the
+ *          validation split every choice is made on (never the test set);
  *   test:  the first 200 images of each class in the test shards' order, 2,000 images.
+ * The val images are also the held-out part of the full shared train shards
+ * (scripts/make-cifar10-splits.ts writes the shards without them).
  * JPEG bytes are copied as they are (no re-encoding); shards are gzipped WebDataset tars with
  * `<key>.jpg` and `<key>.cls` adjacent, fixed mtimes, so the output is byte-for-byte repeatable.
  *
@@ -17,31 +22,41 @@ import * as tar from 'tar-stream';
 import { tarShards } from '../sources/tar-shards';
 import type { EncodedSample } from '../sources/types';
 
-const SOURCE = path.resolve(process.argv[2] ?? '/work/shared/data/cifar10');
-const OUT = path.resolve(process.argv[3] ?? path.join(__dirname, '..', 'data', 'cifar10-mini'));
 const COMMAND = 'npx ts-node scripts/make-bundled-data.ts';
 const SHARD_SIZE = 5000;
 
-/** The first `perClass` samples of every class, in stream order. */
-async function firstPerClass(pattern: string, perClass: number, classes: number): Promise<EncodedSample[]> {
-  const taken = new Array<number>(classes).fill(0);
+/**
+ * The validation split of the CIFAR-10 train shards: images [from, from + count) of every
+ * class in the train shards' stored order. Shared by this script and make-cifar10-splits.ts.
+ */
+export const VAL_RANGE = { from: 1000, count: 200 };
+
+/** Fails the build on any damaged sample: bundled data must be complete. */
+export const failOnSkip = (origin: string, reason: string) => {
+  throw new Error(`source data is damaged: ${origin}: ${reason}`);
+};
+
+/** Samples [from, from + count) of every class, in stream order. */
+async function perClassRange(shards: string, from: number, count: number, classes: number): Promise<EncodedSample[]> {
+  const seen = new Array<number>(classes).fill(0);
   const picked: EncodedSample[] = [];
-  const onSkip = (origin: string, reason: string) => {
-    throw new Error(`source data is damaged: ${origin}: ${reason}`);
-  };
-  for await (const s of tarShards({ shards: path.join(SOURCE, pattern), onSkip })) {
-    if (taken[s.label] >= perClass) continue;
-    taken[s.label]++;
+  for await (const s of tarShards({ shards, onSkip: failOnSkip })) {
+    const rank = seen[s.label]++;
+    if (rank < from || rank >= from + count) continue;
     picked.push(s);
-    if (picked.length === perClass * classes) return picked;
+    if (picked.length === count * classes) return picked;
   }
-  throw new Error(`${pattern}: not enough images, per class got ${taken.join(',')}`);
+  throw new Error(`${shards}: not enough images, per class got ${seen.join(',')}`);
 }
 
-async function writeShard(file: string, samples: EncodedSample[]): Promise<void> {
+/** A WebDataset tar (gzipped when the name ends in .gz) with fixed mtimes: byte-for-byte repeatable. */
+export async function writeShard(file: string, samples: EncodedSample[]): Promise<void> {
   const pack = tar.pack();
   const mtime = new Date(0);
-  const written = pipeline(pack as unknown as NodeJS.ReadableStream, zlib.createGzip({ level: 9 }), fs.createWriteStream(file));
+  const sink = fs.createWriteStream(file);
+  const written = file.endsWith('.gz')
+    ? pipeline(pack as unknown as NodeJS.ReadableStream, zlib.createGzip({ level: 9 }), sink)
+    : pipeline(pack as unknown as NodeJS.ReadableStream, sink);
   const add = (name: string, body: Buffer) =>
     new Promise<void>((resolve, reject) => pack.entry({ name, mtime, mode: 0o644 }, body, (err) => (err ? reject(err) : resolve())));
   for (const s of samples) {
@@ -53,26 +68,29 @@ async function writeShard(file: string, samples: EncodedSample[]): Promise<void>
 }
 
 async function main(): Promise<void> {
-  const classes = fs.readFileSync(path.join(SOURCE, 'classes.txt'), 'utf8').trim().split('\n');
-  fs.mkdirSync(OUT, { recursive: true });
+  const source = path.resolve(process.argv[2] ?? path.join(__dirname, '..', '..', 'shared', 'data', 'cifar10'));
+  const out = path.resolve(process.argv[3] ?? path.join(__dirname, '..', 'data', 'cifar10-mini'));
+  const classes = fs.readFileSync(path.join(source, 'classes.txt'), 'utf8').trim().split('\n');
+  fs.mkdirSync(out, { recursive: true });
   const splits = [
-    { name: 'train', pattern: 'cifar10-train-*.tar', perClass: 1000 },
-    { name: 'test', pattern: 'cifar10-test-*.tar', perClass: 200 },
+    { name: 'train', pattern: 'cifar10-train-*.tar', from: 0, perClass: 1000 },
+    { name: 'val', pattern: 'cifar10-train-*.tar', from: VAL_RANGE.from, perClass: VAL_RANGE.count },
+    { name: 'test', pattern: 'cifar10-test-*.tar', from: 0, perClass: 200 },
   ];
   const lines: string[] = [];
   for (const split of splits) {
-    const samples = await firstPerClass(split.pattern, split.perClass, classes.length);
+    const samples = await perClassRange(path.join(source, split.pattern), split.from, split.perClass, classes.length);
     for (let i = 0; i * SHARD_SIZE < samples.length; i++) {
       const file = `${split.name}-${String(i).padStart(6, '0')}.tar.gz`;
       const part = samples.slice(i * SHARD_SIZE, (i + 1) * SHARD_SIZE);
-      await writeShard(path.join(OUT, file), part);
-      const bytes = fs.statSync(path.join(OUT, file)).size;
+      await writeShard(path.join(out, file), part);
+      const bytes = fs.statSync(path.join(out, file)).size;
       lines.push(`| ${file} | ${part.length} | ${(bytes / 1e6).toFixed(2)} MB |`);
       console.log(`${file}: ${part.length} samples, ${bytes} bytes`);
     }
   }
-  fs.writeFileSync(path.join(OUT, 'classes.txt'), classes.join('\n') + '\n');
-  fs.writeFileSync(path.join(OUT, 'README.md'), readme(classes, lines));
+  fs.writeFileSync(path.join(out, 'classes.txt'), classes.join('\n') + '\n');
+  fs.writeFileSync(path.join(out, 'README.md'), readme(classes, lines));
 }
 
 function readme(classes: string[], shardLines: string[]): string {
@@ -92,6 +110,12 @@ https://www.cs.toronto.edu/~kriz/cifar.html), 32x32 RGB, 10 classes.
 - This subset copies the JPEG bytes unchanged (no re-encoding, no resizing).
 - **train**: the first 1,000 images of each class in the order of the train shards
   (which is already shuffled): **10,000 images**, 2 shards of 5,000.
+- **val**: the next 200 images of each class in the same train-shard order (images 1,000-1,199
+  of each class): **2,000 training images**, 1 shard, disjoint from the bundled train. This is
+  the validation split: every choice (a block, a default, a hyperparameter) is made on it, and
+  the test shard is measured once at the end. The same 2,000 images are the held-out part of
+  the full shared train shards (\`scripts/make-cifar10-splits.ts\` writes those shards without
+  them); evaluations refuse a validation split whose keys overlap the train or test images.
 - **test**: the first 200 images of each class in the order of the official test shards:
   **2,000 images**, 1 shard. Test images come only from the CIFAR-10 test set.
 
@@ -112,7 +136,7 @@ Read it with \`tarShards({ shards: 'data/cifar10-mini/train-*.tar.gz' })\` or
 \`\`\`
 ${COMMAND}
 \`\`\`
-(from the repository root; reads /work/shared/data/cifar10, output is deterministic).
+(from the repository root; reads ../shared/data/cifar10, output is deterministic).
 
 ## License and citation
 CIFAR-10 is distributed by its authors for research use without a formal license; the
@@ -124,7 +148,9 @@ cite:
 `;
 }
 
-main().catch((err) => {
-  console.error(err);
-  process.exit(1);
-});
+if (require.main === module) {
+  main().catch((err) => {
+    console.error(err);
+    process.exit(1);
+  });
+}

@@ -3,6 +3,7 @@ import * as assert from 'uvu/assert';
 import { initBackend } from '../runtime/backend';
 import { Rng } from '../runtime/rng';
 import { featureMatrix } from '../eval/features';
+import { rejects } from './eval-helpers';
 import { DEFAULT_GRID, fitStandardizer, linearProbe, predictSoftmax, standardize, trainSoftmax } from '../eval/linear-probe';
 
 test.before(async () => {
@@ -24,7 +25,7 @@ function dataset(rows: number, dim: number, classes: number, noise: number, seed
   return { x: featureMatrix(data, rows, dim), labels };
 }
 
-test('standardize: train mean 0, std 1 per dimension', () => {
+test('standardize: train mean 0, std 1 per dimension', async () => {
   const { x } = dataset(500, 8, 3, 0.5, 1);
   const z = standardize(x, fitStandardizer(x));
   for (let j = 0; j < 8; j++) {
@@ -34,46 +35,46 @@ test('standardize: train mean 0, std 1 per dimension', () => {
   }
 });
 
-test('linearly separable data: ~100% test accuracy', () => {
+test('linearly separable data: ~100% test accuracy', async () => {
   const train = dataset(2000, 32, 6, 0.15, 1);
   const testSet = dataset(600, 32, 6, 0.15, 2);
-  const r = linearProbe(train.x, train.labels, testSet.x, testSet.labels, { seed: 0 });
+  const r = await linearProbe(train.x, train.labels, testSet.x, testSet.labels, { seed: 0 });
   assert.ok(r.accuracy >= 0.99, `accuracy ${r.accuracy}`);
   assert.is(r.sweep.length, DEFAULT_GRID.length);
   assert.ok(DEFAULT_GRID.includes(r.best));
   assert.is(r.predictions.length, 600);
 });
 
-test('random labels: test accuracy stays near chance', () => {
+test('random labels: test accuracy stays near chance', async () => {
   const classes = 4;
   const train = dataset(2000, 64, classes, 1, 3);
   const testSet = dataset(1000, 64, classes, 1, 4);
   const rng = new Rng(5);
   const shuffled = (n: number) => Int32Array.from({ length: n }, () => rng.int(classes));
-  const r = linearProbe(train.x, shuffled(2000), testSet.x, shuffled(1000), { seed: 0 });
+  const r = await linearProbe(train.x, shuffled(2000), testSet.x, shuffled(1000), { seed: 0 });
   assert.ok(Math.abs(r.accuracy - 1 / classes) < 0.06, `accuracy ${r.accuracy}`);
 });
 
-test('one configuration: no sweep, same result as training it directly', () => {
+test('one configuration: no sweep, same result as training it directly', async () => {
   const train = dataset(300, 8, 3, 0.8, 6);
   const testSet = dataset(200, 8, 3, 0.8, 7);
   const config = { lr: 1e-2, weightDecay: 1e-3 };
-  const r = linearProbe(train.x, train.labels, testSet.x, testSet.labels, { grid: [config], seed: 1 });
+  const r = await linearProbe(train.x, train.labels, testSet.x, testSet.labels, { grid: [config], seed: 1 });
   assert.equal(r.sweep, []);
   assert.is(r.best, config);
   const s = fitStandardizer(train.x);
-  const model = trainSoftmax(standardize(train.x, s), train.labels, [config], { numClasses: 3, seed: 1 });
-  assert.equal(Array.from(predictSoftmax(model, standardize(testSet.x, s))[0]), Array.from(r.predictions));
+  const model = await trainSoftmax(standardize(train.x, s), train.labels, [config], { numClasses: 3, seed: 1 });
+  assert.equal(Array.from((await predictSoftmax(model, standardize(testSet.x, s)))[0]), Array.from(r.predictions));
 });
 
-test('stacked configurations train exactly as if trained one by one', () => {
+test('stacked configurations train exactly as if trained one by one', async () => {
   const { x, labels } = dataset(400, 12, 5, 1, 8);
   const z = standardize(x, fitStandardizer(x));
   const grid = [{ lr: 1e-3, weightDecay: 0 }, { lr: 3e-2, weightDecay: 1e-2 }];
   const opts = { numClasses: 5, seed: 2, epochs: 3, minSteps: 20, batchSize: 64 };
-  const stacked = trainSoftmax(z, labels, grid, opts);
-  grid.forEach((config, g) => {
-    const alone = trainSoftmax(z, labels, [config], opts);
+  const stacked = await trainSoftmax(z, labels, grid, opts);
+  for (const [g, config] of grid.entries()) {
+    const alone = await trainSoftmax(z, labels, [config], opts);
     for (let j = 0; j < 12; j++) {
       for (let c = 0; c < 5; c++) {
         const a = stacked.weights[j * 10 + g * 5 + c], b = alone.weights[j * 5 + c];
@@ -81,12 +82,22 @@ test('stacked configurations train exactly as if trained one by one', () => {
       }
     }
     for (let c = 0; c < 5; c++) assert.ok(Math.abs(stacked.bias[g * 5 + c] - alone.bias[c]) <= 1e-4);
-  });
+  }
 });
 
-test('rejects mismatched dims', () => {
+test('a validation set is scored with the same classifier as test', async () => {
+  const train = dataset(600, 16, 4, 0.8, 11);
+  const testSet = dataset(300, 16, 4, 0.8, 12);
+  const r = await linearProbe(train.x, train.labels, testSet.x, testSet.labels, { seed: 3, val: { features: testSet.x, labels: testSet.labels } });
+  assert.is(r.valAccuracy, r.accuracy);
+  const other = await linearProbe(train.x, train.labels, testSet.x, testSet.labels, { seed: 3 });
+  assert.is(other.valAccuracy, undefined);
+  assert.is(other.accuracy, r.accuracy);
+});
+
+test('rejects mismatched dims', async () => {
   const a = dataset(20, 4, 2, 1, 1), b = dataset(20, 5, 2, 1, 1);
-  assert.throws(() => linearProbe(a.x, a.labels, b.x, b.labels), /dim/);
+  await rejects(() => linearProbe(a.x, a.labels, b.x, b.labels), /dim/);
 });
 
 test.run();

@@ -1,7 +1,8 @@
 /**
  * pipelines/eval.ts end to end on a tiny random-init ViT over a few hundred bundled images:
- * every task reports numbers in [0, 1], the second run takes its features from the cache,
- * a corrupt cache file is re-extracted, and the outputs (JSON, markdown, chart) are written.
+ * every task reports numbers in [0, 1], choices are made on the validation split (never on
+ * test), the second run takes its features from the cache, a corrupt cache file is
+ * re-extracted, and the outputs (JSON, markdown, charts) are written.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -11,6 +12,10 @@ import * as path from 'node:path';
 import { initBackend } from '../runtime/backend';
 import { VisionTransformer } from '../models/vit';
 import { cachedFeatures, featureCacheKey, featureCacheStats, randomInitKey } from '../eval/feature-cache';
+import { tarShards } from '../sources/tar-shards';
+import type { EncodedSample } from '../sources/types';
+import { writeShard } from '../scripts/make-bundled-data';
+import { rejects } from './eval-helpers';
 import { compareReports, evaluate, EvalOptions, EvalReport, parseBlocks, parseTasks, TASKS, writeEvalOutputs } from '../pipelines/eval';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eval-pipeline-'));
@@ -22,10 +27,12 @@ const opts = (): EvalOptions => ({
   modelKey: randomInitKey('tiny-spec', 0),
   train: 'data/cifar10-mini/train-*.tar.gz',
   test: 'data/cifar10-mini/test-*.tar.gz',
-  tasks: TASKS,
+  tasks: ['knn', 'linear', 'lowshot', 'kmeans'],
   blocks: [0, 1],
   trainLimit: 200,
   testLimit: 100,
+  valLimit: 100,
+  shots: [{ perClass: 1 }, { perClass: 2 }, { perClass: 5 }, { percent: 10 }],
   cacheDir,
   log: () => {},
 });
@@ -42,26 +49,38 @@ test.after(() => {
 
 const inUnit = (v: number, what: string) => assert.ok(Number.isFinite(v) && v >= 0 && v <= 1, `${what} = ${v}`);
 
-test('all tasks on a fresh cache: numbers in [0, 1], features extracted once per split', async () => {
+test('all tasks on a fresh cache: numbers in [0, 1], features extracted once per split, choices on validation', async () => {
   const misses = featureCacheStats.misses;
   first = await evaluate(model, opts());
-  assert.is(featureCacheStats.misses - misses, 2);
+  assert.is(featureCacheStats.misses - misses, 3);
   assert.is(first.train.count, 200);
   assert.is(first.test.count, 100);
+  assert.equal(first.val, { source: 'data/cifar10-mini/val-*', count: 100 });
   assert.equal(first.blocks, [0, 1]);
   for (const curve of [first.knn!, first.linear!]) {
     assert.is(curve.top1.length, 2);
-    curve.top1.forEach((a, i) => inUnit(a, `top1[${i}]`));
-    assert.is(curve.best, Math.max(...curve.top1));
+    assert.is(curve.val!.length, 2);
+    [...curve.top1, ...curve.val!].forEach((a, i) => inUnit(a, `top1[${i}]`));
+    assert.is(curve.lastBlock, 1);
+    assert.is(curve.last, curve.top1[1]);
+    // the block is the one with the best VALIDATION number; its value is the test number there
+    const i = curve.val!.indexOf(Math.max(...curve.val!));
+    assert.is(curve.chosenBlock, i);
+    assert.is(curve.chosen, curve.top1[i]);
   }
-  assert.equal(first.lowShot!.results.map((r) => r.shots), [1, 2, 5]);
+  assert.equal(first.knn!.standardise, true);
+  assert.equal(first.lowShot!.results.map((r) => r.setting), ['1', '2', '5', '10%']);
+  assert.equal(first.lowShot!.results.slice(0, 3).map((r) => r.images), [10, 20, 50]);
+  const tenPercent = first.lowShot!.results[3].images; // 10% of each class of the 200 (not exactly 20 per class), rounded
+  assert.ok(tenPercent >= 15 && tenPercent <= 25, `10%: ${tenPercent} images`);
   for (const r of first.lowShot!.results) {
     assert.is(r.accuracies.length, 3);
-    inUnit(r.mean, `${r.shots}-shot mean`);
-    inUnit(r.std, `${r.shots}-shot std`);
+    inUnit(r.mean, `${r.setting}-shot mean`);
+    inUnit(r.std, `${r.setting}-shot std`);
   }
-  assert.is(first.lowShot!.block, first.knn!.bestBlock);
-  assert.is(first.kmeans!.block, first.knn!.bestBlock);
+  assert.equal(first.block, { block: first.knn!.chosenBlock!, by: 'validation kNN' });
+  assert.is(first.lowShot!.block, first.knn!.chosenBlock);
+  assert.is(first.kmeans!.block, first.knn!.chosenBlock);
   // ARI can be negative in general; on these features it is not, and NMI/ACC never are.
   for (const m of ['nmi', 'ari', 'acc'] as const) inUnit(first.kmeans![m], m);
 });
@@ -71,7 +90,7 @@ test('second run: features from the cache (no extraction), same numbers', async 
   const t0 = performance.now();
   const again = await evaluate(model, { ...opts(), tasks: ['knn'] });
   assert.is(featureCacheStats.misses, misses, 're-extracted');
-  assert.is(featureCacheStats.hits - hits, 2);
+  assert.is(featureCacheStats.hits - hits, 3);
   assert.equal(again.knn, first.knn);
   assert.ok(again.seconds['train features'] < 1, `cache read took ${again.seconds['train features']}s`);
   assert.ok(performance.now() - t0 < 5000);
@@ -112,15 +131,61 @@ test('outputs: report.json, markdown with the rows, per-block chart; compare mer
   for (const f of ['report.json', 'report.md', 'per-block.svg', 'per-block.png']) assert.ok(fs.existsSync(path.join(out, f)), f);
   assert.equal(JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8')).knn, first.knn);
   for (const row of ['| tiny random |', '| tiny random kNN |', '| tiny random linear |']) assert.ok(md.includes(row), `${row} missing from\n${md}`);
-  for (const column of ['kNN', 'linear', '1-shot', '5-shot', 'NMI', 'ARI', 'ACC']) assert.ok(md.includes(`| ${column} |`), column);
-  // percentages with one decimal, e.g. the best kNN block's accuracy
-  assert.ok(md.includes(`| ${(100 * first.knn!.best).toFixed(1)} |`));
+  for (const column of ['kNN last', 'kNN val-chosen', 'kNN val-chosen block', 'linear last', '1-shot', '5-shot', '10%-shot', 'NMI', 'ARI', 'ACC']) assert.ok(md.includes(`| ${column} |`), column);
+  assert.ok(!/\| [^|]*best[^|]* \|/i.test(md) && !md.includes('| kNN |'), `a "best" column in\n${md}`);
+  // percentages with one decimal, e.g. the last block's kNN accuracy
+  assert.ok(md.includes(`| ${(100 * first.knn!.last).toFixed(1)} |`));
 
   const other = path.join(dir, 'other.json');
   fs.writeFileSync(other, JSON.stringify({ ...first, label: 'other model' }));
   const cmp = await compareReports([path.join(out, 'report.json'), other], path.join(dir, 'cmp'));
   for (const row of ['| tiny random |', '| other model |', '| other model linear |']) assert.ok(cmp.includes(row), row);
   for (const f of ['compare.md', 'compare.json', 'compare-per-block.png']) assert.ok(fs.existsSync(path.join(dir, 'cmp', f)), f);
+});
+
+test('no validation split: the block falls back to the last one, and says so', async () => {
+  const r = await evaluate(model, { ...opts(), val: null, tasks: ['knn', 'kmeans'] });
+  assert.is(r.val, undefined);
+  assert.is(r.knn!.chosenBlock, undefined);
+  assert.equal(r.block, { block: 1, by: 'last block (no validation split)' });
+  assert.is(r.kmeans!.block, 1);
+});
+
+test('a validation split that overlaps train or test is refused, naming both', async () => {
+  await rejects(() => evaluate(model, { ...opts(), val: 'data/cifar10-mini/test-*.tar.gz', tasks: ['knn'] }), /validation split data\/cifar10-mini\/test-\*\.tar\.gz overlaps the test images data\/cifar10-mini\/test-\*\.tar\.gz: 2000 sample keys in both/);
+  await rejects(() => evaluate(model, { ...opts(), val: 'data/cifar10-mini/train-000001.tar.gz', tasks: ['knn'] }), /overlaps the train images data\/cifar10-mini\/train-\*\.tar\.gz: 5000 sample keys/);
+});
+
+test('long-tailed task: kNN and linear trained on the long-tailed set, per-class test accuracy and chart', async () => {
+  // a small long-tailed train set cut from the bundled train: 40, 12, 4 images of classes 0, 1, 2
+  const ltDir = path.join(dir, 'lt');
+  fs.mkdirSync(ltDir);
+  const picked: EncodedSample[] = [];
+  const want = [40, 12, 4];
+  const taken = [0, 0, 0];
+  for await (const s of tarShards({ shards: 'data/cifar10-mini/train-000000.tar.gz' })) {
+    if (s.label < 3 && taken[s.label] < want[s.label]) {
+      taken[s.label]++;
+      picked.push(s);
+    }
+    if (picked.length === 56) break;
+  }
+  await writeShard(path.join(ltDir, 'train-000000.tar'), picked);
+  const r = await evaluate(model, { ...opts(), tasks: ['longtail'], ltTrain: path.join(ltDir, 'train-*.tar') });
+  const lt = r.longTail!;
+  assert.equal(lt.train.perClass.slice(0, 3), [40, 12, 4]);
+  assert.is(lt.train.count, 56);
+  assert.is(lt.block, r.block!.block);
+  for (const task of [lt.knn, lt.linear]) {
+    inUnit(task.top1, 'LT top-1');
+    // classes never seen in training are never predicted correctly
+    task.perClass.slice(3).forEach((a) => assert.ok(a === 0 || Number.isNaN(a)));
+  }
+  const out = path.join(dir, 'lt-out');
+  const md = await writeEvalOutputs(out, r);
+  assert.ok(md.includes('| LT kNN |') && md.includes('| LT linear |'), md);
+  for (const f of ['long-tail-per-class.svg', 'long-tail-per-class.png']) assert.ok(fs.existsSync(path.join(out, f)), f);
+  assert.ok(fs.readFileSync(path.join(out, 'long-tail-per-class.svg'), 'utf8').includes('airplane 40'));
 });
 
 test('flag parsing: blocks and tasks', () => {
@@ -131,6 +196,8 @@ test('flag parsing: blocks and tasks', () => {
   assert.throws(() => parseBlocks('x', 3), /--blocks/);
   assert.equal(parseTasks('knn,kmeans'), ['knn', 'kmeans']);
   assert.throws(() => parseTasks('knn,probe'), /unknown task 'probe'/);
+  assert.equal(parseTasks('longtail,knn'), ['longtail', 'knn']);
+  assert.equal(TASKS, ['knn', 'linear', 'lowshot', 'kmeans', 'longtail']);
 });
 
 test.run();
