@@ -124,6 +124,13 @@ export async function makeBadInputCorpus(dir: string): Promise<string[]> {
   // a decompression bomb: a PNG header promising 20000 x 20000 RGB (1.2 GB decoded) over a few bytes
   write(path.join(folder, 'grey/bomb.png'), bombPng(20000));
 
+  // an image folder whose symbolic link loops back to its root: every image reachable ~40 times
+  const loop = path.join(dir, 'folder-loop');
+  for (let c = 0; c < 2; c++) {
+    for (let i = 0; i < 3; i++) write(path.join(loop, CLASSES[c], `img${i}.jpg`), await image(700 + 10 * c + i, c));
+  }
+  fs.symlinkSync('..', path.join(loop, 'red/loop'));
+
   // CIFAR-10 binary: 6 records, one with label byte 200; and a file that is no whole number of records
   const record = (label: number, seed: number) => {
     const r = Buffer.alloc(3073);

@@ -32,7 +32,8 @@ export function imageFolder(opts: ImageFolderOptions): ImageFolderSource {
   const root = path.resolve(opts.root);
   if (!fs.existsSync(root) || !fs.statSync(root).isDirectory()) throw new Error(`Image folder ${JSON.stringify(opts.root)} does not exist or is not a directory`);
   const pattern = `**/*.{${IMAGE_EXTENSIONS.join(',')}}`;
-  const files = fg.sync(pattern, { cwd: root, onlyFiles: true, caseSensitiveMatch: false }).sort();
+  const onSkip = opts.onSkip ?? defaultOnSkip;
+  const files = distinctFiles(fg.sync(pattern, { cwd: root, onlyFiles: true, caseSensitiveMatch: false, stats: true }), root, onSkip);
   if (files.length === 0) throw new Error(`Image folder ${JSON.stringify(opts.root)} holds no images (${pattern})`);
 
   const classOf = (file: string) => (file.includes('/') ? file.slice(0, file.indexOf('/')) : undefined);
@@ -40,7 +41,6 @@ export function imageFolder(opts: ImageFolderOptions): ImageFolderSource {
   const classIndex = new Map(classes.map((c, i) => [c, i]));
   const labels = files.map((f) => classIndex.get(classOf(f) ?? '') ?? -1);
   checkRank(opts); // fail now, not at the first read
-  const onSkip = opts.onSkip ?? defaultOnSkip;
 
   async function* samples(): AsyncGenerator<EncodedSample> {
     const order = files.map((_, i) => i);
@@ -62,4 +62,27 @@ export function imageFolder(opts: ImageFolderOptions): ImageFolderSource {
   }
 
   return { classes, files, size: files.length, [Symbol.asyncIterator]: samples };
+}
+
+/**
+ * Sorted paths, each file once: a file reached again (a symbolic link looping back to a parent
+ * folder lists every image up to 40 times, a hard link gives it a second name) would enter the
+ * data twice, and a kNN would find it as its own neighbour. Of the paths of one file the
+ * shortest is kept (the one not through a loop), the first in sorted order among equals.
+ */
+function distinctFiles(entries: fg.Entry[], root: string, onSkip: OnSkip): string[] {
+  const depth = (p: string) => p.split('/').length;
+  const preferred = (a: string, b: string) => depth(a) - depth(b) || (a < b ? -1 : a > b ? 1 : 0);
+  // device and inode name a file whatever path reaches it (a file system without inodes reports 0)
+  const idOf = (e: fg.Entry) => (e.stats && e.stats.ino !== 0 ? `${e.stats.dev}:${e.stats.ino}` : e.path);
+  const kept = new Map<string, string>();
+  for (const e of entries) {
+    const other = kept.get(idOf(e));
+    if (other === undefined || preferred(e.path, other) < 0) kept.set(idOf(e), e.path);
+  }
+  const files = new Set(kept.values());
+  for (const e of entries) {
+    if (!files.has(e.path)) onSkip(path.join(root, e.path), `the same file as another path (a symbolic or hard link): ${kept.get(idOf(e))}`);
+  }
+  return [...files].sort();
 }

@@ -281,8 +281,8 @@ async function* readShard(shard: string, keepImages: boolean, numClasses: number
   const extract = tar.extract();
   const gzipped = /\.(tar\.gz|tgz)$/i.test(shard);
   const file = fs.createReadStream(shard);
-  // pipeline() destroys the extractor with any read or gunzip error, which then surfaces
-  // from the entry iterator below; the callback only has to exist.
+  // pipeline() destroys the extractor with any read or gunzip error, which then surfaces from
+  // the entry iterator below; the callback keeps the first error, the one that says what broke.
   const sink = extract as unknown as NodeJS.WritableStream; // a streamx Writable
   let streamError: Error | undefined;
   const done = (err?: NodeJS.ErrnoException | null) => (streamError ??= err ?? undefined);

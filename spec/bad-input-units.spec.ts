@@ -141,6 +141,22 @@ test('output folders: files, pseudo file systems and unwritable places are refus
   fs.rmSync(d, { recursive: true, force: true });
 });
 
+test('an image folder lists each file once: a symbolic link looping back and a hard link are skipped', async () => {
+  const d = tmpDir();
+  for (const name of ['a/1.jpg', 'a/2.jpg', 'b/3.jpg']) {
+    fs.mkdirSync(path.dirname(path.join(d, name)), { recursive: true });
+    fs.writeFileSync(path.join(d, name), await jpeg(name.length));
+  }
+  fs.symlinkSync('..', path.join(d, 'a', 'loop'));
+  fs.linkSync(path.join(d, 'b/3.jpg'), path.join(d, 'b/4.jpg'));
+  const skips: string[] = [];
+  const source = openSource(d, { onSkip: (o, r) => skips.push(`${path.relative(d, o)} ${r}`) });
+  assert.equal((await collect(source.samples)).map((s) => s.key), ['a/1', 'a/2', 'b/3']);
+  assert.ok(skips.includes('b/4.jpg the same file as another path (a symbolic or hard link): b/3.jpg'), skips.slice(0, 3).join(' | '));
+  assert.ok(skips.some((s) => s.startsWith('a/loop/')), 'the loop is skipped');
+  fs.rmSync(d, { recursive: true, force: true });
+});
+
 test('the feature cache key follows a folder\'s content: removed and moved files change it', async () => {
   const d = tmpDir();
   for (const [cls, name] of [['a', '1.jpg'], ['a', '2.jpg'], ['b', '3.jpg']]) {
