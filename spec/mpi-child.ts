@@ -133,9 +133,10 @@ async function nnaGrad(c: Collective): Promise<void> {
 async function main(): Promise<void> {
   const scenario = process.argv[2];
   await runOnAllRanks(async (c) => {
-    await initBackend(() => undefined);
-    if (scenario === 'collectives') return collectives(c);
-    if (scenario === 'nna-grad') return nnaGrad(c);
+    if (scenario === 'collectives' || scenario === 'nna-grad') {
+      await initBackend(() => undefined);
+      return scenario === 'collectives' ? collectives(c) : nnaGrad(c);
+    }
     if (scenario === 'config-mismatch') {
       return checkSameOnAllRanks(c, { flags: { batch: c.rank === 1 ? '64' : '32', seed: '0' }, data: ['train-0.tar:100:ab'] });
     }
