@@ -90,6 +90,8 @@ export class MpiCollective implements Collective {
   private tail: Promise<unknown> = Promise.resolve();
   /** Asynchronous calls queued or running. */
   inFlight = 0;
+  /** Calls, bytes and milliseconds inside MPI (asynchronous calls from their start on the worker), printed at finalize with COLLECTIVE_STATS=1. */
+  readonly stats = { calls: 0, bytes: 0, ms: 0 };
   private finished = false;
 
   constructor() {
@@ -104,31 +106,31 @@ export class MpiCollective implements Collective {
   }
 
   allreduce<T extends Float32Array | Float64Array>(x: T, op: ReduceOp): Promise<T> {
-    return this.queue('MPI_Allreduce', (done) => this.shim.allreduce.async(x, x.length, dtypeOf(x), OPS[op === 'mean' ? 'sum' : op], done)).then(() => meanOf(x, op, this.worldSize));
+    return this.queue('MPI_Allreduce', x.byteLength, (done) => this.shim.allreduce.async(x, x.length, dtypeOf(x), OPS[op === 'mean' ? 'sum' : op], done)).then(() => meanOf(x, op, this.worldSize));
   }
 
   allreduceSync<T extends Float32Array | Float64Array>(x: T, op: ReduceOp): T {
-    this.check('MPI_Allreduce', this.syncCall(() => this.shim.allreduce(x, x.length, dtypeOf(x), OPS[op === 'mean' ? 'sum' : op])));
+    this.check('MPI_Allreduce', this.syncCall(x.byteLength, () => this.shim.allreduce(x, x.length, dtypeOf(x), OPS[op === 'mean' ? 'sum' : op])));
     return meanOf(x, op, this.worldSize);
   }
 
   allgather<T extends TypedArray>(x: T): Promise<T> {
     const out = new (x.constructor as new (n: number) => T)(x.length * this.worldSize);
-    return this.queue('MPI_Allgather', (done) => this.shim.allgather.async(x, x.byteLength, out, done)).then(() => out);
+    return this.queue('MPI_Allgather', out.byteLength, (done) => this.shim.allgather.async(x, x.byteLength, out, done)).then(() => out);
   }
 
   allgatherSync<T extends TypedArray>(x: T): T {
     const out = new (x.constructor as new (n: number) => T)(x.length * this.worldSize);
-    this.check('MPI_Allgather', this.syncCall(() => this.shim.allgather(x, x.byteLength, out)));
+    this.check('MPI_Allgather', this.syncCall(out.byteLength, () => this.shim.allgather(x, x.byteLength, out)));
     return out;
   }
 
   broadcast<T extends TypedArray>(x: T, root = 0): Promise<T> {
-    return this.queue('MPI_Bcast', (done) => this.shim.broadcast.async(x, x.byteLength, root, done)).then(() => x);
+    return this.queue('MPI_Bcast', x.byteLength, (done) => this.shim.broadcast.async(x, x.byteLength, root, done)).then(() => x);
   }
 
   barrier(): Promise<void> {
-    return this.queue('MPI_Barrier', (done) => this.shim.barrier.async(done)).then(() => undefined);
+    return this.queue('MPI_Barrier', 0, (done) => this.shim.barrier.async(done)).then(() => undefined);
   }
 
   abort(message: string, code = 1): never {
@@ -141,16 +143,21 @@ export class MpiCollective implements Collective {
   finalize(timeoutSeconds = 60): void {
     if (this.finished) return;
     this.finished = true;
+    if (process.env.COLLECTIVE_STATS === '1') {
+      console.error(`[rank ${this.rank}/${this.worldSize}] collectives: ${this.stats.calls} calls, ${(this.stats.bytes / 1e6).toFixed(1)} MB, ${(this.stats.ms / 1000).toFixed(2)} s`);
+    }
     const rc = this.shim.finalize(timeoutSeconds) as number;
     if (rc !== 0) console.error(`[rank ${this.rank}/${this.worldSize}] MPI_Finalize: ${this.message(rc)}`);
   }
 
-  private queue(what: string, call: (done: (err: unknown, rc: number) => void) => void): Promise<void> {
+  private queue(what: string, bytes: number, call: (done: (err: unknown, rc: number) => void) => void): Promise<void> {
     if (this.finished) return Promise.reject(new Error(`[rank ${this.rank}/${this.worldSize}] ${what} after MPI was finalised`));
     this.inFlight++;
     const run = () =>
       new Promise<void>((resolve, reject) => {
+        const t0 = performance.now();
         call((err, rc) => {
+          this.count(bytes, t0);
           if (err) reject(err instanceof Error ? err : new Error(String(err)));
           else if (rc !== 0) reject(new Error(`[rank ${this.rank}/${this.worldSize}] ${what} failed: ${this.message(rc)}`));
           else resolve();
@@ -161,10 +168,19 @@ export class MpiCollective implements Collective {
     return p;
   }
 
-  private syncCall(call: () => number): number {
+  private syncCall(bytes: number, call: () => number): number {
     if (this.finished) throw new Error(`[rank ${this.rank}/${this.worldSize}] collective call after MPI was finalised`);
     if (this.inFlight > 0) throw new Error(`[rank ${this.rank}/${this.worldSize}] a synchronous collective was called while ${this.inFlight} asynchronous one(s) are in flight: await them first`);
-    return call();
+    const t0 = performance.now();
+    const rc = call();
+    this.count(bytes, t0);
+    return rc;
+  }
+
+  private count(bytes: number, t0: number): void {
+    this.stats.calls++;
+    this.stats.bytes += bytes;
+    this.stats.ms += performance.now() - t0;
   }
 
   private check(what: string, rc: number): void {
