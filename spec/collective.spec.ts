@@ -11,6 +11,12 @@ import * as assert from 'uvu/assert';
 import { allreduceGradients, launcherInfo, localBatchSize, openCollective, pinLocalGpu } from '../runtime/collective';
 import { gatherRows, interleaveRows } from '../runtime/data-parallel';
 import { nnaLoss } from '../operators/nna-loss';
+import { initBackend } from '../runtime/backend';
+import { values } from './mpi-child';
+
+test.before(async () => {
+  await initBackend(() => undefined);
+});
 
 test('launcher detection: Open MPI, MPICH/PMI, PMIx, none, forced', () => {
   assert.equal(launcherInfo({ OMPI_COMM_WORLD_SIZE: '4', OMPI_COMM_WORLD_RANK: '2', OMPI_COMM_WORLD_LOCAL_RANK: '0' }), { launched: true, rank: 2, worldSize: 4, localRank: 0 });
@@ -61,17 +67,6 @@ test('interleaveRows: rank-order gathered rows -> single-process batch order', (
   assert.equal([...interleaveRows(gathered, 3, 2)], [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]);
   assert.throws(() => interleaveRows(Float32Array.of(1, 2, 3), 2), /3 values are not 2 ranks x rows of 1/);
 });
-
-/** Deterministic values in [-1, 1) (an LCG). */
-function values(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2 ** 31 - 1;
-  }
-  return out;
-}
 
 test('gathered NNA: each rank differentiates the global loss through its rows; the shares sum to the one-process gradient', () => {
   const W = 3, n = 2, N = W * n, D = 5, P = 4;

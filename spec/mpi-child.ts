@@ -13,8 +13,8 @@ import { globalBatchNormTrain } from '../models/global-batch-norm';
 import { stopGradient } from '../models/ops';
 import { nnaLoss } from '../operators/nna-loss';
 
-/** Deterministic values in [-1, 1) (an LCG), the same on every rank. */
-function values(n: number, seed: number): Float32Array {
+/** Deterministic values in [-1, 1) (an LCG), the same on every rank (and in spec/collective.spec.ts). */
+export function values(n: number, seed: number): Float32Array {
   const out = new Float32Array(n);
   let s = seed >>> 0;
   for (let i = 0; i < n; i++) {
@@ -157,4 +157,4 @@ async function main(): Promise<void> {
   });
 }
 
-void main();
+if (require.main === module) void main();
