@@ -95,6 +95,16 @@ export function allGatherRowsInTape(c: Collective, locals: tf.Tensor2D[]): tf.Te
   });
 }
 
+/**
+ * True on every rank when it is true on any: decisions that must be taken at the same step on
+ * every rank, such as stopping after a SIGINT that reached the ranks at different moments
+ * (runtime/signals.ts' `requested`), or the ranks would part and wait on each other forever.
+ */
+export async function anyRank(c: Collective, flag: boolean): Promise<boolean> {
+  if (c.worldSize === 1) return flag;
+  return (await c.allreduce(Float32Array.of(flag ? 1 : 0), 'max'))[0] > 0;
+}
+
 /** Sample indices and labels of the global batch, in single-process order. */
 export async function gatherBatchMeta(c: Collective, indices: Int32Array, labels: Int32Array): Promise<{ indices: Int32Array; labels: Int32Array }> {
   if (c.worldSize === 1) return { indices, labels };

@@ -8,7 +8,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../runtime/backend';
 import { Collective, SingleProcess, allreduceGradients, runOnAllRanks } from '../runtime/collective';
-import { allGatherRowsInTape, broadcastHostTensors, broadcastVariables, checkSameOnAllRanks, gatherBatchMeta, interleaveRows } from '../runtime/data-parallel';
+import { allGatherRowsInTape, anyRank, broadcastHostTensors, broadcastVariables, checkSameOnAllRanks, gatherBatchMeta, interleaveRows } from '../runtime/data-parallel';
 import { globalBatchNormTrain } from '../models/global-batch-norm';
 import { stopGradient } from '../models/ops';
 import { nnaLoss } from '../operators/nna-loss';
@@ -50,6 +50,7 @@ async function collectives(c: Collective): Promise<void> {
   const queue = { 'q.vectors': { shape: [2], data: Float32Array.of(c.rank, c.rank) }, 'q.pointer': { shape: [1], data: Int32Array.of(c.rank * 3) } };
   await broadcastHostTensors(c, queue, 'spec queue');
   const meta = await gatherBatchMeta(c, Int32Array.of(c.rank, c.rank + 2), Int32Array.of(10 + c.rank, 12 + c.rank));
+  const stop = [await anyRank(c, c.rank === 1), await anyRank(c, false)];
   report(c, {
     localRank: c.localRank,
     sum: [...sum],
@@ -64,6 +65,7 @@ async function collectives(c: Collective): Promise<void> {
     queue: [...queue['q.vectors'].data, ...queue['q.pointer'].data],
     metaIndices: [...meta.indices],
     metaLabels: [...meta.labels],
+    stop,
   });
 }
 

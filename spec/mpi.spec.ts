@@ -67,6 +67,7 @@ mpiTest('2 ranks: all-reduce, all-gather, broadcast, barrier, bucketed gradient 
     // ranks hold rows 0,1 (rank 0: samples 0, 2) and (rank 1: samples 1, 3) -> single-process order
     assert.equal(r.metaIndices, [0, 1, 2, 3]);
     assert.equal(r.metaLabels, [10, 11, 12, 13]);
+    assert.equal(r.stop, [true, false]); // rank 1's stop request reaches rank 0
   }
   assert.equal(run.results.map((r) => r.localRank), [0, 1]);
 });
