@@ -133,7 +133,7 @@ export async function broadcastVariables(c: Collective, variables: Array<[string
   await c.broadcast(buf, 0);
   offset = 0;
   for (const [, v] of variables) {
-    v.assign(tf.tensor(buf.subarray(offset, offset + v.size), v.shape, v.dtype));
+    tf.tidy(() => v.assign(tf.tensor(buf.subarray(offset, offset + v.size), v.shape, v.dtype)));
     offset += v.size;
   }
 }
