@@ -7,7 +7,9 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from '../runtime/rng';
+import type { Collective } from '../runtime/collective';
 import { Activation, batchNormTrain, gelu, linear } from './ops';
+import { globalBatchNormTrain } from './global-batch-norm';
 import { ParamSet } from './params';
 
 export interface HeadSizes {
@@ -33,7 +35,8 @@ export class NnaHead {
   readonly params: ParamSet;
   private readonly layers: { prefix: string; dims: [number, number]; act: boolean }[];
 
-  constructor(readonly inputDim: number, readonly sizes: HeadSizes, readonly act: Activation, seed: number) {
+  /** collective: in a data-parallel run, BatchNorm statistics over the global batch of all ranks. */
+  constructor(readonly inputDim: number, readonly sizes: HeadSizes, readonly act: Activation, seed: number, private readonly collective?: Collective) {
     const { hidden, out, predictorHidden } = sizes;
     this.layers = [
       { prefix: 'projector.0', dims: [inputDim, hidden], act: true },
@@ -82,8 +85,10 @@ export class NnaHead {
     const gamma = this.params.get(`${prefix}.weight`) as tf.Tensor1D;
     const beta = this.params.get(`${prefix}.bias`) as tf.Tensor1D;
     if (training) {
-      const n = x.shape[0];
-      return batchNormTrain(x, gamma, beta, BN_EPS, (mean, variance) => {
+      const c = this.collective;
+      const n = x.shape[0] * (c?.worldSize ?? 1);
+      const norm = c ? globalBatchNormTrain.bind(undefined, c) : batchNormTrain;
+      return norm(x, gamma, beta, BN_EPS, (mean, variance) => {
         runningMean.assign(tf.add(tf.mul(runningMean, 1 - BN_MOMENTUM), tf.mul(mean, BN_MOMENTUM)));
         runningVar.assign(tf.add(tf.mul(runningVar, 1 - BN_MOMENTUM), tf.mul(variance, (BN_MOMENTUM * n) / Math.max(1, n - 1))));
       });

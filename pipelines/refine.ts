@@ -19,6 +19,8 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { Subject } from 'rxjs';
 import { initBackend } from '../runtime/backend';
+import { allreduceGradients, localBatchSize, openCollective, pinLocalGpu } from '../runtime/collective';
+import { allGatherRowsInTape, broadcastHostTensors, broadcastVariables, checkSameOnAllRanks, filesFingerprint, gatherBatchMeta } from '../runtime/data-parallel';
 import { intList, num, numRange, parseFlags, runMain } from '../runtime/cli';
 import { Rng } from '../runtime/rng';
 import { checkOutDir } from '../runtime/out-dir';
@@ -54,7 +56,7 @@ const FLAGS = {
   stages: { description: "stages to run: '2,3', '2' (heads warm-up) or '3' (refine)", default: '2,3' },
   'stage2-epochs': { description: 'stage 2 length in epochs (fractions allowed)', default: '0.3' },
   'stage3-epochs': { description: 'stage 3 length in epochs (fractions allowed)', default: '1.1' },
-  batch: { description: 'batch size (samples; each gives 2 global + local views)', default: '32' },
+  batch: { description: 'batch size (samples; each gives 2 global + local views); under mpirun the global batch, split over the ranks', default: '32' },
   'lr2': { description: 'stage 2 peak lr (heads)', default: '1e-3' },
   'lr3': { description: 'stage 3 peak lr', default: '1e-3' },
   'min-lr': { description: 'lr at the end of each cosine', default: '1e-6' },
@@ -111,6 +113,11 @@ export async function refine(argv: string[]): Promise<string> {
   const localScale = numRange('local-scale', f['local-scale'], { min: 0.01, max: 1 });
   const temperature = num('temperature', f.temperature, { min: 1e-4 });
 
+  // ---- data parallelism: a world of one unless started by an MPI launcher (README, MPI section)
+  pinLocalGpu();
+  const dp = openCollective();
+  const localBatch = localBatchSize(batch, dp.worldSize);
+
   // ---- model: the MIM encoder, one head + queue per chosen block, an EMA copy
   const backend = await initBackend();
   const encoder = loadEncoder(f.checkpoint!, vitPresetFallback('preset', f.preset));
@@ -119,7 +126,7 @@ export async function refine(argv: string[]): Promise<string> {
   for (const b of headBlocks) {
     if (!Number.isInteger(b) || b < 0 || b >= depth) throw new Error(`--blocks: block ${b} does not exist in ${f.checkpoint} (blocks 0..${depth - 1})`);
   }
-  const heads = headBlocks.map((_, i) => new NnaHead(embedDim, headSizes, encoder.cfg.act, seed * 100 + i));
+  const heads = headBlocks.map((_, i) => new NnaHead(embedDim, headSizes, encoder.cfg.act, seed * 100 + i, dp.worldSize > 1 ? dp : undefined));
   const queueSize = num('queue-size', f['queue-size'], { integer: true, min: 1, bytesEach: 4 * headSizes.out * headBlocks.length });
   const queues = headBlocks.map((_, i) => new NnQueue(queueSize, headSizes.out, seed * 100 + 50 + i));
   const emaEncoder = new VisionTransformer(encoder.cfg);
@@ -155,7 +162,8 @@ export async function refine(argv: string[]): Promise<string> {
   fs.mkdirSync(runDir, { recursive: true });
   // the starting checkpoint's features come from the feature cache when it has seen this file
   const knnOfCheckpoint = (model: VisionTransformer) => perBlockKnn(model, { ...knnOpts, label: 'MIM checkpoint', cacheKey: checkpointKey(f.checkpoint!) });
-  const knnBefore: KnnReport | undefined = f['skip-knn'] || resumeState ? undefined : await knnOfCheckpoint(encoder);
+  // evaluations and every file of the run are rank 0's
+  const knnBefore: KnnReport | undefined = f['skip-knn'] || resumeState || dp.rank !== 0 ? undefined : await knnOfCheckpoint(encoder);
   // kNN tracked during stage 3 (the paper's training-time metric), as a curve over steps
   const duringFile = path.join(runDir, 'knn-during.json');
   const knnDuring: { step: number; report: KnnReport }[] = resumeState && fs.existsSync(duringFile) ? JSON.parse(fs.readFileSync(duringFile, 'utf8')).points : knnBefore ? [{ step: 0, report: knnBefore }] : [];
@@ -177,14 +185,24 @@ export async function refine(argv: string[]): Promise<string> {
     step = resumeState.meta.step as number;
     console.log(`[refine] resumed ${runDir} at step ${step}`);
   }
+  if (dp.worldSize > 1) {
+    await checkSameOnAllRanks(dp, { flags: f, step, samplesPerEpoch, checkpoint: filesFingerprint([f.checkpoint!]) });
+    await broadcastVariables(dp, [encoder.params, emaEncoder.params, ...heads.map((h) => h.params)].flatMap((ps) => ps.names().map((n) => [n, ps.get(n)] as [string, tf.Variable])), 'encoder, EMA and head parameters');
+    for (const [i, q] of queues.entries()) {
+      const state = await q.exportState(`queues.${i}`);
+      await broadcastHostTensors(dp, state, `queue ${i}`);
+      q.importState((k) => state[k], `queues.${i}`, 'rank 0');
+    }
+    console.log(`[refine] rank ${dp.rank} of ${dp.worldSize}: ${localBatch} of each global batch of ${batch}`);
+  }
 
   const records = new Subject<StepRecord>();
-  const sinksDone = trainingSinks(records, { runDir, total: totalSteps, lossKeys: ['loss', 'loss_global', 'loss_local'], title: 'NNA loss', resumed: resumeState !== undefined });
+  const sinksDone = dp.rank !== 0 ? Promise.resolve() : trainingSinks(records, { runDir, total: totalSteps, lossKeys: ['loss', 'loss_global', 'loss_local'], title: 'NNA loss', resumed: resumeState !== undefined });
   const skips = new SkipLog();
   const views = refinerViews({ globalSize, localSize, numLocal, globalScale, localScale, jitterP, jitterStrength, grayscaleP });
 
   // batches forever, epoch after epoch; a resumed run starts where the step count says
-  const data = epochBatches({ source: f.train!, seed, batchSize: batch, stepsPerEpoch, fromStep: step, views, skips });
+  const data = epochBatches({ source: f.train!, seed, batchSize: localBatch, stepsPerEpoch, fromStep: step, views, skips, rank: dp.rank, worldSize: dp.worldSize });
 
   const maxSteps = num('max-steps', flags['max-steps'], { integer: true, min: 0 });
   const stopAt = maxSteps > 0 ? step + maxSteps : Infinity;
@@ -193,6 +211,7 @@ export async function refine(argv: string[]): Promise<string> {
   let lastCheckpoint = performance.now();
   const checkpointEvery = num('checkpoint-minutes', f['checkpoint-minutes'], { min: 0 }) * 60_000;
   const saveCheckpoint = () => {
+    if (dp.rank !== 0) return;
     const encoderWeights = encoder.params.exportTimm();
     const emaWeights = emaEncoder.params.exportTimm();
     const metadata = { format: 'pt', vit: JSON.stringify(encoder.cfg) };
@@ -250,6 +269,8 @@ export async function refine(argv: string[]): Promise<string> {
         const rng = new Rng(seed, 0x4e4e, step);
         const n = b.indices.length;
         const metrics: Record<string, number> = {};
+        // the global batch's sample indices and labels (NN self-masks and queue entries)
+        const globalBatch = await gatherBatchMeta(dp, b.indices, b.labels);
 
         // one backbone pass for all head blocks: globals together, locals together
         const globals = tf.concat([0, 1].map((v) => tf.tensor4d(b.views[v], [n, globalSize, globalSize, 3])));
@@ -265,11 +286,13 @@ export async function refine(argv: string[]): Promise<string> {
           const cls = frozen ?? encode();
           const perHead = heads.map((head, h) => {
             const zGlobal = head.project(cls.g[h], true);
-            const pGlobal = tf.split(head.predict(zGlobal, true), 2);
-            const z = tf.split(zGlobal, 2).map((zi) => stopGradient(zi)) as tf.Tensor2D[];
-            const nn = z.map((zi) => queues[h].lookup(zi, b.indices, b.labels, stage.topK, rng));
+            const pGlobal = tf.split(head.predict(zGlobal, true), 2) as tf.Tensor2D[];
             const pLocal = numLocal > 0 ? splitViews(head.predict(head.project(cls.l[h], true), true), numLocal) : [];
-            const l = nnaLoss({ projections: z, swapped: nn.map((x) => x.swapped), predictions: [...pGlobal, ...pLocal] as tf.Tensor2D[], numGlobal: 2, temperature });
+            // every rank: the loss of the global batch, gradient through its own rows (runtime/data-parallel.ts)
+            const [z0, z1, ...predictions] = allGatherRowsInTape(dp, [...tf.split(zGlobal, 2).map((zi) => stopGradient(zi) as tf.Tensor2D), ...pGlobal, ...pLocal]);
+            const z = [z0, z1];
+            const nn = z.map((zi) => queues[h].lookup(zi, globalBatch.indices, globalBatch.labels, stage.topK, rng));
+            const l = nnaLoss({ projections: z, swapped: nn.map((x) => x.swapped), predictions, numGlobal: 2, temperature });
             enqueue[h] = tf.keep(z[0].clone());
             const [total, global, local] = [l.total, l.global, l.local].map((t) => t.dataSync()[0]);
             Object.assign(metrics, {
@@ -284,17 +307,19 @@ export async function refine(argv: string[]): Promise<string> {
           });
           return tf.addN(perHead) as tf.Scalar;
         }, varList);
-        metrics.grad_norm = optimiser.apply(grads, lr);
+        // each rank's share of the global loss's gradient, summed
+        const reduced = await allreduceGradients(dp, grads, { op: 'sum' });
+        metrics.grad_norm = optimiser.apply(reduced, lr);
         metrics.loss = loss.dataSync()[0];
         if (!Number.isFinite(metrics.loss)) throw new Error(`loss became ${metrics.loss} at step ${step}; lower --lr${stage.id}`);
         if (stage.trainEncoder) ema.update();
-        enqueue.forEach((z, h) => queues[h].push(z, b.indices, b.labels));
-        tf.dispose([loss, grads, globals, ...(locals ? [locals] : []), ...enqueue, ...(frozen ? [...frozen.g, ...frozen.l] : [])]);
+        enqueue.forEach((z, h) => queues[h].push(z, globalBatch.indices, globalBatch.labels));
+        tf.dispose([loss, grads, reduced, globals, ...(locals ? [locals] : []), ...enqueue, ...(frozen ? [...frozen.g, ...frozen.l] : [])]);
 
         step++;
-        records.next({ step, epoch, lr, values: { stage: stage.id, ...metrics }, images: n, stepMs: performance.now() - t0, waitMs });
+        records.next({ step, epoch, lr, values: { stage: stage.id, ...metrics }, images: n * dp.worldSize, stepMs: performance.now() - t0, waitMs });
         if (performance.now() - lastCheckpoint > checkpointEvery) saveCheckpoint();
-        if (stage.trainEncoder && knnEverySteps > 0 && !f['skip-knn'] && (step - stageStart) % knnEverySteps === 0 && step < stageEnd) await trackKnn();
+        if (stage.trainEncoder && knnEverySteps > 0 && !f['skip-knn'] && dp.rank === 0 && (step - stageStart) % knnEverySteps === 0 && step < stageEnd) await trackKnn();
       }
       stageStart = stageEnd;
     }
@@ -316,7 +341,7 @@ export async function refine(argv: string[]): Promise<string> {
   if (skips.total > 0) console.log(`[data] skipped ${skips.total} samples: ${JSON.stringify(Object.fromEntries(skips.counts))}`);
 
   // ---- kNN of the refined (EMA) encoder, and the before/after summary
-  if (!f['skip-knn']) {
+  if (!f['skip-knn'] && dp.rank === 0) {
     // a resumed run measures the starting point at the end, from the original checkpoint
     const before = knnBefore ?? (await knnOfCheckpoint(loadEncoder(f.checkpoint!, vitPresetFallback('preset', f.preset))));
     const knnAfter = await perBlockKnn(emaEncoder, { ...knnOpts, label: 'refined (EMA)' });

@@ -78,6 +78,9 @@ export interface EpochBatchesOptions {
   fromStep: number;
   views: ViewConfig[];
   skips: SkipLog;
+  /** Data-parallel rank and world size: this rank's share of each epoch (batchSize is per rank). */
+  rank?: number;
+  worldSize?: number;
 }
 
 /**
@@ -93,6 +96,8 @@ export async function* epochBatches(opts: EpochBatchesOptions): AsyncGenerator<{
     const stream = batchStream({
       source: opts.source,
       shuffle: { seed, epoch, bufferSize: 2000 },
+      rank: opts.rank,
+      worldSize: opts.worldSize,
       start: skipSteps * batchSize,
       transform: { kind: 'views', seed, epoch, views: opts.views },
       batchSize,
