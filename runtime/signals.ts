@@ -1,0 +1,47 @@
+/**
+ * Graceful stop of a training run. The first SIGINT (Ctrl-C) or SIGTERM (kill, Slurm,
+ * Kubernetes) only sets `requested`: the loop finishes its current step, writes a checkpoint
+ * and ends normally (exit 0) with the command that resumes it. A second signal exits at once
+ * (status 128 + signal number, as a shell reports it): checkpoints are swapped in whole
+ * (runtime/checkpoint.ts), so that never leaves a damaged one, only an older one.
+ */
+import * as os from 'node:os';
+
+export interface StopRequests {
+  /** True once a first SIGINT/SIGTERM has arrived. */
+  readonly requested: boolean;
+  /** Which signal asked, for the message. */
+  readonly signal: NodeJS.Signals | undefined;
+  /** Restores the default handling (signals then end the process at once). */
+  dispose(): void;
+  [Symbol.dispose](): void;
+}
+
+const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM'];
+
+export function stopRequests(log: (line: string) => void = (line) => console.error(line)): StopRequests {
+  let signal: NodeJS.Signals | undefined;
+  const onSignal = (received: NodeJS.Signals) => {
+    if (signal === undefined) {
+      signal = received;
+      log(`\n[stop] ${received}: finishing the current step, then writing a checkpoint (${received} again stops at once)`);
+      return;
+    }
+    log(`\n[stop] second ${received}: stopping now; the last complete checkpoint stays`);
+    process.exit(128 + os.constants.signals[received]);
+  };
+  for (const s of SIGNALS) process.on(s, onSignal);
+  const dispose = () => {
+    for (const s of SIGNALS) process.off(s, onSignal);
+  };
+  return {
+    get requested() {
+      return signal !== undefined;
+    },
+    get signal() {
+      return signal;
+    },
+    dispose,
+    [Symbol.dispose]: dispose,
+  };
+}
