@@ -187,7 +187,7 @@ export async function mimco(argv: string[]): Promise<string> {
       step++;
       records.next({ step, epoch, lr, values, images: batch, stepMs: performance.now() - t0, waitMs });
       if (performance.now() - lastCheckpoint > checkpointEvery) saveCheckpoint();
-      if (step >= stopAt || stop.requested) break;
+      if (step >= stopAt || (await stop.check())) break;
     }
   }
   saveCheckpoint();

@@ -154,7 +154,7 @@ async function main() {
         saveCheckpoint();
         fs.copyFileSync(path.join(runDir, 'checkpoint', 'encoder.safetensors'), path.join(runDir, `encoder-epoch${step / stepsPerEpoch}.safetensors`));
       }
-      if (step >= totalSteps || stop.requested) break;
+      if (step >= totalSteps || (await stop.check())) break;
     }
   }
   saveCheckpoint();

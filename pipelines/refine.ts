@@ -246,7 +246,7 @@ export async function refine(argv: string[]): Promise<string> {
       const varList = groups.map((g) => g.variable);
       console.log(`[refine] stage ${stage.id}: ${stage.steps} steps, lr ${stage.lr}, top-k ${stage.topK}, ${stage.trainEncoder ? 'encoder + heads' : 'heads only (encoder frozen)'}`);
 
-      while (step < stageEnd && step < stopAt && !stop.requested) {
+      while (step < stageEnd && step < stopAt && !(await stop.check())) {
         const { value: next, done } = await data.next();
         if (done) break;
         const { batch: b, waitMs, epoch } = next;

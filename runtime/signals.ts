@@ -8,8 +8,14 @@
 import * as os from 'node:os';
 
 export interface StopRequests {
-  /** True once a first SIGINT/SIGTERM has arrived. */
+  /** True once a first SIGINT/SIGTERM has been handled. */
   readonly requested: boolean;
+  /**
+   * Lets the event loop handle signals that arrived meanwhile, then returns `requested`. Call it
+   * after each step: a loop fed by batches already prepared never leaves its microtasks, and
+   * Node delivers signals only when the loop polls for I/O.
+   */
+  check(): Promise<boolean>;
   /** Which signal asked, for the message. */
   readonly signal: NodeJS.Signals | undefined;
   /** Restores the default handling (signals then end the process at once). */
@@ -41,6 +47,7 @@ export function stopRequests(log: (line: string) => void = (line) => console.err
     get signal() {
       return signal;
     },
+    check: () => new Promise((resolve) => setImmediate(() => resolve(signal !== undefined))),
     dispose,
     [Symbol.dispose]: dispose,
   };
