@@ -9,6 +9,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createHash } from 'node:crypto';
+import { fsyncDir, writeFileAtomic } from './atomic-file';
 import { readSafetensors, writeSafetensors, TensorToWrite, LoadedTensor } from '../models/safetensors';
 import { VisionTransformer, VitConfig, VIT_PRESETS } from '../models/vit';
 import { HostTensor } from '../models/params';
@@ -94,8 +95,7 @@ export function writeCheckpoint(runDir: string, files: CheckpointFiles, opts: { 
     writeSafetensors(file, f.tensors, f.metadata);
     manifest.files[name] = fileDigest(file);
   }
-  writeDurably(path.join(tmp, MANIFEST), JSON.stringify(manifest, null, 1));
-  fsyncDir(tmp);
+  writeFileAtomic(path.join(tmp, MANIFEST), JSON.stringify(manifest, null, 1));
   if (fs.existsSync(latest)) {
     const previous = readManifest(latest)?.step;
     // the same step written again (a final checkpoint right after a periodic one) replaces it
@@ -185,29 +185,6 @@ function readManifest(dir: string): Manifest | undefined {
 function fileDigest(file: string): { bytes: number; sha256: string } {
   const data = fs.readFileSync(file);
   return { bytes: data.length, sha256: createHash('sha256').update(data).digest('hex') };
-}
-
-function writeDurably(file: string, text: string): void {
-  const fd = fs.openSync(file, 'w');
-  try {
-    fs.writeSync(fd, text);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-function fsyncDir(dir: string): void {
-  try {
-    const fd = fs.openSync(dir, 'r');
-    try {
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-  } catch {
-    // not possible everywhere (Windows); the renames themselves are done
-  }
 }
 
 /**

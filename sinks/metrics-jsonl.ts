@@ -11,6 +11,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { defer, MonoTypeOperatorFunction, tap } from 'rxjs';
+import { writeFileAtomic } from '../runtime/atomic-file';
 
 /** Named values of one step. Non-finite numbers are written as null (JSON has no NaN). */
 export type MetricsRow = Record<string, number | string | null>;
@@ -70,13 +71,5 @@ export function truncateToStep(file: string, lastStep: number): void {
         return false;
       }
     });
-  const tmp = `${file}.tmp`;
-  const fd = fs.openSync(tmp, 'w');
-  try {
-    fs.writeSync(fd, kept.map((line) => line + '\n').join(''));
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, file);
+  writeFileAtomic(file, kept.map((line) => line + '\n').join(''));
 }

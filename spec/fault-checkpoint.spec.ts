@@ -17,7 +17,7 @@ import { LOCK_FILE, lockRunDir } from '../runtime/run-lock';
 import { explicitFlags, mergeResumeFlags, resumeCommand } from '../runtime/cli';
 import { truncateToStep, metricsJsonl } from '../sinks/metrics-jsonl';
 import { progress } from '../sinks/progress';
-import { writeSafetensors } from '../models/safetensors';
+import { readSafetensors, writeSafetensors } from '../models/safetensors';
 import { VisionTransformer } from '../models/vit';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'fault-checkpoint-'));
@@ -106,7 +106,6 @@ test('NaN/Inf weights are refused at load, naming the file and the tensor', asyn
   model.dispose();
   const weights = loadEncoder(file);
   weights.dispose();
-  const { readSafetensors } = await import('../models/safetensors');
   const { tensors, metadata } = readSafetensors(file);
   const t = tensors.get('blocks.0.attn.qkv.weight')!;
   (t.data as Float32Array)[7] = NaN;

@@ -1,7 +1,7 @@
 /**
  * Fault tolerance as a hostile user tries it: real pipelines as child processes, stopped with
- * kill -9 at several points (after a checkpoint, in the middle of writing one, between the two
- * renames of a swap), with Ctrl-C (SIGINT: exit 0, a checkpoint, the resume command) and with a
+ * kill -9 in the middle of writing a checkpoint, left as a kill between the two renames of a
+ * swap leaves them, with Ctrl-C (SIGINT: exit 0, a checkpoint, the resume command) and with a
  * second Ctrl-C (stop at once), each time resumed with --resume: the final weights, the
  * optimiser state and every step's metrics are bit-identical to a run that went straight
  * through, and metrics.jsonl holds each step once. Tiny settings: a 48-image folder, 16 px.
@@ -117,7 +117,7 @@ test.before(async () => {
   references = Promise.all([refineRun([...refineArgs, '--out', straight], straight), mae([...maeArgs, '--out', maeStraight], maeStraight)]);
 });
 
-test('refine: Ctrl-C, kill -9 mid-checkpoint-write, a double Ctrl-C, kill -9 between the renames of a swap: resumed each time, bit-identical to a straight run', async () => {
+test('refine: Ctrl-C, kill -9 mid-checkpoint-write, a double Ctrl-C, a kill between the renames of a swap: resumed each time, bit-identical to a straight run', async () => {
   const run = path.join(root, 'chain');
   // 1. Ctrl-C: the step finishes, a checkpoint is written, exit 0 with the command that resumes
   let r = await refineRun([...refineArgs, '--out', run, '--checkpoint-minutes', '0'], run, [{ signal: 'SIGINT', when: () => rows(run).length >= 1 }]);
@@ -142,9 +142,7 @@ test('refine: Ctrl-C, kill -9 mid-checkpoint-write, a double Ctrl-C, kill -9 bet
   assert.match(r.out, /taking over the lock of process \d+, which is gone/);
   assert.not.match(r.out, /resume with/);
 
-  // 4. kill -9 after a checkpoint from step 4 on, then leave what a kill between the two renames leaves
-  r = await refineRun(['--resume', run], run, [{ signal: 'SIGKILL', when: () => checkpointStep(run) >= 4 && !exists(run, 'checkpoint.tmp') }]);
-  assert.is(r.signal, 'SIGKILL', r.out);
+  // 4. leave what a kill between the two renames of a swap leaves: an older checkpoint and a complete checkpoint.tmp
   assert.ok(fs.readdirSync(run).some((f) => f.startsWith('checkpoint.step-')), `no older checkpoint kept: ${fs.readdirSync(run)}`);
   fs.renameSync(path.join(run, 'checkpoint'), path.join(run, 'checkpoint.tmp'));
   assert.equal(latestCheckpoint(run), path.join(run, 'checkpoint.tmp'));
