@@ -87,6 +87,7 @@ export async function mimco(argv: string[]): Promise<string> {
   const maskRatio = num('mask-ratio', f['mask-ratio'], { min: 0.01, max: 0.99 });
   const temperature = num('temperature', f.temperature, { min: 1e-4 });
   const cropScale = numRange('crop-scale', f['crop-scale'], { min: 0.01, max: 1 });
+  const keepCheckpoints = num('keep-checkpoints', f['keep-checkpoints'], { integer: true, min: 1 });
 
   // ---- teacher: frozen, checked against the student before anything is written
   const backend = await initBackend();
@@ -152,7 +153,7 @@ export async function mimco(argv: string[]): Promise<string> {
         tensors: { ...prefixKeys('encoder.', encoderWeights), ...prefixKeys('mimco.', heads.params.exportTimm()), ...optimiser.exportState() },
         metadata: { state: JSON.stringify({ step, flags: f }) },
       },
-    }, { step, keep: num('keep-checkpoints', f['keep-checkpoints'], { integer: true, min: 1 }) });
+    }, { step, keep: keepCheckpoints });
     lastCheckpoint = performance.now();
   };
 

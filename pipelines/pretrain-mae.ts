@@ -68,6 +68,7 @@ async function main() {
   const maskRatio = num('mask-ratio', f['mask-ratio'], { min: 0.01, max: 0.99 });
   const cropScale = numRange('crop-scale', f['crop-scale'], { min: 0.01, max: 1 });
   const snapshotEpochs = new Set(intList('snapshot-epochs', f['snapshot-epochs']));
+  const keepCheckpoints = num('keep-checkpoints', f['keep-checkpoints'], { integer: true, min: 1 });
 
   const backend = await initBackend();
   using _runLock = lockRunDir(runDir);
@@ -126,7 +127,7 @@ async function main() {
         },
         metadata: { state: JSON.stringify({ step, flags: f }) },
       },
-    }, { step, keep: num('keep-checkpoints', f['keep-checkpoints'], { integer: true, min: 1 }) });
+    }, { step, keep: keepCheckpoints });
     lastCheckpoint = performance.now();
   };
 

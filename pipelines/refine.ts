@@ -114,6 +114,7 @@ export async function refine(argv: string[]): Promise<string> {
   const globalScale = numRange('global-scale', f['global-scale'], { min: 0.01, max: 1 });
   const localScale = numRange('local-scale', f['local-scale'], { min: 0.01, max: 1 });
   const temperature = num('temperature', f.temperature, { min: 1e-4 });
+  const keepCheckpoints = num('keep-checkpoints', f['keep-checkpoints'], { integer: true, min: 1 });
 
   // ---- model: the MIM encoder, one head + queue per chosen block, an EMA copy
   const backend = await initBackend();
@@ -213,7 +214,7 @@ export async function refine(argv: string[]): Promise<string> {
         },
         metadata: { state: JSON.stringify({ step, flags: f, headBlocks }) },
       },
-    }, { step, keep: num('keep-checkpoints', f['keep-checkpoints'], { integer: true, min: 1 }) });
+    }, { step, keep: keepCheckpoints });
     lastCheckpoint = performance.now();
   };
 
