@@ -160,7 +160,7 @@ export function latestCheckpoint(runDir: string): string {
   throw new Error(`${runDir}: not a run directory (no checkpoint/ inside)`);
 }
 
-/** undefined if `dir` holds its manifest's files with their sizes and digests, else what is wrong. */
+/** undefined if `dir` holds its manifest's files at their sizes (a cheap completeness check), else what is wrong. */
 function checkDir(dir: string): string | undefined {
   const manifest = readManifest(dir);
   if (!manifest) return `no valid ${MANIFEST}`;
@@ -182,9 +182,18 @@ function readManifest(dir: string): Manifest | undefined {
   }
 }
 
+/** Size and SHA-256 of a file, read in chunks (a large model's state exceeds one Buffer). */
 function fileDigest(file: string): { bytes: number; sha256: string } {
-  const data = fs.readFileSync(file);
-  return { bytes: data.length, sha256: createHash('sha256').update(data).digest('hex') };
+  const hash = createHash('sha256');
+  const chunk = Buffer.alloc(1 << 24);
+  const fd = fs.openSync(file, 'r');
+  let bytes = 0;
+  try {
+    for (let n; (n = fs.readSync(fd, chunk, 0, chunk.length, null)) > 0; bytes += n) hash.update(chunk.subarray(0, n));
+  } finally {
+    fs.closeSync(fd);
+  }
+  return { bytes, sha256: hash.digest('hex') };
 }
 
 /**
