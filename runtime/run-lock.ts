@@ -44,7 +44,7 @@ export function lockRunDir(dir: string, log: (line: string) => void = console.lo
         const where = owner.host === me.host ? `process ${owner.pid}` : `process ${owner.pid} on host ${owner.host}`;
         throw new Error(
           `${dir}: another run is writing this directory (${where}, started ${owner.started}: ${owner.command}); ` +
-            `wait for it, stop it, or choose another --out${owner.host !== me.host ? ` (if that run is gone, delete ${file})` : ''}`,
+            `wait for it, stop it, or choose another --out (if no such run is going on, its pid taken by another process, delete ${file})`,
         );
       }
       log(`[run-lock] ${dir}: taking over the lock of ${owner ? `process ${owner.pid}, which is gone` : 'a run that left it unreadable'}`);
