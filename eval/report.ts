@@ -4,8 +4,10 @@
  * written as JSON, atomically (temp file, fsync, rename), so a reader or a crash never
  * leaves a half-written report in place of the last good one.
  */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
+import { writeFileAtomic } from '../runtime/atomic-file';
+
+/** Re-exported for the eval pipeline; it lives with the other leaf utilities. */
+export { writeFileAtomic };
 
 export type ResultValue = number | string | null | undefined;
 export type Results = Record<string, Record<string, ResultValue>>;
@@ -40,25 +42,6 @@ export function markdownTable(results: Results, opts: MarkdownTableOptions = {})
 /** A cell's text: pipes escaped, line breaks flattened (either would break the table). */
 function escape(text: string): string {
   return text.replace(/\|/g, '\\|').replace(/\r?\n/g, ' ');
-}
-
-/** Writes data to file via a temp file in the same folder, fsynced, then renamed over it. */
-export function writeFileAtomic(file: string, data: string | Uint8Array): void {
-  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-  const tmp = `${file}.${process.pid}.tmp`;
-  try {
-    const fd = fs.openSync(tmp, 'w');
-    try {
-      fs.writeFileSync(fd, data);
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(tmp, file);
-  } catch (e) {
-    fs.rmSync(tmp, { force: true });
-    throw e;
-  }
 }
 
 /** Pretty-printed JSON (non-finite numbers become null, as JSON has no NaN). */

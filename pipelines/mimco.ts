@@ -16,16 +16,17 @@
  *   npx ts-node pipelines/mimco.ts --teacher runs/refine/checkpoint/encoder-ema.safetensors --out runs/mimco
  *   npx ts-node pipelines/mimco.ts --resume runs/mimco     # continues from runs/mimco/checkpoint
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { Subject } from 'rxjs';
 import { initBackend } from '../runtime/backend';
-import { num, numRange, parseFlags, runMain } from '../runtime/cli';
+import { explicitFlags, mergeResumeFlags, num, numRange, parseFlags, resumeCommand, runMain } from '../runtime/cli';
 import { Rng } from '../runtime/rng';
 import { checkOutDir } from '../runtime/out-dir';
 import { vitPresetFallback, vitPresetFlag } from '../runtime/vit-flag';
-import { hostTensors, loadEncoder, prefixKeys, readTrainState, withoutPrefix, writeCheckpointDir } from '../runtime/checkpoint';
+import { DEFAULT_KEEP_CHECKPOINTS, hostTensors, loadEncoder, prefixKeys, readTrainState, withoutPrefix, writeCheckpoint } from '../runtime/checkpoint';
+import { lockRunDir } from '../runtime/run-lock';
+import { stopRequests } from '../runtime/signals';
 import { VisionTransformer, VIT_PRESETS, VitConfig } from '../models/vit';
 import { randomMasking } from '../models/mae';
 import { MimcoHeads, splitCls, studentProjections } from '../models/mimco';
@@ -64,17 +65,22 @@ const FLAGS = {
   'knn-test-limit': { description: 'test images for the kNN at the end (0: all)', default: '2000' },
   'skip-knn': { description: 'skip the per-block kNN of teacher and student at the end', boolean: true },
   'checkpoint-minutes': { description: 'write a checkpoint at least this often', default: '5' },
+  'keep-checkpoints': { description: 'checkpoints kept: the latest in checkpoint/, older ones as checkpoint.step-<n>', default: String(DEFAULT_KEEP_CHECKPOINTS) },
   'max-steps': { description: 'stop after this many steps in this invocation (checkpointed; continue with --resume)', default: '0' },
 } as const;
+
+/** Flags a resumed run keeps from its checkpoint: they define shapes, data and its order. */
+const FIXED_ON_RESUME = ['teacher', 'teacher-block', 'train', 'preset', 'act', 'proj-hidden', 'mask-ratio', 'batch', 'crop-scale', 'seed'];
 
 /** Runs MimCo pretraining with command-line style arguments; resolves to the run directory. */
 export async function mimco(argv: string[]): Promise<string> {
   const flags = parseFlags(USAGE, FLAGS, argv);
   const runDir = flags.resume ?? flags.out!;
   if (!flags.resume) checkOutDir(runDir); // a resumed run's folder is checked by reading its checkpoint
-  const resumeState = flags.resume ? readTrainState(path.join(runDir, 'checkpoint')) : undefined;
-  // a resumed run keeps the flags it started with
-  const f = resumeState ? { ...flags, ...(resumeState.meta.flags as typeof flags) } : flags;
+  const resumeState = flags.resume ? readTrainState(runDir) : undefined;
+  const merged = resumeState && mergeResumeFlags(resumeState.meta.flags as typeof flags, flags, explicitFlags(USAGE, FLAGS, argv), FIXED_ON_RESUME, runDir);
+  const f = merged ? merged.flags : flags;
+  merged?.lines.forEach((line) => console.log(`[mimco] ${line}`));
   const preset = VIT_PRESETS[f.preset!];
   if (!preset) throw new Error(`--preset: unknown '${f.preset}', expected one of ${Object.keys(VIT_PRESETS).join(', ')}`);
   if (f.act !== 'gelu' && f.act !== 'gelu_tanh') throw new Error(`--act: expected gelu or gelu_tanh, got '${f.act}'`);
@@ -85,6 +91,7 @@ export async function mimco(argv: string[]): Promise<string> {
   const maskRatio = num('mask-ratio', f['mask-ratio'], { min: 0.01, max: 0.99 });
   const temperature = num('temperature', f.temperature, { min: 1e-4 });
   const cropScale = numRange('crop-scale', f['crop-scale'], { min: 0.01, max: 1 });
+  const keepCheckpoints = num('keep-checkpoints', f['keep-checkpoints'], { integer: true, min: 1 });
 
   // ---- teacher: frozen, checked against the student before anything is written
   const backend = await initBackend();
@@ -100,7 +107,7 @@ export async function mimco(argv: string[]): Promise<string> {
   const teacherBlock = f['teacher-block'] === undefined ? tc.depth - 1 : num('teacher-block', f['teacher-block'], { integer: true, min: 0 });
   if (teacherBlock >= tc.depth) throw new Error(`--teacher-block: block ${teacherBlock} does not exist in ${f.teacher} (blocks 0..${tc.depth - 1})`);
 
-  fs.mkdirSync(runDir, { recursive: true });
+  using _runLock = lockRunDir(runDir);
   const samplesPerEpoch = await countSamples(f.train!);
   const stepsPerEpoch = Math.floor(samplesPerEpoch / batch);
   if (stepsPerEpoch < 1) throw new Error(`${f.train}: ${samplesPerEpoch} samples, fewer than one batch of ${batch}`);
@@ -125,7 +132,7 @@ export async function mimco(argv: string[]): Promise<string> {
   let step = 0;
   if (resumeState) {
     const host = hostTensors(resumeState.tensors);
-    const file = path.join(runDir, 'checkpoint', 'state.safetensors');
+    const file = resumeState.file;
     student.params.importTimm(withoutPrefix(host, 'encoder.'), file);
     heads.params.importTimm(withoutPrefix(host, 'mimco.'), file);
     step = resumeState.meta.step as number;
@@ -138,19 +145,19 @@ export async function mimco(argv: string[]): Promise<string> {
       `mask ratio ${maskRatio}; ${samplesPerEpoch} samples/epoch, ${totalSteps} steps, peak lr ${peakLr.toExponential(2)}, backend ${backend.tfBackend}`,
   );
   const records = new Subject<StepRecord>();
-  const sinksDone = trainingSinks(records, { runDir, total: totalSteps, lossKeys: ['loss', 'loss_patch', 'loss_image'], title: 'MimCo loss', resumed: resumeState !== undefined });
+  const sinksDone = trainingSinks(records, { runDir, total: totalSteps, lossKeys: ['loss', 'loss_patch', 'loss_image'], title: 'MimCo loss', resumedAtStep: step });
   const skips = new SkipLog();
   let lastCheckpoint = performance.now();
   const checkpointEvery = num('checkpoint-minutes', f['checkpoint-minutes'], { min: 0 }) * 60_000;
   const saveCheckpoint = () => {
     const encoderWeights = student.params.exportTimm();
-    writeCheckpointDir(path.join(runDir, 'checkpoint'), {
+    writeCheckpoint(runDir, {
       'encoder.safetensors': { tensors: encoderWeights, metadata: { format: 'pt', vit: JSON.stringify(cfg) } },
       'state.safetensors': {
         tensors: { ...prefixKeys('encoder.', encoderWeights), ...prefixKeys('mimco.', heads.params.exportTimm()), ...optimiser.exportState() },
         metadata: { state: JSON.stringify({ step, flags: f }) },
       },
-    });
+    }, { step, keep: keepCheckpoints });
     lastCheckpoint = performance.now();
   };
 
@@ -159,6 +166,8 @@ export async function mimco(argv: string[]): Promise<string> {
   const views = maeViews(cfg.imgSize, cropScale);
   // a resumed run starts mid-epoch with the samples of the steps not yet taken
   if (step < stopAt) {
+    // a signal stops the loop after its step
+    using stop = stopRequests();
     for await (const { batch: b, epoch, waitMs } of epochBatches({ source: f.train!, seed, batchSize: batch, stepsPerEpoch, fromStep: step, views, skips })) {
       const t0 = performance.now();
       const lr = warmupCosine(step, totalSteps, warmupSteps, peakLr, minLr);
@@ -183,7 +192,7 @@ export async function mimco(argv: string[]): Promise<string> {
       step++;
       records.next({ step, epoch, lr, values, images: batch, stepMs: performance.now() - t0, waitMs });
       if (performance.now() - lastCheckpoint > checkpointEvery) saveCheckpoint();
-      if (step >= stopAt) break;
+      if (step >= stopAt || (await stop.check())) break;
     }
   }
   saveCheckpoint();
@@ -192,7 +201,7 @@ export async function mimco(argv: string[]): Promise<string> {
   if (skips.total > 0) console.log(`[data] skipped ${skips.total} samples: ${JSON.stringify(Object.fromEntries(skips.counts))}`);
   const encoderFile = path.join(runDir, 'checkpoint', 'encoder.safetensors');
   if (step < totalSteps) {
-    console.log(`[mimco] stopped at step ${step} of ${totalSteps} (--max-steps); continue with --resume ${runDir}`);
+    console.log(`[mimco] stopped at step ${step} of ${totalSteps}; resume with: ${resumeCommand('pipelines/mimco.ts', runDir)}`);
     return runDir;
   }
 

@@ -11,10 +11,12 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { Subject } from 'rxjs';
 import { initBackend } from '../runtime/backend';
-import { intList, num, numRange, parseFlags, runMain } from '../runtime/cli';
+import { explicitFlags, intList, mergeResumeFlags, num, numRange, parseFlags, resumeCommand, runMain } from '../runtime/cli';
 import { Rng } from '../runtime/rng';
 import { checkOutDir } from '../runtime/out-dir';
-import { hostTensors, prefixKeys, readTrainState, withoutPrefix, writeCheckpointDir } from '../runtime/checkpoint';
+import { DEFAULT_KEEP_CHECKPOINTS, hostTensors, prefixKeys, readTrainState, withoutPrefix, writeCheckpoint } from '../runtime/checkpoint';
+import { lockRunDir } from '../runtime/run-lock';
+import { stopRequests } from '../runtime/signals';
 import { VisionTransformer, VIT_PRESETS, VitConfig } from '../models/vit';
 import { MaeDecoder, maeLoss, randomMasking } from '../models/mae';
 import { AdamW, warmupCosine } from '../models/adamw';
@@ -43,16 +45,21 @@ const FLAGS = {
   'crop-scale': { description: 'RandomResizedCrop scale range lo,hi', default: '0.2,1.0' },
   seed: { description: 'seed of init, masking, augmentation and order', default: '0' },
   'checkpoint-minutes': { description: 'write a checkpoint at least this often', default: '5' },
+  'keep-checkpoints': { description: 'checkpoints kept: the latest in checkpoint/, older ones as checkpoint.step-<n>', default: String(DEFAULT_KEEP_CHECKPOINTS) },
   'snapshot-epochs': { description: 'comma-separated epochs after which to keep a copy of the encoder', default: '' },
 } as const;
+
+/** Flags a resumed run keeps from its checkpoint: they define shapes, data and its order. */
+const FIXED_ON_RESUME = ['train', 'preset', 'act', 'decoder-dim', 'decoder-depth', 'decoder-heads', 'mask-ratio', 'batch', 'crop-scale', 'seed'];
 
 async function main() {
   const flags = parseFlags(USAGE, FLAGS);
   const runDir = flags.resume ?? flags.out!;
   if (!flags.resume) checkOutDir(runDir); // a resumed run's folder is checked by reading its checkpoint
-  const resumeState = flags.resume ? readTrainState(path.join(runDir, 'checkpoint')) : undefined;
-  // a resumed run keeps the flags it started with
-  const f = resumeState ? { ...flags, ...(resumeState.meta.flags as typeof flags) } : flags;
+  const resumeState = flags.resume ? readTrainState(runDir) : undefined;
+  const merged = resumeState && mergeResumeFlags(resumeState.meta.flags as typeof flags, flags, explicitFlags(USAGE, FLAGS, process.argv.slice(2)), FIXED_ON_RESUME, runDir);
+  const f = merged ? merged.flags : flags;
+  merged?.lines.forEach((line) => console.log(`[mae] ${line}`));
   const preset = VIT_PRESETS[f.preset!];
   if (!preset) throw new Error(`--preset: unknown '${f.preset}', expected one of ${Object.keys(VIT_PRESETS).join(', ')}`);
   if (f.act !== 'gelu' && f.act !== 'gelu_tanh') throw new Error(`--act: expected gelu or gelu_tanh, got '${f.act}'`);
@@ -63,9 +70,10 @@ async function main() {
   const maskRatio = num('mask-ratio', f['mask-ratio'], { min: 0.01, max: 0.99 });
   const cropScale = numRange('crop-scale', f['crop-scale'], { min: 0.01, max: 1 });
   const snapshotEpochs = new Set(intList('snapshot-epochs', f['snapshot-epochs']));
+  const keepCheckpoints = num('keep-checkpoints', f['keep-checkpoints'], { integer: true, min: 1 });
 
   const backend = await initBackend();
-  fs.mkdirSync(runDir, { recursive: true });
+  using _runLock = lockRunDir(runDir);
   const samplesPerEpoch = await countSamples(f.train!);
   const stepsPerEpoch = Math.floor(samplesPerEpoch / batch);
   if (stepsPerEpoch < 1) throw new Error(`${f.train}: ${samplesPerEpoch} samples, fewer than one batch of ${batch}`);
@@ -95,7 +103,7 @@ async function main() {
   let step = 0;
   if (resumeState) {
     const host = hostTensors(resumeState.tensors);
-    const file = path.join(runDir, 'checkpoint', 'state.safetensors');
+    const file = resumeState.file;
     encoder.params.importTimm(withoutPrefix(host, 'encoder.'), file);
     decoder.params.importTimm(withoutPrefix(host, 'decoder.'), file);
     step = resumeState.meta.step as number;
@@ -105,13 +113,13 @@ async function main() {
 
   console.log(`[mae] ${samplesPerEpoch} samples/epoch, ${stepsPerEpoch} steps/epoch, ${totalSteps} steps, peak lr ${peakLr.toExponential(2)}, backend ${backend.tfBackend}`);
   const records = new Subject<StepRecord>();
-  const sinksDone = trainingSinks(records, { runDir, total: totalSteps, lossKeys: ['loss'], title: 'MAE reconstruction loss', resumed: resumeState !== undefined });
+  const sinksDone = trainingSinks(records, { runDir, total: totalSteps, lossKeys: ['loss'], title: 'MAE reconstruction loss', resumedAtStep: step });
   const skips = new SkipLog();
   let lastCheckpoint = performance.now();
   const checkpointEvery = num('checkpoint-minutes', f['checkpoint-minutes'], { min: 0 }) * 60_000;
   const saveCheckpoint = () => {
     const encoderWeights = encoder.params.exportTimm();
-    writeCheckpointDir(path.join(runDir, 'checkpoint'), {
+    writeCheckpoint(runDir, {
       'encoder.safetensors': { tensors: encoderWeights, metadata: { format: 'pt', vit: JSON.stringify(cfg) } },
       'state.safetensors': {
         tensors: {
@@ -121,13 +129,15 @@ async function main() {
         },
         metadata: { state: JSON.stringify({ step, flags: f }) },
       },
-    });
+    }, { step, keep: keepCheckpoints });
     lastCheckpoint = performance.now();
   };
 
   const views = maeViews(cfg.imgSize, cropScale);
   // a resumed run starts mid-epoch with the samples of the steps not yet taken
   if (step < totalSteps) {
+    // a signal stops the loop after its step
+    using stop = stopRequests();
     for await (const { batch: b, epoch, waitMs } of epochBatches({ source: f.train!, seed, batchSize: batch, stepsPerEpoch, fromStep: step, views, skips })) {
       const t0 = performance.now();
       const lr = warmupCosine(step, totalSteps, warmupSteps, peakLr, minLr);
@@ -147,12 +157,13 @@ async function main() {
         saveCheckpoint();
         fs.copyFileSync(path.join(runDir, 'checkpoint', 'encoder.safetensors'), path.join(runDir, `encoder-epoch${step / stepsPerEpoch}.safetensors`));
       }
-      if (step >= totalSteps) break;
+      if (step >= totalSteps || (await stop.check())) break;
     }
   }
   saveCheckpoint();
   records.complete();
   await sinksDone;
+  if (step < totalSteps) return console.log(`[mae] stopped at step ${step} of ${totalSteps}; resume with: ${resumeCommand('pipelines/pretrain-mae.ts', runDir)}`);
   if (skips.total > 0) console.log(`[data] skipped ${skips.total} samples: ${JSON.stringify(Object.fromEntries(skips.counts))}`);
   console.log(`[mae] done: ${path.join(runDir, 'checkpoint', 'encoder.safetensors')}`);
 }

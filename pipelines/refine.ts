@@ -21,11 +21,13 @@ import { Subject } from 'rxjs';
 import { initBackend } from '../runtime/backend';
 import { allreduceGradients, localBatchSize, openCollective, pinLocalGpu } from '../runtime/collective';
 import { allGatherRowsInTape, broadcastHostTensors, broadcastVariables, checkSameOnAllRanks, filesFingerprint, gatherBatchMeta } from '../runtime/data-parallel';
-import { intList, num, numRange, parseFlags, runMain } from '../runtime/cli';
+import { explicitFlags, intList, mergeResumeFlags, num, numRange, parseFlags, resumeCommand, runMain } from '../runtime/cli';
 import { Rng } from '../runtime/rng';
 import { checkOutDir } from '../runtime/out-dir';
 import { vitPresetFallback, vitPresetFlag } from '../runtime/vit-flag';
-import { hostTensors, loadEncoder, prefixKeys, readTrainState, withoutPrefix, writeCheckpointDir } from '../runtime/checkpoint';
+import { DEFAULT_KEEP_CHECKPOINTS, hostTensors, loadEncoder, prefixKeys, readTrainState, withoutPrefix, writeCheckpoint } from '../runtime/checkpoint';
+import { lockRunDir } from '../runtime/run-lock';
+import { stopRequests } from '../runtime/signals';
 import { VisionTransformer } from '../models/vit';
 import { HEAD_PRESETS, NnaHead } from '../models/nna-head';
 import { NnQueue } from '../models/nn-queue';
@@ -87,8 +89,12 @@ const FLAGS = {
   'skip-knn': { description: 'skip the kNN evaluations', boolean: true },
   'knn-every': { description: 'also track the EMA encoder\'s per-block kNN every this many epochs of stage 3 (0: off); knn-during.json + .png', default: '0' },
   'checkpoint-minutes': { description: 'write a checkpoint at least this often', default: '5' },
+  'keep-checkpoints': { description: 'checkpoints kept: the latest in checkpoint/, older ones as checkpoint.step-<n>', default: String(DEFAULT_KEEP_CHECKPOINTS) },
   'max-steps': { description: 'stop after this many steps in this invocation (checkpointed; continue with --resume)', default: '0' },
 } as const;
+
+/** Flags a resumed run keeps from its checkpoint: they define shapes, data and its order. */
+const FIXED_ON_RESUME = ['checkpoint', 'train', 'blocks', 'head-preset', 'queue-size', 'stages', 'batch', 'seed', 'local-views', 'global-size', 'local-size', 'jitter-p', 'jitter-strength', 'grayscale-p', 'global-scale', 'local-scale', 'freeze-blocks'];
 
 type Stage = { id: 2 | 3; steps: number; lr: number; topK: number; trainEncoder: boolean };
 
@@ -97,8 +103,10 @@ export async function refine(argv: string[]): Promise<string> {
   const flags = parseFlags(USAGE, FLAGS, argv);
   const runDir = flags.resume ?? flags.out!;
   if (!flags.resume) checkOutDir(runDir); // a resumed run's folder is checked by reading its checkpoint
-  const resumeState = flags.resume ? readTrainState(path.join(runDir, 'checkpoint')) : undefined;
-  const f = resumeState ? { ...flags, ...(resumeState.meta.flags as typeof flags) } : flags;
+  const resumeState = flags.resume ? readTrainState(runDir) : undefined;
+  const merged = resumeState && mergeResumeFlags(resumeState.meta.flags as typeof flags, flags, explicitFlags(USAGE, FLAGS, argv), FIXED_ON_RESUME, runDir);
+  const f = merged ? merged.flags : flags;
+  merged?.lines.forEach((line) => console.log(`[refine] ${line}`));
   const seed = num('seed', f.seed, { integer: true });
   const batch = num('batch', f.batch, { integer: true, min: 2, max: 65536 });
   const headSizes = HEAD_PRESETS[f['head-preset']!];
@@ -112,6 +120,7 @@ export async function refine(argv: string[]): Promise<string> {
   const globalScale = numRange('global-scale', f['global-scale'], { min: 0.01, max: 1 });
   const localScale = numRange('local-scale', f['local-scale'], { min: 0.01, max: 1 });
   const temperature = num('temperature', f.temperature, { min: 1e-4 });
+  const keepCheckpoints = num('keep-checkpoints', f['keep-checkpoints'], { integer: true, min: 1 });
 
   // ---- data parallelism: a world of one unless started by an MPI launcher (README, MPI section)
   pinLocalGpu();
@@ -159,7 +168,7 @@ export async function refine(argv: string[]): Promise<string> {
     trainLimit: num('knn-train-limit', f['knn-train-limit'], { integer: true, min: 0 }) || undefined,
     testLimit: num('knn-test-limit', f['knn-test-limit'], { integer: true, min: 0 }) || undefined,
   };
-  fs.mkdirSync(runDir, { recursive: true });
+  using _runLock = lockRunDir(runDir);
   // the starting checkpoint's features come from the feature cache when it has seen this file
   const knnOfCheckpoint = (model: VisionTransformer) => perBlockKnn(model, { ...knnOpts, label: 'MIM checkpoint', cacheKey: checkpointKey(f.checkpoint!) });
   // evaluations and every file of the run are rank 0's
@@ -176,7 +185,7 @@ export async function refine(argv: string[]): Promise<string> {
   let step = 0;
   const savedState = resumeState ? hostTensors(resumeState.tensors) : undefined;
   if (resumeState) {
-    const file = path.join(runDir, 'checkpoint', 'state.safetensors');
+    const file = resumeState.file;
     const sub = (prefix: string) => withoutPrefix(savedState!, prefix);
     encoder.params.importTimm(sub('encoder.'), file);
     emaEncoder.params.importTimm(sub('ema.'), file);
@@ -197,7 +206,7 @@ export async function refine(argv: string[]): Promise<string> {
   }
 
   const records = new Subject<StepRecord>();
-  const sinksDone = dp.rank !== 0 ? Promise.resolve() : trainingSinks(records, { runDir, total: totalSteps, lossKeys: ['loss', 'loss_global', 'loss_local'], title: 'NNA loss', resumed: resumeState !== undefined });
+  const sinksDone = dp.rank !== 0 ? Promise.resolve() : trainingSinks(records, { runDir, total: totalSteps, lossKeys: ['loss', 'loss_global', 'loss_local'], title: 'NNA loss', resumedAtStep: step });
   const skips = new SkipLog();
   const views = refinerViews({ globalSize, localSize, numLocal, globalScale, localScale, jitterP, jitterStrength, grayscaleP });
 
@@ -215,7 +224,7 @@ export async function refine(argv: string[]): Promise<string> {
     const encoderWeights = encoder.params.exportTimm();
     const emaWeights = emaEncoder.params.exportTimm();
     const metadata = { format: 'pt', vit: JSON.stringify(encoder.cfg) };
-    writeCheckpointDir(path.join(runDir, 'checkpoint'), {
+    writeCheckpoint(runDir, {
       'encoder-ema.safetensors': { tensors: emaWeights, metadata },
       'encoder.safetensors': { tensors: encoderWeights, metadata },
       'state.safetensors': {
@@ -228,11 +237,12 @@ export async function refine(argv: string[]): Promise<string> {
         },
         metadata: { state: JSON.stringify({ step, flags: f, headBlocks }) },
       },
-    });
+    }, { step, keep: keepCheckpoints });
     lastCheckpoint = performance.now();
   };
 
-  // the data worker must end however the loop ends
+  // the data worker must end however the loop ends; a signal stops the loop after its step
+  const stop = stopRequests();
   try {
     for (const stage of stages) {
       const stageEnd = stageStart + stage.steps;
@@ -240,7 +250,7 @@ export async function refine(argv: string[]): Promise<string> {
         stageStart = stageEnd;
         continue;
       }
-      if (step >= stopAt) break;
+      if (step >= stopAt || stop.requested) break;
       // Stage 2: heads only, no encoder gradients at all. Stage 3: encoder with layer-wise lr decay.
       const groups: ParamGroupEntry[] = heads.flatMap((h, i) =>
         h.params.trainable().map((p) => ({ ...p, name: `heads.${i}.${p.name}`, lrScale: 1, weightDecay: p.decay ? num('head-wd', f['head-wd']) : 0 })),
@@ -260,7 +270,7 @@ export async function refine(argv: string[]): Promise<string> {
       const varList = groups.map((g) => g.variable);
       console.log(`[refine] stage ${stage.id}: ${stage.steps} steps, lr ${stage.lr}, top-k ${stage.topK}, ${stage.trainEncoder ? 'encoder + heads' : 'heads only (encoder frozen)'}`);
 
-      while (step < stageEnd && step < stopAt) {
+      while (step < stageEnd && step < stopAt && !(await stop.check())) {
         const { value: next, done } = await data.next();
         if (done) break;
         const { batch: b, waitMs, epoch } = next;
@@ -324,13 +334,14 @@ export async function refine(argv: string[]): Promise<string> {
       stageStart = stageEnd;
     }
   } finally {
+    stop.dispose();
     await data.return(undefined);
   }
   if (step < totalSteps) {
     saveCheckpoint();
     records.complete();
     await sinksDone;
-    console.log(`[refine] stopped at step ${step} of ${totalSteps} (--max-steps); continue with --resume ${runDir}`);
+    console.log(`[refine] stopped at step ${step} of ${totalSteps} (${stop.signal ?? '--max-steps'}); resume with: ${resumeCommand('pipelines/refine.ts', runDir)}`);
     return runDir;
   }
   // stage 2 alone leaves the encoder untouched; the EMA then equals it

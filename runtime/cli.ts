@@ -19,16 +19,7 @@ export type Flags<S extends Record<string, FlagSpec>> = {
 
 /** Parses argv; prints usage and exits on --help, throws a clear error on a bad flag. */
 export function parseFlags<S extends Record<string, FlagSpec>>(usage: string, spec: S, argv = process.argv.slice(2)): Flags<S> {
-  const options: Record<string, { type: 'string' | 'boolean'; default?: string | boolean }> = { help: { type: 'boolean' } };
-  for (const [name, s] of Object.entries(spec)) {
-    options[name] = s.boolean ? { type: 'boolean', default: false } : { type: 'string', ...(s.default !== undefined ? { default: s.default } : {}) };
-  }
-  let values: Record<string, unknown>;
-  try {
-    ({ values } = parseArgs({ args: attachNegativeValues(argv, options), options, strict: true, allowPositionals: false }));
-  } catch (err) {
-    throw new Error(`${(err as Error).message}\n\n${helpText(usage, spec)}`);
-  }
+  const { values } = parse(usage, spec, argv);
   if (values.help) {
     console.log(helpText(usage, spec));
     process.exit(0);
@@ -50,6 +41,72 @@ function attachNegativeValues(argv: string[], options: Record<string, { type: 's
     } else out.push(argv[i]);
   }
   return out;
+}
+
+/** The flags given on the command line (not filled in from their defaults). */
+export function explicitFlags(usage: string, spec: Record<string, FlagSpec>, argv = process.argv.slice(2)): Set<string> {
+  const { tokens } = parse(usage, spec, argv);
+  return new Set(tokens.flatMap((t) => (t.kind === 'option' ? [t.name] : [])));
+}
+
+function parse(usage: string, spec: Record<string, FlagSpec>, argv: string[]) {
+  const options: Record<string, { type: 'string' | 'boolean'; default?: string | boolean }> = { help: { type: 'boolean' } };
+  for (const [name, s] of Object.entries(spec)) {
+    options[name] = s.boolean ? { type: 'boolean', default: false } : { type: 'string', ...(s.default !== undefined ? { default: s.default } : {}) };
+  }
+  try {
+    return parseArgs({ args: attachNegativeValues(argv, options), options, strict: true, allowPositionals: false, tokens: true });
+  } catch (err) {
+    throw new Error(`${(err as Error).message}\n\n${helpText(usage, spec)}`);
+  }
+}
+
+type FlagValues = Record<string, string | boolean | undefined>;
+
+/** Flags of this invocation only, never taken from a checkpoint. */
+const PER_INVOCATION = new Set(['resume', 'out', 'max-steps']);
+
+/**
+ * The flags of a resumed run. Those in `fixed` (what defines shapes and the data order: model,
+ * data, batch, seed, augmentation) come from the checkpoint, and changing one explicitly is an
+ * error naming the run; the others (lr, schedule length, logging, checkpoint interval) come
+ * from the command line when given there, else from the checkpoint. `lines` says which came
+ * from where, for the log.
+ */
+export function mergeResumeFlags<F extends FlagValues>(
+  saved: FlagValues,
+  given: F,
+  explicit: ReadonlySet<string>,
+  fixed: readonly string[],
+  runDir: string,
+): { flags: F; lines: string[] } {
+  const flags: FlagValues = { ...given };
+  const fromCommandLine: string[] = [];
+  const fromCheckpoint: string[] = [];
+  for (const key of Object.keys(given)) {
+    if (PER_INVOCATION.has(key) || !(key in saved)) continue;
+    const shown = `--${key} ${saved[key]}`;
+    if (fixed.includes(key)) {
+      if (explicit.has(key) && given[key] !== saved[key]) {
+        throw new Error(`--${key} ${given[key]}: the run in ${runDir} was started with ${shown}, which fixes shapes or data order; a resumed run cannot change it (start a new run instead)`);
+      }
+      flags[key] = saved[key];
+    } else if (explicit.has(key) && given[key] !== saved[key]) {
+      fromCommandLine.push(`--${key} ${given[key]} (was ${saved[key]})`);
+      continue;
+    } else {
+      flags[key] = saved[key];
+    }
+    if (saved[key] !== undefined && saved[key] !== false) fromCheckpoint.push(shown);
+  }
+  const lines = [`flags from the command line: ${fromCommandLine.join(', ') || 'none'}`, `flags from the checkpoint: ${fromCheckpoint.join(' ')}`];
+  return { flags: flags as F, lines };
+}
+
+/** The command that continues a run, as the user can paste it. */
+export function resumeCommand(script: string, runDir: string): string {
+  const quote = (s: string) => (/^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
+  return `npx ts-node ${quote(script)} --resume ${quote(runDir)}`;
 }
 
 export function helpText(usage: string, spec: Record<string, FlagSpec>): string {

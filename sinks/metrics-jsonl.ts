@@ -5,11 +5,13 @@
  * Each line goes to the file with one synchronous write(2) on an O_APPEND descriptor, so a
  * crash of the process loses nothing already passed on and never leaves half a line from an
  * earlier row; with `fsync` (default) the data also survives a crash of the machine.
- * The file is appended to, so a resumed run continues the same log.
+ * The file is appended to, so a resumed run continues the same log; `keepThroughStep` first cuts
+ * it back to the rows a resumed checkpoint covers, so steps redone after it are not logged twice.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { defer, MonoTypeOperatorFunction, tap } from 'rxjs';
+import { writeFileAtomic } from '../runtime/atomic-file';
 
 /** Named values of one step. Non-finite numbers are written as null (JSON has no NaN). */
 export type MetricsRow = Record<string, number | string | null>;
@@ -17,6 +19,11 @@ export type MetricsRow = Record<string, number | string | null>;
 export interface MetricsJsonlOptions {
   /** fdatasync after every line (default true): durable across power loss, ~ms per row. */
   fsync?: boolean;
+  /**
+   * Before appending, keep only the rows with `step` <= this (0: start the file anew), replacing
+   * the file atomically: a resumed run redoes the steps after its checkpoint. Unset: append.
+   */
+  keepThroughStep?: number;
 }
 
 /**
@@ -29,6 +36,7 @@ export function metricsJsonl<T extends MetricsRow>(file: string, opts: MetricsJs
   return (source) =>
     defer(() => {
       fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+      if (opts.keepThroughStep !== undefined) truncateToStep(file, opts.keepThroughStep);
       let fd: number | undefined = fs.openSync(file, 'a');
       let step = 0;
       return source.pipe(
@@ -45,4 +53,23 @@ export function metricsJsonl<T extends MetricsRow>(file: string, opts: MetricsJs
         }),
       );
     });
+}
+
+/**
+ * Rewrites `file` with its rows of `step` <= `lastStep` (a half-written last line from a kill
+ * goes too) via a temporary file, fsync and rename, so a kill meanwhile leaves the old file.
+ */
+export function truncateToStep(file: string, lastStep: number): void {
+  if (!fs.existsSync(file)) return;
+  const kept = fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((line) => {
+      try {
+        return (JSON.parse(line) as { step: number }).step <= lastStep;
+      } catch {
+        return false;
+      }
+    });
+  writeFileAtomic(file, kept.map((line) => line + '\n').join(''));
 }

@@ -11,6 +11,8 @@ export interface ProgressOptions {
   label: string;
   /** Expected count, for the percentage and ETA; leave out when unknown. */
   total?: number;
+  /** Count already done before the first row (a resumed run's step), default 0. */
+  start?: number;
   /** Word after the count ("steps", "images"). */
   unit?: string;
   /** Row fields shown after the ETA, when present. */
@@ -36,7 +38,7 @@ export function progress<T extends MetricsRow>(opts: ProgressOptions): MonoTypeO
     defer(() => {
       // Per subscription. The rate is measured from the first row, not from subscription,
       // so start-up (compilation, first batch) does not drag it down.
-      let count = 0, firstCount = 0, firstAt = 0, lastAt = -Infinity;
+      let count = opts.start ?? 0, firstCount = 0, firstAt = 0, lastAt = -Infinity;
       let latest: T | undefined, shown = true;
       const show = (t: number) => {
         emit(formatProgress(opts, count, firstAt === t ? 0 : (count - firstCount) / ((t - firstAt) / 1000), latest!));

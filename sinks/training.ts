@@ -2,7 +2,6 @@
  * The sinks a training run's step records flow into: metrics as JSON lines, a console
  * progress line (count, rate, ETA), and at the end the loss curves as SVG + PNG.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Observable, lastValueFrom, map, share, toArray } from 'rxjs';
 import { metricsJsonl } from './metrics-jsonl';
@@ -28,13 +27,12 @@ export interface TrainingSinkOptions {
   /** Values drawn in the loss chart. */
   lossKeys: string[];
   title: string;
-  /** A resumed run appends to its metrics; a fresh one starts the file anew. */
-  resumed: boolean;
+  /** The step a resumed run's checkpoint holds: metrics.jsonl keeps the rows up to it, progress counts on from it (0: a fresh run). */
+  resumedAtStep: number;
 }
 
 /** Subscribes the sinks; resolves when `records` completes and the chart is written. */
 export async function trainingSinks(records: Observable<StepRecord>, opts: TrainingSinkOptions): Promise<void> {
-  if (!opts.resumed) fs.rmSync(path.join(opts.runDir, 'metrics.jsonl'), { force: true });
   const rows = records.pipe(
     map((r): Record<string, number> => ({
       step: r.step,
@@ -44,8 +42,8 @@ export async function trainingSinks(records: Observable<StepRecord>, opts: Train
       data_wait_share: r.waitMs / (r.stepMs + r.waitMs),
       ...r.values,
     })),
-    metricsJsonl(path.join(opts.runDir, 'metrics.jsonl')),
-    progress({ total: opts.total, label: path.basename(opts.runDir), unit: 'steps', show: ['loss', 'lr', 'images_per_s', 'data_wait_share'] }),
+    metricsJsonl(path.join(opts.runDir, 'metrics.jsonl'), { keepThroughStep: opts.resumedAtStep }),
+    progress({ total: opts.total, start: opts.resumedAtStep, label: path.basename(opts.runDir), unit: 'steps', show: ['loss', 'lr', 'images_per_s', 'data_wait_share'] }),
     share(),
   );
   const all = await lastValueFrom(rows.pipe(toArray()));
