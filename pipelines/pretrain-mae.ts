@@ -8,19 +8,18 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import * as tf from '@tensorflow/tfjs';
-import { Subject } from 'rxjs';
 import { initBackend } from '../runtime/backend';
 import { intList, num, numRange, parseFlags, runMain } from '../runtime/cli';
-import { Rng } from '../runtime/rng';
-import { hostTensors, prefixKeys, readTrainState, withoutPrefix, writeCheckpointDir } from '../runtime/checkpoint';
+import { prefixKeys, withoutPrefix, writeEncoder } from '../runtime/checkpoint';
 import { VisionTransformer, VIT_PRESETS, VitConfig } from '../models/vit';
-import { MaeDecoder, maeLoss, randomMasking } from '../models/mae';
-import { AdamW, warmupCosine } from '../models/adamw';
+import { MaeDecoder } from '../models/mae';
+import { maeObjective } from '../objectives/mae';
 import { epochBatches, SkipLog } from '../sources/batches';
 import { countSamples } from '../sources/count';
 import { maeViews } from '../operators/multi-view';
-import { StepRecord, trainingSinks } from '../sinks/training';
+import { train } from '../train/driver';
+import { DRIVER_FLAGS, DRIVER_OVERRIDABLE, driverFlags } from '../train/flags';
+import { resumeRun } from '../train/resume';
 
 const USAGE = 'MAE pretraining of a ViT.\n  npx ts-node pipelines/pretrain-mae.ts [options]';
 const FLAGS = {
@@ -41,16 +40,19 @@ const FLAGS = {
   'weight-decay': { description: 'AdamW weight decay (not on biases, norms, tokens)', default: '0.05' },
   'crop-scale': { description: 'RandomResizedCrop scale range lo,hi', default: '0.2,1.0' },
   seed: { description: 'seed of init, masking, augmentation and order', default: '0' },
-  'checkpoint-minutes': { description: 'write a checkpoint at least this often', default: '5' },
   'snapshot-epochs': { description: 'comma-separated epochs after which to keep a copy of the encoder', default: '' },
+  ...DRIVER_FLAGS,
 } as const;
 
-async function main() {
-  const flags = parseFlags(USAGE, FLAGS);
+/** What --resume may take from the command line; every other flag comes from the checkpoint. */
+const OVERRIDABLE = [...DRIVER_OVERRIDABLE, 'blr', 'min-lr', 'epochs', 'warmup-epochs', 'weight-decay', 'snapshot-epochs'];
+
+/** Runs MAE pretraining with command-line style arguments; resolves to the run directory. */
+export async function pretrainMae(argv: string[]): Promise<string> {
+  const flags = parseFlags(USAGE, FLAGS, argv);
   const runDir = flags.resume ?? flags.out!;
-  const resumeState = flags.resume ? readTrainState(path.join(runDir, 'checkpoint')) : undefined;
-  // a resumed run keeps the flags it started with
-  const f = resumeState ? { ...flags, ...(resumeState.meta.flags as typeof flags) } : flags;
+  const resumed = flags.resume ? resumeRun('mae', runDir, flags, argv, OVERRIDABLE) : undefined;
+  const f = resumed?.flags ?? flags;
   const preset = VIT_PRESETS[f.preset!];
   if (!preset) throw new Error(`--preset: unknown '${f.preset}', expected one of ${Object.keys(VIT_PRESETS).join(', ')}`);
   if (f.act !== 'gelu' && f.act !== 'gelu_tanh') throw new Error(`--act: expected gelu or gelu_tanh, got '${f.act}'`);
@@ -83,76 +85,52 @@ async function main() {
     seed + 1,
   );
   const wd = num('weight-decay', f['weight-decay'], { min: 0 });
-  const optimiser = new AdamW(
-    [...encoder.params.trainable(), ...decoder.params.trainable().map((p) => ({ ...p, name: `decoder:${p.name}` }))].map((p) => ({
-      ...p,
-      lrScale: 1,
-      weightDecay: p.decay ? wd : 0,
-    })),
-  );
-  let step = 0;
-  if (resumeState) {
-    const host = hostTensors(resumeState.tensors);
-    const file = path.join(runDir, 'checkpoint', 'state.safetensors');
-    encoder.params.importTimm(withoutPrefix(host, 'encoder.'), file);
-    decoder.params.importTimm(withoutPrefix(host, 'decoder.'), file);
-    step = resumeState.meta.step as number;
-    optimiser.importState(host, step, file);
-    console.log(`[mae] resumed ${runDir} at step ${step}`);
+  if (resumed) {
+    encoder.params.importTimm(withoutPrefix(resumed.tensors, 'encoder.'), resumed.file);
+    decoder.params.importTimm(withoutPrefix(resumed.tensors, 'decoder.'), resumed.file);
   }
 
   console.log(`[mae] ${samplesPerEpoch} samples/epoch, ${stepsPerEpoch} steps/epoch, ${totalSteps} steps, peak lr ${peakLr.toExponential(2)}, backend ${backend.tfBackend}`);
-  const records = new Subject<StepRecord>();
-  const sinksDone = trainingSinks(records, { runDir, total: totalSteps, lossKeys: ['loss'], title: 'MAE reconstruction loss', resumed: resumeState !== undefined });
   const skips = new SkipLog();
-  let lastCheckpoint = performance.now();
-  const checkpointEvery = num('checkpoint-minutes', f['checkpoint-minutes'], { min: 0 }) * 60_000;
-  const saveCheckpoint = () => {
-    const encoderWeights = encoder.params.exportTimm();
-    writeCheckpointDir(path.join(runDir, 'checkpoint'), {
-      'encoder.safetensors': { tensors: encoderWeights, metadata: { format: 'pt', vit: JSON.stringify(cfg) } },
-      'state.safetensors': {
-        tensors: {
-          ...prefixKeys('encoder.', encoderWeights),
-          ...prefixKeys('decoder.', decoder.params.exportTimm()),
-          ...optimiser.exportState(),
-        },
-        metadata: { state: JSON.stringify({ step, flags: f }) },
-      },
-    });
-    lastCheckpoint = performance.now();
-  };
-
   const views = maeViews(cfg.imgSize, cropScale);
-  // a resumed run starts mid-epoch with the samples of the steps not yet taken
-  if (step < totalSteps) {
-    for await (const { batch: b, epoch, waitMs } of epochBatches({ source: f.train!, seed, batchSize: batch, stepsPerEpoch, fromStep: step, views, skips })) {
-      const t0 = performance.now();
-      const lr = warmupCosine(step, totalSteps, warmupSteps, peakLr, minLr);
-      const masking = new Rng(seed, 0x3a5c, step);
-      const loss = tf.tidy(() => {
-        const images = tf.tensor4d(b.views[0], [batch, cfg.imgSize, cfg.imgSize, 3]);
-        const plan = randomMasking(batch, encoder.numPatches, maskRatio, masking);
-        const { value, grads } = tf.variableGrads(() => maeLoss(encoder, decoder, images, plan));
-        optimiser.apply(grads, lr);
-        return value.dataSync()[0];
-      });
-      if (!Number.isFinite(loss)) throw new Error(`loss became ${loss} at step ${step}; lower --blr`);
-      step++;
-      records.next({ step, epoch, lr, values: { loss }, images: batch, stepMs: performance.now() - t0, waitMs });
-      if (performance.now() - lastCheckpoint > checkpointEvery) saveCheckpoint();
-      if (step % stepsPerEpoch === 0 && snapshotEpochs.has(step / stepsPerEpoch)) {
-        saveCheckpoint();
-        fs.copyFileSync(path.join(runDir, 'checkpoint', 'encoder.safetensors'), path.join(runDir, `encoder-epoch${step / stepsPerEpoch}.safetensors`));
+  const checkpointFile = path.join(runDir, 'checkpoint', 'encoder.safetensors');
+  await train({
+    name: 'mae',
+    runDir,
+    stages: [
+      {
+        label: 'MAE',
+        schedule: { steps: totalSteps, peakLr, minLr, warmupSteps },
+        objective: maeObjective({ encoder, decoder, maskRatio, seed }),
+        params: () => [...encoder.paramGroups('', { weightDecay: wd }), ...decoder.params.groups('decoder:', wd)],
+      },
+    ],
+    resume: resumed && { ...resumed, optimiserStep: resumed.meta.optimiserStep as number | undefined },
+    // a resumed run starts mid-epoch with the samples of the steps not yet taken
+    batches: (fromStep) => epochBatches({ source: f.train!, seed, batchSize: batch, stepsPerEpoch, fromStep, views, skips }),
+    optimiser: { beta1: 0.9, beta2: 0.95, eps: 1e-8 },
+    ...driverFlags(f),
+    sinks: { lossKeys: ['loss'], title: 'MAE reconstruction loss' },
+    checkpointFiles: async (at, optimiser) => {
+      const [encoderWeights, decoderWeights] = await Promise.all([encoder.params.exportTimm(), decoder.params.exportTimm()]);
+      return {
+        'encoder.safetensors': { tensors: encoderWeights, metadata: { format: 'pt', vit: JSON.stringify(cfg) } },
+        'state.safetensors': {
+          tensors: { ...prefixKeys('encoder.', encoderWeights), ...prefixKeys('decoder.', decoderWeights), ...optimiser.state },
+          metadata: { state: JSON.stringify({ step: at, optimiserStep: optimiser.step, flags: f }) },
+        },
+      };
+    },
+    afterStep: async (at) => {
+      if (at % stepsPerEpoch === 0 && snapshotEpochs.has(at / stepsPerEpoch)) {
+        // the epoch's encoder, exported now (the latest checkpoint may be older)
+        await writeEncoder(path.join(runDir, `encoder-epoch${at / stepsPerEpoch}.safetensors`), encoder);
       }
-      if (step >= totalSteps) break;
-    }
-  }
-  saveCheckpoint();
-  records.complete();
-  await sinksDone;
+    },
+  });
   if (skips.total > 0) console.log(`[data] skipped ${skips.total} samples: ${JSON.stringify(Object.fromEntries(skips.counts))}`);
-  console.log(`[mae] done: ${path.join(runDir, 'checkpoint', 'encoder.safetensors')}`);
+  console.log(`[mae] done: ${checkpointFile}`);
+  return runDir;
 }
 
-runMain(main);
+if (require.main === module) runMain(() => pretrainMae(process.argv.slice(2)).then(() => undefined));

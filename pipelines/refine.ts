@@ -16,23 +16,20 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import * as tf from '@tensorflow/tfjs';
-import { Subject } from 'rxjs';
 import { initBackend } from '../runtime/backend';
 import { intList, num, numRange, parseFlags, runMain } from '../runtime/cli';
-import { Rng } from '../runtime/rng';
-import { hostTensors, loadEncoder, prefixKeys, readTrainState, withoutPrefix, writeCheckpointDir } from '../runtime/checkpoint';
+import { loadEncoder, prefixKeys, withoutPrefix } from '../runtime/checkpoint';
 import { VisionTransformer } from '../models/vit';
 import { HEAD_PRESETS, NnaHead } from '../models/nna-head';
 import { NnQueue } from '../models/nn-queue';
-import { AdamW, ParamGroupEntry, warmupCosine } from '../models/adamw';
 import { Ema } from '../models/ema';
-import { stopGradient } from '../models/ops';
-import { nnaLoss } from '../operators/nna-loss';
+import { nnaRefineObjective } from '../objectives/nna-refine';
 import { refinerViews } from '../operators/multi-view';
 import { epochBatches, SkipLog } from '../sources/batches';
 import { countSamples } from '../sources/count';
-import { StepRecord, trainingSinks } from '../sinks/training';
+import { Stage, train } from '../train/driver';
+import { DRIVER_FLAGS, DRIVER_OVERRIDABLE, driverFlags } from '../train/flags';
+import { resumeRun } from '../train/resume';
 import { checkpointKey } from '../eval/feature-cache';
 import { perBlockKnn, writeKnnSummary, KnnReport } from './knn';
 import { writeChart } from '../sinks/charts';
@@ -81,18 +78,21 @@ const FLAGS = {
   'knn-test-limit': { description: 'test images for the before/after kNN (0: all)', default: '2000' },
   'skip-knn': { description: 'skip the kNN evaluations', boolean: true },
   'knn-every': { description: 'also track the EMA encoder\'s per-block kNN every this many epochs of stage 3 (0: off); knn-during.json + .png', default: '0' },
-  'checkpoint-minutes': { description: 'write a checkpoint at least this often', default: '5' },
-  'max-steps': { description: 'stop after this many steps in this invocation (checkpointed; continue with --resume)', default: '0' },
+  ...DRIVER_FLAGS,
 } as const;
 
-type Stage = { id: 2 | 3; steps: number; lr: number; topK: number; trainEncoder: boolean };
+/** What --resume may take from the command line; every other flag comes from the checkpoint. */
+const OVERRIDABLE = [
+  ...DRIVER_OVERRIDABLE, 'lr2', 'lr3', 'min-lr', 'warmup-share', 'stage2-epochs', 'stage3-epochs', 'clip-grad', 'layer-decay', 'encoder-wd', 'head-wd',
+  'test', 'knn-train-limit', 'knn-test-limit', 'skip-knn', 'knn-every',
+];
 
 /** Runs the refine pipeline with command-line style arguments; resolves to the run directory. */
 export async function refine(argv: string[]): Promise<string> {
   const flags = parseFlags(USAGE, FLAGS, argv);
   const runDir = flags.resume ?? flags.out!;
-  const resumeState = flags.resume ? readTrainState(path.join(runDir, 'checkpoint')) : undefined;
-  const f = resumeState ? { ...flags, ...(resumeState.meta.flags as typeof flags) } : flags;
+  const resumed = flags.resume ? resumeRun('refine', runDir, flags, argv, OVERRIDABLE) : undefined;
+  const f = resumed?.flags ?? flags;
   const seed = num('seed', f.seed, { integer: true });
   const batch = num('batch', f.batch, { integer: true, min: 2 });
   const headSizes = HEAD_PRESETS[f['head-preset']!];
@@ -129,17 +129,32 @@ export async function refine(argv: string[]): Promise<string> {
   const samplesPerEpoch = await countSamples(f.train!);
   const stepsPerEpoch = Math.floor(samplesPerEpoch / batch);
   if (stepsPerEpoch < 1) throw new Error(`${f.train}: ${samplesPerEpoch} samples, fewer than one batch of ${batch}`);
-  const stages: Stage[] = stageIds.map((id) => ({
-    id: id as 2 | 3,
-    steps: Math.max(1, Math.round(num(`stage${id}-epochs`, f[`stage${id}-epochs` as 'stage2-epochs'], { min: 0 }) * stepsPerEpoch)),
-    lr: num(`lr${id}`, f[`lr${id}` as 'lr2'], { min: 0 }),
-    topK: num(`topk${id}`, f[`topk${id}` as 'topk2'], { integer: true, min: 1 }),
-    trainEncoder: id === 3,
-  }));
-  const totalSteps = stages.reduce((s, st) => s + st.steps, 0);
   const minLr = num('min-lr', f['min-lr'], { min: 0 });
   const warmupShare = num('warmup-share', f['warmup-share'], { min: 0, max: 1 });
   const knnEverySteps = Math.round(num('knn-every', f['knn-every'], { min: 0 }) * stepsPerEpoch);
+  // Stage 2: heads only, the encoder outside the tape. Stage 3: encoder (layer-wise lr decay,
+  // first blocks frozen) and heads, with the EMA encoder following.
+  const headGroups = () => heads.flatMap((h, i) => h.params.groups(`heads.${i}.`, num('head-wd', f['head-wd'])));
+  const stages: Stage[] = stageIds.map((id) => {
+    const steps = Math.max(1, Math.round(num(`stage${id}-epochs`, f[`stage${id}-epochs` as 'stage2-epochs'], { min: 0 }) * stepsPerEpoch));
+    const topK = num(`topk${id}`, f[`topk${id}` as 'topk2'], { integer: true, min: 1 });
+    const trainEncoder = id === 3;
+    const encoderGroups = () =>
+      encoder.paramGroups('encoder.', {
+        weightDecay: num('encoder-wd', f['encoder-wd'], { min: 0 }),
+        layerDecay: num('layer-decay', f['layer-decay'], { min: 0, max: 1 }),
+        frozenLayers: num('freeze-blocks', f['freeze-blocks'], { integer: true, min: 0, max: depth }),
+      });
+    return {
+      label: `stage ${id}: top-k ${topK}, ${trainEncoder ? 'encoder + heads' : 'heads only (encoder frozen)'}`,
+      schedule: { steps, peakLr: num(`lr${id}`, f[`lr${id}` as 'lr2'], { min: 0 }), minLr, warmupSteps: Math.round(warmupShare * steps) },
+      objective: nnaRefineObjective({ encoder, headBlocks, heads, queues, globalSize, localSize, numLocal, topK, temperature, trainEncoder, seed }),
+      params: () => (trainEncoder ? [...headGroups(), ...encoderGroups()] : headGroups()),
+      ema: trainEncoder ? ema : undefined,
+      values: { stage: id },
+    };
+  });
+  const totalSteps = stages.reduce((s, st) => s + st.schedule.steps, 0);
 
   // ---- kNN of the MIM checkpoint, before anything changes
   const knnOpts = {
@@ -151,165 +166,66 @@ export async function refine(argv: string[]): Promise<string> {
   fs.mkdirSync(runDir, { recursive: true });
   // the starting checkpoint's features come from the feature cache when it has seen this file
   const knnOfCheckpoint = (model: VisionTransformer) => perBlockKnn(model, { ...knnOpts, label: 'MIM checkpoint', cacheKey: checkpointKey(f.checkpoint!) });
-  const knnBefore: KnnReport | undefined = f['skip-knn'] || resumeState ? undefined : await knnOfCheckpoint(encoder);
+  const knnBefore: KnnReport | undefined = f['skip-knn'] || resumed ? undefined : await knnOfCheckpoint(encoder);
   // kNN tracked during stage 3 (the paper's training-time metric), as a curve over steps
   const duringFile = path.join(runDir, 'knn-during.json');
-  const knnDuring: { step: number; report: KnnReport }[] = resumeState && fs.existsSync(duringFile) ? JSON.parse(fs.readFileSync(duringFile, 'utf8')).points : knnBefore ? [{ step: 0, report: knnBefore }] : [];
-  const trackKnn = async () => {
+  const knnDuring: { step: number; report: KnnReport }[] = resumed && fs.existsSync(duringFile) ? JSON.parse(fs.readFileSync(duringFile, 'utf8')).points : knnBefore ? [{ step: 0, report: knnBefore }] : [];
+  const trackKnn = async (step: number) => {
     knnDuring.push({ step, report: await perBlockKnn(emaEncoder, { ...knnOpts, label: `refined (EMA), step ${step}` }) });
     await writeKnnCurve(runDir, knnDuring);
   };
 
   // ---- resume
-  let step = 0;
-  const savedState = resumeState ? hostTensors(resumeState.tensors) : undefined;
-  if (resumeState) {
-    const file = path.join(runDir, 'checkpoint', 'state.safetensors');
-    const sub = (prefix: string) => withoutPrefix(savedState!, prefix);
-    encoder.params.importTimm(sub('encoder.'), file);
-    emaEncoder.params.importTimm(sub('ema.'), file);
-    heads.forEach((h, i) => h.params.importTimm(sub(`heads.${i}.`), file));
-    queues.forEach((q, i) => q.importState((k) => resumeState.tensors.get(k), `queues.${i}`, file));
-    step = resumeState.meta.step as number;
-    console.log(`[refine] resumed ${runDir} at step ${step}`);
+  if (resumed) {
+    const sub = (prefix: string) => withoutPrefix(resumed.tensors, prefix);
+    encoder.params.importTimm(sub('encoder.'), resumed.file);
+    emaEncoder.params.importTimm(sub('ema.'), resumed.file);
+    heads.forEach((h, i) => h.params.importTimm(sub(`heads.${i}.`), resumed.file));
+    queues.forEach((q, i) => q.importState((k) => resumed.tensors.get(k), `queues.${i}`, resumed.file));
   }
 
-  const records = new Subject<StepRecord>();
-  const sinksDone = trainingSinks(records, { runDir, total: totalSteps, lossKeys: ['loss', 'loss_global', 'loss_local'], title: 'NNA loss', resumed: resumeState !== undefined });
   const skips = new SkipLog();
   const views = refinerViews({ globalSize, localSize, numLocal, globalScale, localScale, jitterP, jitterStrength, grayscaleP });
-
-  // batches forever, epoch after epoch; a resumed run starts where the step count says
-  const data = epochBatches({ source: f.train!, seed, batchSize: batch, stepsPerEpoch, fromStep: step, views, skips });
-
-  const maxSteps = num('max-steps', flags['max-steps'], { integer: true, min: 0 });
-  const stopAt = maxSteps > 0 ? step + maxSteps : Infinity;
-  let stageStart = 0;
-  let optimiser: AdamW | undefined;
-  let lastCheckpoint = performance.now();
-  const checkpointEvery = num('checkpoint-minutes', f['checkpoint-minutes'], { min: 0 }) * 60_000;
-  const saveCheckpoint = () => {
-    const encoderWeights = encoder.params.exportTimm();
-    const emaWeights = emaEncoder.params.exportTimm();
-    const metadata = { format: 'pt', vit: JSON.stringify(encoder.cfg) };
-    writeCheckpointDir(path.join(runDir, 'checkpoint'), {
-      'encoder-ema.safetensors': { tensors: emaWeights, metadata },
-      'encoder.safetensors': { tensors: encoderWeights, metadata },
-      'state.safetensors': {
-        tensors: {
-          ...prefixKeys('encoder.', encoderWeights),
-          ...prefixKeys('ema.', emaWeights),
-          ...Object.assign({}, ...heads.map((h, i) => prefixKeys(`heads.${i}.`, h.params.exportTimm()))),
-          ...Object.assign({}, ...queues.map((q, i) => q.exportState(`queues.${i}`))),
-          ...(optimiser ? optimiser.exportState() : {}),
+  const { step, done } = await train({
+    name: 'refine',
+    runDir,
+    stages,
+    resume: resumed && { ...resumed, optimiserStep: resumed.meta.optimiserStep as number | undefined },
+    // batches forever, epoch after epoch; a resumed run starts where the step count says
+    batches: (fromStep) => epochBatches({ source: f.train!, seed, batchSize: batch, stepsPerEpoch, fromStep, views, skips }),
+    optimiser: { beta1: 0.9, beta2: 0.95, eps: 1e-8, clipGradNorm: num('clip-grad', f['clip-grad'], { min: 0 }) },
+    ...driverFlags(f),
+    sinks: { lossKeys: ['loss', 'loss_global', 'loss_local'], title: 'NNA loss' },
+    checkpointFiles: async (at, optimiser) => {
+      const [encoderWeights, emaWeights, ...headWeights] = await Promise.all([encoder, emaEncoder, ...heads].map((m) => m.params.exportTimm()));
+      const queueStates = await Promise.all(queues.map((q, i) => q.exportState(`queues.${i}`)));
+      const metadata = { format: 'pt', vit: JSON.stringify(encoder.cfg) };
+      return {
+        'encoder-ema.safetensors': { tensors: emaWeights, metadata },
+        'encoder.safetensors': { tensors: encoderWeights, metadata },
+        'state.safetensors': {
+          tensors: {
+            ...prefixKeys('encoder.', encoderWeights),
+            ...prefixKeys('ema.', emaWeights),
+            ...Object.assign({}, ...headWeights.map((w, i) => prefixKeys(`heads.${i}.`, w))),
+            ...Object.assign({}, ...queueStates),
+            ...optimiser.state,
+          },
+          metadata: { state: JSON.stringify({ step: at, optimiserStep: optimiser.step, flags: f, headBlocks }) },
         },
-        metadata: { state: JSON.stringify({ step, flags: f, headBlocks }) },
-      },
-    });
-    lastCheckpoint = performance.now();
-  };
-
-  // the data worker must end however the loop ends
-  try {
-    for (const stage of stages) {
-      const stageEnd = stageStart + stage.steps;
-      if (step >= stageEnd) {
-        stageStart = stageEnd;
-        continue;
-      }
-      if (step >= stopAt) break;
-      // Stage 2: heads only, no encoder gradients at all. Stage 3: encoder with layer-wise lr decay.
-      const groups: ParamGroupEntry[] = heads.flatMap((h, i) =>
-        h.params.trainable().map((p) => ({ ...p, name: `heads.${i}.${p.name}`, lrScale: 1, weightDecay: p.decay ? num('head-wd', f['head-wd']) : 0 })),
-      );
-      if (stage.trainEncoder) {
-        const decay = num('layer-decay', f['layer-decay'], { min: 0, max: 1 });
-        const wd = num('encoder-wd', f['encoder-wd'], { min: 0 });
-        const frozenBlocks = num('freeze-blocks', f['freeze-blocks'], { integer: true, min: 0, max: depth });
-        for (const p of encoder.params.trainable()) {
-          if (layerId(p.name, depth) <= frozenBlocks) continue;
-          groups.push({ ...p, name: `encoder.${p.name}`, lrScale: decay ** (depth + 1 - layerId(p.name, depth)), weightDecay: p.decay ? wd : 0 });
-        }
-      }
-      optimiser?.dispose();
-      optimiser = new AdamW(groups, { beta1: 0.9, beta2: 0.95, eps: 1e-8, clipGradNorm: num('clip-grad', f['clip-grad'], { min: 0 }) });
-      if (resumeState && step > stageStart && savedState) optimiser.importState(savedState, step - stageStart, 'state.safetensors');
-      const varList = groups.map((g) => g.variable);
-      console.log(`[refine] stage ${stage.id}: ${stage.steps} steps, lr ${stage.lr}, top-k ${stage.topK}, ${stage.trainEncoder ? 'encoder + heads' : 'heads only (encoder frozen)'}`);
-
-      while (step < stageEnd && step < stopAt) {
-        const { value: next, done } = await data.next();
-        if (done) break;
-        const { batch: b, waitMs, epoch } = next;
-        const t0 = performance.now();
-        const lr = warmupCosine(step - stageStart, stage.steps, Math.round(warmupShare * stage.steps), stage.lr, minLr);
-        const rng = new Rng(seed, 0x4e4e, step);
-        const n = b.indices.length;
-        const metrics: Record<string, number> = {};
-
-        // one backbone pass for all head blocks: globals together, locals together
-        const globals = tf.concat([0, 1].map((v) => tf.tensor4d(b.views[v], [n, globalSize, globalSize, 3])));
-        const locals = numLocal > 0 ? tf.concat(b.views.slice(2).map((v) => tf.tensor4d(v, [n, localSize, localSize, 3]))) : undefined;
-        const encode = () => ({
-          g: encoder.clsFeatures(globals as tf.Tensor4D, headBlocks),
-          l: locals ? encoder.clsFeatures(locals as tf.Tensor4D, headBlocks) : [],
-        });
-        const frozen = stage.trainEncoder ? undefined : tf.tidy(() => encode());
-        const enqueue: tf.Tensor2D[] = [];
-
-        const { value: loss, grads } = tf.variableGrads(() => {
-          const cls = frozen ?? encode();
-          const perHead = heads.map((head, h) => {
-            const zGlobal = head.project(cls.g[h], true);
-            const pGlobal = tf.split(head.predict(zGlobal, true), 2);
-            const z = tf.split(zGlobal, 2).map((zi) => stopGradient(zi)) as tf.Tensor2D[];
-            const nn = z.map((zi) => queues[h].lookup(zi, b.indices, b.labels, stage.topK, rng));
-            const pLocal = numLocal > 0 ? splitViews(head.predict(head.project(cls.l[h], true), true), numLocal) : [];
-            const l = nnaLoss({ projections: z, swapped: nn.map((x) => x.swapped), predictions: [...pGlobal, ...pLocal] as tf.Tensor2D[], numGlobal: 2, temperature });
-            enqueue[h] = tf.keep(z[0].clone());
-            const [total, global, local] = [l.total, l.global, l.local].map((t) => t.dataSync()[0]);
-            Object.assign(metrics, {
-              [`block${headBlocks[h]}_loss`]: total,
-              [`block${headBlocks[h]}_nn_sim`]: (nn[0].similarity + nn[1].similarity) / 2,
-              [`block${headBlocks[h]}_nn_acc`]: (nn[0].accuracy + nn[1].accuracy) / 2,
-            });
-            metrics.loss_global = (metrics.loss_global ?? 0) + global;
-            metrics.loss_local = (metrics.loss_local ?? 0) + local;
-            tf.dispose(nn.map((x) => x.swapped));
-            return l.total;
-          });
-          return tf.addN(perHead) as tf.Scalar;
-        }, varList);
-        metrics.grad_norm = optimiser.apply(grads, lr);
-        metrics.loss = loss.dataSync()[0];
-        if (!Number.isFinite(metrics.loss)) throw new Error(`loss became ${metrics.loss} at step ${step}; lower --lr${stage.id}`);
-        if (stage.trainEncoder) ema.update();
-        enqueue.forEach((z, h) => queues[h].push(z, b.indices, b.labels));
-        tf.dispose([loss, grads, globals, ...(locals ? [locals] : []), ...enqueue, ...(frozen ? [...frozen.g, ...frozen.l] : [])]);
-
-        step++;
-        records.next({ step, epoch, lr, values: { stage: stage.id, ...metrics }, images: n, stepMs: performance.now() - t0, waitMs });
-        if (performance.now() - lastCheckpoint > checkpointEvery) saveCheckpoint();
-        if (stage.trainEncoder && knnEverySteps > 0 && !f['skip-knn'] && (step - stageStart) % knnEverySteps === 0 && step < stageEnd) await trackKnn();
-      }
-      stageStart = stageEnd;
-    }
-  } finally {
-    await data.return(undefined);
-  }
-  if (step < totalSteps) {
-    saveCheckpoint();
-    records.complete();
-    await sinksDone;
-    console.log(`[refine] stopped at step ${step} of ${totalSteps} (--max-steps); continue with --resume ${runDir}`);
-    return runDir;
-  }
-  // stage 2 alone leaves the encoder untouched; the EMA then equals it
-  if (!stageIds.includes(3)) emaEncoder.params.copyFrom(encoder.params);
-  saveCheckpoint();
-  records.complete();
-  await sinksDone;
+      };
+    },
+    // stage 2 alone leaves the encoder untouched; the EMA then equals it
+    beforeFinalCheckpoint: () => {
+      if (!stageIds.includes(3)) emaEncoder.params.copyFrom(encoder.params);
+    },
+    afterStep: async (at, stage, stageStart) => {
+      const stageEnd = stageStart + stage.schedule.steps;
+      if (stage.ema && knnEverySteps > 0 && !f['skip-knn'] && (at - stageStart) % knnEverySteps === 0 && at < stageEnd) await trackKnn(at);
+    },
+  });
   if (skips.total > 0) console.log(`[data] skipped ${skips.total} samples: ${JSON.stringify(Object.fromEntries(skips.counts))}`);
+  if (!done) return runDir;
 
   // ---- kNN of the refined (EMA) encoder, and the before/after summary
   if (!f['skip-knn']) {
@@ -341,22 +257,10 @@ async function writeKnnCurve(runDir: string, points: { step: number; report: Knn
   });
 }
 
-/** Rows of n stacked views -> one tensor per view (tfjs's split has no gradient for one piece). */
-function splitViews(x: tf.Tensor2D, n: number): tf.Tensor2D[] {
-  return n === 1 ? [x] : (tf.split(x, n) as tf.Tensor2D[]);
-}
-
 /** The last block plus the rest of the last third of the blocks (reference: 16..23 of 24). */
 export function defaultHeadBlocks(depth: number): number[] {
   const first = Math.max(0, depth - Math.ceil(depth / 3));
   return Array.from({ length: depth - first }, (_, i) => first + i);
-}
-
-/** BEiT-style layer id for layer-wise lr decay: embeddings 0, block i -> i + 1, final norm depth + 1. */
-function layerId(name: string, depth: number): number {
-  const m = /^blocks\.(\d+)\./.exec(name);
-  if (m) return Number(m[1]) + 1;
-  return /^(patch_embed|cls_token|pos_embed)/.test(name) ? 0 : depth + 1;
 }
 
 if (require.main === module) runMain(() => refine(process.argv.slice(2)).then(() => undefined));

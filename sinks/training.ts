@@ -28,13 +28,13 @@ export interface TrainingSinkOptions {
   /** Values drawn in the loss chart. */
   lossKeys: string[];
   title: string;
-  /** A resumed run appends to its metrics; a fresh one starts the file anew. */
-  resumed: boolean;
+  /** The step a resumed run continues from: it appends to its metrics; a fresh run starts the file anew. */
+  resumedAtStep?: number;
 }
 
 /** Subscribes the sinks; resolves when `records` completes and the chart is written. */
 export async function trainingSinks(records: Observable<StepRecord>, opts: TrainingSinkOptions): Promise<void> {
-  if (!opts.resumed) fs.rmSync(path.join(opts.runDir, 'metrics.jsonl'), { force: true });
+  if (opts.resumedAtStep === undefined) fs.rmSync(path.join(opts.runDir, 'metrics.jsonl'), { force: true });
   const rows = records.pipe(
     map((r): Record<string, number> => ({
       step: r.step,

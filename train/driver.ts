@@ -1,0 +1,191 @@
+/**
+ * The training driver every pipeline shares: stages run one after another, each with its own
+ * objective, parameter groups, AdamW and warm-up + cosine schedule; the step stream is
+ *
+ *   batches (pulled with credits) -> trainStep -> ema -> enqueue -> readMetrics -> sinks
+ *     -> checkpointEvery
+ *
+ * with at most `prefetch` batches waiting while one is in the step. Metrics are read once per
+ * `logEvery` steps (and before every checkpoint). A non-finite loss, loss term or gradient
+ * norm stops the run before the next checkpoint, naming the step, the term and the last good
+ * checkpoint; `onNonFinite: 'skip'` instead drops that step's update (one host sync a step).
+ * Checkpoints are written through one function (save); a stop request (shouldStop, checked
+ * after every step) ends the run at that step with a checkpoint and the command to resume.
+ */
+import * as path from 'node:path';
+import { concatMap, lastValueFrom, Subject, takeWhile, tap } from 'rxjs';
+import { fromPull, Valve } from '../runtime/flow';
+import { writeCheckpointDir } from '../runtime/checkpoint';
+import { AdamW, AdamWOptions, warmupCosine } from '../models/adamw';
+import { Ema } from '../models/ema';
+import { HostTensor, ParamGroupEntry } from '../models/params';
+import type { TensorToWrite } from '../models/safetensors';
+import { Objective } from '../objectives/objective';
+import { trainStep } from '../operators/train-step';
+import { ema } from '../operators/ema';
+import { enqueue } from '../operators/enqueue';
+import { readMetrics } from '../operators/read-metrics';
+import { checkpointEvery } from '../operators/checkpoint-every';
+import { StepRecord, trainingSinks } from '../sinks/training';
+import type { BatchItem } from './step';
+
+export interface StageSchedule {
+  steps: number;
+  peakLr: number;
+  minLr: number;
+  warmupSteps: number;
+}
+
+export interface Stage {
+  /** Shown in the log ("stage 2: heads only"). */
+  label: string;
+  schedule: StageSchedule;
+  objective: Objective<any, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+  /** The parameters this stage trains, built when it starts. */
+  params: () => ParamGroupEntry[];
+  ema?: Ema;
+  /** Logged with every step of the stage. */
+  values?: Record<string, number>;
+}
+
+export type CheckpointFiles = Record<string, { tensors: Record<string, TensorToWrite | HostTensor>; metadata?: Record<string, string> }>;
+
+export interface ResumeFrom {
+  step: number;
+  /** state.safetensors' tensors (optimiser moments among them) and the file, for errors. */
+  tensors: Map<string, HostTensor>;
+  file: string;
+  /** Updates the current stage's optimiser has applied (differs from the steps after a skip). */
+  optimiserStep?: number;
+}
+
+export interface TrainOptions {
+  /** Log prefix ("refine"). */
+  name: string;
+  runDir: string;
+  stages: Stage[];
+  resume?: ResumeFrom;
+  /** The data: batches from a given step on, without end. */
+  batches: (fromStep: number) => AsyncGenerator<BatchItem>;
+  optimiser: AdamWOptions;
+  /** Stop after this many steps in this invocation (0: no limit). */
+  maxSteps: number;
+  checkpointMinutes: number;
+  logEvery: number;
+  onNonFinite: 'stop' | 'skip';
+  /** Batches prepared ahead of the one in the step. */
+  prefetch?: number;
+  sinks: { lossKeys: string[]; title: string };
+  /** The checkpoint's files at `step`, given the optimiser's moments and its step count. */
+  checkpointFiles: (step: number, optimiser: { state: Record<string, HostTensor>; step: number }) => Promise<CheckpointFiles>;
+  /** Runs once all stages are done, before the final checkpoint. */
+  beforeFinalCheckpoint?: () => void;
+  /** Runs after each step (after its checkpoint, if any). */
+  afterStep?: (step: number, stage: Stage, stageStart: number) => Promise<void>;
+  shouldStop?: () => boolean;
+}
+
+/** Runs the stages from opts.resume's step (or 0); resolves to the step reached and whether the schedule is done. */
+export async function train(opts: TrainOptions): Promise<{ step: number; done: boolean }> {
+  const totalSteps = opts.stages.reduce((s, st) => s + st.schedule.steps, 0);
+  let step = opts.resume?.step ?? 0;
+  const stopAt = Math.min(totalSteps, opts.maxSteps > 0 ? step + opts.maxSteps : Infinity);
+  const checkpointDir = path.join(opts.runDir, 'checkpoint');
+  let lastGood = opts.resume ? { step: opts.resume.step } : undefined;
+  let optimiser: AdamW | undefined;
+  const save = async (at: number): Promise<void> => {
+    const state = optimiser ? await optimiser.exportState() : {};
+    writeCheckpointDir(checkpointDir, await opts.checkpointFiles(at, { state, step: optimiser?.step ?? 0 }));
+    lastGood = { step: at };
+    lastCheckpointAt = performance.now();
+  };
+  let lastCheckpointAt = performance.now();
+  const checkpointMs = opts.checkpointMinutes * 60_000;
+  // decided once per step: readMetrics flushes before the checkpoint that checkpointEvery then writes
+  const dueAt = new Map<number, boolean>();
+  const checkpointDue = (at: number): boolean => {
+    if (!dueAt.has(at)) {
+      dueAt.clear();
+      dueAt.set(at, performance.now() - lastCheckpointAt > checkpointMs);
+    }
+    return dueAt.get(at)!;
+  };
+  const stopRequested = () => opts.shouldStop?.() ?? false;
+
+  const records = new Subject<StepRecord>();
+  const sinksDone = trainingSinks(records, { runDir: opts.runDir, total: totalSteps, lossKeys: opts.sinks.lossKeys, title: opts.sinks.title, resumedAtStep: opts.resume?.step });
+  const data = opts.batches(step);
+  let stopped = false;
+  try {
+    let stageStart = 0;
+    for (const stage of opts.stages) {
+      const stageEnd = stageStart + stage.schedule.steps;
+      if (step >= stageEnd || step >= stopAt || stopped) {
+        stageStart = stageEnd;
+        continue;
+      }
+      optimiser?.dispose();
+      optimiser = new AdamW(stage.params(), opts.optimiser);
+      if (opts.resume && step > stageStart) optimiser.importState(opts.resume.tensors, opts.resume.optimiserStep ?? step - stageStart, opts.resume.file);
+      console.log(`[${opts.name}] ${stage.label}: ${stage.schedule.steps} steps, lr ${stage.schedule.peakLr}`);
+      const last = Math.min(stageEnd, stopAt);
+      const { steps, peakLr, minLr, warmupSteps } = stage.schedule;
+      const start = stageStart;
+      const valve = new Valve(1 + (opts.prefetch ?? 1));
+      const steps$ = fromPull(take(data, last - step), valve).pipe(
+        trainStep(stage.objective, optimiser, {
+          fromStep: step,
+          lr: (s) => warmupCosine(s - start, steps, warmupSteps, peakLr, minLr),
+          values: stage.values,
+          onNonFinite: opts.onNonFinite,
+          onSkip: (s, what) => console.warn(`[${opts.name}] step ${s}: skipped (--on-nonfinite skip): ${what}`),
+        }),
+        ema(stage.ema),
+        enqueue(stage.objective),
+        readMetrics({ every: opts.logEvery, flush: (s) => s === last || checkpointDue(s) || stopRequested() }),
+        tap((r) => {
+          r.records.forEach((rec) => records.next(rec));
+          if (r.nonFinite) {
+            const good = lastGood ? `${checkpointDir} (step ${lastGood.step})` : 'none written yet';
+            throw new Error(
+              `step ${r.nonFinite.step}: not finite: ${r.nonFinite.terms.join(', ')}; stopped without writing a checkpoint. ` +
+                `Last good checkpoint: ${good}. Lower the lr, clip gradients, or pass --on-nonfinite skip.`,
+            );
+          }
+        }),
+        checkpointEvery({ due: checkpointDue, write: save }),
+        concatMap(async (r) => {
+          step = r.step;
+          await opts.afterStep?.(r.step, stage, start);
+          valve.release(1);
+          return r;
+        }),
+        takeWhile(() => !(stopped = stopRequested()), true),
+      );
+      await lastValueFrom(steps$, { defaultValue: undefined });
+      stageStart = stageEnd;
+    }
+  } catch (err) {
+    records.complete();
+    await sinksDone;
+    throw err;
+  } finally {
+    await data.return(undefined);
+  }
+  const done = step >= totalSteps;
+  if (done) opts.beforeFinalCheckpoint?.();
+  await save(step);
+  records.complete();
+  await sinksDone;
+  if (!done) console.log(`[${opts.name}] stopped at step ${step} of ${totalSteps}; continue with --resume ${opts.runDir}`);
+  return { step, done };
+}
+
+/** The next n items of a shared iterator; ending early leaves the iterator open for the next stage. */
+async function* take<T>(source: AsyncIterator<T>, n: number): AsyncGenerator<T> {
+  for (let i = 0; i < n; i++) {
+    const next = await source.next();
+    if (next.done) return;
+    yield next.value;
+  }
+}
