@@ -1,19 +1,22 @@
 /**
  * The training step as an operator: for each batch, the objective's inputs (outside the
  * tape), then forward and loss under one gradient tape, backward, and the optimiser update.
- * One step at a time (concatMap); the step's tensors live in its StepScope, which this
- * operator frees on error and on teardown for any step not yet read downstream.
+ * One step at a time (concatMap); the step's tensors live in a StepScope opened in `open`:
+ * freed here if the step throws, by readMetrics once read, and by open.disposeAll() (the end
+ * of the chain's teardown) for steps still on their way when the stream errors.
  *
  * Nothing is read from the device, except with onNonFinite 'skip': the loss and gradient norm
  * are read before the update (one host sync per step) so that a non-finite step changes nothing.
  */
 import * as tf from '@tensorflow/tfjs';
-import { concatMap, finalize, OperatorFunction } from 'rxjs';
+import { concatMap, OperatorFunction } from 'rxjs';
 import { AdamW } from '../models/adamw';
 import { Objective, StepLoss, tensorsIn } from '../objectives/objective';
-import { BatchItem, Step, StepScope } from '../train/step';
+import { BatchItem, OpenSteps, Step, StepScope } from '../train/step';
 
 export interface TrainStepOptions {
+  /** Where the steps' scopes are registered until read. */
+  open: OpenSteps;
   /** Steps already done before the first batch (a resumed run or a later stage). */
   fromStep: number;
   /** lr of the step numbered `step` (0-based). */
@@ -28,13 +31,12 @@ export interface TrainStepOptions {
 export function trainStep<P, U>(objective: Objective<P, U>, optimiser: AdamW, opts: TrainStepOptions): OperatorFunction<BatchItem, Step<U>> {
   const varList = optimiser.params.map((p) => p.variable);
   return (source) => {
-    const live = new Set<StepScope>();
     let step = opts.fromStep;
     return source.pipe(
       concatMap(async (item) => {
         const t0 = performance.now();
         const lr = opts.lr(step);
-        const scope = new StepScope(live);
+        const scope = opts.open.open();
         try {
           const out = forwardBackward(objective, item, step, varList, scope);
           let skipped = false;
@@ -59,7 +61,6 @@ export function trainStep<P, U>(objective: Objective<P, U>, optimiser: AdamW, op
           throw err;
         }
       }),
-      finalize(() => [...live].forEach((s) => s.dispose())),
     );
   };
 }

@@ -13,7 +13,7 @@
  * after every step) ends the run at that step with a checkpoint and the command to resume.
  */
 import * as path from 'node:path';
-import { concatMap, lastValueFrom, Subject, takeWhile, tap } from 'rxjs';
+import { concatMap, finalize, lastValueFrom, Subject, takeWhile, tap } from 'rxjs';
 import { fromPull, Valve } from '../runtime/flow';
 import { writeCheckpointDir } from '../runtime/checkpoint';
 import { AdamW, AdamWOptions, warmupCosine } from '../models/adamw';
@@ -27,7 +27,7 @@ import { enqueue } from '../operators/enqueue';
 import { readMetrics } from '../operators/read-metrics';
 import { checkpointEvery } from '../operators/checkpoint-every';
 import { StepRecord, trainingSinks } from '../sinks/training';
-import type { BatchItem } from './step';
+import { BatchItem, OpenSteps } from './step';
 
 export interface StageSchedule {
   steps: number;
@@ -132,8 +132,10 @@ export async function train(opts: TrainOptions): Promise<{ step: number; done: b
       const { steps, peakLr, minLr, warmupSteps } = stage.schedule;
       const start = stageStart;
       const valve = new Valve(1 + (opts.prefetch ?? 1));
+      const open = new OpenSteps();
       const steps$ = fromPull(take(data, last - step), valve).pipe(
         trainStep(stage.objective, optimiser, {
+          open,
           fromStep: step,
           lr: (s) => warmupCosine(s - start, steps, warmupSteps, peakLr, minLr),
           values: stage.values,
@@ -161,6 +163,7 @@ export async function train(opts: TrainOptions): Promise<{ step: number; done: b
           return r;
         }),
         takeWhile(() => !(stopped = stopRequested()), true),
+        finalize(() => open.disposeAll()),
       );
       await lastValueFrom(steps$, { defaultValue: undefined });
       stageStart = stageEnd;

@@ -14,8 +14,9 @@ export interface BatchItem {
 }
 
 /**
- * The tensors of one step. Each step opens one; it is freed when the step has been read
- * (readMetrics), or, when the stream errors or is torn down first, by trainStep's teardown.
+ * The tensors of one step. trainStep opens one per step (freeing it itself if the step
+ * throws); readMetrics frees it once the step has been read; steps still on their way when
+ * the stream errors or is torn down are freed by OpenSteps.disposeAll at the end of the chain.
  */
 export class StepScope {
   private readonly owned = new Set<tf.Tensor>();
@@ -42,6 +43,23 @@ export class StepScope {
     tf.dispose([...this.owned]);
     this.owned.clear();
     this.live.delete(this);
+  }
+}
+
+/** The scopes of the steps between trainStep and readMetrics. */
+export class OpenSteps {
+  private readonly live = new Set<StepScope>();
+
+  open(): StepScope {
+    return new StepScope(this.live);
+  }
+
+  get size(): number {
+    return this.live.size;
+  }
+
+  disposeAll(): void {
+    [...this.live].forEach((s) => s.dispose());
   }
 }
 
