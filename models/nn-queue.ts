@@ -74,7 +74,7 @@ export class NnQueue {
       const pickedSims = tf.gather(tf.reshape(top.values, [-1]), picks);
       const entries = tf.gather(tf.reshape(top.indices, [-1]), picks);
       return {
-        swapped: tf.gather(this.vectors, entries) as tf.Tensor2D,
+        swapped: gatherConstant(this.vectors, entries),
         similarity: tf.mean(pickedSims) as tf.Scalar,
         accuracy: labelled
           ? (tf.mean(tf.cast(tf.equal(tf.gather(tf.tensor1d(this.labels, 'int32'), entries), tf.tensor1d(labels.subarray(0, b), 'int32')), 'float32')) as tf.Scalar)
@@ -131,4 +131,15 @@ export class NnQueue {
   dispose(): void {
     this.vectors.dispose();
   }
+}
+
+/**
+ * vectors[entries] as a constant. The entries come from z through argMax / top-k, so under a
+ * gradient tape a plain gather would sit on a path from the variables (and tfjs would try to
+ * differentiate through the integer indices). Closed over here, they are no input of the op,
+ * and the queue's vectors take no gradient.
+ */
+function gatherConstant(vectors: tf.Tensor2D, entries: tf.Tensor): tf.Tensor2D {
+  const op = tf.customGrad(((v: tf.Tensor2D) => ({ value: tf.gather(v, entries), gradFunc: () => tf.zerosLike(v) })) as unknown as Parameters<typeof tf.customGrad>[0]);
+  return op(vectors) as tf.Tensor2D;
 }
