@@ -99,7 +99,8 @@ export class NnQueue {
       return tf.tensorScatterUpdate(this.vectors, tf.tensor2d(slots, [b, 1], 'int32'), zn) as tf.Tensor2D;
     });
     this.vectors.dispose();
-    this.vectors = next;
+    // the queue owns its vectors, whatever scope the caller pushes from
+    this.vectors = tf.keep(next);
   }
 
   async exportState(prefix: string): Promise<Record<string, HostTensor | { shape: number[]; data: Int32Array }>> {
