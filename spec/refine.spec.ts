@@ -64,6 +64,33 @@ test('stop after 3 steps + resume == straight through', async () => {
   for (const [k, v] of straight) assert.equal(Array.from(resumed.get(k)!), Array.from(v), k);
 });
 
+test('--resume: shape and data-order flags come from the checkpoint, lr and schedule may be overridden; the merge is printed', async () => {
+  const run = path.join(dir, 'f');
+  await refine([...common, '--out', run, '--max-steps', '3']);
+  try {
+    await refine(['--resume', run, '--batch', '8']);
+    assert.unreachable('--batch should have been refused');
+  } catch (err) {
+    assert.match((err as Error).message, /--batch 8: .* was started with --batch 16/);
+  }
+  const log = console.log;
+  const lines: string[] = [];
+  console.log = (...args: unknown[]) => lines.push(args.join(' '));
+  try {
+    await refine(['--resume', run, '--lr3', '0', '--max-steps', '1']);
+  } finally {
+    console.log = log;
+  }
+  const printed = lines.join('\n');
+  assert.match(printed, '--lr3 0 (command line)');
+  assert.match(printed, '--batch 16 (checkpoint)');
+  const rows = fs.readFileSync(path.join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.equal(rows.map((r) => r.step), [1, 2, 3, 4]);
+  // peak 0: the cosine runs between 0 and --min-lr (1e-6), where the saved --lr3 1e-3 ran far above
+  const straight = JSON.parse(fs.readFileSync(path.join(dir, 'a', 'metrics.jsonl'), 'utf8').trim().split('\n')[3]);
+  assert.ok(rows[3].lr <= 1e-6 && straight.lr > 1e-4, `lr ${rows[3].lr}, straight through ${straight.lr}`);
+});
+
 test('--knn-every tracks per-block kNN during stage 3, from the checkpoint (step 0) to the end', async () => {
   const args = common.filter((a) => a !== '--skip-knn');
   const run = await refine([...args, '--out', path.join(dir, 'k'), '--knn-every', '0.008', '--test', 'data/cifar10-mini/test-*.tar.gz', '--knn-train-limit', '64', '--knn-test-limit', '32']);
