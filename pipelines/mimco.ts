@@ -20,7 +20,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { initBackend } from '../runtime/backend';
 import { num, numRange, parseFlags, runMain } from '../runtime/cli';
-import { loadEncoder, prefixKeys, withoutPrefix } from '../runtime/checkpoint';
+import { loadEncoder, withoutPrefix } from '../runtime/checkpoint';
 import { VisionTransformer, VIT_PRESETS, VitConfig } from '../models/vit';
 import { MimcoHeads } from '../models/mimco';
 import { mimcoObjective } from '../objectives/mimco';
@@ -28,6 +28,7 @@ import { maeViews } from '../operators/multi-view';
 import { epochBatches, SkipLog } from '../sources/batches';
 import { countSamples } from '../sources/count';
 import { train } from '../train/driver';
+import { checkpointFiles } from '../train/checkpoint-files';
 import { DRIVER_FLAGS, DRIVER_OVERRIDABLE, driverFlags } from '../train/flags';
 import { resumeRun } from '../train/resume';
 import { checkpointKey } from '../eval/feature-cache';
@@ -136,16 +137,7 @@ export async function mimco(argv: string[]): Promise<string> {
     optimiser: { beta1: 0.9, beta2: 0.95, eps: 1e-8 },
     ...driverFlags(f),
     sinks: { lossKeys: ['loss', 'loss_patch', 'loss_image'], title: 'MimCo loss' },
-    checkpointFiles: async (at, optimiser) => {
-      const [encoderWeights, headWeights] = await Promise.all([student.params.exportTimm(), heads.params.exportTimm()]);
-      return {
-        'encoder.safetensors': { tensors: encoderWeights, metadata: { format: 'pt', vit: JSON.stringify(cfg) } },
-        'state.safetensors': {
-          tensors: { ...prefixKeys('encoder.', encoderWeights), ...prefixKeys('mimco.', headWeights), ...optimiser.state },
-          metadata: { state: JSON.stringify({ step: at, optimiserStep: optimiser.step, flags: f }) },
-        },
-      };
-    },
+    checkpointFiles: (at, optimiser) => checkpointFiles({ encoder: student, parts: { 'mimco.': heads.params }, optimiser, state: { step: at, flags: f } }),
   });
   if (skips.total > 0) console.log(`[data] skipped ${skips.total} samples: ${JSON.stringify(Object.fromEntries(skips.counts))}`);
   const encoderFile = path.join(runDir, 'checkpoint', 'encoder.safetensors');

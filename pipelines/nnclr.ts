@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../runtime/backend';
 import { num, parseFlags, runMain } from '../runtime/cli';
 import { Rng } from '../runtime/rng';
-import { loadEncoder, prefixKeys } from '../runtime/checkpoint';
+import { loadEncoder } from '../runtime/checkpoint';
 import { HEAD_PRESETS, NnaHead } from '../models/nna-head';
 import { NnQueue } from '../models/nn-queue';
 import { stopGradient } from '../models/ops';
@@ -19,6 +19,7 @@ import { refinerViews } from '../operators/multi-view';
 import { epochBatches, SkipLog } from '../sources/batches';
 import { countSamples } from '../sources/count';
 import { train } from '../train/driver';
+import { checkpointFiles } from '../train/checkpoint-files';
 import { DRIVER_FLAGS, driverFlags } from '../train/flags';
 
 const FLAGS = {
@@ -66,11 +67,7 @@ export async function nnclr(argv: string[]): Promise<string> {
     optimiser: { beta1: 0.9, beta2: 0.95, eps: 1e-8 },
     ...driverFlags(f),
     sinks: { lossKeys: ['loss'], title: 'NNCLR loss' },
-    checkpointFiles: async (at) => {
-      const [enc, h] = await Promise.all([encoder.params.exportTimm(), head.params.exportTimm()]);
-      const metadata = { format: 'pt', vit: JSON.stringify(encoder.cfg) };
-      return { 'encoder.safetensors': { tensors: enc, metadata }, 'state.safetensors': { tensors: { ...prefixKeys('encoder.', enc), ...prefixKeys('head.', h) }, metadata: { state: JSON.stringify({ step: at, flags: f }) } } };
-    },
+    checkpointFiles: (at, optimiser) => checkpointFiles({ encoder, parts: { 'head.': head.params }, optimiser, state: { step: at, flags: f } }),
   });
   return f.out!;
 }

@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { initBackend } from '../runtime/backend';
 import { intList, num, numRange, parseFlags, runMain } from '../runtime/cli';
-import { prefixKeys, withoutPrefix, writeEncoder } from '../runtime/checkpoint';
+import { withoutPrefix, writeEncoder } from '../runtime/checkpoint';
 import { VisionTransformer, VIT_PRESETS, VitConfig } from '../models/vit';
 import { MaeDecoder } from '../models/mae';
 import { maeObjective } from '../objectives/mae';
@@ -18,6 +18,7 @@ import { epochBatches, SkipLog } from '../sources/batches';
 import { countSamples } from '../sources/count';
 import { maeViews } from '../operators/multi-view';
 import { train } from '../train/driver';
+import { checkpointFiles } from '../train/checkpoint-files';
 import { DRIVER_FLAGS, DRIVER_OVERRIDABLE, driverFlags } from '../train/flags';
 import { resumeRun } from '../train/resume';
 
@@ -111,16 +112,7 @@ export async function pretrainMae(argv: string[]): Promise<string> {
     optimiser: { beta1: 0.9, beta2: 0.95, eps: 1e-8 },
     ...driverFlags(f),
     sinks: { lossKeys: ['loss'], title: 'MAE reconstruction loss' },
-    checkpointFiles: async (at, optimiser) => {
-      const [encoderWeights, decoderWeights] = await Promise.all([encoder.params.exportTimm(), decoder.params.exportTimm()]);
-      return {
-        'encoder.safetensors': { tensors: encoderWeights, metadata: { format: 'pt', vit: JSON.stringify(cfg) } },
-        'state.safetensors': {
-          tensors: { ...prefixKeys('encoder.', encoderWeights), ...prefixKeys('decoder.', decoderWeights), ...optimiser.state },
-          metadata: { state: JSON.stringify({ step: at, optimiserStep: optimiser.step, flags: f }) },
-        },
-      };
-    },
+    checkpointFiles: (at, optimiser) => checkpointFiles({ encoder, parts: { 'decoder.': decoder.params }, optimiser, state: { step: at, flags: f } }),
     afterStep: async (at) => {
       if (at % stepsPerEpoch === 0 && snapshotEpochs.has(at / stepsPerEpoch)) {
         // the epoch's encoder, exported now (the latest checkpoint may be older)

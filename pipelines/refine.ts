@@ -18,7 +18,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { initBackend } from '../runtime/backend';
 import { intList, num, numRange, parseFlags, runMain } from '../runtime/cli';
-import { loadEncoder, prefixKeys, withoutPrefix } from '../runtime/checkpoint';
+import { loadEncoder, withoutPrefix } from '../runtime/checkpoint';
 import { VisionTransformer } from '../models/vit';
 import { HEAD_PRESETS, NnaHead } from '../models/nna-head';
 import { NnQueue } from '../models/nn-queue';
@@ -28,6 +28,7 @@ import { refinerViews } from '../operators/multi-view';
 import { epochBatches, SkipLog } from '../sources/batches';
 import { countSamples } from '../sources/count';
 import { Stage, train } from '../train/driver';
+import { checkpointFiles } from '../train/checkpoint-files';
 import { DRIVER_FLAGS, DRIVER_OVERRIDABLE, driverFlags } from '../train/flags';
 import { resumeRun } from '../train/resume';
 import { checkpointKey } from '../eval/feature-cache';
@@ -196,25 +197,13 @@ export async function refine(argv: string[]): Promise<string> {
     optimiser: { beta1: 0.9, beta2: 0.95, eps: 1e-8, clipGradNorm: num('clip-grad', f['clip-grad'], { min: 0 }) },
     ...driverFlags(f),
     sinks: { lossKeys: ['loss', 'loss_global', 'loss_local'], title: 'NNA loss' },
-    checkpointFiles: async (at, optimiser) => {
-      const [encoderWeights, emaWeights, ...headWeights] = await Promise.all([encoder, emaEncoder, ...heads].map((m) => m.params.exportTimm()));
-      const queueStates = await Promise.all(queues.map((q, i) => q.exportState(`queues.${i}`)));
-      const metadata = { format: 'pt', vit: JSON.stringify(encoder.cfg) };
-      return {
-        'encoder-ema.safetensors': { tensors: emaWeights, metadata },
-        'encoder.safetensors': { tensors: encoderWeights, metadata },
-        'state.safetensors': {
-          tensors: {
-            ...prefixKeys('encoder.', encoderWeights),
-            ...prefixKeys('ema.', emaWeights),
-            ...Object.assign({}, ...headWeights.map((w, i) => prefixKeys(`heads.${i}.`, w))),
-            ...Object.assign({}, ...queueStates),
-            ...optimiser.state,
-          },
-          metadata: { state: JSON.stringify({ step: at, optimiserStep: optimiser.step, flags: f, headBlocks }) },
-        },
-      };
-    },
+    checkpointFiles: async (at, optimiser) =>
+      checkpointFiles({
+        encoder, ema: emaEncoder, optimiser,
+        parts: Object.fromEntries(heads.map((h, i) => [`heads.${i}.`, h.params])),
+        extra: Object.assign({}, ...(await Promise.all(queues.map((q, i) => q.exportState(`queues.${i}`))))),
+        state: { step: at, flags: f, headBlocks },
+      }),
     // stage 2 alone leaves the encoder untouched; the EMA then equals it
     beforeFinalCheckpoint: () => {
       if (!stageIds.includes(3)) emaEncoder.params.copyFrom(encoder.params);
