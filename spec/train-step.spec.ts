@@ -19,6 +19,9 @@ import { Objective } from '../objectives/objective';
 import { trainStep } from '../operators/train-step';
 import { enqueue } from '../operators/enqueue';
 import { readMetrics } from '../operators/read-metrics';
+import { checkpointEvery } from '../operators/checkpoint-every';
+import { maeViews } from '../operators/multi-view';
+import { inProcessBatchStream } from '../sources/batches';
 import { train } from '../train/driver';
 import { BatchItem, OpenSteps } from '../train/step';
 
@@ -54,32 +57,44 @@ test.before(async () => {
   await initBackend(() => undefined);
 });
 
-test('one batch in the step, at most `prefetch` prepared ahead: the credits bound it', async () => {
-  const w = tf.variable(tf.zeros([3, 1]), true, 'bp-w');
+test('one batch in the chain at a time, the data path a bounded number of batches ahead', async () => {
+  const w = tf.variable(tf.scalar(0.5), true, 'bp-w');
   const opt = new AdamW([{ name: 'w', variable: w, lrScale: 1, weightDecay: 0 }]);
-  const counter = { pulled: 0 };
-  let done = 0;
-  let inStep = 0;
+  const batchSize = 8;
+  const stream = inProcessBatchStream({ source: 'data/cifar10-mini/test-*.tar.gz', transform: { kind: 'views', seed: 0, epoch: 0, views: maeViews(16) }, batchSize, dropLast: true, prefetchBatches: 2 }, () => undefined);
+  const items = async function* () {
+    for (let i = 0; i < 10; i++) yield { batch: (await stream.next()).value, epoch: 0, waitMs: 0 } as BatchItem;
+  };
+  let inChain = 0;
   const ahead: number[] = [];
-  const valve = new Valve(2); // the batch in the step + 1 ahead
-  const objective = regression(w, { onPrepare: () => ahead.push(counter.pulled - done - 1) });
+  const objective: Objective<tf.Tensor4D, void> = {
+    prepare: (b) => {
+      assert.is(inChain, 1, 'a step started before the previous one left the chain');
+      ahead.push(stream.valve.inFlight);
+      return tf.tensor4d(b.views[0], [batchSize, 16, 16, 3]);
+    },
+    loss: (images) => ({ loss: tf.mean(tf.square(tf.sub(tf.mul(images, w), 1))) as tf.Scalar, metrics: {}, updates: undefined }),
+  };
+  const valve = new Valve(1);
+  const open = new OpenSteps();
   await lastValueFrom(
-    fromPull(batches(12, counter), valve).pipe(
-      tap(() => assert.ok(++inStep <= 2, 'more than step + prefetch batches handed out')),
-      trainStep(objective, opt, { open: new OpenSteps(), fromStep: 0, lr: () => 0.01 }),
-      readMetrics({ every: 4 }),
+    fromPull(items(), valve).pipe(
+      tap(() => inChain++),
+      trainStep(objective, opt, { open, fromStep: 0, lr: () => 0.01 }),
+      readMetrics({ every: 3 }),
+      // an asynchronous checkpoint: the data path runs meanwhile, the next step does not
+      checkpointEvery({ due: () => true, write: () => new Promise((resolve) => setTimeout(resolve, 20)) }),
       tap(() => {
-        done++;
-        inStep--;
+        inChain--;
         valve.release(1);
       }),
       toArray(),
     ),
   );
-  assert.is(done, 12);
-  assert.ok(Math.max(...ahead) <= 1, `prepared ahead: ${ahead}`);
-  assert.ok(ahead.includes(1), `nothing was prepared ahead of the step: ${ahead}`);
-  assert.is(valve.peak, 2);
+  await stream.return();
+  assert.is(ahead.length, 10);
+  assert.ok(Math.max(...ahead) <= batchSize * 3, `samples prepared ahead: ${ahead}`);
+  assert.ok(Math.max(...ahead) > batchSize, `the data path did not run ahead of the step: ${ahead}`);
   opt.dispose();
   w.dispose();
 });

@@ -5,7 +5,7 @@
  *   batches (pulled with credits) -> trainStep -> ema -> enqueue -> readMetrics -> sinks
  *     -> checkpointEvery
  *
- * with at most `prefetch` batches waiting while one is in the step. Metrics are read once per
+ * with one batch in the chain at a time (the data path prepares a bounded number ahead). Metrics are read once per
  * `logEvery` steps (and before every checkpoint). A non-finite loss, loss term or gradient
  * norm stops the run before the next checkpoint, naming the step, the term and the last good
  * checkpoint; `onNonFinite: 'skip'` instead drops that step's update (one host sync a step).
@@ -73,8 +73,6 @@ export interface TrainOptions {
   checkpointMinutes: number;
   logEvery: number;
   onNonFinite: 'stop' | 'skip';
-  /** Batches prepared ahead of the one in the step. */
-  prefetch?: number;
   sinks: { lossKeys: string[]; title: string };
   /** The checkpoint's files at `step`, given the optimiser's moments and its step count. */
   checkpointFiles: (step: number, optimiser: { state: Record<string, HostTensor>; step: number }) => Promise<CheckpointFiles>;
@@ -131,7 +129,9 @@ export async function train(opts: TrainOptions): Promise<{ step: number; done: b
       const last = Math.min(stageEnd, stopAt);
       const { steps, peakLr, minLr, warmupSteps } = stage.schedule;
       const start = stageStart;
-      const valve = new Valve(1 + (opts.prefetch ?? 1));
+      // one credit: the next batch enters the chain when the last one has left it (checkpoint
+      // included); the data path (sources/batches.ts) prepares a bounded number ahead meanwhile
+      const valve = new Valve(1);
       const open = new OpenSteps();
       const steps$ = fromPull(take(data, last - step), valve).pipe(
         trainStep(stage.objective, optimiser, {
