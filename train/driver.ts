@@ -91,13 +91,13 @@ export async function train(opts: TrainOptions): Promise<{ step: number; done: b
   const checkpointDir = path.join(opts.runDir, 'checkpoint');
   let lastGood = opts.resume ? { step: opts.resume.step } : undefined;
   let optimiser: AdamW | undefined;
+  let lastCheckpointAt = performance.now();
   const save = async (at: number): Promise<void> => {
     const state = optimiser ? await optimiser.exportState() : {};
     writeCheckpointDir(checkpointDir, await opts.checkpointFiles(at, { state, step: optimiser?.step ?? 0 }));
     lastGood = { step: at };
     lastCheckpointAt = performance.now();
   };
-  let lastCheckpointAt = performance.now();
   const checkpointMs = opts.checkpointMinutes * 60_000;
   // decided once per step: readMetrics flushes before the checkpoint that checkpointEvery then writes
   const dueAt = new Map<number, boolean>();
@@ -178,6 +178,7 @@ export async function train(opts: TrainOptions): Promise<{ step: number; done: b
   const done = step >= totalSteps;
   if (done) opts.beforeFinalCheckpoint?.();
   await save(step);
+  optimiser?.dispose();
   records.complete();
   await sinksDone;
   if (!done) console.log(`[${opts.name}] stopped at step ${step} of ${totalSteps}; continue with --resume ${opts.runDir}`);
