@@ -40,7 +40,7 @@ export function readMetrics<U>(opts: { every: number; flush?: (step: number) => 
         scalars.forEach((t) => s.scope.release(t));
         s.scope.dispose();
         pending.push({
-          record: { step: s.step, epoch: s.epoch, lr: s.lr, images: s.batch.indices.length, stepMs: s.stepMs, waitMs: s.waitMs, values: {} },
+          record: { step: s.step, epoch: s.epoch, lr: s.lr, images: s.batch.indices.length, stepMs: performance.now() - s.startedAt, waitMs: s.waitMs, values: {} },
           constants: { ...s.values, ...(s.skipped ? { skipped: 1 } : {}) },
           names: Object.keys(named),
           scalars,

@@ -54,7 +54,7 @@ export function trainStep<P, U>(objective: Objective<P, U>, optimiser: AdamW, op
           step++;
           return {
             ...item, step, lr, loss: out.loss, gradNorm, metrics: out.metrics, updates: out.updates,
-            values: opts.values ?? {}, skipped, stepMs: performance.now() - t0, scope,
+            values: opts.values ?? {}, skipped, startedAt: t0, scope,
           } as Step<U>;
         } catch (err) {
           scope.dispose();

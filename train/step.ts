@@ -75,6 +75,7 @@ export interface Step<U = unknown> extends BatchItem {
   values: Record<string, number>;
   /** --on-nonfinite skip dropped this step's update. */
   skipped: boolean;
-  stepMs: number;
+  /** performance.now() when the step began (its time runs to readMetrics: EMA and enqueue included). */
+  startedAt: number;
   scope: StepScope;
 }
