@@ -48,7 +48,7 @@ async function main() {
     const { value, grads } = tf.variableGrads(() =>
       tf.mean(tf.square(model.getIntermediateLayers(images, { blocks: [lastBlock], norm: true })[0])) as tf.Scalar,
     );
-    opt.apply(grads, 1e-4);
+    tf.dispose(opt.apply(grads, 1e-4));
     value.dataSync();
     tf.dispose([value, grads]);
   };

@@ -1,0 +1,103 @@
+/**
+ * The training step as an operator: for each batch, the objective's inputs (outside the
+ * tape), then forward and loss under one gradient tape, backward, and the optimiser update.
+ * One step at a time (concatMap); the step's tensors live in a StepScope opened in `open`:
+ * freed here if the step throws, by readMetrics once read, and by open.disposeAll() (the end
+ * of the chain's teardown) for steps still on their way when the stream errors.
+ *
+ * Nothing is read from the device, except with onNonFinite 'skip': the loss and gradient norm
+ * are read before the update (one host sync per step) so that a non-finite step changes nothing.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { concatMap, OperatorFunction } from 'rxjs';
+import { AdamW } from '../models/adamw';
+import { Objective, StepLoss, tensorsIn } from '../objectives/objective';
+import { BatchItem, OpenSteps, Step, StepScope } from '../train/step';
+
+export interface TrainStepOptions {
+  /** Where the steps' scopes are registered until read. */
+  open: OpenSteps;
+  /** Steps already done before the first batch (a resumed run or a later stage). */
+  fromStep: number;
+  /** lr of the step numbered `step` (0-based). */
+  lr: (step: number) => number;
+  /** Constant values logged with every step. */
+  values?: Record<string, number>;
+  onNonFinite?: 'stop' | 'skip';
+  /** Called with a skipped step's number and what was non-finite. */
+  onSkip?: (step: number, what: string) => void;
+  /**
+   * Combines the step's gradients before the optimiser sees them (a data-parallel all-reduce,
+   * runtime/collective.ts allreduceGradients); the tensors it returns belong to the step.
+   */
+  reduceGradients?: (grads: Record<string, tf.Tensor>) => Promise<Record<string, tf.Tensor>>;
+}
+
+export function trainStep<P, U>(objective: Objective<P, U>, optimiser: AdamW, opts: TrainStepOptions): OperatorFunction<BatchItem, Step<U>> {
+  const varList = optimiser.params.map((p) => p.variable);
+  return (source) => {
+    let step = opts.fromStep;
+    return source.pipe(
+      concatMap(async (item) => {
+        const t0 = performance.now();
+        const lr = opts.lr(step);
+        const scope = opts.open.open();
+        try {
+          const out = forwardBackward(objective, item, step, varList, scope);
+          const grads = opts.reduceGradients ? await opts.reduceGradients(out.grads) : out.grads;
+          Object.values(grads).forEach((g) => scope.own(g));
+          let skipped = false;
+          let gradNorm: tf.Scalar;
+          if (opts.onNonFinite === 'skip') {
+            gradNorm = scope.own(optimiser.gradNorm(grads));
+            const [loss, norm] = await Promise.all([out.loss.data(), gradNorm.data()]);
+            skipped = !Number.isFinite(loss[0]) || !Number.isFinite(norm[0]);
+            if (skipped) opts.onSkip?.(step + 1, await nonFiniteTerms({ loss: out.loss, grad_norm: gradNorm, ...out.metrics }));
+            else tf.dispose(optimiser.apply(grads, lr, norm[0]));
+          } else {
+            gradNorm = scope.own(optimiser.apply(grads, lr));
+          }
+          tf.dispose([...Object.values(out.grads), ...Object.values(grads)]);
+          step++;
+          return {
+            ...item, step, lr, loss: out.loss, gradNorm, metrics: out.metrics, updates: out.updates,
+            values: opts.values ?? {}, skipped, startedAt: t0, scope,
+          } as Step<U>;
+        } catch (err) {
+          scope.dispose();
+          throw err;
+        }
+      }),
+    );
+  };
+}
+
+/** prepare, then loss under the tape; everything the step keeps is owned by `scope`. */
+function forwardBackward<P, U>(objective: Objective<P, U>, item: BatchItem, step: number, varList: tf.Variable[], scope: StepScope) {
+  // tensors the loss function returns besides the loss survive the tape's own tidy via keep
+  const kept: tf.Tensor[] = [];
+  let result: StepLoss<U> | undefined;
+  try {
+    const { loss, grads } = tf.tidy(() => {
+      const prepared = objective.prepare(item.batch, step);
+      const { value, grads } = tf.variableGrads(() => {
+        result = objective.loss(prepared, step);
+        for (const t of tensorsIn([result.metrics, result.updates])) if (t !== result.loss) kept.push(tf.keep(t));
+        return result.loss;
+      }, varList);
+      return { loss: value, grads };
+    });
+    for (const t of [loss, ...kept, ...Object.values(grads)]) scope.own(t);
+    return { loss, grads, metrics: result!.metrics, updates: result!.updates };
+  } catch (err) {
+    tf.dispose(kept);
+    throw err;
+  }
+}
+
+/** Which of the loss, its terms and the gradient norm are not finite (a skipped step; reads them once). */
+async function nonFiniteTerms(named: Record<string, tf.Scalar>): Promise<string> {
+  const entries = Object.entries(named);
+  const values = await Promise.all(entries.map(([, t]) => t.data()));
+  return entries.flatMap(([k], i) => (Number.isFinite(values[i][0]) ? [] : [`${k} = ${values[i][0]}`])).join(', ');
+}
