@@ -16,7 +16,7 @@ import { MimcoHeads } from '../models/mimco';
 import { nnaRefineObjective } from '../objectives/nna-refine';
 import { maeObjective } from '../objectives/mae';
 import { mimcoObjective } from '../objectives/mimco';
-import { Objective } from '../objectives/objective';
+import { Objective, tensorsIn } from '../objectives/objective';
 import type { Batch } from '../sources/types';
 
 const cfg: VitConfig = { imgSize: 16, patchSize: 4, embedDim: 32, depth: 3, numHeads: 2, mlpRatio: 2, act: 'gelu', posEmbed: 'sincos' };
@@ -36,7 +36,7 @@ function run<P, U>(objective: Objective<P, U>, b: Batch, step: number): { loss: 
   return tf.tidy(() => {
     const out = objective.loss(objective.prepare(b, step), step);
     for (const t of Object.values(out.metrics)) assert.instance(t, tf.Tensor, 'metrics are device scalars');
-    const updates = (Array.isArray(out.updates) ? out.updates : []) as tf.Tensor[];
+    const updates = tensorsIn(out.updates);
     return {
       loss: out.loss.dataSync()[0],
       metrics: Object.fromEntries(Object.entries(out.metrics).map(([k, t]) => [k, t.dataSync()[0]])),
