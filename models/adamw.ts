@@ -38,16 +38,23 @@ export class AdamW {
     }
   }
 
-  /** Applies one update from grads keyed by variable name (tf.Variable.name). Returns the pre-clip grad norm. */
-  apply(grads: tf.NamedTensorMap, lr: number): number {
+  /**
+   * Applies one update from grads keyed by variable name (tf.Variable.name). Returns the
+   * pre-clip grad norm as a device scalar (the caller disposes it): clipping runs on the
+   * device, nothing is read back.
+   */
+  apply(grads: tf.NamedTensorMap, lr: number): tf.Scalar {
     this.step++;
     const { beta1, beta2, eps, clipGradNorm } = this.opts;
     const present = this.params.filter((p) => grads[p.variable.name] !== undefined);
     const fused = fusedKernelsActive();
-    const norm = fused
-      ? Math.sqrt(present.reduce((sum, p) => sum + sumSquares(grads[p.variable.name]), 0))
-      : tf.tidy(() => tf.sqrt(tf.addN(present.map((p) => tf.sum(tf.square(grads[p.variable.name]))))).dataSync()[0]);
-    const clip = clipGradNorm && norm > clipGradNorm ? clipGradNorm / (norm + 1e-6) : 1;
+    // the fused kernels run synchronously on the host's heap: there the norm is a host number
+    const hostNorm = fused ? Math.sqrt(present.reduce((sum, p) => sum + sumSquares(grads[p.variable.name]), 0)) : 0;
+    const norm: tf.Scalar = fused
+      ? tf.scalar(hostNorm)
+      : tf.tidy(() => tf.sqrt(tf.addN(present.map((p) => tf.sum(tf.square(grads[p.variable.name]))))) as tf.Scalar);
+    const clip = clipGradNorm && hostNorm > clipGradNorm ? clipGradNorm / (hostNorm + 1e-6) : 1;
+    const clipOnDevice = !fused && clipGradNorm ? tf.tidy(() => tf.minimum(1, tf.div(clipGradNorm, tf.add(norm, 1e-6)))) : undefined;
     const bias1 = 1 - beta1 ** this.step;
     const bias2 = 1 - beta2 ** this.step;
     for (const p of present) {
@@ -65,21 +72,22 @@ export class AdamW {
           p.variable.assign(pNew);
           return;
         }
-        const gs = clip === 1 ? g : tf.mul(g, clip);
+        const gs = clipOnDevice ? tf.mul(g, clipOnDevice) : g;
         m.assign(tf.add(tf.mul(m, beta1), tf.mul(gs, 1 - beta1)));
         v.assign(tf.add(tf.mul(v, beta2), tf.mul(tf.square(gs), 1 - beta2)));
         const update = tf.div(tf.div(m, bias1), tf.add(tf.sqrt(tf.div(v, bias2)), eps));
         p.variable.assign(tf.sub(tf.mul(p.variable, decayFactor), tf.mul(update, stepLr)));
       });
     }
+    clipOnDevice?.dispose();
     return norm;
   }
 
   /** Moments in the variables' own layout, for exact resume. */
-  exportState(): Record<string, HostTensor> {
+  async exportState(): Promise<Record<string, HostTensor>> {
     const out: Record<string, HostTensor> = {};
-    for (const [name, t] of this.m) out[`adam.m.${name}`] = { shape: t.shape, data: t.dataSync() as Float32Array };
-    for (const [name, t] of this.v) out[`adam.v.${name}`] = { shape: t.shape, data: t.dataSync() as Float32Array };
+    for (const [name, t] of this.m) out[`adam.m.${name}`] = { shape: t.shape, data: (await t.data()) as Float32Array };
+    for (const [name, t] of this.v) out[`adam.v.${name}`] = { shape: t.shape, data: (await t.data()) as Float32Array };
     return out;
   }
 

@@ -2,7 +2,8 @@
  * The nearest-neighbour memory bank of MIM-Refiner (Alkin et al. 2024, arXiv 2402.10093),
  * after NNCLR's support set (Dwibedi et al. 2021): a FIFO of projected vectors with the dataset
  * index (and, for monitoring only, the label) of each. Lookup masks entries of the same
- * sample, takes the top-k by cosine similarity and picks one uniformly at random.
+ * sample, takes the top-k by cosine similarity and picks one uniformly at random, all as
+ * device ops: a step never waits on a read (which would stall a GPU).
  * Entries are stored L2-normalised: the NNA loss normalises the swapped vector anyway, and
  * lookups become one plain matMul. Slots not yet filled (index -1) are masked like the sample's
  * own entries, so a short run never aligns to the random vectors the queue starts with.
@@ -14,14 +15,22 @@ import { HostTensor } from './params';
 export interface NnLookup {
   /** The picked queue vectors [B, P] (normalised; no gradient). */
   swapped: tf.Tensor2D;
-  /** Mean cosine similarity to the picked neighbour. */
-  similarity: number;
-  /** Share of picked neighbours with the sample's label (NaN without labels). */
-  accuracy: number;
+  /** Mean cosine similarity to the picked neighbour (device scalar). */
+  similarity: tf.Scalar;
+  /** Share of picked neighbours with the sample's label (device scalar; NaN without labels). */
+  accuracy: tf.Scalar;
 }
+
+/** Similarity given to masked entries: the lowest a cosine can be, so they rank last. */
+const MASKED = -1;
 
 export class NnQueue {
   private vectors: tf.Tensor2D;
+  /** Labels of the entries [Q] on the device, for the NN accuracy without a read. */
+  private entryLabels: tf.Tensor1D;
+  /** 0 for filled entries, -2 for empty ones [1, Q]: added to similarities, then clamped to MASKED. */
+  private emptyBias: tf.Tensor2D;
+  /** Host copies of the entries' sample indices and labels: the self-match mask needs no read. */
   private readonly indices: Int32Array;
   private readonly labels: Int32Array;
   private pointer = 0;
@@ -34,60 +43,77 @@ export class NnQueue {
     });
     this.indices = new Int32Array(size).fill(-1);
     this.labels = new Int32Array(size).fill(-1);
+    this.entryLabels = tf.fill([size], -1, 'int32') as tf.Tensor1D;
+    this.emptyBias = tf.fill([1, size], -2) as tf.Tensor2D;
   }
 
-  /** Nearest neighbours of projections z [B, P] (not yet normalised) of samples `sampleIndices`. */
+  /**
+   * Nearest neighbours of projections z [B, P] (not yet normalised) of samples `sampleIndices`:
+   * all on the device, nothing read back. Entries of the same sample are found on the host
+   * (which keeps every entry's sample index) and scattered into the similarities as MASKED;
+   * top-k runs on the device and the rng picks one of the k per row.
+   */
   lookup(z: tf.Tensor2D, sampleIndices: Int32Array, labels: Int32Array, topK: number, rng: Rng): NnLookup {
     const b = z.shape[0];
     const k = Math.min(topK, this.size);
-    // [Q, P] @ [P, B] keeps the big operand in the plain-matMul layout
-    const simsT = tf.tidy(() => tf.matMul(this.vectors, tf.transpose(tf.div(z, tf.maximum(tf.norm(z, 2, 1, true), 1e-12)))));
-    const sims = simsT.dataSync() as Float32Array; // [Q, B], row q = entry q
-    simsT.dispose();
-    // Masking and top-k on the host: one pass over Q per row. (As tfjs ops, the broadcast
-    // equal/logicalOr on [B, Q] cost ~30 ms each on wasm, a tenth of a refine step.)
-    const top = new Int32Array(b * k);
-    const sim = new Float32Array(b * k);
-    for (let i = 0; i < b; i++) topKOfRow(sims, b, i, this.indices, sampleIndices[i], k, top.subarray(i * k, (i + 1) * k), sim.subarray(i * k, (i + 1) * k));
-    const picked = new Int32Array(b);
-    let simSum = 0;
-    let hits = 0;
+    const selfMatches: number[] = [];
     for (let i = 0; i < b; i++) {
-      const j = rng.int(k);
-      picked[i] = top[i * k + j];
-      simSum += sim[i * k + j];
-      if (this.labels[picked[i]] === labels[i]) hits++;
+      const sample = sampleIndices[i];
+      for (let q = 0; q < this.size; q++) if (this.indices[q] === sample) selfMatches.push(i, q);
     }
+    // row i takes the j-th of its k nearest: flat position i * k + j of the top-k results
+    const picks = Int32Array.from({ length: b }, (_, i) => i * k + rng.int(k));
     const labelled = labels.length > 0 && labels[0] >= 0;
-    return {
-      swapped: tf.tidy(() => tf.gather(this.vectors, tf.tensor1d(picked, 'int32'))) as tf.Tensor2D,
-      similarity: simSum / b,
-      accuracy: labelled ? hits / b : NaN,
-    };
+    return tf.tidy(() => {
+      const zn = tf.div(z, tf.maximum(tf.norm(z, 2, 1, true), 1e-12));
+      let sims = tf.maximum(tf.add(tf.matMul(zn, this.vectors, false, true), this.emptyBias), MASKED) as tf.Tensor2D;
+      if (selfMatches.length > 0) {
+        const at = tf.tensor2d(selfMatches, [selfMatches.length / 2, 2], 'int32');
+        sims = tf.tensorScatterUpdate(sims, at, tf.fill([selfMatches.length / 2], MASKED)) as tf.Tensor2D;
+      }
+      const top = tf.topk(sims, k);
+      const flatPicks = tf.tensor1d(picks, 'int32');
+      const slots = tf.gather(tf.reshape(top.indices, [b * k]), flatPicks) as tf.Tensor1D;
+      const swapped = tf.gather(this.vectors, slots) as tf.Tensor2D;
+      const similarity = tf.mean(tf.gather(tf.reshape(top.values, [b * k]), flatPicks)) as tf.Scalar;
+      const accuracy = labelled
+        ? (tf.mean(tf.cast(tf.equal(tf.gather(this.entryLabels, slots), tf.tensor1d(labels, 'int32')), 'float32')) as tf.Scalar)
+        : tf.scalar(NaN);
+      return { swapped, similarity, accuracy };
+    });
   }
 
-  /** Enqueues z [B, P] (normalised here), overwriting the oldest entries. */
+  /** Enqueues z [B, P] (normalised here), overwriting the oldest entries; reads nothing back. */
   push(z: tf.Tensor2D, sampleIndices: Int32Array, labels: Int32Array): void {
     const b = Math.min(z.shape[0], this.size);
     const slots = new Int32Array(b);
+    const entryLabels = new Int32Array(b);
     for (let i = 0; i < b; i++) {
       slots[i] = (this.pointer + i) % this.size;
       this.indices[slots[i]] = sampleIndices[i];
-      this.labels[slots[i]] = labels[i] ?? -1;
+      this.labels[slots[i]] = entryLabels[i] = labels[i] ?? -1;
     }
     this.pointer = (this.pointer + b) % this.size;
-    const next = tf.tidy(() => {
+    const [vectors, labelsOnDevice, emptyBias] = tf.tidy(() => {
+      const at = tf.tensor2d(slots, [b, 1], 'int32');
       const rows = tf.slice(z, [0, 0], [b, this.dim]);
       const zn = tf.div(rows, tf.maximum(tf.norm(rows, 2, 1, true), 1e-12));
-      return tf.tensorScatterUpdate(this.vectors, tf.tensor2d(slots, [b, 1], 'int32'), zn) as tf.Tensor2D;
+      return [
+        tf.tensorScatterUpdate(this.vectors, at, zn) as tf.Tensor2D,
+        tf.tensorScatterUpdate(this.entryLabels, at, tf.tensor1d(entryLabels, 'int32')) as tf.Tensor1D,
+        // the bias row as [Q, 1] for the scatter, back to [1, Q]
+        tf.reshape(tf.tensorScatterUpdate(tf.reshape(this.emptyBias, [this.size, 1]), at, tf.zeros([b, 1])), [1, this.size]) as tf.Tensor2D,
+      ] as const;
     });
-    this.vectors.dispose();
-    this.vectors = next;
+    tf.dispose([this.vectors, this.entryLabels, this.emptyBias]);
+    this.vectors = vectors;
+    this.entryLabels = labelsOnDevice;
+    this.emptyBias = emptyBias;
   }
 
-  exportState(prefix: string): Record<string, HostTensor | { shape: number[]; data: Int32Array }> {
+  async exportState(prefix: string): Promise<Record<string, HostTensor | { shape: number[]; data: Int32Array }>> {
     return {
-      [`${prefix}.vectors`]: { shape: [this.size, this.dim], data: this.vectors.dataSync() as Float32Array },
+      [`${prefix}.vectors`]: { shape: [this.size, this.dim], data: (await this.vectors.data()) as Float32Array },
       [`${prefix}.indices`]: { shape: [this.size], data: Int32Array.from(this.indices) },
       [`${prefix}.labels`]: { shape: [this.size], data: Int32Array.from(this.labels) },
       [`${prefix}.pointer`]: { shape: [1], data: Int32Array.of(this.pointer) },
@@ -104,36 +130,16 @@ export class NnQueue {
     const indices = need('indices', [this.size]);
     const labels = need('labels', [this.size]);
     const pointer = need('pointer', [1]);
-    this.vectors.dispose();
+    tf.dispose([this.vectors, this.entryLabels, this.emptyBias]);
     this.vectors = tf.tensor2d(Float32Array.from(vectors), [this.size, this.dim]);
     this.indices.set(indices);
     this.labels.set(labels);
     this.pointer = pointer[0];
+    this.entryLabels = tf.tensor1d(Int32Array.from(labels), 'int32');
+    this.emptyBias = tf.tensor2d(Float32Array.from(this.indices, (i) => (i === -1 ? -2 : 0)), [1, this.size]);
   }
 
   dispose(): void {
-    this.vectors.dispose();
-  }
-}
-
-/**
- * The k largest similarities of column i of sims [Q, B], entries of the same sample or not yet
- * filled (index -1) counted as similarity -1; descending, ties to the lower entry index.
- */
-function topKOfRow(sims: Float32Array, b: number, i: number, entryIndices: Int32Array, sample: number, k: number, top: Int32Array, sim: Float32Array): void {
-  let filled = 0;
-  for (let q = 0; q < entryIndices.length; q++) {
-    const idx = entryIndices[q];
-    const v = idx === sample || idx === -1 ? -1 : sims[q * b + i];
-    if (filled === k && v <= sim[k - 1]) continue;
-    // insertion into the sorted top list
-    let at = filled < k ? filled++ : k - 1;
-    while (at > 0 && sim[at - 1] < v) {
-      sim[at] = sim[at - 1];
-      top[at] = top[at - 1];
-      at--;
-    }
-    sim[at] = v;
-    top[at] = q;
+    tf.dispose([this.vectors, this.entryLabels, this.emptyBias]);
   }
 }

@@ -86,11 +86,11 @@ export class ParamSet {
     return shapes;
   }
 
-  exportTimm(): Record<string, HostTensor> {
+  async exportTimm(): Promise<Record<string, HostTensor>> {
     const out: Record<string, HostTensor> = {};
     for (const [name, e] of this.entries) {
       const t = tf.tidy(() => toTimmLayout(e, e.variable));
-      out[name] = { shape: t.shape, data: t.dataSync() as Float32Array };
+      out[name] = { shape: t.shape, data: (await t.data()) as Float32Array };
       t.dispose();
     }
     return out;

@@ -138,12 +138,12 @@ export async function mimco(argv: string[]): Promise<string> {
   const skips = new SkipLog();
   let lastCheckpoint = performance.now();
   const checkpointEvery = num('checkpoint-minutes', f['checkpoint-minutes'], { min: 0 }) * 60_000;
-  const saveCheckpoint = () => {
-    const encoderWeights = student.params.exportTimm();
+  const saveCheckpoint = async () => {
+    const encoderWeights = await student.params.exportTimm();
     writeCheckpointDir(path.join(runDir, 'checkpoint'), {
       'encoder.safetensors': { tensors: encoderWeights, metadata: { format: 'pt', vit: JSON.stringify(cfg) } },
       'state.safetensors': {
-        tensors: { ...prefixKeys('encoder.', encoderWeights), ...prefixKeys('mimco.', heads.params.exportTimm()), ...optimiser.exportState() },
+        tensors: { ...prefixKeys('encoder.', encoderWeights), ...prefixKeys('mimco.', await heads.params.exportTimm()), ...(await optimiser.exportState()) },
         metadata: { state: JSON.stringify({ step, flags: f }) },
       },
     });
@@ -172,17 +172,19 @@ export async function mimco(argv: string[]): Promise<string> {
           parts.loss_image = l.image.dataSync()[0];
           return l.total;
         }, varList);
-        const gradNorm = optimiser.apply(grads, lr);
+        const gradNormT = optimiser.apply(grads, lr);
+        const gradNorm = gradNormT.dataSync()[0];
+        gradNormT.dispose();
         return { loss: value.dataSync()[0], ...parts, grad_norm: gradNorm };
       });
       if (!Number.isFinite(values.loss)) throw new Error(`loss became ${values.loss} at step ${step}; lower --blr`);
       step++;
       records.next({ step, epoch, lr, values, images: batch, stepMs: performance.now() - t0, waitMs });
-      if (performance.now() - lastCheckpoint > checkpointEvery) saveCheckpoint();
+      if (performance.now() - lastCheckpoint > checkpointEvery) await saveCheckpoint();
       if (step >= stopAt) break;
     }
   }
-  saveCheckpoint();
+  await saveCheckpoint();
   records.complete();
   await sinksDone;
   if (skips.total > 0) console.log(`[data] skipped ${skips.total} samples: ${JSON.stringify(Object.fromEntries(skips.counts))}`);

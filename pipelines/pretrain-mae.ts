@@ -107,15 +107,15 @@ async function main() {
   const skips = new SkipLog();
   let lastCheckpoint = performance.now();
   const checkpointEvery = num('checkpoint-minutes', f['checkpoint-minutes'], { min: 0 }) * 60_000;
-  const saveCheckpoint = () => {
-    const encoderWeights = encoder.params.exportTimm();
+  const saveCheckpoint = async () => {
+    const encoderWeights = await encoder.params.exportTimm();
     writeCheckpointDir(path.join(runDir, 'checkpoint'), {
       'encoder.safetensors': { tensors: encoderWeights, metadata: { format: 'pt', vit: JSON.stringify(cfg) } },
       'state.safetensors': {
         tensors: {
           ...prefixKeys('encoder.', encoderWeights),
-          ...prefixKeys('decoder.', decoder.params.exportTimm()),
-          ...optimiser.exportState(),
+          ...prefixKeys('decoder.', await decoder.params.exportTimm()),
+          ...(await optimiser.exportState()),
         },
         metadata: { state: JSON.stringify({ step, flags: f }) },
       },
@@ -135,20 +135,22 @@ async function main() {
         const plan = randomMasking(batch, encoder.numPatches, maskRatio, masking);
         const { value, grads } = tf.variableGrads(() => maeLoss(encoder, decoder, images, plan));
         optimiser.apply(grads, lr);
-        return value.dataSync()[0];
+        return value;
       });
-      if (!Number.isFinite(loss)) throw new Error(`loss became ${loss} at step ${step}; lower --blr`);
+      const lossValue = (await loss.data())[0];
+      loss.dispose();
+      if (!Number.isFinite(lossValue)) throw new Error(`loss became ${loss} at step ${step}; lower --blr`);
       step++;
-      records.next({ step, epoch, lr, values: { loss }, images: batch, stepMs: performance.now() - t0, waitMs });
-      if (performance.now() - lastCheckpoint > checkpointEvery) saveCheckpoint();
+      records.next({ step, epoch, lr, values: { loss: lossValue }, images: batch, stepMs: performance.now() - t0, waitMs });
+      if (performance.now() - lastCheckpoint > checkpointEvery) await saveCheckpoint();
       if (step % stepsPerEpoch === 0 && snapshotEpochs.has(step / stepsPerEpoch)) {
-        saveCheckpoint();
+        await saveCheckpoint();
         fs.copyFileSync(path.join(runDir, 'checkpoint', 'encoder.safetensors'), path.join(runDir, `encoder-epoch${step / stepsPerEpoch}.safetensors`));
       }
       if (step >= totalSteps) break;
     }
   }
-  saveCheckpoint();
+  await saveCheckpoint();
   records.complete();
   await sinksDone;
   if (skips.total > 0) console.log(`[data] skipped ${skips.total} samples: ${JSON.stringify(Object.fromEntries(skips.counts))}`);

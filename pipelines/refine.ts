@@ -188,9 +188,9 @@ export async function refine(argv: string[]): Promise<string> {
   let optimiser: AdamW | undefined;
   let lastCheckpoint = performance.now();
   const checkpointEvery = num('checkpoint-minutes', f['checkpoint-minutes'], { min: 0 }) * 60_000;
-  const saveCheckpoint = () => {
-    const encoderWeights = encoder.params.exportTimm();
-    const emaWeights = emaEncoder.params.exportTimm();
+  const saveCheckpoint = async () => {
+    const encoderWeights = await encoder.params.exportTimm();
+    const emaWeights = await emaEncoder.params.exportTimm();
     const metadata = { format: 'pt', vit: JSON.stringify(encoder.cfg) };
     writeCheckpointDir(path.join(runDir, 'checkpoint'), {
       'encoder-ema.safetensors': { tensors: emaWeights, metadata },
@@ -199,9 +199,9 @@ export async function refine(argv: string[]): Promise<string> {
         tensors: {
           ...prefixKeys('encoder.', encoderWeights),
           ...prefixKeys('ema.', emaWeights),
-          ...Object.assign({}, ...heads.map((h, i) => prefixKeys(`heads.${i}.`, h.params.exportTimm()))),
-          ...Object.assign({}, ...queues.map((q, i) => q.exportState(`queues.${i}`))),
-          ...(optimiser ? optimiser.exportState() : {}),
+          ...Object.assign({}, ...(await Promise.all(heads.map(async (h, i) => prefixKeys(`heads.${i}.`, await h.params.exportTimm()))))),
+          ...Object.assign({}, ...(await Promise.all(queues.map((q, i) => q.exportState(`queues.${i}`))))),
+          ...(optimiser ? await optimiser.exportState() : {}),
         },
         metadata: { state: JSON.stringify({ step, flags: f, headBlocks }) },
       },
@@ -246,6 +246,9 @@ export async function refine(argv: string[]): Promise<string> {
         const rng = new Rng(seed, 0x4e4e, step);
         const n = b.indices.length;
         const metrics: Record<string, number> = {};
+        // device scalars, read together after the step (no synchronous read inside it)
+        const pending: Record<string, tf.Scalar[]> = {};
+        const track = (key: string, t: tf.Scalar) => (pending[key] ??= []).push(tf.keep(t));
 
         // one backbone pass for all head blocks: globals together, locals together
         const globals = tf.concat([0, 1].map((v) => tf.tensor4d(b.views[v], [n, globalSize, globalSize, 3])));
@@ -267,29 +270,32 @@ export async function refine(argv: string[]): Promise<string> {
             const pLocal = numLocal > 0 ? splitViews(head.predict(head.project(cls.l[h], true), true), numLocal) : [];
             const l = nnaLoss({ projections: z, swapped: nn.map((x) => x.swapped), predictions: [...pGlobal, ...pLocal] as tf.Tensor2D[], numGlobal: 2, temperature });
             enqueue[h] = tf.keep(z[0].clone());
-            const [total, global, local] = [l.total, l.global, l.local].map((t) => t.dataSync()[0]);
-            Object.assign(metrics, {
-              [`block${headBlocks[h]}_loss`]: total,
-              [`block${headBlocks[h]}_nn_sim`]: (nn[0].similarity + nn[1].similarity) / 2,
-              [`block${headBlocks[h]}_nn_acc`]: (nn[0].accuracy + nn[1].accuracy) / 2,
-            });
-            metrics.loss_global = (metrics.loss_global ?? 0) + global;
-            metrics.loss_local = (metrics.loss_local ?? 0) + local;
+            track(`block${headBlocks[h]}_loss`, l.total.clone());
+            track(`block${headBlocks[h]}_nn_sim`, tf.div(tf.add(nn[0].similarity, nn[1].similarity), 2));
+            track(`block${headBlocks[h]}_nn_acc`, tf.div(tf.add(nn[0].accuracy, nn[1].accuracy), 2));
+            track('loss_global', l.global);
+            track('loss_local', l.local);
             tf.dispose(nn.map((x) => x.swapped));
             return l.total;
           });
           return tf.addN(perHead) as tf.Scalar;
         }, varList);
-        metrics.grad_norm = optimiser.apply(grads, lr);
-        metrics.loss = loss.dataSync()[0];
-        if (!Number.isFinite(metrics.loss)) throw new Error(`loss became ${metrics.loss} at step ${step}; lower --lr${stage.id}`);
+        track('grad_norm', optimiser.apply(grads, lr));
+        track('loss', loss.clone());
         if (stage.trainEncoder) ema.update();
         enqueue.forEach((z, h) => queues[h].push(z, b.indices, b.labels));
         tf.dispose([loss, grads, globals, ...(locals ? [locals] : []), ...enqueue, ...(frozen ? [...frozen.g, ...frozen.l] : [])]);
+        const keys = Object.keys(pending);
+        const stacked = tf.tidy(() => tf.stack(keys.map((key) => tf.addN(pending[key]))));
+        tf.dispose(Object.values(pending).flat());
+        const read = await stacked.data();
+        stacked.dispose();
+        keys.forEach((key, i) => (metrics[key] = read[i]));
+        if (!Number.isFinite(metrics.loss)) throw new Error(`loss became ${metrics.loss} at step ${step}; lower --lr${stage.id}`);
 
         step++;
         records.next({ step, epoch, lr, values: { stage: stage.id, ...metrics }, images: n, stepMs: performance.now() - t0, waitMs });
-        if (performance.now() - lastCheckpoint > checkpointEvery) saveCheckpoint();
+        if (performance.now() - lastCheckpoint > checkpointEvery) await saveCheckpoint();
         if (stage.trainEncoder && knnEverySteps > 0 && !f['skip-knn'] && (step - stageStart) % knnEverySteps === 0 && step < stageEnd) await trackKnn();
       }
       stageStart = stageEnd;
@@ -298,7 +304,7 @@ export async function refine(argv: string[]): Promise<string> {
     await data.return(undefined);
   }
   if (step < totalSteps) {
-    saveCheckpoint();
+    await saveCheckpoint();
     records.complete();
     await sinksDone;
     console.log(`[refine] stopped at step ${step} of ${totalSteps} (--max-steps); continue with --resume ${runDir}`);
@@ -306,7 +312,7 @@ export async function refine(argv: string[]): Promise<string> {
   }
   // stage 2 alone leaves the encoder untouched; the EMA then equals it
   if (!stageIds.includes(3)) emaEncoder.params.copyFrom(encoder.params);
-  saveCheckpoint();
+  await saveCheckpoint();
   records.complete();
   await sinksDone;
   if (skips.total > 0) console.log(`[data] skipped ${skips.total} samples: ${JSON.stringify(Object.fromEntries(skips.counts))}`);

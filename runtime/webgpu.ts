@@ -142,6 +142,7 @@ export async function startWebGpu(opts: { allowSoftware: boolean; log: (line: st
       maxBufferSize: limits.maxBufferSize,
       maxComputeWorkgroupSizeX: limits.maxComputeWorkgroupSizeX,
       maxComputeInvocationsPerWorkgroup: limits.maxComputeInvocationsPerWorkgroup,
+      maxStorageBuffersPerShaderStage: limits.maxStorageBuffersPerShaderStage,
     },
   });
   // tfjs-backend-webgpu checks navigator.gpu when imported and when its backend is constructed
@@ -153,7 +154,42 @@ export async function startWebGpu(opts: { allowSoftware: boolean; log: (line: st
   throwOnDeviceErrors(device, backend);
   tf.removeBackend('webgpu');
   tf.registerBackend('webgpu', () => backend, 3);
+  chunkAddN();
   return { ok: true, adapter: summary };
+}
+
+/**
+ * tfjs-webgpu's AddN binds every input as a storage buffer and fails validation with more
+ * inputs than the device's per-stage limit (8 by default, 16 on lavapipe); its Concat splits,
+ * AddN does not (seen: a gradient norm over 14 parameters). This AddN sums in chunks that fit.
+ */
+function chunkAddN(): void {
+  const original = tf.getKernel('AddN', 'webgpu');
+  if (!original) return;
+  tf.unregisterKernel('AddN', 'webgpu');
+  tf.registerKernel({
+    kernelName: 'AddN',
+    backendName: 'webgpu',
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const gpuBackend = backend as unknown as { device: GPUDevice; disposeData(id: object): void };
+      const max = gpuBackend.device.limits.maxStorageBuffersPerShaderStage - 1;
+      let terms = inputs as unknown as tf.TensorInfo[];
+      const partial: tf.TensorInfo[] = [];
+      while (terms.length > max) {
+        const next: tf.TensorInfo[] = [];
+        for (let i = 0; i < terms.length; i += max) {
+          const chunk = terms.slice(i, i + max);
+          if (chunk.length === 1) next.push(chunk[0]);
+          else next.push(original.kernelFunc({ inputs: chunk as unknown as tf.NamedTensorInfoMap, backend, attrs }) as tf.TensorInfo);
+        }
+        partial.push(...next.filter((t) => !terms.includes(t)));
+        terms = next;
+      }
+      const out = original.kernelFunc({ inputs: terms as unknown as tf.NamedTensorInfoMap, backend, attrs }) as tf.TensorInfo;
+      for (const t of partial) gpuBackend.disposeData(t.dataId);
+      return out;
+    },
+  });
 }
 
 /**

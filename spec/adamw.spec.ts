@@ -31,7 +31,7 @@ test('AdamW matches PyTorch semantics: decoupled decay, bias correction, per-gro
   ]);
   const gw = [[0.3, -0.2], [0.1, 0.4], [-0.5, 0.05]];
   const gb = [[1.0], [-2.0], [0.5]];
-  for (let t = 0; t < 3; t++) opt.apply({ [w.name]: tf.tensor1d(gw[t]), [b.name]: tf.tensor1d(gb[t]) }, 0.01);
+  for (let t = 0; t < 3; t++) tf.dispose(opt.apply({ [w.name]: tf.tensor1d(gw[t]), [b.name]: tf.tensor1d(gb[t]) }, 0.01));
   const got = [...w.dataSync(), ...b.dataSync()];
   const want = [
     reference(0.5, gw.map((g) => g[0]), 0.01, 0.1),
@@ -47,7 +47,9 @@ test('AdamW matches PyTorch semantics: decoupled decay, bias correction, per-gro
 test('gradient clipping scales by max_norm / total_norm and reports the pre-clip norm', () => {
   const w = tf.variable(tf.tensor1d([0, 0]), true, 'adamw-spec-clip');
   const opt = new AdamW([{ name: 'w', variable: w, lrScale: 1, weightDecay: 0 }], { beta1: 0.9, beta2: 0.95, eps: 1e-8, clipGradNorm: 1 });
-  const norm = opt.apply({ [w.name]: tf.tensor1d([3, 4]) }, 0.1);
+  const normT = opt.apply({ [w.name]: tf.tensor1d([3, 4]) }, 0.1);
+  const norm = normT.dataSync()[0];
+  normT.dispose();
   assert.ok(Math.abs(norm - 5) < 1e-6);
   // Adam's first step moves each coordinate by ~lr * sign(g) whatever the scale
   assert.ok(Math.abs(w.dataSync()[0] + 0.1) < 1e-4 && Math.abs(w.dataSync()[1] + 0.1) < 1e-4);

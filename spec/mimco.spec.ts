@@ -41,7 +41,7 @@ test.before(async () => {
   await initBackend(() => undefined);
   for (const [file, cfg] of [[teacherFile, tiny({ imgSize: 32 })], [coarseTeacherFile, tiny({ imgSize: 32, patchSize: 8 })]] as const) {
     const model = new VisionTransformer(cfg, 7);
-    writeEncoder(file, model);
+    await writeEncoder(file, model);
     model.dispose();
   }
 });

@@ -32,7 +32,7 @@ function weights(run: string): Map<string, Float32Array> {
 test.before(async () => {
   await initBackend(() => undefined);
   const model = new VisionTransformer({ imgSize: 16, patchSize: 4, embedDim: 32, depth: 3, numHeads: 2, mlpRatio: 2, act: 'gelu', posEmbed: 'sincos' }, 1);
-  writeEncoder(checkpoint, model);
+  await writeEncoder(checkpoint, model);
   model.dispose();
 });
 
