@@ -21,15 +21,17 @@ export interface NnLookup {
   accuracy: tf.Scalar;
 }
 
-/** Similarity given to masked entries: the lowest a cosine can be, so they rank last. */
-const MASKED = -1;
+/** Added to the similarity of empty entries: they rank below every filled one (cosines >= -1). */
+const EMPTY_BIAS = -2;
+/** Similarity given to a sample's own entries: below every other entry, empty ones included. */
+const SELF_MATCH = -3;
 
 export class NnQueue {
   private vectors: tf.Tensor2D;
   /** Labels of the entries [Q] on the device, for the NN accuracy without a read. */
   private entryLabels: tf.Tensor1D;
-  /** 0 for filled entries, -2 for empty ones [1, Q]: added to similarities, then clamped to MASKED. */
-  private emptyBias: tf.Tensor2D;
+  /** 0 for filled entries, EMPTY_BIAS for empty ones [Q]: the bias of the similarity matMul. */
+  private emptyBias: tf.Tensor1D;
   /** Host copies of the entries' sample indices and labels: the self-match mask needs no read. */
   private readonly indices: Int32Array;
   private readonly labels: Int32Array;
@@ -44,14 +46,15 @@ export class NnQueue {
     this.indices = new Int32Array(size).fill(-1);
     this.labels = new Int32Array(size).fill(-1);
     this.entryLabels = tf.fill([size], -1, 'int32') as tf.Tensor1D;
-    this.emptyBias = tf.fill([1, size], -2) as tf.Tensor2D;
+    this.emptyBias = tf.fill([size], EMPTY_BIAS) as tf.Tensor1D;
   }
 
   /**
    * Nearest neighbours of projections z [B, P] (not yet normalised) of samples `sampleIndices`:
    * all on the device, nothing read back. Entries of the same sample are found on the host
-   * (which keeps every entry's sample index) and scattered into the similarities as MASKED;
-   * top-k runs on the device and the rng picks one of the k per row.
+   * (which keeps every entry's sample index) and scattered into the similarities as SELF_MATCH;
+   * empty entries rank below filled ones through the matMul's bias; top-k runs on the device
+   * and the rng picks one of the k per row.
    */
   lookup(z: tf.Tensor2D, sampleIndices: Int32Array, labels: Int32Array, topK: number, rng: Rng): NnLookup {
     const b = z.shape[0];
@@ -66,16 +69,25 @@ export class NnQueue {
     const labelled = labels.length > 0 && labels[0] >= 0;
     return tf.tidy(() => {
       const zn = tf.div(z, tf.maximum(tf.norm(z, 2, 1, true), 1e-12));
-      let sims = tf.maximum(tf.add(tf.matMul(zn, this.vectors, false, true), this.emptyBias), MASKED) as tf.Tensor2D;
+      let sims = tf.fused.matMul({ a: zn as tf.Tensor2D, b: this.vectors, transposeB: true, bias: this.emptyBias });
       if (selfMatches.length > 0) {
         const at = tf.tensor2d(selfMatches, [selfMatches.length / 2, 2], 'int32');
-        sims = tf.tensorScatterUpdate(sims, at, tf.fill([selfMatches.length / 2], MASKED)) as tf.Tensor2D;
+        sims = tf.tensorScatterUpdate(sims, at, tf.fill([selfMatches.length / 2], SELF_MATCH)) as tf.Tensor2D;
       }
-      const top = tf.topk(sims, k);
-      const flatPicks = tf.tensor1d(picks, 'int32');
-      const slots = tf.gather(tf.reshape(top.indices, [b * k]), flatPicks) as tf.Tensor1D;
+      let slots: tf.Tensor1D;
+      let pickedSims: tf.Tensor1D;
+      if (k === 1) {
+        // the nearest alone: argMax (first index on ties, as top-k) is a single pass, top-k sorts
+        slots = tf.argMax(sims, 1) as tf.Tensor1D;
+        pickedSims = tf.max(sims, 1) as tf.Tensor1D;
+      } else {
+        const top = tf.topk(sims, k);
+        const flatPicks = tf.tensor1d(picks, 'int32');
+        slots = tf.gather(tf.reshape(top.indices, [b * k]), flatPicks) as tf.Tensor1D;
+        pickedSims = tf.gather(tf.reshape(top.values, [b * k]), flatPicks) as tf.Tensor1D;
+      }
       const swapped = tf.gather(this.vectors, slots) as tf.Tensor2D;
-      const similarity = tf.mean(tf.gather(tf.reshape(top.values, [b * k]), flatPicks)) as tf.Scalar;
+      const similarity = tf.mean(pickedSims) as tf.Scalar;
       const accuracy = labelled
         ? (tf.mean(tf.cast(tf.equal(tf.gather(this.entryLabels, slots), tf.tensor1d(labels, 'int32')), 'float32')) as tf.Scalar)
         : tf.scalar(NaN);
@@ -101,14 +113,14 @@ export class NnQueue {
       return [
         tf.tensorScatterUpdate(this.vectors, at, zn) as tf.Tensor2D,
         tf.tensorScatterUpdate(this.entryLabels, at, tf.tensor1d(entryLabels, 'int32')) as tf.Tensor1D,
-        // the bias row as [Q, 1] for the scatter, back to [1, Q]
-        tf.reshape(tf.tensorScatterUpdate(tf.reshape(this.emptyBias, [this.size, 1]), at, tf.zeros([b, 1])), [1, this.size]) as tf.Tensor2D,
+        tf.tensorScatterUpdate(this.emptyBias, at, tf.zeros([b])) as tf.Tensor1D,
       ] as const;
     });
     tf.dispose([this.vectors, this.entryLabels, this.emptyBias]);
-    this.vectors = vectors;
-    this.entryLabels = labelsOnDevice;
-    this.emptyBias = emptyBias;
+    // kept: the queue's state outlives any tidy scope push() is called in
+    this.vectors = tf.keep(vectors);
+    this.entryLabels = tf.keep(labelsOnDevice);
+    this.emptyBias = tf.keep(emptyBias);
   }
 
   async exportState(prefix: string): Promise<Record<string, HostTensor | { shape: number[]; data: Int32Array }>> {
@@ -136,7 +148,7 @@ export class NnQueue {
     this.labels.set(labels);
     this.pointer = pointer[0];
     this.entryLabels = tf.tensor1d(Int32Array.from(labels), 'int32');
-    this.emptyBias = tf.tensor2d(Float32Array.from(this.indices, (i) => (i === -1 ? -2 : 0)), [1, this.size]);
+    this.emptyBias = tf.tensor1d(Float32Array.from(this.indices, (i) => (i === -1 ? EMPTY_BIAS : 0)));
   }
 
   dispose(): void {
