@@ -90,19 +90,28 @@ async function main() {
   const warmupS = (performance.now() - tStart) / 1000;
   const tensorsBefore = tf.memory().numTensors;
   const train = await timed(trainStep, steps, batch, maxSeconds);
-  await forward();
-  const fwd = await timed(forward, steps, batch, maxSeconds);
   const flops = forwardFlops(cfg);
   const ours = {
     backend: backend.tfBackend, adapter: backend.adapter, preset: args.preset, act: cfg.act, batch,
-    warmupS: +warmupS.toFixed(1), trainSteps: train.steps, forwardSteps: fwd.steps,
+    warmupS: +warmupS.toFixed(1), trainSteps: train.steps, forwardSteps: 0,
     trainImagesPerS: +train.imagesPerS.toFixed(2),
     trainTflops: +((train.imagesPerS * 3 * flops) / 1e12).toFixed(4),
-    forwardImagesPerS: +fwd.imagesPerS.toFixed(2),
-    forwardTflops: +((fwd.imagesPerS * flops) / 1e12).toFixed(4),
+    forwardImagesPerS: NaN,
+    forwardTflops: NaN,
     tensorsBefore, tensorsAfter: tf.memory().numTensors,
     rssMiB: Math.round(process.memoryUsage().rss / 2 ** 20),
   };
+  // the train numbers first, in case a time limit stops the run during the forward timing
+  console.log(JSON.stringify(ours));
+  await forward();
+  const fwd = await timed(forward, steps, batch, maxSeconds);
+  Object.assign(ours, {
+    forwardSteps: fwd.steps,
+    forwardImagesPerS: +fwd.imagesPerS.toFixed(2),
+    forwardTflops: +((fwd.imagesPerS * flops) / 1e12).toFixed(4),
+    tensorsAfter: tf.memory().numTensors,
+    rssMiB: Math.round(process.memoryUsage().rss / 2 ** 20),
+  });
   console.log(JSON.stringify(ours));
   const summary: Record<string, unknown> = { ours };
   if (!args['no-torch']) {

@@ -92,7 +92,7 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu, cuda, or auto (cuda where available)")
-    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--dtype", default="fp32", help="fp32, bf16 (autocast), or both comma-separated: one JSON line each")
     ap.add_argument("--max-seconds", type=float, default=0)
     a = ap.parse_args()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
@@ -103,7 +103,14 @@ def main():
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
     images = torch.randn(a.batch, 3, cfg["img"], cfg["img"], device=device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    autocast = (lambda: torch.autocast(device_type=device, dtype=torch.bfloat16)) if a.dtype == "bf16" else contextlib.nullcontext
+    for dtype in a.dtype.split(","):
+        if dtype not in ("fp32", "bf16"):
+            raise SystemExit(f"--dtype {dtype}: expected fp32 or bf16")
+        measure(model, opt, images, a, device, dtype, sync)
+
+
+def measure(model, opt, images, a, device, dtype, sync):
+    autocast = (lambda: torch.autocast(device_type=device, dtype=torch.bfloat16)) if dtype == "bf16" else contextlib.nullcontext
 
     def train_step():
         opt.zero_grad(set_to_none=True)
@@ -124,11 +131,11 @@ def main():
     sync()
     fwd, forward_steps = timed(forward, a.steps, a.batch, sync, a.max_seconds)
     print(json.dumps({
-        "preset": a.preset, "batch": a.batch, "device": device, "dtype": a.dtype,
+        "preset": a.preset, "batch": a.batch, "device": device, "dtype": dtype,
         "gpu": torch.cuda.get_device_name() if device == "cuda" else None, "torch": torch.__version__,
         "threads": a.threads, "trainSteps": train_steps, "forwardSteps": forward_steps,
         "trainImagesPerS": round(train, 2), "forwardImagesPerS": round(fwd, 2), "blas": blas_library() if device == "cpu" else [],
-    }))
+    }), flush=True)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ lvp="$lib/libvulkan_lvp.so"
 [[ -f "$lvp" && -f "$lib/libvulkan.so.1" ]] || { echo "[setup:vulkan] lavapipe or the loader is missing after extraction" >&2; exit 1; }
 missing=$(LD_LIBRARY_PATH="$lib" ldd "$lvp" | awk '/not found/ {print $1}')
 [[ -z "$missing" ]] || { echo "[setup:vulkan] libvulkan_lvp.so needs libraries this system lacks: $missing" >&2; exit 1; }
+# the other drivers of the package (intel, radeon, ...) and its layers are not used
+find "$lib" -maxdepth 1 \( -name 'libvulkan_*.so' ! -name 'libvulkan_lvp.so' -o -name 'libVkLayer_*' \) -delete
 cat >"$root/icd.json" <<JSON
 { "file_format_version": "1.0.1", "ICD": { "library_path": "$lvp", "api_version": "1.4.0" } }
 JSON

