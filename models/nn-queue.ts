@@ -87,7 +87,8 @@ export class NnQueue {
         pickedSims = tf.gather(tf.reshape(top.values, [b * k]), flatPicks) as tf.Tensor1D;
       }
       const swapped = tf.gather(this.vectors, slots) as tf.Tensor2D;
-      const similarity = tf.mean(pickedSims) as tf.Scalar;
+      // a masked entry picked (fewer than k others in the queue yet) counts as similarity -1, the lowest cosine
+      const similarity = tf.mean(tf.maximum(pickedSims, -1)) as tf.Scalar;
       const accuracy = labelled
         ? (tf.mean(tf.cast(tf.equal(tf.gather(this.entryLabels, slots), tf.tensor1d(labels, 'int32')), 'float32')) as tf.Scalar)
         : tf.scalar(NaN);

@@ -121,6 +121,14 @@ export async function startWebGpu(opts: { allowSoftware: boolean; log: (line: st
   } catch (e) {
     return { ok: false, reason: `dawn.node (package webgpu) does not load on ${process.platform}-${process.arch}: ${(e as Error).message}` };
   }
+  try {
+    return await startOnDawn(dawn, opts.allowSoftware);
+  } catch (e) {
+    return { ok: false, reason: `WebGPU did not start: ${(e as Error).message}` };
+  }
+}
+
+async function startOnDawn(dawn: DawnModule, allowSoftware: boolean): Promise<WebGpuStart> {
   const g = globalThis as unknown as { navigator?: { gpu?: GPU } };
   const gpu = dawn.create([]);
   const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
@@ -128,7 +136,7 @@ export async function startWebGpu(opts: { allowSoftware: boolean; log: (line: st
     return { ok: false, reason: 'no WebGPU adapter (no Vulkan/Metal/D3D12 driver found; see README "GPU")' };
   }
   const summary = describe(adapter);
-  if (summary.software && !opts.allowSoftware) {
+  if (summary.software && !allowSoftware) {
     return { ok: false, adapter: summary, reason: `the only WebGPU adapter is a software one (${adapterLine(summary)}); TFJS_BACKEND=webgpu uses it anyway` };
   }
   const limits = adapter.limits;
