@@ -7,7 +7,7 @@
  * decoder_norm, decoder_pred).
  */
 import * as tf from '@tensorflow/tfjs';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 import { gatherPerSample, linear, layerNorm } from './ops';
 import { ParamSet } from './params';
 import { VisionTransformer, addBlockParams, sincosPosEmbed, transformerBlock } from './vit';

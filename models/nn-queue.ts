@@ -8,7 +8,7 @@
  * own entries, so a short run never aligns to the random vectors the queue starts with.
  */
 import * as tf from '@tensorflow/tfjs';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 import { HostTensor } from './params';
 
 export interface NnLookup {

@@ -5,7 +5,7 @@
  * PyTorch's layouts (Linear [out, in], Conv2d [out, in, kh, kw]).
  */
 import * as tf from '@tensorflow/tfjs';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 
 export type Layout = 'plain' | 'linear' | 'patch-conv';
 

@@ -7,7 +7,7 @@
  * token dropping). Images come in NHWC, the layout decoders and augmentations produce.
  */
 import * as tf from '@tensorflow/tfjs';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 import { Activation, attention, gatherPerSample, gelu, layerNorm, linear } from './ops';
 import { ParamGroupEntry, ParamSet } from './params';
 

@@ -4,7 +4,7 @@
  * on the masked patches (models/mae.ts).
  */
 import * as tf from '@tensorflow/tfjs';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 import { VisionTransformer } from '../models/vit';
 import { MaeDecoder, maeLoss, MaskPlan, randomMasking } from '../models/mae';
 import type { Objective } from './objective';

@@ -4,7 +4,7 @@
  * share of its patches replaced by the mask token; patch + image InfoNCE (losses/mimco.ts).
  */
 import * as tf from '@tensorflow/tfjs';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 import { VisionTransformer } from '../models/vit';
 import { MaskPlan, randomMasking } from '../models/mae';
 import { MimcoHeads, splitCls, studentProjections } from '../models/mimco';

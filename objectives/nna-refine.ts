@@ -12,13 +12,13 @@
  * dataParallel 'sum'). A world of one takes none of these paths.
  */
 import * as tf from '@tensorflow/tfjs';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 import { VisionTransformer } from '../models/vit';
 import { NnaHead } from '../models/nna-head';
 import { NnQueue } from '../models/nn-queue';
 import { stopGradient } from '../models/ops';
 import { nnaLoss } from '../losses/nna';
-import { Collective, SingleProcess } from '../runtime/collective';
+import { Collective, SingleProcess } from '../lib/collective';
 import { allGatherRowsInTape, gatherBatchMeta } from '../runtime/data-parallel';
 import type { Objective } from './objective';
 

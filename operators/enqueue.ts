@@ -4,7 +4,7 @@
  */
 import { OperatorFunction, tap } from 'rxjs';
 import type { Objective } from '../objectives/objective';
-import type { Step } from '../train/step';
+import type { Step } from '../objectives/step';
 
 export function enqueue<U>(objective: Objective<unknown, U>): OperatorFunction<Step<U>, Step<U>> {
   return tap((s) => {

@@ -12,7 +12,7 @@ import * as tf from '@tensorflow/tfjs';
 import { concatMap, OperatorFunction } from 'rxjs';
 import { AdamW } from '../models/adamw';
 import { Objective, StepLoss, tensorsIn } from '../objectives/objective';
-import { BatchItem, OpenSteps, Step, StepScope } from '../train/step';
+import { BatchItem, OpenSteps, Step, StepScope } from '../objectives/step';
 
 export interface TrainStepOptions {
   /** Where the steps' scopes are registered until read. */

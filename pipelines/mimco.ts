@@ -27,14 +27,14 @@ import { VisionTransformer, VIT_PRESETS, VitConfig } from '../models/vit';
 import { MimcoHeads } from '../models/mimco';
 import { mimcoObjective } from '../objectives/mimco';
 import { maeViews } from '../operators/multi-view';
-import { epochBatches, SkipLog } from '../sources/batches';
+import { epochBatches, SkipLog } from '../datapath/batches';
 import { countSamples } from '../sources/count';
 import { train } from '../train/driver';
 import { checkpointFiles } from '../train/checkpoint-files';
 import { DRIVER_FLAGS, driverFlags } from '../train/flags';
 import { resumeRun } from '../train/resume';
 import { checkpointKey } from '../eval/feature-cache';
-import { perBlockKnn, writeKnnSummary } from './knn';
+import { perBlockKnn, writeKnnSummary } from '../eval/per-block-knn';
 
 const USAGE = 'MimCo: pretrain a ViT student to reconstruct a frozen contrastive teacher from masked input.\n  npx ts-node pipelines/mimco.ts [options]';
 const FLAGS = {

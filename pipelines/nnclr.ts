@@ -7,7 +7,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../runtime/backend';
 import { num, parseFlags, runMain } from '../runtime/cli';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 import { loadEncoder } from '../runtime/checkpoint';
 import { HEAD_PRESETS, NnaHead } from '../models/nna-head';
 import { NnQueue } from '../models/nn-queue';
@@ -16,7 +16,7 @@ import { nnclrLoss } from '../losses/nnclr';
 import type { Objective } from '../objectives/objective';
 import type { Batch } from '../sources/types';
 import { refinerViews } from '../operators/multi-view';
-import { epochBatches, SkipLog } from '../sources/batches';
+import { epochBatches, SkipLog } from '../datapath/batches';
 import { countSamples } from '../sources/count';
 import { train } from '../train/driver';
 import { checkpointFiles } from '../train/checkpoint-files';

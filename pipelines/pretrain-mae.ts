@@ -15,7 +15,7 @@ import { lockRunDir } from '../runtime/run-lock';
 import { VisionTransformer, VIT_PRESETS, VitConfig } from '../models/vit';
 import { MaeDecoder } from '../models/mae';
 import { maeObjective } from '../objectives/mae';
-import { epochBatches, SkipLog } from '../sources/batches';
+import { epochBatches, SkipLog } from '../datapath/batches';
 import { countSamples } from '../sources/count';
 import { maeViews } from '../operators/multi-view';
 import { train } from '../train/driver';

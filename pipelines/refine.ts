@@ -31,14 +31,14 @@ import { NnQueue } from '../models/nn-queue';
 import { Ema } from '../models/ema';
 import { nnaRefineObjective } from '../objectives/nna-refine';
 import { refinerViews } from '../operators/multi-view';
-import { epochBatches, SkipLog } from '../sources/batches';
+import { epochBatches, SkipLog } from '../datapath/batches';
 import { countSamples } from '../sources/count';
 import { Stage, train } from '../train/driver';
 import { checkpointFiles } from '../train/checkpoint-files';
 import { DRIVER_FLAGS, driverFlags } from '../train/flags';
 import { resumeRun } from '../train/resume';
 import { checkpointKey } from '../eval/feature-cache';
-import { perBlockKnn, writeKnnSummary, KnnReport } from './knn';
+import { perBlockKnn, writeKnnSummary, KnnReport } from '../eval/per-block-knn';
 import { writeChart } from '../sinks/charts';
 import { writeJsonReport } from '../eval/report';
 

@@ -9,7 +9,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createHash } from 'node:crypto';
-import { fsyncDir, writeFileAtomic } from './atomic-file';
+import { fsyncDir, writeFileAtomic } from '../lib/atomic-file';
 import { readSafetensors, writeSafetensors, TensorToWrite, LoadedTensor } from '../models/safetensors';
 import { VisionTransformer, VitConfig, VIT_PRESETS } from '../models/vit';
 import { HostTensor } from '../models/params';

@@ -36,7 +36,7 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
-import type { Collective, TypedArray } from './collective';
+import type { Collective, TypedArray } from '../lib/collective';
 
 /**
  * Rank-order gathered rows (rank 0's n rows, then rank 1's, ...) -> the single-process global

@@ -9,7 +9,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../runtime/backend';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 import { VisionTransformer } from '../models/vit';
 import { HEAD_PRESETS, NnaHead } from '../models/nna-head';
 import { NnQueue } from '../models/nn-queue';

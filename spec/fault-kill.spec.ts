@@ -17,7 +17,7 @@ import { initBackend } from '../runtime/backend';
 import { latestCheckpoint, writeEncoder } from '../runtime/checkpoint';
 import { readSafetensors, writeSafetensors } from '../models/safetensors';
 import { VisionTransformer } from '../models/vit';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 import { refine } from '../pipelines/refine';
 import { lockRunDir } from '../runtime/run-lock';
 

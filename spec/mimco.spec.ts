@@ -10,7 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../runtime/backend';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 import { loadEncoder, writeEncoder } from '../runtime/checkpoint';
 import { readSafetensors } from '../models/safetensors';
 import { VisionTransformer, VitConfig, VIT_PRESETS } from '../models/vit';

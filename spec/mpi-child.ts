@@ -7,7 +7,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../runtime/backend';
-import { Collective, SingleProcess, allreduceGradients, runOnAllRanks } from '../runtime/collective';
+import { Collective, SingleProcess } from '../lib/collective';
+import { allreduceGradients, runOnAllRanks } from '../runtime/collective';
 import { allGatherRowsInTape, anyRank, broadcastHostTensors, broadcastVariables, checkSameOnAllRanks, gatherBatchMeta, interleaveRows } from '../runtime/data-parallel';
 import { globalBatchNormTrain } from '../models/global-batch-norm';
 import { stopGradient } from '../models/ops';

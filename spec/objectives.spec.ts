@@ -7,7 +7,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../runtime/backend';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 import { VisionTransformer, VitConfig } from '../models/vit';
 import { NnaHead, HEAD_PRESETS } from '../models/nna-head';
 import { NnQueue } from '../models/nn-queue';

@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { finalize, lastValueFrom, tap, toArray } from 'rxjs';
 import { initBackend } from '../runtime/backend';
-import { fromPull, Valve } from '../runtime/flow';
+import { fromPull, Valve } from '../lib/flow';
 import { AdamW } from '../models/adamw';
 import { readSafetensors } from '../models/safetensors';
 import { Objective } from '../objectives/objective';
@@ -21,9 +21,9 @@ import { enqueue } from '../operators/enqueue';
 import { readMetrics } from '../operators/read-metrics';
 import { checkpointEvery } from '../operators/checkpoint-every';
 import { maeViews } from '../operators/multi-view';
-import { inProcessBatchStream } from '../sources/batches';
+import { inProcessBatchStream } from '../datapath/batches';
 import { train } from '../train/driver';
-import { BatchItem, OpenSteps } from '../train/step';
+import { BatchItem, OpenSteps } from '../objectives/step';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'train-step-spec-'));
 

@@ -21,10 +21,11 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { concatMap, finalize, lastValueFrom, Subject, takeWhile, tap } from 'rxjs';
-import { fromPull, Valve } from '../runtime/flow';
+import { fromPull, Valve } from '../lib/flow';
 import { CheckpointFiles, DEFAULT_KEEP_CHECKPOINTS, latestCheckpoint, writeCheckpoint } from '../runtime/checkpoint';
 import { resumeCommand } from '../runtime/cli';
-import { allreduceGradients, Collective, SingleProcess } from '../runtime/collective';
+import { Collective, SingleProcess } from '../lib/collective';
+import { allreduceGradients } from '../runtime/collective';
 import { anyRank } from '../runtime/data-parallel';
 import { stopRequests } from '../runtime/signals';
 import { AdamW, AdamWOptions, warmupCosine } from '../models/adamw';
@@ -37,7 +38,7 @@ import { enqueue } from '../operators/enqueue';
 import { readMetrics } from '../operators/read-metrics';
 import { checkpointEvery } from '../operators/checkpoint-every';
 import { StepRecord, trainingSinks } from '../sinks/training';
-import { BatchItem, OpenSteps } from './step';
+import { BatchItem, OpenSteps } from '../objectives/step';
 
 export interface StageSchedule {
   steps: number;
@@ -156,7 +157,7 @@ export async function train(opts: TrainOptions): Promise<{ step: number; done: b
       const { steps, peakLr, minLr, warmupSteps } = stage.schedule;
       const start = stageStart;
       // one credit: the next batch enters the chain when the last one has left it (checkpoint
-      // included); the data path (sources/batches.ts) prepares a bounded number ahead meanwhile
+      // included); the data path (datapath/batches.ts) prepares a bounded number ahead meanwhile
       const valve = new Valve(1);
       const open = new OpenSteps();
       const steps$ = fromPull(take(data, last - step), valve).pipe(

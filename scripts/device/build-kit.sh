@@ -22,7 +22,7 @@ echo "[kit] bundle (esbuild)"
 npx esbuild --bundle --platform=node --target=node20 --format=cjs --log-level=error \
   --external:webgpu --external:sharp --define:require.main=undefined --outdir="$kit/payload" \
   refine=scripts/device/refine-main.ts train-step=bench/train-step.ts adapter=scripts/device/adapter.ts \
-  batch-worker=sources/batch-worker.ts augment-worker=operators/augment-worker.ts
+  batch-worker=datapath/batch-worker.ts augment-worker=operators/augment-worker.ts
 # the fused wasm kernels sit beside the bundle, where models/kernels looks for them (wasm fallback only)
 cp models/kernels/*.wasm "$kit/payload/"
 cp bench/train_step_torch.py "$kit/payload/"
