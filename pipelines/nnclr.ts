@@ -60,7 +60,6 @@ export async function nnclr(argv: string[]): Promise<string> {
   const stepsPerEpoch = Math.floor((await countSamples(f.train!)) / batch);
   await train({
     name: 'nnclr',
-    script: 'pipelines/nnclr.ts',
     runDir: f.out!,
     stages: [{ label: 'NNCLR', objective, schedule: { steps, peakLr: num('lr', f.lr, { min: 0 }), minLr: 1e-6, warmupSteps: Math.round(0.1 * steps) },
       params: () => [...head.params.groups('head.', 1e-5), ...encoder.paramGroups('encoder.', { weightDecay: 0.05, layerDecay: 0.8 })] }],

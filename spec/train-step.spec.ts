@@ -148,7 +148,6 @@ async function runDriver(name: string, onNonFinite: 'stop' | 'skip', poison: (st
   try {
     const result = await train({
       name,
-      script: 'spec/train-step.spec.ts',
       runDir,
       stages: [{ label: 'toy', schedule: { steps: 12, peakLr: 0.05, minLr: 0, warmupSteps: 2 }, objective: regression(w, { poison }), params: () => [{ name: 'w', variable: w, lrScale: 1, weightDecay: 0 }] }],
       batches: async function* () {

@@ -71,8 +71,8 @@ export interface ResumeFrom {
 export interface TrainOptions {
   /** Log prefix ("refine"). */
   name: string;
-  /** The pipeline's script (pipelines/refine.ts), for the resume command a stopped run prints. */
-  script: string;
+  /** The pipeline's script (pipelines/refine.ts), for the resume command a stopped run prints; absent where the pipeline takes no --resume. */
+  script?: string;
   runDir: string;
   stages: Stage[];
   resume?: ResumeFrom;
@@ -209,7 +209,7 @@ export async function train(opts: TrainOptions): Promise<{ step: number; done: b
   await sinksDone;
   if (!done) {
     const why = stop.signal ?? (stopping ? 'a stop on another rank' : '--max-steps');
-    console.log(`[${opts.name}] stopped at step ${step} of ${totalSteps} (${why}); resume with: ${resumeCommand(opts.script, opts.runDir)}`);
+    console.log(`[${opts.name}] stopped at step ${step} of ${totalSteps} (${why})${opts.script ? `; resume with: ${resumeCommand(opts.script, opts.runDir)}` : ''}`);
   }
   return { step, done };
 }
