@@ -99,6 +99,8 @@ test('--knn-every tracks per-block kNN during stage 3, from the checkpoint (step
   const summary = JSON.parse(fs.readFileSync(path.join(run, 'summary.json'), 'utf8'));
   assert.equal(points[0].report.top1, summary.knn[0].top1);
   assert.equal(points[3].report.top1, summary.knn[1].top1);
+  // the val-* shards beside --train choose the block (--val), before and after
+  assert.ok(summary.knn.every((r: { val?: { top1: number[] }; chosenBlock?: number }) => r.val?.top1.length === 3 && r.chosenBlock !== undefined), 'no validation split used');
   assert.ok(fs.existsSync(path.join(run, 'knn-during.png')) && fs.existsSync(path.join(run, 'knn-during.svg')));
 });
 
