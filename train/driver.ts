@@ -15,9 +15,10 @@
  *
  * Data parallelism (runtime/collective.ts, runtime/data-parallel.ts): with `dataParallel` each
  * rank runs this same loop on its share of every global batch; the step's gradients are
- * all-reduced before the optimiser (the objective says how: 'sum' of each rank's share of the
- * global loss, 'mean' of per-rank losses), a stop is taken at the same step on every rank, and
- * only rank 0 writes metrics and checkpoints. A world of one (the default) skips all of it.
+ * all-reduced before the optimiser (as the pipeline's objective needs: 'sum' of each rank's share
+ * of the global loss, refine's NNA; 'mean' of per-rank losses), a stop is taken at the same step
+ * on every rank, and only rank 0 writes metrics and checkpoints. A world of one (the default)
+ * skips all of it.
  */
 import * as tf from '@tensorflow/tfjs';
 import { concatMap, finalize, lastValueFrom, Subject, takeWhile, tap } from 'rxjs';
