@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import { Rng } from '../lib/rng';
 import { VisionTransformer } from '../models/vit';
 import { MaeDecoder, maeLoss, MaskPlan, randomMasking } from '../models/mae';
+import type { Collective } from '../lib/collective';
 import type { Objective } from './objective';
 
 export interface MaeObjectiveOptions {
@@ -15,6 +16,8 @@ export interface MaeObjectiveOptions {
   maskRatio: number;
   /** Seed of the masking; step s masks with (seed, s). */
   seed: number;
+  /** Data-parallel: this rank's rows of the global batch's masks (the ranks' gradients are then averaged). */
+  collective?: Collective;
 }
 
 export function maeObjective(o: MaeObjectiveOptions): Objective<{ images: tf.Tensor4D; plan: MaskPlan }, void> {
@@ -22,7 +25,7 @@ export function maeObjective(o: MaeObjectiveOptions): Objective<{ images: tf.Ten
   return {
     prepare: (b, step) => ({
       images: tf.tensor4d(b.views[0], [b.indices.length, size, size, 3]),
-      plan: randomMasking(b.indices.length, o.encoder.numPatches, o.maskRatio, new Rng(o.seed, 0x3a5c, step)),
+      plan: randomMasking(b.indices.length, o.encoder.numPatches, o.maskRatio, new Rng(o.seed, 0x3a5c, step), o.collective),
     }),
     loss: ({ images, plan }) => ({ loss: maeLoss(o.encoder, o.decoder, images, plan), metrics: {}, updates: undefined }),
   };

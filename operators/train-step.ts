@@ -27,10 +27,18 @@ export interface TrainStepOptions {
   /** Called with a skipped step's number and what was non-finite. */
   onSkip?: (step: number, what: string) => void;
   /**
-   * Combines the step's gradients before the optimiser sees them (a data-parallel all-reduce,
-   * runtime/collective.ts allreduceGradients); the tensors it returns belong to the step.
+   * Combines the ranks' steps before the optimiser sees them (a data-parallel all-reduce,
+   * runtime/collective.ts allreduceGradients): the gradients, and the loss and metrics where
+   * each rank's are its own rows'. The tensors it returns belong to the step.
    */
-  reduceGradients?: (grads: Record<string, tf.Tensor>) => Promise<Record<string, tf.Tensor>>;
+  reduce?: (step: StepValues) => Promise<StepValues>;
+}
+
+/** What a data-parallel step combines over the ranks. */
+export interface StepValues {
+  grads: Record<string, tf.Tensor>;
+  loss: tf.Scalar;
+  metrics: Record<string, tf.Scalar>;
 }
 
 export function trainStep<P, U>(objective: Objective<P, U>, optimiser: AdamW, opts: TrainStepOptions): OperatorFunction<BatchItem, Step<U>> {
@@ -44,15 +52,15 @@ export function trainStep<P, U>(objective: Objective<P, U>, optimiser: AdamW, op
         const scope = opts.open.open();
         try {
           const out = forwardBackward(objective, item, step, varList, scope);
-          const grads = opts.reduceGradients ? await opts.reduceGradients(out.grads) : out.grads;
-          Object.values(grads).forEach((g) => scope.own(g));
+          const { grads, loss: lossT, metrics } = opts.reduce ? await opts.reduce(out) : out;
+          tensorsIn([grads, lossT, metrics]).forEach((t) => scope.own(t));
           let skipped = false;
           let gradNorm: tf.Scalar;
           if (opts.onNonFinite === 'skip') {
             gradNorm = scope.own(optimiser.gradNorm(grads));
-            const [loss, norm] = await Promise.all([out.loss.data(), gradNorm.data()]);
+            const [loss, norm] = await Promise.all([lossT.data(), gradNorm.data()]);
             skipped = !Number.isFinite(loss[0]) || !Number.isFinite(norm[0]);
-            if (skipped) opts.onSkip?.(step + 1, await nonFiniteTerms({ loss: out.loss, grad_norm: gradNorm, ...out.metrics }));
+            if (skipped) opts.onSkip?.(step + 1, await nonFiniteTerms({ loss: lossT, grad_norm: gradNorm, ...metrics }));
             else tf.dispose(optimiser.apply(grads, lr, norm[0]));
           } else {
             gradNorm = scope.own(optimiser.apply(grads, lr));
@@ -60,7 +68,7 @@ export function trainStep<P, U>(objective: Objective<P, U>, optimiser: AdamW, op
           tf.dispose([...Object.values(out.grads), ...Object.values(grads)]);
           step++;
           return {
-            ...item, step, lr, loss: out.loss, gradNorm, metrics: out.metrics, updates: out.updates,
+            ...item, step, lr, loss: lossT, gradNorm, metrics, updates: out.updates,
             values: opts.values ?? {}, skipped, startedAt: t0, scope,
           } as Step<U>;
         } catch (err) {

@@ -7,7 +7,10 @@
  *   npx ts-node pipelines/pretrain-mae.ts --resume runs/mae   # continues from runs/mae/checkpoint
  */
 import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../runtime/backend';
+import { localBatchSize, openCollective, pinLocalGpu } from '../runtime/collective';
+import { broadcastVariables, checkSameOnAllRanks } from '../runtime/data-parallel';
 import { intList, num, numRange, parseFlags, runMain } from '../runtime/cli';
 import { withoutPrefix, writeEncoder } from '../runtime/checkpoint';
 import { checkOutDir } from '../runtime/out-dir';
@@ -68,8 +71,13 @@ export async function pretrainMae(argv: string[]): Promise<string> {
   const snapshotEpochs = new Set(intList('snapshot-epochs', f['snapshot-epochs']));
   const driver = driverFlags(f);
 
+  // data parallelism: a world of one unless started by an MPI launcher (README, MPI section)
+  pinLocalGpu();
+  const dp = openCollective();
+  const localBatch = localBatchSize(batch, dp.worldSize);
   const backend = await initBackend();
-  using _runLock = lockRunDir(runDir);
+  // one run at a time in a run directory; every file of the run is rank 0's
+  using _runLock = dp.rank === 0 ? lockRunDir(runDir) : undefined;
   const samplesPerEpoch = await countSamples(f.train!);
   const stepsPerEpoch = Math.floor(samplesPerEpoch / batch);
   if (stepsPerEpoch < 1) throw new Error(`${f.train}: ${samplesPerEpoch} samples, fewer than one batch of ${batch}`);
@@ -93,12 +101,19 @@ export async function pretrainMae(argv: string[]): Promise<string> {
     encoder.params.importTimm(withoutPrefix(resumed.tensors, 'encoder.'), resumed.file);
     decoder.params.importTimm(withoutPrefix(resumed.tensors, 'decoder.'), resumed.file);
   }
+  if (dp.worldSize > 1) {
+    // every rank starts from rank 0's weights, with the same flags and data
+    await checkSameOnAllRanks(dp, { flags: f, step: resumed?.step ?? 0, samplesPerEpoch });
+    const variables = [encoder.params, decoder.params].flatMap((ps) => ps.names().map((n) => [n, ps.get(n)] as [string, tf.Variable]));
+    await broadcastVariables(dp, variables, 'encoder and decoder parameters');
+    console.log(`[mae] rank ${dp.rank} of ${dp.worldSize}: ${localBatch} of each global batch of ${batch}`);
+  }
 
   console.log(`[mae] ${samplesPerEpoch} samples/epoch, ${stepsPerEpoch} steps/epoch, ${totalSteps} steps, peak lr ${peakLr.toExponential(2)}, backend ${backend.tfBackend}`);
   const skips = new SkipLog();
   const views = maeViews(cfg.imgSize, cropScale);
   const checkpointFile = path.join(runDir, 'checkpoint', 'encoder.safetensors');
-  await train({
+  const { done } = await train({
     name: 'mae',
     script: 'pipelines/pretrain-mae.ts',
     runDir,
@@ -106,26 +121,29 @@ export async function pretrainMae(argv: string[]): Promise<string> {
       {
         label: 'MAE',
         schedule: { steps: totalSteps, peakLr, minLr, warmupSteps },
-        objective: maeObjective({ encoder, decoder, maskRatio, seed }),
+        objective: maeObjective({ encoder, decoder, maskRatio, seed, collective: dp }),
         params: () => [...encoder.paramGroups('', { weightDecay: wd }), ...decoder.params.groups('decoder:', wd)],
       },
     ],
     resume: resumed,
     // a resumed run starts mid-epoch with the samples of the steps not yet taken
-    batches: (fromStep) => epochBatches({ source: f.train!, seed, batchSize: batch, stepsPerEpoch, fromStep, views, skips }),
+    // each rank its rows of every global batch
+    batches: (fromStep) => epochBatches({ source: f.train!, seed, batchSize: localBatch, stepsPerEpoch, fromStep, views, skips, rank: dp.rank, worldSize: dp.worldSize }),
     optimiser: { beta1: 0.9, beta2: 0.95, eps: 1e-8 },
     ...driver,
+    // each rank's loss is the mean over its own rows: the ranks' gradients (and losses) average
+    dataParallel: { collective: dp, gradients: 'mean' },
     sinks: { lossKeys: ['loss'], title: 'MAE reconstruction loss' },
     checkpointFiles: (at, optimiser) => checkpointFiles({ encoder, parts: { 'decoder.': decoder.params }, optimiser, state: { step: at, flags: f } }),
     afterStep: async (at) => {
-      if (at % stepsPerEpoch === 0 && snapshotEpochs.has(at / stepsPerEpoch)) {
+      if (dp.rank === 0 && at % stepsPerEpoch === 0 && snapshotEpochs.has(at / stepsPerEpoch)) {
         // the epoch's encoder, exported now (the latest checkpoint may be older)
         await writeEncoder(path.join(runDir, `encoder-epoch${at / stepsPerEpoch}.safetensors`), encoder);
       }
     },
   });
   if (skips.total > 0) console.log(`[data] skipped ${skips.total} samples: ${JSON.stringify(Object.fromEntries(skips.counts))}`);
-  console.log(`[mae] done: ${checkpointFile}`);
+  if (done) console.log(`[mae] done: ${checkpointFile}`);
   return runDir;
 }
 

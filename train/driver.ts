@@ -33,7 +33,7 @@ import { AdamW, AdamWOptions, warmupCosine } from '../models/adamw';
 import { Ema } from '../models/ema';
 import { HostTensor, ParamGroupEntry } from '../models/params';
 import { Objective } from '../objectives/objective';
-import { trainStep } from '../operators/train-step';
+import { StepValues, trainStep } from '../operators/train-step';
 import { ema } from '../operators/ema';
 import { enqueue } from '../operators/enqueue';
 import { readMetrics } from '../operators/read-metrics';
@@ -135,7 +135,7 @@ export async function train(opts: TrainOptions): Promise<{ step: number; done: b
   // a signal is looked at once per step (check() lets the event loop deliver it), on every rank at the same step
   using stop = stopRequests();
   let stopping = false;
-  const reduceGradients = opts.dataParallel && dp.worldSize > 1 ? (grads: Record<string, tf.Tensor>) => allreduceGradients(dp, grads, { op: opts.dataParallel!.gradients }) : undefined;
+  const reduce = opts.dataParallel && dp.worldSize > 1 ? acrossRanks(dp, opts.dataParallel.gradients) : undefined;
 
   const records = new Subject<StepRecord>();
   const sinksDone = writes
@@ -169,7 +169,7 @@ export async function train(opts: TrainOptions): Promise<{ step: number; done: b
           values: stage.values,
           onNonFinite: opts.onNonFinite,
           onSkip: (s, what) => console.warn(`[${opts.name}] step ${s}: skipped (--on-nonfinite skip): ${what}`),
-          reduceGradients,
+          reduce,
         }),
         ema(stage.ema),
         enqueue(stage.objective),
@@ -213,6 +213,23 @@ export async function train(opts: TrainOptions): Promise<{ step: number; done: b
     console.log(`[${opts.name}] stopped at step ${step} of ${totalSteps} (${why})${opts.script ? `; resume with: ${resumeCommand(opts.script, opts.runDir)}` : ''}`);
   }
   return { step, done };
+}
+
+/**
+ * The step's all-reduce over the ranks. 'sum': every rank already holds the global batch's loss
+ * and metrics, only the gradient shares add up. 'mean': each rank's loss and metrics are its own
+ * rows', and their mean (ranks hold equal rows) is the global batch's, reduced with the gradients.
+ */
+function acrossRanks(dp: Collective, op: 'sum' | 'mean'): (step: StepValues) => Promise<StepValues> {
+  return async ({ grads, loss, metrics }) => {
+    if (op === 'sum') return { grads: await allreduceGradients(dp, grads, { op }), loss, metrics };
+    const names = Object.keys(metrics);
+    const reduced = await allreduceGradients(dp, { ...grads, 'step:loss': loss, ...Object.fromEntries(names.map((n) => [`step:${n}`, metrics[n]])) }, { op });
+    const metricsOut = Object.fromEntries(names.map((n) => [n, reduced[`step:${n}`] as tf.Scalar]));
+    const lossOut = reduced['step:loss'] as tf.Scalar;
+    for (const k of ['step:loss', ...names.map((n) => `step:${n}`)]) delete reduced[k];
+    return { grads: reduced, loss: lossOut, metrics: metricsOut };
+  };
 }
 
 /** The run's newest complete checkpoint and its step, for the non-finite message. */
