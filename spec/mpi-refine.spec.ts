@@ -47,6 +47,19 @@ function metrics(dir: string): Record<string, number>[] {
   return [...bySteps.values()].sort((x, y) => x.step - y.step);
 }
 
+/** The largest difference between the final checkpoints' state tensors of two runs (same keys asserted). */
+function maxStateDifference(a: string, b: string): number {
+  const wa = readSafetensors(path.join(a, 'checkpoint', 'state.safetensors')).tensors;
+  const wb = readSafetensors(path.join(b, 'checkpoint', 'state.safetensors')).tensors;
+  assert.equal([...wb.keys()].sort(), [...wa.keys()].sort());
+  let maxDiff = 0;
+  for (const [k, t] of wa) {
+    const u = wb.get(k)!;
+    for (let i = 0; i < t.data.length; i++) maxDiff = Math.max(maxDiff, Math.abs(t.data[i] - u.data[i]));
+  }
+  return maxDiff;
+}
+
 const MPIRUN = ['--allow-run-as-root', '--oversubscribe', '-np', '2'];
 
 /** Starts the 2-rank run, SIGKILLs rank 1 once `afterSteps` steps are recorded; resolves with mpirun's exit and output. */
@@ -104,14 +117,7 @@ mpiTest('mpirun -np 2 refine, killed and resumed, = one process with the same gl
       assert.ok(rel(b[i].grad_norm, a[i].grad_norm) < 1e-3, `step ${i + 1} gradient norm ${b[i].grad_norm} vs ${a[i].grad_norm}`);
       assert.is(b[i].images_per_s > 0, true);
     }
-    const wa = readSafetensors(path.join(single, 'checkpoint', 'state.safetensors')).tensors;
-    const wb = readSafetensors(path.join(ranks, 'checkpoint', 'state.safetensors')).tensors;
-    assert.equal([...wb.keys()].sort(), [...wa.keys()].sort());
-    let maxDiff = 0;
-    for (const [k, t] of wa) {
-      const u = wb.get(k)!;
-      for (let i = 0; i < t.data.length; i++) maxDiff = Math.max(maxDiff, Math.abs(t.data[i] - u.data[i]));
-    }
+    const maxDiff = maxStateDifference(single, ranks);
     console.log(`[mpi-refine] 2 ranks killed after step ${stoppedAt} and resumed; step losses 1 process ${a.map((m) => m.loss.toFixed(6)).join(' ')}, 2 ranks ${b.map((m) => m.loss.toFixed(6)).join(' ')}; max weight difference ${maxDiff.toExponential(2)}`);
     assert.ok(maxDiff < 8e-3, `final state differs by ${maxDiff} (AdamW bound 2 lr x 4 steps = 8e-3)`);
   } finally {
@@ -140,14 +146,7 @@ mpiTest('mpirun -np 2 MAE = one process with the same global batch (each rank ma
       assert.ok(rel(b[i].loss, a[i].loss) < 1e-5, `step ${i + 1} loss ${b[i].loss} vs ${a[i].loss}`);
       assert.ok(rel(b[i].grad_norm, a[i].grad_norm) < 1e-5, `step ${i + 1} gradient norm ${b[i].grad_norm} vs ${a[i].grad_norm}`);
     }
-    const wa = readSafetensors(path.join(single, 'checkpoint', 'state.safetensors')).tensors;
-    const wb = readSafetensors(path.join(ranks, 'checkpoint', 'state.safetensors')).tensors;
-    assert.equal([...wb.keys()].sort(), [...wa.keys()].sort());
-    let maxDiff = 0;
-    for (const [k, t] of wa) {
-      const u = wb.get(k)!;
-      for (let i = 0; i < t.data.length; i++) maxDiff = Math.max(maxDiff, Math.abs(t.data[i] - u.data[i]));
-    }
+    const maxDiff = maxStateDifference(single, ranks);
     console.log(`[mpi-mae] step losses 1 process ${a.map((m) => m.loss.toFixed(7)).join(' ')}, 2 ranks ${b.map((m) => m.loss.toFixed(7)).join(' ')}; max weight difference ${maxDiff.toExponential(2)}`);
     // AdamW's bound: 2 lr per step (peak lr 1.5e-4 * 8 / 256)
     assert.ok(maxDiff < 2 * 4.7e-6 * 3, `final state differs by ${maxDiff}`);
