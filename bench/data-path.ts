@@ -34,7 +34,7 @@ import { batchViews } from '../operators/batch';
 import { decode } from '../operators/decode';
 import { multiView, refinerViews } from '../operators/multi-view';
 import { resampleJs, resampleSharp } from '../operators/transforms/resize';
-import { PullQueue, Valve, fromPull } from '../runtime/flow';
+import { PullQueue, Valve, fromPull } from '../lib/flow';
 import { imageFolder } from '../sources/image-folder';
 import { tarShards } from '../sources/tar-shards';
 import type { Batch, EncodedSample } from '../sources/types';
@@ -45,7 +45,8 @@ function arg(name: string, fallback: number): number {
 }
 const flag = (name: string) => process.argv.includes(`--${name}`);
 
-const SHARED_SHARD = '/work/shared/data/cifar10/cifar10-train-000000.tar';
+// the shared CIFAR-10 shards beside the repository (../shared from its root), else the bundled ones
+const SHARED_SHARD = path.join(__dirname, '../../shared/data/cifar10/cifar10-train-000000.tar');
 const BUNDLED_SHARD = path.join(__dirname, '../data/cifar10-mini/train-000000.tar.gz');
 
 /** First `n` JPEGs of a CIFAR-10 train shard, upscaled to 256x256 (bicubic), cached in tmp. */

@@ -1,6 +1,6 @@
 /**
- * Wasm backend throughput, to compare thread counts (one process per count, since the pool is
- * fixed at backend init):
+ * Backend throughput, mainly wasm thread counts (one process per count, since the pool is
+ * fixed at backend init); reads are asynchronous, so it runs on WebGPU too:
  *   WASM_THREADS=1 TFJS_BACKEND=wasm npx ts-node bench/matmul.ts
  *   WASM_THREADS=2 TFJS_BACKEND=wasm npx ts-node bench/matmul.ts
  * Prints ms per call and GFLOP/s (matMuls) or M elements/s (the rest), median and best run;
@@ -17,18 +17,18 @@ import { fusedKernelsActive, setFusedKernels } from '../models/kernels';
  * ms per call of f after warm-up: median, and best (the machine is shared, and contention only
  * ever slows a run down, so the best run is the closest to what the code itself can do).
  */
-function time(f: () => tf.Tensor): { median: number; best: number } {
-  const once = () => {
+async function time(f: () => tf.Tensor): Promise<{ median: number; best: number }> {
+  const once = async () => {
     const t0 = performance.now();
     const out = f();
-    out.dataSync(); // wasm kernels run synchronously, but read back to be sure the work is done
+    await out.data(); // read back to be sure the work is done (a GPU runs it asynchronously)
     out.dispose();
     return performance.now() - t0;
   };
-  for (let i = 0; i < 3; i++) once();
+  for (let i = 0; i < 3; i++) await once();
   const runs: number[] = [];
   const until = performance.now() + 1500;
-  while (runs.length < 5 || (performance.now() < until && runs.length < 200)) runs.push(once());
+  while (runs.length < 5 || (performance.now() < until && runs.length < 200)) runs.push(await once());
   runs.sort((a, b) => a - b);
   return { median: runs[runs.length >> 1], best: runs[0] };
 }
@@ -50,27 +50,27 @@ async function main(): Promise<void> {
     ['batched matMul [128,65,32]x[128,32,65]', r(128, 65, 32), r(128, 32, 65), false, false, 2 * 128 * 65 * 32 * 65],
   ];
   /** f timed with the fused kernels and, where they are registered, with the backend's own. */
-  const both = (name: string, f: () => tf.Tensor, work: number, unit: 'GFLOP/s' | 'Melem/s') => {
-    report(name, time(f), work, unit);
+  const both = async (name: string, f: () => tf.Tensor, work: number, unit: 'GFLOP/s' | 'Melem/s') => {
+    report(name, await time(f), work, unit);
     if (!fusedKernelsActive()) return;
     setFusedKernels(false);
-    report(`  own: ${name}`, time(f), work, unit);
+    report(`  own: ${name}`, await time(f), work, unit);
     setFusedKernels(true);
   };
-  for (const [name, a, b, ta, tb, flops] of matmuls) both(name, () => tf.matMul(a, b, ta, tb), flops, 'GFLOP/s');
+  for (const [name, a, b, ta, tb, flops] of matmuls) await both(name, () => tf.matMul(a, b, ta, tb), flops, 'GFLOP/s');
   // The workaround for the slow transposed kernels: an explicit transpose, then a plain matMul.
   const [, a2, b2] = matmuls[2];
-  both('transpose(b) + matMul [2080,768]x[768,768]', () => tf.tidy(() => tf.matMul(a2, tf.transpose(b2))), 2 * 2080 * 768 * 768, 'GFLOP/s');
+  await both('transpose(b) + matMul [2080,768]x[768,768]', () => tf.tidy(() => tf.matMul(a2, tf.transpose(b2))), 2 * 2080 * 768 * 768, 'GFLOP/s');
 
   const x = r(2080, 768), y = r(2080, 768), att = r(128, 65, 65), heads = r(32, 65, 4, 32);
   const n = 2080 * 768;
-  report('sigmoid [2080,768]', time(() => tf.sigmoid(x)), n, 'Melem/s');
-  report('exp [2080,768]', time(() => tf.exp(x)), n, 'Melem/s');
-  report('add [2080,768]', time(() => tf.add(x, y)), n, 'Melem/s');
-  report('mul [2080,768]', time(() => tf.mul(x, y)), n, 'Melem/s');
-  report('softmax [128,65,65]', time(() => tf.softmax(att)), 128 * 65 * 65, 'Melem/s');
-  both('transpose [2080,768] -> [768,2080]', () => tf.transpose(x), n, 'Melem/s');
-  report('transpose [32,65,4,32] perm 0213', time(() => tf.transpose(heads, [0, 2, 1, 3])), heads.size, 'Melem/s');
+  report('sigmoid [2080,768]', await time(() => tf.sigmoid(x)), n, 'Melem/s');
+  report('exp [2080,768]', await time(() => tf.exp(x)), n, 'Melem/s');
+  report('add [2080,768]', await time(() => tf.add(x, y)), n, 'Melem/s');
+  report('mul [2080,768]', await time(() => tf.mul(x, y)), n, 'Melem/s');
+  report('softmax [128,65,65]', await time(() => tf.softmax(att)), 128 * 65 * 65, 'Melem/s');
+  await both('transpose [2080,768] -> [768,2080]', () => tf.transpose(x), n, 'Melem/s');
+  report('transpose [32,65,4,32] perm 0213', await time(() => tf.transpose(heads, [0, 2, 1, 3])), heads.size, 'Melem/s');
 }
 
 void main();

@@ -7,7 +7,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { VisionTransformer } from '../models/vit';
-import { batchStream, SkipLog } from '../sources/batches';
+import { batchStream, SkipLog } from '../datapath/batches';
 
 export type Pooling = 'cls' | 'avg';
 

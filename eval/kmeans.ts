@@ -10,7 +10,7 @@
  * Distances use tfjs matmuls (chunks of rows, bounded memory); sums are float64 in JS.
  */
 import * as tf from '@tensorflow/tfjs';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 import { FeatureMatrix, readTensor } from './features';
 
 export interface KMeansOptions {

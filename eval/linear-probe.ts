@@ -17,7 +17,7 @@
  * matMul, because tfjs autodiff of matMul uses the transposed kernels, ~10x slower on wasm.
  */
 import * as tf from '@tensorflow/tfjs';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 import { accuracy, checkLabels, checkSplits, FeatureMatrix, numClassesOf, readTensor as read, selectLabels, selectRows } from './features';
 
 export interface ProbeConfig {

@@ -13,7 +13,7 @@
  * A setting that asks a class for more images than it has is an error naming the class
  * (quietly taking fewer would report a different setting under the asked-for name).
  */
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 import { accuracy, checkSplits, FeatureMatrix, numClassesOf, selectLabels, selectRows } from './features';
 import { fitStandardizer, predictSoftmax, ProbeConfig, SoftmaxTrainOptions, standardize, trainSoftmax } from './linear-probe';
 

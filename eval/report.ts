@@ -4,7 +4,7 @@
  * written as JSON, atomically (temp file, fsync, rename), so a reader or a crash never
  * leaves a half-written report in place of the last good one.
  */
-import { writeFileAtomic } from '../runtime/atomic-file';
+import { writeFileAtomic } from '../lib/atomic-file';
 
 /** Re-exported for the eval pipeline; it lives with the other leaf utilities. */
 export { writeFileAtomic };

@@ -5,16 +5,11 @@
  * parameter's update is one fused kernel (models/kernels/adamw.c).
  */
 import * as tf from '@tensorflow/tfjs';
-import { HostTensor } from './params';
+import { HostTensor, ParamGroupEntry } from './params';
 import { FUSED_ADAMW } from './kernels/adamw';
 import { fusedKernelsActive, runKernel, sumSquares } from './kernels';
 
-export interface ParamGroupEntry {
-  name: string;
-  variable: tf.Variable;
-  lrScale: number;
-  weightDecay: number;
-}
+export type { ParamGroupEntry };
 
 export interface AdamWOptions {
   beta1: number;
@@ -38,16 +33,32 @@ export class AdamW {
     }
   }
 
-  /** Applies one update from grads keyed by variable name (tf.Variable.name). Returns the pre-clip grad norm. */
-  apply(grads: tf.NamedTensorMap, lr: number): number {
+  /** The global gradient norm of the parameters present in grads, as a device scalar. */
+  gradNorm(grads: tf.NamedTensorMap): tf.Scalar {
+    const present = this.params.filter((p) => grads[p.variable.name] !== undefined);
+    if (fusedKernelsActive()) return tf.scalar(heapNorm(present, grads));
+    return tf.tidy(() => tf.sqrt(tf.addN(present.map((p) => tf.sum(tf.square(grads[p.variable.name]))))) as tf.Scalar);
+  }
+
+  /**
+   * Applies one update from grads keyed by variable name (tf.Variable.name). Returns the
+   * pre-clip global grad norm as a scalar the caller owns; clipping happens on the device, so
+   * nothing is read back. `hostNorm`: the norm when the caller has already read it.
+   */
+  apply(grads: tf.NamedTensorMap, lr: number, hostNorm?: number): tf.Scalar {
     this.step++;
     const { beta1, beta2, eps, clipGradNorm } = this.opts;
     const present = this.params.filter((p) => grads[p.variable.name] !== undefined);
     const fused = fusedKernelsActive();
-    const norm = fused
-      ? Math.sqrt(present.reduce((sum, p) => sum + sumSquares(grads[p.variable.name]), 0))
-      : tf.tidy(() => tf.sqrt(tf.addN(present.map((p) => tf.sum(tf.square(grads[p.variable.name]))))).dataSync()[0]);
-    const clip = clipGradNorm && norm > clipGradNorm ? clipGradNorm / (norm + 1e-6) : 1;
+    // on wasm the fused kernel sums over the heap the tensors live in (no device to wait for),
+    // and takes the clip factor as an attribute
+    const normValue = hostNorm ?? (fused ? heapNorm(present, grads) : undefined);
+    const norm = normValue !== undefined ? tf.scalar(normValue) : this.gradNorm(grads);
+    const clip: number | tf.Scalar = !clipGradNorm
+      ? 1
+      : normValue !== undefined
+        ? normValue > clipGradNorm ? clipGradNorm / (normValue + 1e-6) : 1
+        : tf.tidy(() => tf.where(tf.greater(norm, clipGradNorm), tf.div(clipGradNorm, tf.add(norm, 1e-6)), tf.scalar(1)) as tf.Scalar);
     const bias1 = 1 - beta1 ** this.step;
     const bias2 = 1 - beta2 ** this.step;
     for (const p of present) {
@@ -58,7 +69,7 @@ export class AdamW {
         const stepLr = lr * p.lrScale;
         const decayFactor = 1 - stepLr * p.weightDecay;
         if (fused) {
-          const attrs = { lr: stepLr, decayFactor, beta1, beta2, invBias1: 1 / bias1, invBias2: 1 / bias2, eps, gradScale: clip };
+          const attrs = { lr: stepLr, decayFactor, beta1, beta2, invBias1: 1 / bias1, invBias2: 1 / bias2, eps, gradScale: clip as number };
           const [pNew, mNew, vNew] = runKernel(FUSED_ADAMW, { p: p.variable, g, m, v }, attrs);
           m.assign(mNew);
           v.assign(vNew);
@@ -72,15 +83,15 @@ export class AdamW {
         p.variable.assign(tf.sub(tf.mul(p.variable, decayFactor), tf.mul(update, stepLr)));
       });
     }
+    if (typeof clip !== 'number') clip.dispose();
     return norm;
   }
 
-  /** Moments in the variables' own layout, for exact resume. */
-  exportState(): Record<string, HostTensor> {
-    const out: Record<string, HostTensor> = {};
-    for (const [name, t] of this.m) out[`adam.m.${name}`] = { shape: t.shape, data: t.dataSync() as Float32Array };
-    for (const [name, t] of this.v) out[`adam.v.${name}`] = { shape: t.shape, data: t.dataSync() as Float32Array };
-    return out;
+  /** Moments in the variables' own layout, for exact resume (read asynchronously). */
+  async exportState(): Promise<Record<string, HostTensor>> {
+    const moments = [...[...this.m].map(([name, t]) => [`adam.m.${name}`, t] as const), ...[...this.v].map(([name, t]) => [`adam.v.${name}`, t] as const)];
+    const data = await Promise.all(moments.map(([, t]) => t.data() as Promise<Float32Array>));
+    return Object.fromEntries(moments.map(([key, t], i) => [key, { shape: t.shape, data: data[i] }]));
   }
 
   importState(tensors: Map<string, HostTensor>, step: number, file: string): void {
@@ -104,6 +115,11 @@ export class AdamW {
   dispose(): void {
     for (const t of [...this.m.values(), ...this.v.values()]) t.dispose();
   }
+}
+
+/** Global norm over the wasm heap with the fused sum-of-squares kernel. */
+function heapNorm(present: ParamGroupEntry[], grads: tf.NamedTensorMap): number {
+  return Math.sqrt(present.reduce((sum, p) => sum + sumSquares(grads[p.variable.name]), 0));
 }
 
 /** Linear warm-up then cosine decay to `minLr`, per step (MAE / MIM-Refiner schedule). */

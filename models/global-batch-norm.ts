@@ -11,7 +11,7 @@
  * gamma's and beta's gradients are this rank's rows' share; the gradient all-reduce sums them.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { Collective } from '../runtime/collective';
+import type { Collective } from '../lib/collective';
 import { batchNormTrain } from './ops';
 
 /**

@@ -7,7 +7,7 @@
  * decoder_norm, decoder_pred).
  */
 import * as tf from '@tensorflow/tfjs';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 import { gatherPerSample, linear, layerNorm } from './ops';
 import { ParamSet } from './params';
 import { VisionTransformer, addBlockParams, sincosPosEmbed, transformerBlock } from './vit';
@@ -28,16 +28,24 @@ export interface MaskPlan {
 }
 
 /** Per-sample random masking: a random permutation of the patches, the first (1 - ratio) kept. */
-export function randomMasking(batch: number, numPatches: number, ratio: number, rng: Rng): MaskPlan {
+/**
+ * A random mask per sample (MAE's per-sample shuffle). `rows`: this rank's rows of a global
+ * batch of batch * worldSize samples (row g of the global batch is rank g % worldSize's row
+ * floor(g / worldSize), runtime/data-parallel.ts): the plan is drawn for the whole global batch
+ * in row order, so the ranks together mask as one process would.
+ */
+export function randomMasking(batch: number, numPatches: number, ratio: number, rng: Rng, rows = { rank: 0, worldSize: 1 }): MaskPlan {
   const keepCount = Math.round(numPatches * (1 - ratio));
   if (keepCount < 1 || keepCount >= numPatches) throw new Error(`mask ratio ${ratio} keeps ${keepCount} of ${numPatches} patches`);
   const keep = new Int32Array(batch * keepCount);
   const restore = new Int32Array(batch * numPatches);
   const mask = new Float32Array(batch * numPatches);
   const perm = new Int32Array(numPatches);
-  for (let b = 0; b < batch; b++) {
+  for (let g = 0; g < batch * rows.worldSize; g++) {
     for (let i = 0; i < numPatches; i++) perm[i] = i;
     rng.shuffle(perm);
+    if (g % rows.worldSize !== rows.rank) continue;
+    const b = Math.floor(g / rows.worldSize);
     for (let i = 0; i < numPatches; i++) {
       restore[b * numPatches + perm[i]] = i;
       if (i < keepCount) keep[b * keepCount + i] = perm[i];

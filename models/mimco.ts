@@ -10,7 +10,7 @@
  * indices). The encoder stays a plain timm ViT; all of these live beside it.
  */
 import * as tf from '@tensorflow/tfjs';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 import { Activation, gelu, linear } from './ops';
 import { ParamSet } from './params';
 import { VisionTransformer } from './vit';

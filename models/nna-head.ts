@@ -6,8 +6,8 @@
  * nn.Sequential indices (projector.0 Linear, projector.1 BatchNorm, ...).
  */
 import * as tf from '@tensorflow/tfjs';
-import { Rng } from '../runtime/rng';
-import type { Collective } from '../runtime/collective';
+import { Rng } from '../lib/rng';
+import type { Collective } from '../lib/collective';
 import { Activation, batchNormTrain, gelu, linear } from './ops';
 import { globalBatchNormTrain } from './global-batch-norm';
 import { ParamSet } from './params';

@@ -5,13 +5,21 @@
  * PyTorch's layouts (Linear [out, in], Conv2d [out, in, kh, kw]).
  */
 import * as tf from '@tensorflow/tfjs';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 
 export type Layout = 'plain' | 'linear' | 'patch-conv';
 
 export interface HostTensor {
   shape: number[];
   data: Float32Array;
+}
+
+/** One trainable parameter as the optimiser sees it: its own lr scale and weight decay. */
+export interface ParamGroupEntry {
+  name: string;
+  variable: tf.Variable;
+  lrScale: number;
+  weightDecay: number;
 }
 
 interface Entry {
@@ -86,14 +94,28 @@ export class ParamSet {
     return shapes;
   }
 
-  exportTimm(): Record<string, HostTensor> {
-    const out: Record<string, HostTensor> = {};
-    for (const [name, e] of this.entries) {
-      const t = tf.tidy(() => toTimmLayout(e, e.variable));
-      out[name] = { shape: t.shape, data: t.dataSync() as Float32Array };
-      t.dispose();
+  /**
+   * The trainable parameters as optimiser entries named `prefix + name`: weight decay on the
+   * weights only (not biases, norms, tokens, positions), lr scale and freezing per parameter
+   * name (the model's layer ids decide them, see VisionTransformer.paramGroups).
+   */
+  groups(prefix: string, weightDecay: number, lrScale: (name: string) => number | undefined = () => 1): ParamGroupEntry[] {
+    return this.trainable().flatMap((p) => {
+      const scale = lrScale(p.name);
+      return scale === undefined ? [] : [{ name: prefix + p.name, variable: p.variable, lrScale: scale, weightDecay: p.decay ? weightDecay : 0 }];
+    });
+  }
+
+  /** All parameters in PyTorch layout, read from the device asynchronously (one read each). */
+  async exportTimm(): Promise<Record<string, HostTensor>> {
+    const entries = [...this.entries];
+    const views = entries.map(([, e]) => tf.tidy(() => toTimmLayout(e, e.variable)));
+    try {
+      const data = await Promise.all(views.map((t) => t.data() as Promise<Float32Array>));
+      return Object.fromEntries(entries.map(([name], i) => [name, { shape: views[i].shape, data: data[i] }]));
+    } finally {
+      tf.dispose(views);
     }
-    return out;
   }
 
   /**

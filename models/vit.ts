@@ -7,9 +7,9 @@
  * token dropping). Images come in NHWC, the layout decoders and augmentations produce.
  */
 import * as tf from '@tensorflow/tfjs';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 import { Activation, attention, gatherPerSample, gelu, layerNorm, linear } from './ops';
-import { ParamSet } from './params';
+import { ParamGroupEntry, ParamSet } from './params';
 
 export interface VitConfig {
   imgSize: number;
@@ -173,6 +173,28 @@ export class VisionTransformer {
     return this.getIntermediateLayers(images, { blocks, norm }).map(
       (t) => tf.reshape(tf.slice(t, [0, 0, 0], [t.shape[0], 1, t.shape[2]]), [t.shape[0], t.shape[2]]) as tf.Tensor2D,
     );
+  }
+
+  /**
+   * BEiT-style layer id for layer-wise lr decay: patch embedding, CLS and positions 0, block i
+   * i + 1, the final norm depth + 1.
+   */
+  layerId(name: string): number {
+    const [first, index] = name.split('.');
+    if (first === 'blocks') return Number(index) + 1;
+    return first === 'patch_embed' || first === 'cls_token' || first === 'pos_embed' ? 0 : this.cfg.depth + 1;
+  }
+
+  /**
+   * Optimiser entries `prefix + name`: lr scale layerDecay^(depth + 1 - layer id), weight decay
+   * on weights only, layers 0..frozenLayers (embeddings and the first frozenLayers blocks) left out.
+   */
+  paramGroups(prefix: string, opts: { weightDecay: number; layerDecay?: number; frozenLayers?: number }): ParamGroupEntry[] {
+    const { layerDecay = 1, frozenLayers = -1 } = opts;
+    return this.params.groups(prefix, opts.weightDecay, (name) => {
+      const id = this.layerId(name);
+      return id <= frozenLayers ? undefined : layerDecay ** (this.cfg.depth + 1 - id);
+    });
   }
 
   dispose(): void {

@@ -12,7 +12,7 @@
  *   than the views. So for 32 px use decode() + multiView() in-process.
  */
 import type { Worker } from 'worker_threads';
-import { spawnWorker, siblingModule } from '../runtime/worker';
+import { spawnWorker, siblingModule } from '../lib/worker';
 import { defer, finalize, type OperatorFunction } from 'rxjs';
 import type { EncodedSample, ViewsSample } from '../sources/types';
 import type { FailOn, OnSkip } from './decode';

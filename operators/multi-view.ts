@@ -1,5 +1,5 @@
 import type { OperatorFunction } from 'rxjs';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 import type { DecodedSample, RgbImage, ViewsSample } from '../sources/types';
 import { mapOrdered } from './map-ordered';
 import { renderView, sampleViewParams, type ViewConfig } from './transforms/view';

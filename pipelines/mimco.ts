@@ -4,7 +4,7 @@
  * student that sees the same view with a random share of its patches replaced by a mask
  * token and learns to reconstruct the teacher's representations of the whole view: its masked
  * patch tokens against the teacher's patch features (InfoNCE over the image's positions), its
- * CLS against the teacher's CLS (InfoNCE over the batch). operators/mimco-loss.ts has the loss.
+ * CLS against the teacher's CLS (InfoNCE over the batch). losses/mimco.ts has the loss.
  *
  * Per step: one view of a batch -> teacher forward (constants, no tape) -> student forward on
  * the masked view -> projection heads -> patch + image loss -> backward -> AdamW.
@@ -17,27 +17,24 @@
  *   npx ts-node pipelines/mimco.ts --resume runs/mimco     # continues from runs/mimco/checkpoint
  */
 import * as path from 'node:path';
-import * as tf from '@tensorflow/tfjs';
-import { Subject } from 'rxjs';
 import { initBackend } from '../runtime/backend';
-import { explicitFlags, mergeResumeFlags, num, numRange, parseFlags, resumeCommand, runMain } from '../runtime/cli';
-import { Rng } from '../runtime/rng';
+import { num, numRange, parseFlags, runMain } from '../runtime/cli';
+import { loadEncoder, withoutPrefix } from '../runtime/checkpoint';
 import { checkOutDir } from '../runtime/out-dir';
-import { vitPresetFallback, vitPresetFlag } from '../runtime/vit-flag';
-import { DEFAULT_KEEP_CHECKPOINTS, hostTensors, loadEncoder, prefixKeys, readTrainState, withoutPrefix, writeCheckpoint } from '../runtime/checkpoint';
 import { lockRunDir } from '../runtime/run-lock';
-import { stopRequests } from '../runtime/signals';
+import { vitPresetFallback, vitPresetFlag } from '../runtime/vit-flag';
 import { VisionTransformer, VIT_PRESETS, VitConfig } from '../models/vit';
-import { randomMasking } from '../models/mae';
-import { MimcoHeads, splitCls, studentProjections } from '../models/mimco';
-import { AdamW, warmupCosine } from '../models/adamw';
-import { mimcoLoss } from '../operators/mimco-loss';
+import { MimcoHeads } from '../models/mimco';
+import { mimcoObjective } from '../objectives/mimco';
 import { maeViews } from '../operators/multi-view';
-import { epochBatches, SkipLog } from '../sources/batches';
+import { epochBatches, SkipLog } from '../datapath/batches';
 import { countSamples } from '../sources/count';
-import { StepRecord, trainingSinks } from '../sinks/training';
+import { train } from '../train/driver';
+import { checkpointFiles } from '../train/checkpoint-files';
+import { DRIVER_FLAGS, driverFlags } from '../train/flags';
+import { resumeRun } from '../train/resume';
 import { checkpointKey } from '../eval/feature-cache';
-import { perBlockKnn, writeKnnSummary } from './knn';
+import { perBlockKnn, writeKnnSummary } from '../eval/per-block-knn';
 
 const USAGE = 'MimCo: pretrain a ViT student to reconstruct a frozen contrastive teacher from masked input.\n  npx ts-node pipelines/mimco.ts [options]';
 const FLAGS = {
@@ -64,23 +61,19 @@ const FLAGS = {
   'knn-train-limit': { description: 'train images for the kNN at the end (0: all)', default: '5000' },
   'knn-test-limit': { description: 'test images for the kNN at the end (0: all)', default: '2000' },
   'skip-knn': { description: 'skip the per-block kNN of teacher and student at the end', boolean: true },
-  'checkpoint-minutes': { description: 'write a checkpoint at least this often', default: '5' },
-  'keep-checkpoints': { description: 'checkpoints kept: the latest in checkpoint/, older ones as checkpoint.step-<n>', default: String(DEFAULT_KEEP_CHECKPOINTS) },
-  'max-steps': { description: 'stop after this many steps in this invocation (checkpointed; continue with --resume)', default: '0' },
+  ...DRIVER_FLAGS,
 } as const;
 
 /** Flags a resumed run keeps from its checkpoint: they define shapes, data and its order. */
-const FIXED_ON_RESUME = ['teacher', 'teacher-block', 'train', 'preset', 'act', 'proj-hidden', 'mask-ratio', 'batch', 'crop-scale', 'seed'];
+const FIXED_ON_RESUME = ['teacher', 'teacher-preset', 'teacher-block', 'train', 'preset', 'act', 'proj-hidden', 'mask-ratio', 'batch', 'crop-scale', 'seed'];
 
 /** Runs MimCo pretraining with command-line style arguments; resolves to the run directory. */
 export async function mimco(argv: string[]): Promise<string> {
   const flags = parseFlags(USAGE, FLAGS, argv);
   const runDir = flags.resume ?? flags.out!;
   if (!flags.resume) checkOutDir(runDir); // a resumed run's folder is checked by reading its checkpoint
-  const resumeState = flags.resume ? readTrainState(runDir) : undefined;
-  const merged = resumeState && mergeResumeFlags(resumeState.meta.flags as typeof flags, flags, explicitFlags(USAGE, FLAGS, argv), FIXED_ON_RESUME, runDir);
-  const f = merged ? merged.flags : flags;
-  merged?.lines.forEach((line) => console.log(`[mimco] ${line}`));
+  const resumed = flags.resume ? resumeRun('mimco', runDir, { usage: USAGE, spec: FLAGS, flags, argv }, FIXED_ON_RESUME) : undefined;
+  const f = resumed?.flags ?? flags;
   const preset = VIT_PRESETS[f.preset!];
   if (!preset) throw new Error(`--preset: unknown '${f.preset}', expected one of ${Object.keys(VIT_PRESETS).join(', ')}`);
   if (f.act !== 'gelu' && f.act !== 'gelu_tanh') throw new Error(`--act: expected gelu or gelu_tanh, got '${f.act}'`);
@@ -91,7 +84,7 @@ export async function mimco(argv: string[]): Promise<string> {
   const maskRatio = num('mask-ratio', f['mask-ratio'], { min: 0.01, max: 0.99 });
   const temperature = num('temperature', f.temperature, { min: 1e-4 });
   const cropScale = numRange('crop-scale', f['crop-scale'], { min: 0.01, max: 1 });
-  const keepCheckpoints = num('keep-checkpoints', f['keep-checkpoints'], { integer: true, min: 1 });
+  const driver = driverFlags(f);
 
   // ---- teacher: frozen, checked against the student before anything is written
   const backend = await initBackend();
@@ -121,89 +114,40 @@ export async function mimco(argv: string[]): Promise<string> {
   const projHidden = num('proj-hidden', f['proj-hidden'], { integer: true, min: 0, max: 65536 }) || 2 * tc.embedDim;
   const heads = new MimcoHeads(cfg.embedDim, tc.embedDim, projHidden, cfg.act, seed + 1);
   const wd = num('weight-decay', f['weight-decay'], { min: 0 });
-  const optimiser = new AdamW(
-    [...student.params.trainable(), ...heads.params.trainable().map((p) => ({ ...p, name: `mimco:${p.name}` }))].map((p) => ({
-      ...p,
-      lrScale: 1,
-      weightDecay: p.decay ? wd : 0,
-    })),
-  );
-  const varList = optimiser.params.map((p) => p.variable);
-  let step = 0;
-  if (resumeState) {
-    const host = hostTensors(resumeState.tensors);
-    const file = resumeState.file;
-    student.params.importTimm(withoutPrefix(host, 'encoder.'), file);
-    heads.params.importTimm(withoutPrefix(host, 'mimco.'), file);
-    step = resumeState.meta.step as number;
-    optimiser.importState(host, step, file);
-    console.log(`[mimco] resumed ${runDir} at step ${step}`);
+  if (resumed) {
+    student.params.importTimm(withoutPrefix(resumed.tensors, 'encoder.'), resumed.file);
+    heads.params.importTimm(withoutPrefix(resumed.tensors, 'mimco.'), resumed.file);
   }
 
   console.log(
     `[mimco] teacher ${f.teacher} (depth ${tc.depth}, width ${tc.embedDim}, targets of block ${teacherBlock}); student ${f.preset}, ` +
       `mask ratio ${maskRatio}; ${samplesPerEpoch} samples/epoch, ${totalSteps} steps, peak lr ${peakLr.toExponential(2)}, backend ${backend.tfBackend}`,
   );
-  const records = new Subject<StepRecord>();
-  const sinksDone = trainingSinks(records, { runDir, total: totalSteps, lossKeys: ['loss', 'loss_patch', 'loss_image'], title: 'MimCo loss', resumedAtStep: step });
   const skips = new SkipLog();
-  let lastCheckpoint = performance.now();
-  const checkpointEvery = num('checkpoint-minutes', f['checkpoint-minutes'], { min: 0 }) * 60_000;
-  const saveCheckpoint = () => {
-    const encoderWeights = student.params.exportTimm();
-    writeCheckpoint(runDir, {
-      'encoder.safetensors': { tensors: encoderWeights, metadata: { format: 'pt', vit: JSON.stringify(cfg) } },
-      'state.safetensors': {
-        tensors: { ...prefixKeys('encoder.', encoderWeights), ...prefixKeys('mimco.', heads.params.exportTimm()), ...optimiser.exportState() },
-        metadata: { state: JSON.stringify({ step, flags: f }) },
-      },
-    }, { step, keep: keepCheckpoints });
-    lastCheckpoint = performance.now();
-  };
-
-  const maxSteps = num('max-steps', flags['max-steps'], { integer: true, min: 0 });
-  const stopAt = Math.min(totalSteps, maxSteps > 0 ? step + maxSteps : Infinity);
   const views = maeViews(cfg.imgSize, cropScale);
-  // a resumed run starts mid-epoch with the samples of the steps not yet taken
-  if (step < stopAt) {
-    // a signal stops the loop after its step
-    using stop = stopRequests();
-    for await (const { batch: b, epoch, waitMs } of epochBatches({ source: f.train!, seed, batchSize: batch, stepsPerEpoch, fromStep: step, views, skips })) {
-      const t0 = performance.now();
-      const lr = warmupCosine(step, totalSteps, warmupSteps, peakLr, minLr);
-      const masking = new Rng(seed, 0x313c, step);
-      const values = tf.tidy(() => {
-        const images = tf.tensor4d(b.views[0], [batch, cfg.imgSize, cfg.imgSize, 3]);
-        const plan = randomMasking(batch, student.numPatches, maskRatio, masking);
-        // the teacher sees the unmasked view, outside the tape: its features are constants
-        const target = splitCls(teacher.getIntermediateLayers(images, { blocks: [teacherBlock], norm: true })[0]);
-        const parts: Record<string, number> = {};
-        const { value, grads } = tf.variableGrads(() => {
-          const s = studentProjections(student, heads, images, plan.mask);
-          const l = mimcoLoss({ studentPatches: s.patches, teacherPatches: target.patches, mask: plan.mask, studentGlobal: s.global, teacherGlobal: target.cls, temperature });
-          parts.loss_patch = l.patch.dataSync()[0];
-          parts.loss_image = l.image.dataSync()[0];
-          return l.total;
-        }, varList);
-        const gradNorm = optimiser.apply(grads, lr);
-        return { loss: value.dataSync()[0], ...parts, grad_norm: gradNorm };
-      });
-      if (!Number.isFinite(values.loss)) throw new Error(`loss became ${values.loss} at step ${step}; lower --blr`);
-      step++;
-      records.next({ step, epoch, lr, values, images: batch, stepMs: performance.now() - t0, waitMs });
-      if (performance.now() - lastCheckpoint > checkpointEvery) saveCheckpoint();
-      if (step >= stopAt || (await stop.check())) break;
-    }
-  }
-  saveCheckpoint();
-  records.complete();
-  await sinksDone;
+  const { done } = await train({
+    name: 'mimco',
+    script: 'pipelines/mimco.ts',
+    runDir,
+    stages: [
+      {
+        label: 'MimCo',
+        schedule: { steps: totalSteps, peakLr, minLr, warmupSteps },
+        objective: mimcoObjective({ teacher, teacherBlock, student, heads, maskRatio, temperature, seed }),
+        params: () => [...student.paramGroups('', { weightDecay: wd }), ...heads.params.groups('mimco:', wd)],
+      },
+    ],
+    resume: resumed,
+    // a resumed run starts mid-epoch with the samples of the steps not yet taken
+    batches: (fromStep) => epochBatches({ source: f.train!, seed, batchSize: batch, stepsPerEpoch, fromStep, views, skips }),
+    optimiser: { beta1: 0.9, beta2: 0.95, eps: 1e-8 },
+    ...driver,
+    sinks: { lossKeys: ['loss', 'loss_patch', 'loss_image'], title: 'MimCo loss' },
+    checkpointFiles: (at, optimiser) => checkpointFiles({ encoder: student, parts: { 'mimco.': heads.params }, optimiser, state: { step: at, flags: f } }),
+  });
   if (skips.total > 0) console.log(`[data] skipped ${skips.total} samples: ${JSON.stringify(Object.fromEntries(skips.counts))}`);
   const encoderFile = path.join(runDir, 'checkpoint', 'encoder.safetensors');
-  if (step < totalSteps) {
-    console.log(`[mimco] stopped at step ${step} of ${totalSteps}; resume with: ${resumeCommand('pipelines/mimco.ts', runDir)}`);
-    return runDir;
-  }
+  if (!done) return runDir;
 
   // ---- per-block kNN of the teacher (feature cache: it never changes) and of the student
   if (!f['skip-knn']) {

@@ -6,24 +6,25 @@
  *   npx ts-node pipelines/pretrain-mae.ts --epochs 100 --out runs/mae
  *   npx ts-node pipelines/pretrain-mae.ts --resume runs/mae   # continues from runs/mae/checkpoint
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { Subject } from 'rxjs';
 import { initBackend } from '../runtime/backend';
-import { explicitFlags, intList, mergeResumeFlags, num, numRange, parseFlags, resumeCommand, runMain } from '../runtime/cli';
-import { Rng } from '../runtime/rng';
+import { localBatchSize, openCollective, pinLocalGpu } from '../runtime/collective';
+import { broadcastVariables, checkSameOnAllRanks } from '../runtime/data-parallel';
+import { intList, num, numRange, parseFlags, runMain } from '../runtime/cli';
+import { withoutPrefix, writeEncoder } from '../runtime/checkpoint';
 import { checkOutDir } from '../runtime/out-dir';
-import { DEFAULT_KEEP_CHECKPOINTS, hostTensors, prefixKeys, readTrainState, withoutPrefix, writeCheckpoint } from '../runtime/checkpoint';
 import { lockRunDir } from '../runtime/run-lock';
-import { stopRequests } from '../runtime/signals';
 import { VisionTransformer, VIT_PRESETS, VitConfig } from '../models/vit';
-import { MaeDecoder, maeLoss, randomMasking } from '../models/mae';
-import { AdamW, warmupCosine } from '../models/adamw';
-import { epochBatches, SkipLog } from '../sources/batches';
+import { MaeDecoder } from '../models/mae';
+import { maeObjective } from '../objectives/mae';
+import { epochBatches, SkipLog } from '../datapath/batches';
 import { countSamples } from '../sources/count';
 import { maeViews } from '../operators/multi-view';
-import { StepRecord, trainingSinks } from '../sinks/training';
+import { train } from '../train/driver';
+import { checkpointFiles } from '../train/checkpoint-files';
+import { DRIVER_FLAGS, driverFlags } from '../train/flags';
+import { resumeRun } from '../train/resume';
 
 const USAGE = 'MAE pretraining of a ViT.\n  npx ts-node pipelines/pretrain-mae.ts [options]';
 const FLAGS = {
@@ -44,22 +45,20 @@ const FLAGS = {
   'weight-decay': { description: 'AdamW weight decay (not on biases, norms, tokens)', default: '0.05' },
   'crop-scale': { description: 'RandomResizedCrop scale range lo,hi', default: '0.2,1.0' },
   seed: { description: 'seed of init, masking, augmentation and order', default: '0' },
-  'checkpoint-minutes': { description: 'write a checkpoint at least this often', default: '5' },
-  'keep-checkpoints': { description: 'checkpoints kept: the latest in checkpoint/, older ones as checkpoint.step-<n>', default: String(DEFAULT_KEEP_CHECKPOINTS) },
   'snapshot-epochs': { description: 'comma-separated epochs after which to keep a copy of the encoder', default: '' },
+  ...DRIVER_FLAGS,
 } as const;
 
 /** Flags a resumed run keeps from its checkpoint: they define shapes, data and its order. */
 const FIXED_ON_RESUME = ['train', 'preset', 'act', 'decoder-dim', 'decoder-depth', 'decoder-heads', 'mask-ratio', 'batch', 'crop-scale', 'seed'];
 
-async function main() {
-  const flags = parseFlags(USAGE, FLAGS);
+/** Runs MAE pretraining with command-line style arguments; resolves to the run directory. */
+export async function pretrainMae(argv: string[]): Promise<string> {
+  const flags = parseFlags(USAGE, FLAGS, argv);
   const runDir = flags.resume ?? flags.out!;
   if (!flags.resume) checkOutDir(runDir); // a resumed run's folder is checked by reading its checkpoint
-  const resumeState = flags.resume ? readTrainState(runDir) : undefined;
-  const merged = resumeState && mergeResumeFlags(resumeState.meta.flags as typeof flags, flags, explicitFlags(USAGE, FLAGS, process.argv.slice(2)), FIXED_ON_RESUME, runDir);
-  const f = merged ? merged.flags : flags;
-  merged?.lines.forEach((line) => console.log(`[mae] ${line}`));
+  const resumed = flags.resume ? resumeRun('mae', runDir, { usage: USAGE, spec: FLAGS, flags, argv }, FIXED_ON_RESUME) : undefined;
+  const f = resumed?.flags ?? flags;
   const preset = VIT_PRESETS[f.preset!];
   if (!preset) throw new Error(`--preset: unknown '${f.preset}', expected one of ${Object.keys(VIT_PRESETS).join(', ')}`);
   if (f.act !== 'gelu' && f.act !== 'gelu_tanh') throw new Error(`--act: expected gelu or gelu_tanh, got '${f.act}'`);
@@ -70,10 +69,15 @@ async function main() {
   const maskRatio = num('mask-ratio', f['mask-ratio'], { min: 0.01, max: 0.99 });
   const cropScale = numRange('crop-scale', f['crop-scale'], { min: 0.01, max: 1 });
   const snapshotEpochs = new Set(intList('snapshot-epochs', f['snapshot-epochs']));
-  const keepCheckpoints = num('keep-checkpoints', f['keep-checkpoints'], { integer: true, min: 1 });
+  const driver = driverFlags(f);
 
+  // data parallelism: a world of one unless started by an MPI launcher (README, MPI section)
+  pinLocalGpu();
+  const dp = openCollective();
+  const localBatch = localBatchSize(batch, dp.worldSize);
   const backend = await initBackend();
-  using _runLock = lockRunDir(runDir);
+  // one run at a time in a run directory; every file of the run is rank 0's
+  using _runLock = dp.rank === 0 ? lockRunDir(runDir) : undefined;
   const samplesPerEpoch = await countSamples(f.train!);
   const stepsPerEpoch = Math.floor(samplesPerEpoch / batch);
   if (stepsPerEpoch < 1) throw new Error(`${f.train}: ${samplesPerEpoch} samples, fewer than one batch of ${batch}`);
@@ -93,79 +97,54 @@ async function main() {
     seed + 1,
   );
   const wd = num('weight-decay', f['weight-decay'], { min: 0 });
-  const optimiser = new AdamW(
-    [...encoder.params.trainable(), ...decoder.params.trainable().map((p) => ({ ...p, name: `decoder:${p.name}` }))].map((p) => ({
-      ...p,
-      lrScale: 1,
-      weightDecay: p.decay ? wd : 0,
-    })),
-  );
-  let step = 0;
-  if (resumeState) {
-    const host = hostTensors(resumeState.tensors);
-    const file = resumeState.file;
-    encoder.params.importTimm(withoutPrefix(host, 'encoder.'), file);
-    decoder.params.importTimm(withoutPrefix(host, 'decoder.'), file);
-    step = resumeState.meta.step as number;
-    optimiser.importState(host, step, file);
-    console.log(`[mae] resumed ${runDir} at step ${step}`);
+  if (resumed) {
+    encoder.params.importTimm(withoutPrefix(resumed.tensors, 'encoder.'), resumed.file);
+    decoder.params.importTimm(withoutPrefix(resumed.tensors, 'decoder.'), resumed.file);
+  }
+  if (dp.worldSize > 1) {
+    // every rank starts from rank 0's weights, with the same flags and data
+    await checkSameOnAllRanks(dp, { flags: f, step: resumed?.step ?? 0, samplesPerEpoch });
+    const variables = [encoder.params, decoder.params].flatMap((ps) => ps.names().map((n) => [n, ps.get(n)] as [string, tf.Variable]));
+    await broadcastVariables(dp, variables, 'encoder and decoder parameters');
+    console.log(`[mae] rank ${dp.rank} of ${dp.worldSize}: ${localBatch} of each global batch of ${batch}`);
   }
 
   console.log(`[mae] ${samplesPerEpoch} samples/epoch, ${stepsPerEpoch} steps/epoch, ${totalSteps} steps, peak lr ${peakLr.toExponential(2)}, backend ${backend.tfBackend}`);
-  const records = new Subject<StepRecord>();
-  const sinksDone = trainingSinks(records, { runDir, total: totalSteps, lossKeys: ['loss'], title: 'MAE reconstruction loss', resumedAtStep: step });
   const skips = new SkipLog();
-  let lastCheckpoint = performance.now();
-  const checkpointEvery = num('checkpoint-minutes', f['checkpoint-minutes'], { min: 0 }) * 60_000;
-  const saveCheckpoint = () => {
-    const encoderWeights = encoder.params.exportTimm();
-    writeCheckpoint(runDir, {
-      'encoder.safetensors': { tensors: encoderWeights, metadata: { format: 'pt', vit: JSON.stringify(cfg) } },
-      'state.safetensors': {
-        tensors: {
-          ...prefixKeys('encoder.', encoderWeights),
-          ...prefixKeys('decoder.', decoder.params.exportTimm()),
-          ...optimiser.exportState(),
-        },
-        metadata: { state: JSON.stringify({ step, flags: f }) },
-      },
-    }, { step, keep: keepCheckpoints });
-    lastCheckpoint = performance.now();
-  };
-
   const views = maeViews(cfg.imgSize, cropScale);
-  // a resumed run starts mid-epoch with the samples of the steps not yet taken
-  if (step < totalSteps) {
-    // a signal stops the loop after its step
-    using stop = stopRequests();
-    for await (const { batch: b, epoch, waitMs } of epochBatches({ source: f.train!, seed, batchSize: batch, stepsPerEpoch, fromStep: step, views, skips })) {
-      const t0 = performance.now();
-      const lr = warmupCosine(step, totalSteps, warmupSteps, peakLr, minLr);
-      const masking = new Rng(seed, 0x3a5c, step);
-      const loss = tf.tidy(() => {
-        const images = tf.tensor4d(b.views[0], [batch, cfg.imgSize, cfg.imgSize, 3]);
-        const plan = randomMasking(batch, encoder.numPatches, maskRatio, masking);
-        const { value, grads } = tf.variableGrads(() => maeLoss(encoder, decoder, images, plan));
-        optimiser.apply(grads, lr);
-        return value.dataSync()[0];
-      });
-      if (!Number.isFinite(loss)) throw new Error(`loss became ${loss} at step ${step}; lower --blr`);
-      step++;
-      records.next({ step, epoch, lr, values: { loss }, images: batch, stepMs: performance.now() - t0, waitMs });
-      if (performance.now() - lastCheckpoint > checkpointEvery) saveCheckpoint();
-      if (step % stepsPerEpoch === 0 && snapshotEpochs.has(step / stepsPerEpoch)) {
-        saveCheckpoint();
-        fs.copyFileSync(path.join(runDir, 'checkpoint', 'encoder.safetensors'), path.join(runDir, `encoder-epoch${step / stepsPerEpoch}.safetensors`));
+  const checkpointFile = path.join(runDir, 'checkpoint', 'encoder.safetensors');
+  const { done } = await train({
+    name: 'mae',
+    script: 'pipelines/pretrain-mae.ts',
+    runDir,
+    stages: [
+      {
+        label: 'MAE',
+        schedule: { steps: totalSteps, peakLr, minLr, warmupSteps },
+        objective: maeObjective({ encoder, decoder, maskRatio, seed, collective: dp }),
+        params: () => [...encoder.paramGroups('', { weightDecay: wd }), ...decoder.params.groups('decoder:', wd)],
+      },
+    ],
+    resume: resumed,
+    // a resumed run starts mid-epoch with the samples of the steps not yet taken
+    // each rank its rows of every global batch
+    batches: (fromStep) => epochBatches({ source: f.train!, seed, batchSize: localBatch, stepsPerEpoch, fromStep, views, skips, rank: dp.rank, worldSize: dp.worldSize }),
+    optimiser: { beta1: 0.9, beta2: 0.95, eps: 1e-8 },
+    ...driver,
+    // each rank's loss is the mean over its own rows: the ranks' gradients (and losses) average
+    dataParallel: { collective: dp, gradients: 'mean' },
+    sinks: { lossKeys: ['loss'], title: 'MAE reconstruction loss' },
+    checkpointFiles: (at, optimiser) => checkpointFiles({ encoder, parts: { 'decoder.': decoder.params }, optimiser, state: { step: at, flags: f } }),
+    afterStep: async (at) => {
+      if (dp.rank === 0 && at % stepsPerEpoch === 0 && snapshotEpochs.has(at / stepsPerEpoch)) {
+        // the epoch's encoder, exported now (the latest checkpoint may be older)
+        await writeEncoder(path.join(runDir, `encoder-epoch${at / stepsPerEpoch}.safetensors`), encoder);
       }
-      if (step >= totalSteps || (await stop.check())) break;
-    }
-  }
-  saveCheckpoint();
-  records.complete();
-  await sinksDone;
-  if (step < totalSteps) return console.log(`[mae] stopped at step ${step} of ${totalSteps}; resume with: ${resumeCommand('pipelines/pretrain-mae.ts', runDir)}`);
+    },
+  });
   if (skips.total > 0) console.log(`[data] skipped ${skips.total} samples: ${JSON.stringify(Object.fromEntries(skips.counts))}`);
-  console.log(`[mae] done: ${path.join(runDir, 'checkpoint', 'encoder.safetensors')}`);
+  if (done) console.log(`[mae] done: ${checkpointFile}`);
+  return runDir;
 }
 
-runMain(main);
+if (require.main === module) runMain(() => pretrainMae(process.argv.slice(2)).then(() => undefined));

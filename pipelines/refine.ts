@@ -17,30 +17,28 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { Subject } from 'rxjs';
 import { initBackend } from '../runtime/backend';
-import { allreduceGradients, localBatchSize, openCollective, pinLocalGpu } from '../runtime/collective';
-import { allGatherRowsInTape, broadcastHostTensors, broadcastVariables, checkSameOnAllRanks, filesFingerprint, gatherBatchMeta } from '../runtime/data-parallel';
-import { explicitFlags, intList, mergeResumeFlags, num, numRange, parseFlags, resumeCommand, runMain } from '../runtime/cli';
-import { Rng } from '../runtime/rng';
+import { localBatchSize, openCollective, pinLocalGpu } from '../runtime/collective';
+import { broadcastHostTensors, broadcastVariables, checkSameOnAllRanks, filesFingerprint } from '../runtime/data-parallel';
+import { intList, num, numRange, parseFlags, runMain } from '../runtime/cli';
+import { loadEncoder, withoutPrefix } from '../runtime/checkpoint';
 import { checkOutDir } from '../runtime/out-dir';
-import { vitPresetFallback, vitPresetFlag } from '../runtime/vit-flag';
-import { DEFAULT_KEEP_CHECKPOINTS, hostTensors, loadEncoder, prefixKeys, readTrainState, withoutPrefix, writeCheckpoint } from '../runtime/checkpoint';
 import { lockRunDir } from '../runtime/run-lock';
-import { stopRequests } from '../runtime/signals';
+import { vitPresetFallback, vitPresetFlag } from '../runtime/vit-flag';
 import { VisionTransformer } from '../models/vit';
 import { HEAD_PRESETS, NnaHead } from '../models/nna-head';
 import { NnQueue } from '../models/nn-queue';
-import { AdamW, ParamGroupEntry, warmupCosine } from '../models/adamw';
 import { Ema } from '../models/ema';
-import { stopGradient } from '../models/ops';
-import { nnaLoss } from '../operators/nna-loss';
+import { nnaRefineObjective } from '../objectives/nna-refine';
 import { refinerViews } from '../operators/multi-view';
-import { epochBatches, SkipLog } from '../sources/batches';
+import { epochBatches, SkipLog } from '../datapath/batches';
 import { countSamples } from '../sources/count';
-import { StepRecord, trainingSinks } from '../sinks/training';
+import { Stage, train } from '../train/driver';
+import { checkpointFiles } from '../train/checkpoint-files';
+import { DRIVER_FLAGS, driverFlags } from '../train/flags';
+import { resumeRun } from '../train/resume';
 import { checkpointKey } from '../eval/feature-cache';
-import { perBlockKnn, writeKnnSummary, KnnReport } from './knn';
+import { perBlockKnn, writeKnnSummary, KnnReport } from '../eval/per-block-knn';
 import { writeChart } from '../sinks/charts';
 import { writeJsonReport } from '../eval/report';
 
@@ -86,27 +84,25 @@ const FLAGS = {
   seed: { description: 'seed of heads, queues, augmentation, order and NN picks', default: '0' },
   'knn-train-limit': { description: 'train images for the before/after kNN (0: all)', default: '5000' },
   'knn-test-limit': { description: 'test images for the before/after kNN (0: all)', default: '2000' },
+  val: { description: "validation images for the kNN's block choice, training images held out from training (default: the val-* shards beside --train; 'none': no validation)" },
   'skip-knn': { description: 'skip the kNN evaluations', boolean: true },
   'knn-every': { description: 'also track the EMA encoder\'s per-block kNN every this many epochs of stage 3 (0: off); knn-during.json + .png', default: '0' },
-  'checkpoint-minutes': { description: 'write a checkpoint at least this often', default: '5' },
-  'keep-checkpoints': { description: 'checkpoints kept: the latest in checkpoint/, older ones as checkpoint.step-<n>', default: String(DEFAULT_KEEP_CHECKPOINTS) },
-  'max-steps': { description: 'stop after this many steps in this invocation (checkpointed; continue with --resume)', default: '0' },
+  ...DRIVER_FLAGS,
 } as const;
 
 /** Flags a resumed run keeps from its checkpoint: they define shapes, data and its order. */
-const FIXED_ON_RESUME = ['checkpoint', 'train', 'blocks', 'head-preset', 'queue-size', 'stages', 'batch', 'seed', 'local-views', 'global-size', 'local-size', 'jitter-p', 'jitter-strength', 'grayscale-p', 'global-scale', 'local-scale', 'freeze-blocks'];
-
-type Stage = { id: 2 | 3; steps: number; lr: number; topK: number; trainEncoder: boolean };
+const FIXED_ON_RESUME = [
+  'checkpoint', 'preset', 'train', 'blocks', 'head-preset', 'queue-size', 'stages', 'batch', 'seed', 'local-views', 'global-size', 'local-size',
+  'jitter-p', 'jitter-strength', 'grayscale-p', 'global-scale', 'local-scale', 'freeze-blocks',
+];
 
 /** Runs the refine pipeline with command-line style arguments; resolves to the run directory. */
 export async function refine(argv: string[]): Promise<string> {
   const flags = parseFlags(USAGE, FLAGS, argv);
   const runDir = flags.resume ?? flags.out!;
   if (!flags.resume) checkOutDir(runDir); // a resumed run's folder is checked by reading its checkpoint
-  const resumeState = flags.resume ? readTrainState(runDir) : undefined;
-  const merged = resumeState && mergeResumeFlags(resumeState.meta.flags as typeof flags, flags, explicitFlags(USAGE, FLAGS, argv), FIXED_ON_RESUME, runDir);
-  const f = merged ? merged.flags : flags;
-  merged?.lines.forEach((line) => console.log(`[refine] ${line}`));
+  const resumed = flags.resume ? resumeRun('refine', runDir, { usage: USAGE, spec: FLAGS, flags, argv }, FIXED_ON_RESUME) : undefined;
+  const f = resumed?.flags ?? flags;
   const seed = num('seed', f.seed, { integer: true });
   const batch = num('batch', f.batch, { integer: true, min: 2, max: 65536 });
   const headSizes = HEAD_PRESETS[f['head-preset']!];
@@ -120,7 +116,7 @@ export async function refine(argv: string[]): Promise<string> {
   const globalScale = numRange('global-scale', f['global-scale'], { min: 0.01, max: 1 });
   const localScale = numRange('local-scale', f['local-scale'], { min: 0.01, max: 1 });
   const temperature = num('temperature', f.temperature, { min: 1e-4 });
-  const keepCheckpoints = num('keep-checkpoints', f['keep-checkpoints'], { integer: true, min: 1 });
+  const driver = driverFlags(f);
 
   // ---- data parallelism: a world of one unless started by an MPI launcher (README, MPI section)
   pinLocalGpu();
@@ -135,6 +131,7 @@ export async function refine(argv: string[]): Promise<string> {
   for (const b of headBlocks) {
     if (!Number.isInteger(b) || b < 0 || b >= depth) throw new Error(`--blocks: block ${b} does not exist in ${f.checkpoint} (blocks 0..${depth - 1})`);
   }
+  // with several ranks the heads' BatchNorm normalises over the global batch
   const heads = headBlocks.map((_, i) => new NnaHead(embedDim, headSizes, encoder.cfg.act, seed * 100 + i, dp.worldSize > 1 ? dp : undefined));
   const queueSize = num('queue-size', f['queue-size'], { integer: true, min: 1, bytesEach: 4 * headSizes.out * headBlocks.length });
   const queues = headBlocks.map((_, i) => new NnQueue(queueSize, headSizes.out, seed * 100 + 50 + i));
@@ -149,17 +146,32 @@ export async function refine(argv: string[]): Promise<string> {
   const samplesPerEpoch = await countSamples(f.train!);
   const stepsPerEpoch = Math.floor(samplesPerEpoch / batch);
   if (stepsPerEpoch < 1) throw new Error(`${f.train}: ${samplesPerEpoch} samples, fewer than one batch of ${batch}`);
-  const stages: Stage[] = stageIds.map((id) => ({
-    id: id as 2 | 3,
-    steps: Math.max(1, Math.round(num(`stage${id}-epochs`, f[`stage${id}-epochs` as 'stage2-epochs'], { min: 0 }) * stepsPerEpoch)),
-    lr: num(`lr${id}`, f[`lr${id}` as 'lr2'], { min: 0 }),
-    topK: num(`topk${id}`, f[`topk${id}` as 'topk2'], { integer: true, min: 1 }),
-    trainEncoder: id === 3,
-  }));
-  const totalSteps = stages.reduce((s, st) => s + st.steps, 0);
   const minLr = num('min-lr', f['min-lr'], { min: 0 });
   const warmupShare = num('warmup-share', f['warmup-share'], { min: 0, max: 1 });
   const knnEverySteps = Math.round(num('knn-every', f['knn-every'], { min: 0 }) * stepsPerEpoch);
+  // Stage 2: heads only, the encoder outside the tape. Stage 3: encoder (layer-wise lr decay,
+  // first blocks frozen) and heads, with the EMA encoder following.
+  const headGroups = () => heads.flatMap((h, i) => h.params.groups(`heads.${i}.`, num('head-wd', f['head-wd'])));
+  const stages: Stage[] = stageIds.map((id) => {
+    const steps = Math.max(1, Math.round(num(`stage${id}-epochs`, f[`stage${id}-epochs` as 'stage2-epochs'], { min: 0 }) * stepsPerEpoch));
+    const topK = num(`topk${id}`, f[`topk${id}` as 'topk2'], { integer: true, min: 1 });
+    const trainEncoder = id === 3;
+    const encoderGroups = () =>
+      encoder.paramGroups('encoder.', {
+        weightDecay: num('encoder-wd', f['encoder-wd'], { min: 0 }),
+        layerDecay: num('layer-decay', f['layer-decay'], { min: 0, max: 1 }),
+        frozenLayers: num('freeze-blocks', f['freeze-blocks'], { integer: true, min: 0, max: depth }),
+      });
+    return {
+      label: `stage ${id}: top-k ${topK}, ${trainEncoder ? 'encoder + heads' : 'heads only (encoder frozen)'}`,
+      schedule: { steps, peakLr: num(`lr${id}`, f[`lr${id}` as 'lr2'], { min: 0 }), minLr, warmupSteps: Math.round(warmupShare * steps) },
+      objective: nnaRefineObjective({ encoder, headBlocks, heads, queues, globalSize, localSize, numLocal, topK, temperature, trainEncoder, seed, collective: dp }),
+      params: () => (trainEncoder ? [...headGroups(), ...encoderGroups()] : headGroups()),
+      ema: trainEncoder ? ema : undefined,
+      values: { stage: id },
+    };
+  });
+  const totalSteps = stages.reduce((s, st) => s + st.schedule.steps, 0);
 
   // ---- kNN of the MIM checkpoint, before anything changes
   const knnOpts = {
@@ -167,36 +179,34 @@ export async function refine(argv: string[]): Promise<string> {
     test: f.test!,
     trainLimit: num('knn-train-limit', f['knn-train-limit'], { integer: true, min: 0 }) || undefined,
     testLimit: num('knn-test-limit', f['knn-test-limit'], { integer: true, min: 0 }) || undefined,
+    val: f.val === 'none' ? null : f.val,
   };
-  using _runLock = lockRunDir(runDir);
+  // one run at a time in a run directory; every file of the run is rank 0's
+  using _runLock = dp.rank === 0 ? lockRunDir(runDir) : undefined;
   // the starting checkpoint's features come from the feature cache when it has seen this file
   const knnOfCheckpoint = (model: VisionTransformer) => perBlockKnn(model, { ...knnOpts, label: 'MIM checkpoint', cacheKey: checkpointKey(f.checkpoint!) });
-  // evaluations and every file of the run are rank 0's
-  const knnBefore: KnnReport | undefined = f['skip-knn'] || resumeState || dp.rank !== 0 ? undefined : await knnOfCheckpoint(encoder);
+  const knnBefore: KnnReport | undefined = f['skip-knn'] || resumed || dp.rank !== 0 ? undefined : await knnOfCheckpoint(encoder);
   // kNN tracked during stage 3 (the paper's training-time metric), as a curve over steps
   const duringFile = path.join(runDir, 'knn-during.json');
-  const knnDuring: { step: number; report: KnnReport }[] = resumeState && fs.existsSync(duringFile) ? JSON.parse(fs.readFileSync(duringFile, 'utf8')).points : knnBefore ? [{ step: 0, report: knnBefore }] : [];
-  const trackKnn = async () => {
+  const knnDuring: { step: number; report: KnnReport }[] = resumed && fs.existsSync(duringFile) ? JSON.parse(fs.readFileSync(duringFile, 'utf8')).points : knnBefore ? [{ step: 0, report: knnBefore }] : [];
+  const trackKnn = async (step: number) => {
     knnDuring.push({ step, report: await perBlockKnn(emaEncoder, { ...knnOpts, label: `refined (EMA), step ${step}` }) });
     await writeKnnCurve(runDir, knnDuring);
   };
 
   // ---- resume
-  let step = 0;
-  const savedState = resumeState ? hostTensors(resumeState.tensors) : undefined;
-  if (resumeState) {
-    const file = resumeState.file;
-    const sub = (prefix: string) => withoutPrefix(savedState!, prefix);
-    encoder.params.importTimm(sub('encoder.'), file);
-    emaEncoder.params.importTimm(sub('ema.'), file);
-    heads.forEach((h, i) => h.params.importTimm(sub(`heads.${i}.`), file));
-    queues.forEach((q, i) => q.importState((k) => resumeState.tensors.get(k), `queues.${i}`, file));
-    step = resumeState.meta.step as number;
-    console.log(`[refine] resumed ${runDir} at step ${step}`);
+  if (resumed) {
+    const sub = (prefix: string) => withoutPrefix(resumed.tensors, prefix);
+    encoder.params.importTimm(sub('encoder.'), resumed.file);
+    emaEncoder.params.importTimm(sub('ema.'), resumed.file);
+    heads.forEach((h, i) => h.params.importTimm(sub(`heads.${i}.`), resumed.file));
+    queues.forEach((q, i) => q.importState((k) => resumed.tensors.get(k), `queues.${i}`, resumed.file));
   }
   if (dp.worldSize > 1) {
-    await checkSameOnAllRanks(dp, { flags: f, step, samplesPerEpoch, checkpoint: filesFingerprint([f.checkpoint!]) });
-    await broadcastVariables(dp, [encoder.params, emaEncoder.params, ...heads.map((h) => h.params)].flatMap((ps) => ps.names().map((n) => [n, ps.get(n)] as [string, tf.Variable])), 'encoder, EMA and head parameters');
+    // every rank starts from rank 0's weights and queues, with the same flags and data
+    await checkSameOnAllRanks(dp, { flags: f, step: resumed?.step ?? 0, samplesPerEpoch, checkpoint: filesFingerprint([f.checkpoint!]) });
+    const variables = [encoder.params, emaEncoder.params, ...heads.map((h) => h.params)].flatMap((ps) => ps.names().map((n) => [n, ps.get(n)] as [string, tf.Variable]));
+    await broadcastVariables(dp, variables, 'encoder, EMA and head parameters');
     for (const [i, q] of queues.entries()) {
       const state = await q.exportState(`queues.${i}`);
       await broadcastHostTensors(dp, state, `queue ${i}`);
@@ -205,151 +215,39 @@ export async function refine(argv: string[]): Promise<string> {
     console.log(`[refine] rank ${dp.rank} of ${dp.worldSize}: ${localBatch} of each global batch of ${batch}`);
   }
 
-  const records = new Subject<StepRecord>();
-  const sinksDone = dp.rank !== 0 ? Promise.resolve() : trainingSinks(records, { runDir, total: totalSteps, lossKeys: ['loss', 'loss_global', 'loss_local'], title: 'NNA loss', resumedAtStep: step });
   const skips = new SkipLog();
   const views = refinerViews({ globalSize, localSize, numLocal, globalScale, localScale, jitterP, jitterStrength, grayscaleP });
-
-  // batches forever, epoch after epoch; a resumed run starts where the step count says
-  const data = epochBatches({ source: f.train!, seed, batchSize: localBatch, stepsPerEpoch, fromStep: step, views, skips, rank: dp.rank, worldSize: dp.worldSize });
-
-  const maxSteps = num('max-steps', flags['max-steps'], { integer: true, min: 0 });
-  const stopAt = maxSteps > 0 ? step + maxSteps : Infinity;
-  let stageStart = 0;
-  let optimiser: AdamW | undefined;
-  let lastCheckpoint = performance.now();
-  const checkpointEvery = num('checkpoint-minutes', f['checkpoint-minutes'], { min: 0 }) * 60_000;
-  const saveCheckpoint = () => {
-    if (dp.rank !== 0) return;
-    const encoderWeights = encoder.params.exportTimm();
-    const emaWeights = emaEncoder.params.exportTimm();
-    const metadata = { format: 'pt', vit: JSON.stringify(encoder.cfg) };
-    writeCheckpoint(runDir, {
-      'encoder-ema.safetensors': { tensors: emaWeights, metadata },
-      'encoder.safetensors': { tensors: encoderWeights, metadata },
-      'state.safetensors': {
-        tensors: {
-          ...prefixKeys('encoder.', encoderWeights),
-          ...prefixKeys('ema.', emaWeights),
-          ...Object.assign({}, ...heads.map((h, i) => prefixKeys(`heads.${i}.`, h.params.exportTimm()))),
-          ...Object.assign({}, ...queues.map((q, i) => q.exportState(`queues.${i}`))),
-          ...(optimiser ? optimiser.exportState() : {}),
-        },
-        metadata: { state: JSON.stringify({ step, flags: f, headBlocks }) },
-      },
-    }, { step, keep: keepCheckpoints });
-    lastCheckpoint = performance.now();
-  };
-
-  // the data worker must end however the loop ends; a signal stops the loop after its step
-  const stop = stopRequests();
-  try {
-    for (const stage of stages) {
-      const stageEnd = stageStart + stage.steps;
-      if (step >= stageEnd) {
-        stageStart = stageEnd;
-        continue;
-      }
-      if (step >= stopAt || stop.requested) break;
-      // Stage 2: heads only, no encoder gradients at all. Stage 3: encoder with layer-wise lr decay.
-      const groups: ParamGroupEntry[] = heads.flatMap((h, i) =>
-        h.params.trainable().map((p) => ({ ...p, name: `heads.${i}.${p.name}`, lrScale: 1, weightDecay: p.decay ? num('head-wd', f['head-wd']) : 0 })),
-      );
-      if (stage.trainEncoder) {
-        const decay = num('layer-decay', f['layer-decay'], { min: 0, max: 1 });
-        const wd = num('encoder-wd', f['encoder-wd'], { min: 0 });
-        const frozenBlocks = num('freeze-blocks', f['freeze-blocks'], { integer: true, min: 0, max: depth });
-        for (const p of encoder.params.trainable()) {
-          if (layerId(p.name, depth) <= frozenBlocks) continue;
-          groups.push({ ...p, name: `encoder.${p.name}`, lrScale: decay ** (depth + 1 - layerId(p.name, depth)), weightDecay: p.decay ? wd : 0 });
-        }
-      }
-      optimiser?.dispose();
-      optimiser = new AdamW(groups, { beta1: 0.9, beta2: 0.95, eps: 1e-8, clipGradNorm: num('clip-grad', f['clip-grad'], { min: 0 }) });
-      if (resumeState && step > stageStart && savedState) optimiser.importState(savedState, step - stageStart, 'state.safetensors');
-      const varList = groups.map((g) => g.variable);
-      console.log(`[refine] stage ${stage.id}: ${stage.steps} steps, lr ${stage.lr}, top-k ${stage.topK}, ${stage.trainEncoder ? 'encoder + heads' : 'heads only (encoder frozen)'}`);
-
-      while (step < stageEnd && step < stopAt && !(await stop.check())) {
-        const { value: next, done } = await data.next();
-        if (done) break;
-        const { batch: b, waitMs, epoch } = next;
-        const t0 = performance.now();
-        const lr = warmupCosine(step - stageStart, stage.steps, Math.round(warmupShare * stage.steps), stage.lr, minLr);
-        const rng = new Rng(seed, 0x4e4e, step);
-        const n = b.indices.length;
-        const metrics: Record<string, number> = {};
-        // the global batch's sample indices and labels (NN self-masks and queue entries)
-        const globalBatch = await gatherBatchMeta(dp, b.indices, b.labels);
-
-        // one backbone pass for all head blocks: globals together, locals together
-        const globals = tf.concat([0, 1].map((v) => tf.tensor4d(b.views[v], [n, globalSize, globalSize, 3])));
-        const locals = numLocal > 0 ? tf.concat(b.views.slice(2).map((v) => tf.tensor4d(v, [n, localSize, localSize, 3]))) : undefined;
-        const encode = () => ({
-          g: encoder.clsFeatures(globals as tf.Tensor4D, headBlocks),
-          l: locals ? encoder.clsFeatures(locals as tf.Tensor4D, headBlocks) : [],
-        });
-        const frozen = stage.trainEncoder ? undefined : tf.tidy(() => encode());
-        const enqueue: tf.Tensor2D[] = [];
-
-        const { value: loss, grads } = tf.variableGrads(() => {
-          const cls = frozen ?? encode();
-          const perHead = heads.map((head, h) => {
-            const zGlobal = head.project(cls.g[h], true);
-            const pGlobal = tf.split(head.predict(zGlobal, true), 2) as tf.Tensor2D[];
-            const pLocal = numLocal > 0 ? splitViews(head.predict(head.project(cls.l[h], true), true), numLocal) : [];
-            // every rank: the loss of the global batch, gradient through its own rows (runtime/data-parallel.ts)
-            const [z0, z1, ...predictions] = allGatherRowsInTape(dp, [...tf.split(zGlobal, 2).map((zi) => stopGradient(zi) as tf.Tensor2D), ...pGlobal, ...pLocal]);
-            const z = [z0, z1];
-            const nn = z.map((zi) => queues[h].lookup(zi, globalBatch.indices, globalBatch.labels, stage.topK, rng));
-            const l = nnaLoss({ projections: z, swapped: nn.map((x) => x.swapped), predictions, numGlobal: 2, temperature });
-            enqueue[h] = tf.keep(z[0].clone());
-            const [total, global, local] = [l.total, l.global, l.local].map((t) => t.dataSync()[0]);
-            Object.assign(metrics, {
-              [`block${headBlocks[h]}_loss`]: total,
-              [`block${headBlocks[h]}_nn_sim`]: (nn[0].similarity + nn[1].similarity) / 2,
-              [`block${headBlocks[h]}_nn_acc`]: (nn[0].accuracy + nn[1].accuracy) / 2,
-            });
-            metrics.loss_global = (metrics.loss_global ?? 0) + global;
-            metrics.loss_local = (metrics.loss_local ?? 0) + local;
-            tf.dispose(nn.map((x) => x.swapped));
-            return l.total;
-          });
-          return tf.addN(perHead) as tf.Scalar;
-        }, varList);
-        // each rank's share of the global loss's gradient, summed
-        const reduced = await allreduceGradients(dp, grads, { op: 'sum' });
-        metrics.grad_norm = optimiser.apply(reduced, lr);
-        metrics.loss = loss.dataSync()[0];
-        if (!Number.isFinite(metrics.loss)) throw new Error(`loss became ${metrics.loss} at step ${step}; lower --lr${stage.id}`);
-        if (stage.trainEncoder) ema.update();
-        enqueue.forEach((z, h) => queues[h].push(z, globalBatch.indices, globalBatch.labels));
-        tf.dispose([loss, grads, reduced, globals, ...(locals ? [locals] : []), ...enqueue, ...(frozen ? [...frozen.g, ...frozen.l] : [])]);
-
-        step++;
-        records.next({ step, epoch, lr, values: { stage: stage.id, ...metrics }, images: n * dp.worldSize, stepMs: performance.now() - t0, waitMs });
-        if (performance.now() - lastCheckpoint > checkpointEvery) saveCheckpoint();
-        if (stage.trainEncoder && knnEverySteps > 0 && !f['skip-knn'] && dp.rank === 0 && (step - stageStart) % knnEverySteps === 0 && step < stageEnd) await trackKnn();
-      }
-      stageStart = stageEnd;
-    }
-  } finally {
-    stop.dispose();
-    await data.return(undefined);
-  }
-  if (step < totalSteps) {
-    saveCheckpoint();
-    records.complete();
-    await sinksDone;
-    console.log(`[refine] stopped at step ${step} of ${totalSteps} (${stop.signal ?? '--max-steps'}); resume with: ${resumeCommand('pipelines/refine.ts', runDir)}`);
-    return runDir;
-  }
-  // stage 2 alone leaves the encoder untouched; the EMA then equals it
-  if (!stageIds.includes(3)) emaEncoder.params.copyFrom(encoder.params);
-  saveCheckpoint();
-  records.complete();
-  await sinksDone;
+  const { step, done } = await train({
+    name: 'refine',
+    script: 'pipelines/refine.ts',
+    runDir,
+    stages,
+    resume: resumed,
+    // batches forever, epoch after epoch; a resumed run starts where the step count says; each rank its rows of every global batch
+    batches: (fromStep) => epochBatches({ source: f.train!, seed, batchSize: localBatch, stepsPerEpoch, fromStep, views, skips, rank: dp.rank, worldSize: dp.worldSize }),
+    optimiser: { beta1: 0.9, beta2: 0.95, eps: 1e-8, clipGradNorm: num('clip-grad', f['clip-grad'], { min: 0 }) },
+    ...driver,
+    // each rank differentiates the global batch's loss through its own rows: the shares add up
+    dataParallel: { collective: dp, gradients: 'sum' },
+    sinks: { lossKeys: ['loss', 'loss_global', 'loss_local'], title: 'NNA loss' },
+    checkpointFiles: async (at, optimiser) =>
+      checkpointFiles({
+        encoder, ema: emaEncoder, optimiser,
+        parts: Object.fromEntries(heads.map((h, i) => [`heads.${i}.`, h.params])),
+        extra: Object.assign({}, ...(await Promise.all(queues.map((q, i) => q.exportState(`queues.${i}`))))),
+        state: { step: at, flags: f, headBlocks },
+      }),
+    // stage 2 alone leaves the encoder untouched; the EMA then equals it
+    beforeFinalCheckpoint: () => {
+      if (!stageIds.includes(3)) emaEncoder.params.copyFrom(encoder.params);
+    },
+    afterStep: async (at, stage, stageStart) => {
+      const stageEnd = stageStart + stage.schedule.steps;
+      if (stage.ema && knnEverySteps > 0 && !f['skip-knn'] && dp.rank === 0 && (at - stageStart) % knnEverySteps === 0 && at < stageEnd) await trackKnn(at);
+    },
+  });
   if (skips.total > 0) console.log(`[data] skipped ${skips.total} samples: ${JSON.stringify(Object.fromEntries(skips.counts))}`);
+  if (!done) return runDir;
 
   // ---- kNN of the refined (EMA) encoder, and the before/after summary
   if (!f['skip-knn'] && dp.rank === 0) {
@@ -381,22 +279,10 @@ async function writeKnnCurve(runDir: string, points: { step: number; report: Knn
   });
 }
 
-/** Rows of n stacked views -> one tensor per view (tfjs's split has no gradient for one piece). */
-function splitViews(x: tf.Tensor2D, n: number): tf.Tensor2D[] {
-  return n === 1 ? [x] : (tf.split(x, n) as tf.Tensor2D[]);
-}
-
 /** The last block plus the rest of the last third of the blocks (reference: 16..23 of 24). */
 export function defaultHeadBlocks(depth: number): number[] {
   const first = Math.max(0, depth - Math.ceil(depth / 3));
   return Array.from({ length: depth - first }, (_, i) => first + i);
-}
-
-/** BEiT-style layer id for layer-wise lr decay: embeddings 0, block i -> i + 1, final norm depth + 1. */
-function layerId(name: string, depth: number): number {
-  const m = /^blocks\.(\d+)\./.exec(name);
-  if (m) return Number(m[1]) + 1;
-  return /^(patch_embed|cls_token|pos_embed)/.test(name) ? 0 : depth + 1;
 }
 
 if (require.main === module) runMain(() => refine(process.argv.slice(2)).then(() => undefined));

@@ -1,16 +1,20 @@
 /**
- * Tensor backend selection, shared by every pipeline. Order: tfjs-node-gpu, tfjs-node, wasm.
- * The native packages are optionalDependencies (their install downloads libtensorflow, which
- * fails on machines without outside network), so they are loaded dynamically and a failure
- * to load falls through to the next. TFJS_BACKEND=gpu|node|wasm forces one.
+ * Tensor backend selection, shared by every pipeline. Order: tfjs-node-gpu, WebGPU on a
+ * hardware adapter (runtime/webgpu.ts), tfjs-node, wasm. The native packages are
+ * optionalDependencies (their install downloads libtensorflow, which fails on machines without
+ * outside network), so they are loaded dynamically and a failure to load falls through to the
+ * next, with the reason logged. TFJS_BACKEND=gpu|webgpu|node|wasm forces one (webgpu then also
+ * takes a software adapter, such as the lavapipe of `npm run setup:vulkan`) and a failure stops.
  */
 import * as tf from '@tensorflow/tfjs';
 import { match } from 'ts-pattern';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { kernelsUseRelaxedSimd, registerWasmKernels } from '../models/kernels';
 import { enableWasmThreads } from './wasm-threads';
+import { AdapterSummary, adapterLine, startWebGpu } from './webgpu';
 
-export type BackendChoice = 'gpu' | 'node' | 'wasm';
+export type BackendChoice = 'gpu' | 'webgpu' | 'node' | 'wasm';
+const CHOICES: BackendChoice[] = ['gpu', 'webgpu', 'node', 'wasm'];
 
 export interface BackendInfo {
   choice: BackendChoice;
@@ -23,6 +27,8 @@ export interface BackendInfo {
    * when they are off (other backends, or FUSED_KERNELS=0 for comparison).
    */
   fusedKernels: number;
+  /** The WebGPU adapter (webgpu only). */
+  adapter?: AdapterSummary;
 }
 
 let active: BackendInfo | undefined;
@@ -36,13 +42,23 @@ function tryRequire(name: string): boolean {
   }
 }
 
-async function tryBackend(choice: BackendChoice): Promise<BackendInfo | undefined> {
+async function tryBackend(choice: BackendChoice, forced: boolean, log: (line: string) => void): Promise<BackendInfo | undefined> {
   return match(choice)
     .with('gpu', async () =>
       tryRequire('@tensorflow/tfjs-node-gpu') && (await tf.setBackend('tensorflow'))
         ? { choice, tfBackend: 'tensorflow', threads: 0, poolThreads: 0, fusedKernels: 0 }
         : undefined,
     )
+    .with('webgpu', async () => {
+      const start = await startWebGpu({ allowSoftware: forced, log });
+      if (!start.ok) {
+        if (forced) throw new Error(`TFJS_BACKEND=webgpu: ${start.reason}`);
+        log(`[backend] WebGPU skipped: ${start.reason}`);
+        return undefined;
+      }
+      if (!(await tf.setBackend('webgpu'))) return undefined;
+      return { choice, tfBackend: 'webgpu', threads: 0, poolThreads: 0, fusedKernels: 0, adapter: start.adapter };
+    })
     .with('node', async () =>
       tryRequire('@tensorflow/tfjs-node') && (await tf.setBackend('tensorflow'))
         ? { choice, tfBackend: 'tensorflow', threads: 0, poolThreads: 0, fusedKernels: 0 }
@@ -69,17 +85,24 @@ async function tryBackend(choice: BackendChoice): Promise<BackendInfo | undefine
 export async function initBackend(log: (line: string) => void = console.log): Promise<BackendInfo> {
   if (active) return active;
   const forced = process.env.TFJS_BACKEND;
-  if (forced !== undefined && !['gpu', 'node', 'wasm'].includes(forced)) {
-    throw new Error(`TFJS_BACKEND=${forced}: expected one of gpu, node, wasm`);
+  if (forced !== undefined && !CHOICES.includes(forced as BackendChoice)) {
+    throw new Error(`TFJS_BACKEND=${forced}: expected one of ${CHOICES.join(', ')}`);
   }
-  const order: BackendChoice[] = forced ? [forced as BackendChoice] : ['gpu', 'node', 'wasm'];
+  const order: BackendChoice[] = forced ? [forced as BackendChoice] : CHOICES;
   for (const choice of order) {
-    const info = await tryBackend(choice);
+    const info = await tryBackend(choice, forced !== undefined, log);
     if (info) {
       active = info;
-      log(`[backend] ${info.tfBackend} (${choice}${choice === 'wasm' ? `, ${info.threads} thread(s)${info.fusedKernels ? `, fused kernels on ${info.fusedKernels}${kernelsUseRelaxedSimd() ? ', relaxed SIMD' : ''}` : ''}, tfjs's own kernels on ${info.poolThreads}` : ''})`);
+      log(`[backend] ${info.tfBackend} (${describeBackend(info)})`);
       return info;
     }
   }
   throw new Error(`no tfjs backend could start (tried ${order.join(', ')})`);
+}
+
+function describeBackend(info: BackendInfo): string {
+  if (info.adapter) return adapterLine(info.adapter);
+  if (info.choice !== 'wasm') return info.choice;
+  const fused = info.fusedKernels ? `, fused kernels on ${info.fusedKernels}${kernelsUseRelaxedSimd() ? ', relaxed SIMD' : ''}` : '';
+  return `wasm, ${info.threads} thread(s)${fused}, tfjs's own kernels on ${info.poolThreads}`;
 }

@@ -9,7 +9,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createHash } from 'node:crypto';
-import { fsyncDir, writeFileAtomic } from './atomic-file';
+import { fsyncDir, writeFileAtomic } from '../lib/atomic-file';
 import { readSafetensors, writeSafetensors, TensorToWrite, LoadedTensor } from '../models/safetensors';
 import { VisionTransformer, VitConfig, VIT_PRESETS } from '../models/vit';
 import { HostTensor } from '../models/params';
@@ -17,8 +17,8 @@ import { HostTensor } from '../models/params';
 /** Keys a timm/MAE checkpoint may carry that the encoder does not use. */
 const FOREIGN_KEYS = /^(head\.|fc_norm\.|decoder|mask_token)/;
 
-export function writeEncoder(file: string, model: VisionTransformer, extra: Record<string, string> = {}): void {
-  writeSafetensors(file, model.params.exportTimm(), { format: 'pt', vit: JSON.stringify(model.cfg), ...extra });
+export async function writeEncoder(file: string, model: VisionTransformer, extra: Record<string, string> = {}): Promise<void> {
+  writeSafetensors(file, await model.params.exportTimm(), { format: 'pt', vit: JSON.stringify(model.cfg), ...extra });
 }
 
 /** Float tensors of a file as HostTensors. */

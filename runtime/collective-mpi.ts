@@ -21,7 +21,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as koffi from 'koffi';
-import type { Collective, ReduceOp, TypedArray } from './collective';
+import type { Collective, ReduceOp, TypedArray } from '../lib/collective';
 
 const SOURCE = path.join(__dirname, '..', 'native', 'mpi-shim.c');
 const CACHE = path.join(__dirname, '..', '.cache', 'mpi-shim');

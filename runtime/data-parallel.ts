@@ -36,7 +36,7 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
-import type { Collective, TypedArray } from './collective';
+import type { Collective, TypedArray } from '../lib/collective';
 
 /**
  * Rank-order gathered rows (rank 0's n rows, then rank 1's, ...) -> the single-process global
@@ -105,10 +105,13 @@ export async function anyRank(c: Collective, flag: boolean): Promise<boolean> {
   return (await c.allreduce(Float32Array.of(flag ? 1 : 0), 'max'))[0] > 0;
 }
 
-/** Sample indices and labels of the global batch, in single-process order. */
-export async function gatherBatchMeta(c: Collective, indices: Int32Array, labels: Int32Array): Promise<{ indices: Int32Array; labels: Int32Array }> {
+/**
+ * Sample indices and labels of the global batch, in single-process order. Blocking (a few
+ * hundred bytes): it runs where a step prepares its inputs, which cannot await.
+ */
+export function gatherBatchMeta(c: Collective, indices: Int32Array, labels: Int32Array): { indices: Int32Array; labels: Int32Array } {
   if (c.worldSize === 1) return { indices, labels };
-  const both = await c.allgather(Int32Array.from([...indices, ...labels]));
+  const both = c.allgatherSync(Int32Array.from([...indices, ...labels]));
   const n = indices.length;
   const idx = new Int32Array(c.worldSize * n);
   const lab = new Int32Array(c.worldSize * n);

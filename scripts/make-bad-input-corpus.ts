@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import sharp from 'sharp';
 import * as tar from 'tar-stream';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 import { readSafetensors, writeSafetensors, type TensorToWrite } from '../models/safetensors';
 
 export const BUNDLED_CHECKPOINT = 'checkpoints/mae-vit-micro-p4/encoder.safetensors';

@@ -11,7 +11,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { defer, MonoTypeOperatorFunction, tap } from 'rxjs';
-import { writeFileAtomic } from '../runtime/atomic-file';
+import { writeFileAtomic } from '../lib/atomic-file';
 
 /** Named values of one step. Non-finite numbers are written as null (JSON has no NaN). */
 export type MetricsRow = Record<string, number | string | null>;

@@ -13,7 +13,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import fg from 'fast-glob';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 import { checkRank, defaultOnSkip, selectArrayForRank, type OnSkip, type SourceOptions } from './tar-shards';
 import type { EncodedSample } from './types';
 

@@ -35,7 +35,7 @@ import * as zlib from 'zlib';
 import { pipeline } from 'stream';
 import fg from 'fast-glob';
 import * as tar from 'tar-stream';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 import type { EncodedSample } from './types';
 
 export interface ShuffleOptions {

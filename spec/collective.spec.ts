@@ -10,7 +10,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { allreduceGradients, launcherInfo, localBatchSize, openCollective, pinLocalGpu } from '../runtime/collective';
 import { gatherRows, interleaveRows } from '../runtime/data-parallel';
-import { nnaLoss } from '../operators/nna-loss';
+import { nnaLoss } from '../losses/nna';
 import { initBackend } from '../runtime/backend';
 import { values } from './mpi-child';
 

@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { initBackend } from '../runtime/backend';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 import { featureMatrix } from '../eval/features';
 import { kmeans } from '../eval/kmeans';
 import { rejects } from './eval-helpers';

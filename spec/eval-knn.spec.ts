@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { initBackend } from '../runtime/backend';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 import { featureMatrix, FeatureMatrix } from '../eval/features';
 import * as fs from 'node:fs';
 import * as path from 'node:path';

@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { initBackend } from '../runtime/backend';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 import { featureMatrix } from '../eval/features';
 import { rejects } from './eval-helpers';
 import { DEFAULT_GRID, fitStandardizer, linearProbe, predictSoftmax, standardize, trainSoftmax } from '../eval/linear-probe';

@@ -12,7 +12,7 @@ import { initBackend } from '../runtime/backend';
 import { VisionTransformer } from '../models/vit';
 import { openSource } from '../sources/open';
 import { checkValidationDisjoint, defaultValidation, sourceKeys } from '../eval/validation';
-import { perBlockKnn, writeKnnSummary } from '../pipelines/knn';
+import { perBlockKnn, writeKnnSummary } from '../eval/per-block-knn';
 import { rejects } from './eval-helpers';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eval-validation-'));

@@ -102,7 +102,7 @@ test('NaN/Inf weights are refused at load, naming the file and the tensor', asyn
   await initBackend(() => undefined);
   const model = new VisionTransformer({ imgSize: 16, patchSize: 4, embedDim: 16, depth: 1, numHeads: 2, mlpRatio: 2, act: 'gelu', posEmbed: 'sincos' }, 1);
   const file = path.join(root, 'nan.safetensors');
-  writeEncoder(file, model);
+  await writeEncoder(file, model);
   model.dispose();
   const weights = loadEncoder(file);
   weights.dispose();

@@ -17,7 +17,7 @@ import { initBackend } from '../runtime/backend';
 import { latestCheckpoint, writeEncoder } from '../runtime/checkpoint';
 import { readSafetensors, writeSafetensors } from '../models/safetensors';
 import { VisionTransformer } from '../models/vit';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 import { refine } from '../pipelines/refine';
 import { lockRunDir } from '../runtime/run-lock';
 
@@ -112,7 +112,7 @@ test.before(async () => {
   }
   await initBackend(() => undefined);
   const model = new VisionTransformer({ imgSize: 16, patchSize: 4, embedDim: 32, depth: 3, numHeads: 2, mlpRatio: 2, act: 'gelu', posEmbed: 'sincos' }, 1);
-  writeEncoder(checkpoint, model);
+  await writeEncoder(checkpoint, model);
   model.dispose();
   references = Promise.all([refineRun([...refineArgs, '--out', straight], straight), mae([...maeArgs, '--out', maeStraight], maeStraight)]);
 });

@@ -2,7 +2,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../runtime/backend';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 import { maskedMse, normalisePatches, patchify, randomMasking, MaeDecoder, maeLoss } from '../models/mae';
 import { VisionTransformer } from '../models/vit';
 

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../runtime/backend';
-import { mimcoLoss, MimcoLossArgs } from '../operators/mimco-loss';
+import { mimcoLoss, MimcoLossArgs } from '../losses/mimco';
 
 // Reference values from PyTorch: scripts/make-mimco-fixture.py (B=3, T=5, P=6; tau 0.2 and 0.05).
 interface Case {

@@ -10,14 +10,14 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../runtime/backend';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 import { loadEncoder, writeEncoder } from '../runtime/checkpoint';
 import { readSafetensors } from '../models/safetensors';
 import { VisionTransformer, VitConfig, VIT_PRESETS } from '../models/vit';
 import { randomMasking } from '../models/mae';
 import { AdamW } from '../models/adamw';
 import { maskedEncode, MimcoHeads, splitCls, studentProjections } from '../models/mimco';
-import { mimcoLoss } from '../operators/mimco-loss';
+import { mimcoLoss } from '../losses/mimco';
 import { mimco } from '../pipelines/mimco';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mimco-spec-'));
@@ -41,7 +41,7 @@ test.before(async () => {
   await initBackend(() => undefined);
   for (const [file, cfg] of [[teacherFile, tiny({ imgSize: 32 })], [coarseTeacherFile, tiny({ imgSize: 32, patchSize: 8 })]] as const) {
     const model = new VisionTransformer(cfg, 7);
-    writeEncoder(file, model);
+    await writeEncoder(file, model);
     model.dispose();
   }
 });

@@ -7,11 +7,12 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../runtime/backend';
-import { Collective, SingleProcess, allreduceGradients, runOnAllRanks } from '../runtime/collective';
+import { Collective, SingleProcess } from '../lib/collective';
+import { allreduceGradients, runOnAllRanks } from '../runtime/collective';
 import { allGatherRowsInTape, anyRank, broadcastHostTensors, broadcastVariables, checkSameOnAllRanks, gatherBatchMeta, interleaveRows } from '../runtime/data-parallel';
 import { globalBatchNormTrain } from '../models/global-batch-norm';
 import { stopGradient } from '../models/ops';
-import { nnaLoss } from '../operators/nna-loss';
+import { nnaLoss } from '../losses/nna';
 
 /** Deterministic values in [-1, 1) (an LCG), the same on every rank (and in spec/collective.spec.ts). */
 export function values(n: number, seed: number): Float32Array {
@@ -49,7 +50,7 @@ async function collectives(c: Collective): Promise<void> {
   await broadcastVariables(c, [['v', v]], 'spec variables');
   const queue = { 'q.vectors': { shape: [2], data: Float32Array.of(c.rank, c.rank) }, 'q.pointer': { shape: [1], data: Int32Array.of(c.rank * 3) } };
   await broadcastHostTensors(c, queue, 'spec queue');
-  const meta = await gatherBatchMeta(c, Int32Array.of(c.rank, c.rank + 2), Int32Array.of(10 + c.rank, 12 + c.rank));
+  const meta = gatherBatchMeta(c, Int32Array.of(c.rank, c.rank + 2), Int32Array.of(10 + c.rank, 12 + c.rank));
   const stop = [await anyRank(c, c.rank === 1), await anyRank(c, false)];
   report(c, {
     localRank: c.localRank,

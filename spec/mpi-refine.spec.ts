@@ -1,5 +1,6 @@
 /**
- * Data-parallel refine equals one process: `mpirun -np 2 pipelines/refine.ts --batch 8` (each
+ * Data-parallel MAE equals one process (2 ranks x batch 4 against batch 8: losses, gradient
+ * norms and weights to float32 rounding). Data-parallel refine equals one process: `mpirun -np 2 pipelines/refine.ts --batch 8` (each
  * rank 4 samples of every global batch, one wasm thread each) against one process with
  * `--batch 8`, 2 steps of stage 2 and 2 of stage 3 on the bundled data and checkpoint. The
  * 2-rank run is killed (SIGKILL to rank 1) after its first step and resumed with
@@ -44,6 +45,19 @@ function metrics(dir: string): Record<string, number>[] {
     bySteps.set(m.step, m);
   }
   return [...bySteps.values()].sort((x, y) => x.step - y.step);
+}
+
+/** The largest difference between the final checkpoints' state tensors of two runs (same keys asserted). */
+function maxStateDifference(a: string, b: string): number {
+  const wa = readSafetensors(path.join(a, 'checkpoint', 'state.safetensors')).tensors;
+  const wb = readSafetensors(path.join(b, 'checkpoint', 'state.safetensors')).tensors;
+  assert.equal([...wb.keys()].sort(), [...wa.keys()].sort());
+  let maxDiff = 0;
+  for (const [k, t] of wa) {
+    const u = wb.get(k)!;
+    for (let i = 0; i < t.data.length; i++) maxDiff = Math.max(maxDiff, Math.abs(t.data[i] - u.data[i]));
+  }
+  return maxDiff;
 }
 
 const MPIRUN = ['--allow-run-as-root', '--oversubscribe', '-np', '2'];
@@ -103,16 +117,39 @@ mpiTest('mpirun -np 2 refine, killed and resumed, = one process with the same gl
       assert.ok(rel(b[i].grad_norm, a[i].grad_norm) < 1e-3, `step ${i + 1} gradient norm ${b[i].grad_norm} vs ${a[i].grad_norm}`);
       assert.is(b[i].images_per_s > 0, true);
     }
-    const wa = readSafetensors(path.join(single, 'checkpoint', 'state.safetensors')).tensors;
-    const wb = readSafetensors(path.join(ranks, 'checkpoint', 'state.safetensors')).tensors;
-    assert.equal([...wb.keys()].sort(), [...wa.keys()].sort());
-    let maxDiff = 0;
-    for (const [k, t] of wa) {
-      const u = wb.get(k)!;
-      for (let i = 0; i < t.data.length; i++) maxDiff = Math.max(maxDiff, Math.abs(t.data[i] - u.data[i]));
-    }
+    const maxDiff = maxStateDifference(single, ranks);
     console.log(`[mpi-refine] 2 ranks killed after step ${stoppedAt} and resumed; step losses 1 process ${a.map((m) => m.loss.toFixed(6)).join(' ')}, 2 ranks ${b.map((m) => m.loss.toFixed(6)).join(' ')}; max weight difference ${maxDiff.toExponential(2)}`);
     assert.ok(maxDiff < 8e-3, `final state differs by ${maxDiff} (AdamW bound 2 lr x 4 steps = 8e-3)`);
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+});
+
+mpiTest('mpirun -np 2 MAE = one process with the same global batch (each rank masks its rows of the global plan; losses and gradients averaged)', () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mpi-mae-'));
+  try {
+    const mae = [process.execPath, '-r', 'ts-node/register', 'pipelines/pretrain-mae.ts', '--batch', '8', '--epochs', '1', '--warmup-epochs', '0.002', '--decoder-dim', '16', '--decoder-depth', '1', '--max-steps', '3', '--checkpoint-minutes', '0'];
+    const runMae = (command: string, args: string[], out: string) => {
+      const r = spawnSync(command, [...args, '--out', out], { cwd: ROOT, encoding: 'utf8', env: ENV, timeout: 300_000, killSignal: 'SIGKILL' });
+      assert.is(r.status, 0, `${command} ${args.join(' ')}: ${r.stdout}${r.stderr}`);
+    };
+    const single = path.join(tmp, 'single');
+    const ranks = path.join(tmp, 'ranks');
+    runMae(mae[0], mae.slice(1), single);
+    runMae('mpirun', [...MPIRUN, ...mae], ranks);
+    const a = metrics(single);
+    const b = metrics(ranks);
+    assert.is(a.length, 3);
+    assert.is(b.length, 3);
+    const rel = (x: number, y: number) => Math.abs(x - y) / Math.max(1e-12, Math.abs(y));
+    for (let i = 0; i < 3; i++) {
+      assert.ok(rel(b[i].loss, a[i].loss) < 1e-5, `step ${i + 1} loss ${b[i].loss} vs ${a[i].loss}`);
+      assert.ok(rel(b[i].grad_norm, a[i].grad_norm) < 1e-5, `step ${i + 1} gradient norm ${b[i].grad_norm} vs ${a[i].grad_norm}`);
+    }
+    const maxDiff = maxStateDifference(single, ranks);
+    console.log(`[mpi-mae] step losses 1 process ${a.map((m) => m.loss.toFixed(7)).join(' ')}, 2 ranks ${b.map((m) => m.loss.toFixed(7)).join(' ')}; max weight difference ${maxDiff.toExponential(2)}`);
+    // AdamW's bound: 2 lr per step (peak lr 1.5e-4 * 8 / 256)
+    assert.ok(maxDiff < 2 * 4.7e-6 * 3, `final state differs by ${maxDiff}`);
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }

@@ -4,7 +4,7 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../runtime/backend';
 import { readSafetensors } from '../models/safetensors';
-import { nnaLoss } from '../operators/nna-loss';
+import { nnaLoss } from '../losses/nna';
 
 // Reference values from PyTorch: scripts/make-nna-fixture.py (B=6, P=8, 2 global + 3 local views, tau 0.2).
 const fixture = readSafetensors(path.join(__dirname, 'fixtures', 'nna-loss.safetensors')).tensors;

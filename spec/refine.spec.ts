@@ -32,7 +32,7 @@ function weights(run: string): Map<string, Float32Array> {
 test.before(async () => {
   await initBackend(() => undefined);
   const model = new VisionTransformer({ imgSize: 16, patchSize: 4, embedDim: 32, depth: 3, numHeads: 2, mlpRatio: 2, act: 'gelu', posEmbed: 'sincos' }, 1);
-  writeEncoder(checkpoint, model);
+  await writeEncoder(checkpoint, model);
   model.dispose();
 });
 
@@ -64,6 +64,33 @@ test('stop after 3 steps + resume == straight through', async () => {
   for (const [k, v] of straight) assert.equal(Array.from(resumed.get(k)!), Array.from(v), k);
 });
 
+test('--resume: shape and data-order flags come from the checkpoint, lr and schedule may be overridden; the merge is printed', async () => {
+  const run = path.join(dir, 'f');
+  await refine([...common, '--out', run, '--max-steps', '3']);
+  try {
+    await refine(['--resume', run, '--batch', '8']);
+    assert.unreachable('--batch should have been refused');
+  } catch (err) {
+    assert.match((err as Error).message, /--batch 8: .* was started with --batch 16/);
+  }
+  const log = console.log;
+  const lines: string[] = [];
+  console.log = (...args: unknown[]) => lines.push(args.join(' '));
+  try {
+    await refine(['--resume', run, '--lr3', '0', '--max-steps', '1']);
+  } finally {
+    console.log = log;
+  }
+  const printed = lines.join('\n');
+  assert.match(printed, /flags from the command line: .*--lr3 0 \(was 1e-3\)/);
+  assert.match(printed, /flags from the checkpoint: .*--batch 16/);
+  const rows = fs.readFileSync(path.join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.equal(rows.map((r) => r.step), [1, 2, 3, 4]);
+  // peak 0: the cosine runs between 0 and --min-lr (1e-6), where the saved --lr3 1e-3 ran far above
+  const straight = JSON.parse(fs.readFileSync(path.join(dir, 'a', 'metrics.jsonl'), 'utf8').trim().split('\n')[3]);
+  assert.ok(rows[3].lr <= 1e-6 && straight.lr > 1e-4, `lr ${rows[3].lr}, straight through ${straight.lr}`);
+});
+
 test('--knn-every tracks per-block kNN during stage 3, from the checkpoint (step 0) to the end', async () => {
   const args = common.filter((a) => a !== '--skip-knn');
   const run = await refine([...args, '--out', path.join(dir, 'k'), '--knn-every', '0.008', '--test', 'data/cifar10-mini/test-*.tar.gz', '--knn-train-limit', '64', '--knn-test-limit', '32']);
@@ -72,6 +99,8 @@ test('--knn-every tracks per-block kNN during stage 3, from the checkpoint (step
   const summary = JSON.parse(fs.readFileSync(path.join(run, 'summary.json'), 'utf8'));
   assert.equal(points[0].report.top1, summary.knn[0].top1);
   assert.equal(points[3].report.top1, summary.knn[1].top1);
+  // the val-* shards beside --train choose the block (--val), before and after
+  assert.ok(summary.knn.every((r: { val?: { top1: number[] }; chosenBlock?: number }) => r.val?.top1.length === 3 && r.chosenBlock !== undefined), 'no validation split used');
   assert.ok(fs.existsSync(path.join(run, 'knn-during.png')) && fs.existsSync(path.join(run, 'knn-during.svg')));
 });
 

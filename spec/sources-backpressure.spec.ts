@@ -2,7 +2,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { fromPull, PullQueue, Valve } from '../runtime/flow';
+import { fromPull, PullQueue, Valve } from '../lib/flow';
 import { tarShards } from '../sources/tar-shards';
 import type { EncodedSample } from '../sources/types';
 import { makeShards, tmpDir } from './sources-fixtures';

@@ -5,7 +5,7 @@ import * as path from 'path';
 import * as zlib from 'zlib';
 import sharp from 'sharp';
 import * as tar from 'tar-stream';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 import type { EncodedSample } from '../sources/types';
 
 export function tmpDir(): string {

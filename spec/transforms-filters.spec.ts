@@ -5,7 +5,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 import {
   blurKernelSize,
   cropResize,

@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 import { centreCropBox, flipHorizontal, randomResizedCropBox, roundHalfEven, type FloatImage } from '../operators/transforms';
 
 test('roundHalfEven is Python round()', () => {

@@ -3,7 +3,7 @@ import { from, lastValueFrom, toArray } from 'rxjs';
 import sharp from 'sharp';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Rng } from '../runtime/rng';
+import { Rng } from '../lib/rng';
 import { AugmentPool, augmentInWorkers } from '../operators/augment-in-workers';
 import { batchViews } from '../operators/batch';
 import { decode } from '../operators/decode';

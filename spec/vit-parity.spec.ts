@@ -59,7 +59,7 @@ test('parameter gradients match PyTorch', async () => {
     variable.assign(g);
     checked++;
   }
-  const exported = model.params.exportTimm();
+  const exported = await model.params.exportTimm();
   for (const { name } of model.params.trainable()) {
     const want = ref.get(`grad.${name}`)!;
     const got = exported[name];

@@ -142,8 +142,8 @@ test('matMul (gemm.c): every transpose form, tile/K-block remainders, batches, b
   assert.is(tf.memory().numTensors, before);
 });
 
-test('AdamW: fused = composed over steps with decay, per-group lr scale and clipping', () => {
-  const run = (fused: boolean) => {
+test('AdamW: fused = composed over steps with decay, per-group lr scale and clipping', async () => {
+  const run = async (fused: boolean) => {
     setFusedKernels(fused);
     try {
       const w = tf.variable(tf.randomNormal([37, 5], 0, 1, 'float32', 11), true, `adamw-fused-${fused}-w`);
@@ -160,9 +160,11 @@ test('AdamW: fused = composed over steps with decay, per-group lr scale and clip
         const grads = { [w.name]: tf.randomNormal([37, 5], 0, 1, 'float32', 20 + t), [b.name]: tf.randomNormal([5], 0, 1, 'float32', 30 + t) };
         const n = opt.apply(grads, 0.01);
         tf.dispose(Object.values(grads));
-        return n;
+        const value = n.dataSync()[0];
+        n.dispose();
+        return value;
       });
-      const out = { norms, w: w.dataSync().slice(), b: b.dataSync().slice(), state: opt.exportState() };
+      const out = { norms, w: w.dataSync().slice(), b: b.dataSync().slice(), state: await opt.exportState() };
       opt.dispose();
       assert.is(tf.memory().numTensors, before, 'tensors leaked');
       tf.dispose([w, b]);
@@ -171,8 +173,8 @@ test('AdamW: fused = composed over steps with decay, per-group lr scale and clip
       setFusedKernels(true);
     }
   };
-  const fused = run(true);
-  const composed = run(false);
+  const fused = await run(true);
+  const composed = await run(false);
   fused.norms.forEach((n, i) => assert.ok(Math.abs(n - composed.norms[i]) < 1e-5 * n, `norm ${i}: ${n} vs ${composed.norms[i]}`));
   assert.ok(maxAbsDiff(fused.w, composed.w) < 1e-6, 'weights differ');
   assert.ok(maxAbsDiff(fused.b, composed.b) < 1e-6, 'biases differ');

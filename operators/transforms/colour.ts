@@ -2,7 +2,7 @@
  * Colour transforms on FloatImage (0..255), in place, with torchvision's tensor semantics
  * (torchvision.transforms.functional_tensor): every blend clamps to [0, 255].
  */
-import type { Rng } from '../../runtime/rng';
+import type { Rng } from '../../lib/rng';
 import type { FloatImage } from './image';
 
 /** ITU-R 601-2 luma, the weights of PIL's convert('L') that torchvision documents. */

@@ -1,5 +1,5 @@
 /** Crop boxes (random-resized and centre) and the horizontal flip. */
-import type { Rng } from '../../runtime/rng';
+import type { Rng } from '../../lib/rng';
 import { roundHalfEven, type Box, type FloatImage } from './image';
 
 export const DEFAULT_RATIO: [number, number] = [3 / 4, 4 / 3];

@@ -6,7 +6,7 @@
  *   the image size);
  * - renderView applies them.
  */
-import type { Rng } from '../../runtime/rng';
+import type { Rng } from '../../lib/rng';
 import type { RgbImage } from '../../sources/types';
 import { gaussianBlur, blurKernelSize } from './blur';
 import { colourJitter, grayscale, sampleJitter, solarize, type JitterParams, type JitterStrength } from './colour';

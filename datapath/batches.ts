@@ -8,16 +8,16 @@
  * between steps. The worker streams finished batches (buffers transferred, not copied) and
  * the consumer hands it one credit per batch taken, so backpressure spans the thread boundary.
  */
-import { Valve, fromPull, PullQueue } from '../runtime/flow';
-import { spawnWorker, siblingModule } from '../runtime/worker';
-import { openSource, OpenOptions } from './open';
+import { Valve, fromPull, PullQueue } from '../lib/flow';
+import { spawnWorker, siblingModule } from '../lib/worker';
+import { openSource, OpenOptions } from '../sources/open';
 import { decode } from '../operators/decode';
 import { batchViews } from '../operators/batch';
 import { multiView } from '../operators/multi-view';
 import { evalView } from '../operators/eval-view';
 import type { WorkerTransform } from '../operators/augment-worker';
 import type { ViewConfig } from '../operators/transforms/view';
-import type { Batch } from './types';
+import type { Batch } from '../sources/types';
 
 /**
  * Counts skipped samples by kind of problem (a reason's text before any ': ', the particulars

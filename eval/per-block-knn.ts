@@ -1,0 +1,167 @@
+/**
+ * Per-block kNN of a model, as MIM-Refiner computes it (eval/knn.ts: features standardised with
+ * the train set's statistics, L2-normalised, k 20, T 0.07): the CLS token after every block for
+ * train, validation and test images (eval transform), one kNN per block and set; the summary
+ * leads with the last block and with the block chosen on validation (training images held out
+ * from training), never a maximum over test. Used by pipelines/knn.ts and by the training
+ * pipelines' kNN before and after.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { VisionTransformer } from '../models/vit';
+import { writeChart } from '../sinks/charts';
+import { ExtractOptions, extractFeatures, FeatureSet, Pooling } from './extract-features';
+import { cachedFeatures } from './feature-cache';
+import { KNN_DEFAULTS, knnClassify } from './knn';
+import { featureMatrix } from './features';
+import { checkValidationDisjoint, defaultValidation } from './validation';
+import { writeJsonReport } from './report';
+
+export interface KnnReport {
+  label: string;
+  blocks: number[];
+  /** Test top-1 accuracy per block, in [0, 1]. */
+  top1: number[];
+  /** Validation top-1 per block (train images held out from training), when a validation split is known. */
+  val?: { source: string; count: number; top1: number[] };
+  /** The last block (what a user takes off the shelf) and its test top-1. */
+  lastBlock: number;
+  last: number;
+  /** The block with the best VALIDATION kNN and its test top-1 (absent without a validation split). */
+  chosenBlock?: number;
+  chosen?: number;
+  trainCount: number;
+  testCount: number;
+  k: number;
+  temperature: number;
+  /** Features standardised with the train set's statistics before L2 normalisation (the reference's kNN). */
+  standardise: boolean;
+  pooling: Pooling;
+}
+
+export interface PerBlockKnnOptions {
+  train: string;
+  test: string;
+  /** Validation images (training images held out from training); default: the val-* shards beside the train shards; null: none. */
+  val?: string | null;
+  label: string;
+  trainLimit?: number;
+  testLimit?: number;
+  /** Default: testLimit (the validation split is read like the test split). */
+  valLimit?: number;
+  k?: number;
+  temperature?: number;
+  standardise?: boolean;
+  pooling?: Pooling;
+  log?: (line: string) => void;
+  /** Reuse/store features in the on-disk cache under this model key (checkpointKey(file)); only for unchanged checkpoints. */
+  cacheKey?: string;
+  /** Class count of shards without classes.txt (--num-classes). */
+  numClasses?: number;
+}
+
+const pct = (a: number) => (100 * a).toFixed(1);
+
+/**
+ * Features of the train, validation and test sets after every block, then one kNN per block
+ * and set. The block a summary leads with besides the last is chosen on validation, never test.
+ */
+export async function perBlockKnn(model: VisionTransformer, opts: PerBlockKnnOptions): Promise<KnnReport> {
+  const log = opts.log ?? console.log;
+  const blocks = Array.from({ length: model.cfg.depth }, (_, i) => i);
+  const pooling = opts.pooling ?? 'cls';
+  const valSource = opts.val === undefined ? defaultValidation(opts.train) : opts.val ?? undefined;
+  if (valSource) await checkValidationDisjoint(valSource, [{ name: 'train', spec: opts.train }, { name: 'test', spec: opts.test }]);
+  const extract = async (source: string, limit: number | undefined, what: string): Promise<FeatureSet> => {
+    const t0 = performance.now();
+    let lastLog = t0;
+    const extractOpts: ExtractOptions = {
+      source,
+      blocks,
+      pooling,
+      limit,
+      numClasses: opts.numClasses,
+      onProgress: (done) => {
+        const now = performance.now();
+        if (now - lastLog > 2000) {
+          lastLog = now;
+          const rate = (1000 * done) / (now - t0);
+          const eta = limit ? ` ETA ${Math.max(0, (limit - done) / rate).toFixed(0)}s` : '';
+          log(`[knn] ${opts.label}: ${what} features ${done}${limit ? `/${limit}` : ''} (${rate.toFixed(0)} img/s${eta})`);
+        }
+      },
+    };
+    const set = opts.cacheKey ? await cachedFeatures(model, opts.cacheKey, extractOpts) : await extractFeatures(model, extractOpts);
+    const cached = 'cached' in set && set.cached ? ' (feature cache)' : '';
+    log(`[knn] ${opts.label}: ${set.count} ${what} images in ${((performance.now() - t0) / 1000).toFixed(1)}s${cached}`);
+    return set;
+  };
+  const train = await extract(opts.train, opts.trainLimit, 'train');
+  const val = valSource ? await extract(valSource, opts.valLimit ?? opts.testLimit, 'validation') : undefined;
+  const test = await extract(opts.test, opts.testLimit, 'test');
+  const knn = { k: opts.k ?? KNN_DEFAULTS.k, temperature: opts.temperature ?? KNN_DEFAULTS.temperature, standardise: opts.standardise ?? KNN_DEFAULTS.standardise };
+  const perBlock = async (queries: FeatureSet): Promise<number[]> => {
+    const top1: number[] = [];
+    for (let i = 0; i < blocks.length; i++) {
+      const at = (set: FeatureSet) => featureMatrix(set.features[i], set.count, set.dim);
+      top1.push((await knnClassify(at(train), train.labels, at(queries), queries.labels, knn)).accuracy);
+    }
+    return top1;
+  };
+  const top1 = await perBlock(test);
+  const valTop1 = val ? await perBlock(val) : undefined;
+  const last = blocks.length - 1;
+  const report: KnnReport = {
+    label: opts.label,
+    blocks,
+    top1,
+    ...(val && valTop1 ? { val: { source: valSource!, count: val.count, top1: valTop1 } } : {}),
+    lastBlock: blocks[last],
+    last: top1[last],
+    trainCount: train.count,
+    testCount: test.count,
+    ...knn,
+    pooling,
+  };
+  if (valTop1) {
+    const chosen = valTop1.indexOf(Math.max(...valTop1));
+    Object.assign(report, { chosenBlock: blocks[chosen], chosen: top1[chosen] });
+  }
+  const curve = (t: number[]) => t.map((a, i) => `${blocks[i]}:${pct(a)}`).join(' ');
+  if (valTop1) log(`[knn] ${opts.label}: validation top-1 per block ${curve(valTop1)}`);
+  log(`[knn] ${opts.label}: test top-1 per block ${curve(top1)}`);
+  log(`[knn] ${opts.label}: last block ${report.lastBlock}: ${pct(report.last)}%` + (report.chosenBlock !== undefined ? ` | block chosen on validation ${report.chosenBlock}: ${pct(report.chosen!)}%` : ' | no validation split: no block chosen'));
+  return report;
+}
+
+/**
+ * knn.json (or summary.json) plus the per-block curves (test, and validation where measured)
+ * as SVG + PNG. With two reports (before, after) the gains of the last block and of the block
+ * chosen on validation; never a maximum over test.
+ */
+export async function writeKnnSummary(
+  dir: string,
+  reports: KnnReport[],
+  opts: { title: string; name?: string; extra?: Record<string, unknown> },
+): Promise<void> {
+  fs.mkdirSync(dir, { recursive: true });
+  const name = opts.name ?? 'summary';
+  const summary: Record<string, unknown> = { ...opts.extra };
+  if (reports.length === 2) {
+    const [before, after] = reports;
+    summary.lastBlockGain = after.last - before.last;
+    if (before.chosen !== undefined && after.chosen !== undefined) summary.chosenBlockGain = after.chosen - before.chosen;
+  }
+  summary.knn = reports;
+  writeJsonReport(path.join(dir, `${name}.json`), summary);
+  await writeChart(path.join(dir, `${name}-knn`), {
+    title: opts.title,
+    xLabel: 'block',
+    yLabel: 'kNN top-1 (%)',
+    series: reports.flatMap((r) => [
+      { name: `${r.label} (test)`, points: r.blocks.map((b, i) => [b, 100 * r.top1[i]] as [number, number]) },
+      ...(r.val ? [{ name: `${r.label} (validation)`, points: r.blocks.map((b, i) => [b, 100 * r.val!.top1[i]] as [number, number]) }] : []),
+    ]),
+  });
+  console.log(`[knn] wrote ${path.join(dir, `${name}.json`)} and ${path.join(dir, `${name}-knn.png`)}`);
+}

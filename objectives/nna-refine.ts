@@ -1,0 +1,115 @@
+/**
+ * MIM-Refiner's step (Alkin et al. 2024, arXiv 2402.10093): two global views (+ local views)
+ * of a batch -> one backbone pass returning the CLS token of every head's block -> per head:
+ * projector z, predictor p, a nearest neighbour of z in the head's queue -> NNA loss
+ * (losses/nna.ts) summed over heads. After the optimiser step z of view 0 is enqueued.
+ * With `trainEncoder` false (stage 2) the backbone runs outside the tape: no encoder gradient.
+ *
+ * Data-parallel (`collective`, runtime/data-parallel.ts): every rank computes the loss of the
+ * global batch, its own rows' predictions carrying the gradient and the other ranks' gathered
+ * rows as constants; the NN lookups and the enqueue use the global batch's rows, indices and
+ * labels, so every rank's queues stay the same; the ranks' gradients are summed (the driver's
+ * dataParallel 'sum'). A world of one takes none of these paths.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { Rng } from '../lib/rng';
+import { VisionTransformer } from '../models/vit';
+import { NnaHead } from '../models/nna-head';
+import { NnQueue } from '../models/nn-queue';
+import { stopGradient } from '../models/ops';
+import { nnaLoss } from '../losses/nna';
+import { Collective, SingleProcess } from '../lib/collective';
+import { allGatherRowsInTape, gatherBatchMeta } from '../runtime/data-parallel';
+import type { Objective } from './objective';
+
+export interface NnaRefineOptions {
+  encoder: VisionTransformer;
+  /** Blocks (0-based) whose CLS token feeds heads[i] and queues[i]. */
+  headBlocks: number[];
+  heads: NnaHead[];
+  queues: NnQueue[];
+  globalSize: number;
+  localSize: number;
+  numLocal: number;
+  topK: number;
+  temperature: number;
+  trainEncoder: boolean;
+  /** Seed of the NN picks; step s draws from (seed, s). */
+  seed: number;
+  /** This rank's collective in a data-parallel run (default: a world of one). */
+  collective?: Collective;
+}
+
+/** Sample indices and labels of the (global) batch. */
+interface BatchMeta {
+  indices: Int32Array;
+  labels: Int32Array;
+}
+
+interface Prepared {
+  meta: BatchMeta;
+  globals: tf.Tensor4D;
+  locals?: tf.Tensor4D;
+  /** Backbone features when the encoder is frozen (computed outside the tape). */
+  frozen?: Features;
+  rng: Rng;
+}
+
+/** Per head block: CLS of the global views (stacked) and of the local views (stacked). */
+interface Features {
+  g: tf.Tensor2D[];
+  l: tf.Tensor2D[];
+}
+
+export function nnaRefineObjective(o: NnaRefineOptions): Objective<Prepared, { z: tf.Tensor2D[]; meta: BatchMeta }> {
+  const dp = o.collective ?? new SingleProcess();
+  const encode = (globals: tf.Tensor4D, locals?: tf.Tensor4D): Features => ({
+    g: o.encoder.clsFeatures(globals, o.headBlocks),
+    l: locals ? o.encoder.clsFeatures(locals, o.headBlocks) : [],
+  });
+  return {
+    prepare: (batch, step) => {
+      const n = batch.indices.length;
+      // one backbone pass for all head blocks: globals together, locals together
+      const globals = tf.concat([0, 1].map((v) => tf.tensor4d(batch.views[v], [n, o.globalSize, o.globalSize, 3]))) as tf.Tensor4D;
+      const locals = o.numLocal > 0 ? (tf.concat(batch.views.slice(2).map((v) => tf.tensor4d(v, [n, o.localSize, o.localSize, 3]))) as tf.Tensor4D) : undefined;
+      const meta = gatherBatchMeta(dp, batch.indices, batch.labels);
+      return { meta, globals, locals, frozen: o.trainEncoder ? undefined : encode(globals, locals), rng: new Rng(o.seed, 0x4e4e, step) };
+    },
+    loss: ({ meta, globals, locals, frozen, rng }) => {
+      const cls = frozen ?? encode(globals, locals);
+      const metrics: Record<string, tf.Scalar> = {};
+      const global: tf.Scalar[] = [];
+      const local: tf.Scalar[] = [];
+      const enqueue: tf.Tensor2D[] = [];
+      const perHead = o.heads.map((head, h) => {
+        const zGlobal = head.project(cls.g[h], true);
+        const pGlobal = tf.split(head.predict(zGlobal, true), 2) as tf.Tensor2D[];
+        const pLocal = o.numLocal > 0 ? splitViews(head.predict(head.project(cls.l[h], true), true), o.numLocal) : [];
+        const zLocal = tf.split(zGlobal, 2).map((zi) => stopGradient(zi)) as tf.Tensor2D[];
+        // the global batch's rows (this rank's alone in a world of one)
+        const [z0, z1, ...predictions] = allGatherRowsInTape(dp, [...zLocal, ...pGlobal, ...pLocal]);
+        const z = [z0, z1];
+        const nn = z.map((zi) => o.queues[h].lookup(zi, meta.indices, meta.labels, o.topK, rng));
+        const l = nnaLoss({ projections: z, swapped: nn.map((x) => x.swapped), predictions, numGlobal: 2, temperature: o.temperature });
+        const block = o.headBlocks[h];
+        metrics[`block${block}_loss`] = l.total;
+        metrics[`block${block}_nn_sim`] = tf.div(tf.add(nn[0].similarity, nn[1].similarity), 2);
+        metrics[`block${block}_nn_acc`] = tf.div(tf.add(nn[0].accuracy, nn[1].accuracy), 2);
+        global.push(l.global);
+        local.push(l.local);
+        enqueue.push(z[0]);
+        return l.total;
+      });
+      metrics.loss_global = tf.addN(global);
+      metrics.loss_local = tf.addN(local);
+      return { loss: tf.addN(perHead) as tf.Scalar, metrics, updates: { z: enqueue, meta } };
+    },
+    afterStep: ({ z, meta }) => z.forEach((zh, h) => o.queues[h].push(zh, meta.indices, meta.labels)),
+  };
+}
+
+/** Rows of n stacked views -> one tensor per view (tfjs's split has no gradient for one piece). */
+function splitViews(x: tf.Tensor2D, n: number): tf.Tensor2D[] {
+  return n === 1 ? [x] : (tf.split(x, n) as tf.Tensor2D[]);
+}

@@ -1,0 +1,111 @@
+/**
+ * The training step as an operator: for each batch, the objective's inputs (outside the
+ * tape), then forward and loss under one gradient tape, backward, and the optimiser update.
+ * One step at a time (concatMap); the step's tensors live in a StepScope opened in `open`:
+ * freed here if the step throws, by readMetrics once read, and by open.disposeAll() (the end
+ * of the chain's teardown) for steps still on their way when the stream errors.
+ *
+ * Nothing is read from the device, except with onNonFinite 'skip': the loss and gradient norm
+ * are read before the update (one host sync per step) so that a non-finite step changes nothing.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { concatMap, OperatorFunction } from 'rxjs';
+import { AdamW } from '../models/adamw';
+import { Objective, StepLoss, tensorsIn } from '../objectives/objective';
+import { BatchItem, OpenSteps, Step, StepScope } from '../objectives/step';
+
+export interface TrainStepOptions {
+  /** Where the steps' scopes are registered until read. */
+  open: OpenSteps;
+  /** Steps already done before the first batch (a resumed run or a later stage). */
+  fromStep: number;
+  /** lr of the step numbered `step` (0-based). */
+  lr: (step: number) => number;
+  /** Constant values logged with every step. */
+  values?: Record<string, number>;
+  onNonFinite?: 'stop' | 'skip';
+  /** Called with a skipped step's number and what was non-finite. */
+  onSkip?: (step: number, what: string) => void;
+  /**
+   * Combines the ranks' steps before the optimiser sees them (a data-parallel all-reduce,
+   * runtime/collective.ts allreduceGradients): the gradients, and the loss and metrics where
+   * each rank's are its own rows'. The tensors it returns belong to the step.
+   */
+  reduce?: (step: StepValues) => Promise<StepValues>;
+}
+
+/** What a data-parallel step combines over the ranks. */
+export interface StepValues {
+  grads: Record<string, tf.Tensor>;
+  loss: tf.Scalar;
+  metrics: Record<string, tf.Scalar>;
+}
+
+export function trainStep<P, U>(objective: Objective<P, U>, optimiser: AdamW, opts: TrainStepOptions): OperatorFunction<BatchItem, Step<U>> {
+  const varList = optimiser.params.map((p) => p.variable);
+  return (source) => {
+    let step = opts.fromStep;
+    return source.pipe(
+      concatMap(async (item) => {
+        const t0 = performance.now();
+        const lr = opts.lr(step);
+        const scope = opts.open.open();
+        try {
+          const out = forwardBackward(objective, item, step, varList, scope);
+          const { grads, loss: lossT, metrics } = opts.reduce ? await opts.reduce(out) : out;
+          tensorsIn([grads, lossT, metrics]).forEach((t) => scope.own(t));
+          let skipped = false;
+          let gradNorm: tf.Scalar;
+          if (opts.onNonFinite === 'skip') {
+            gradNorm = scope.own(optimiser.gradNorm(grads));
+            const [loss, norm] = await Promise.all([lossT.data(), gradNorm.data()]);
+            skipped = !Number.isFinite(loss[0]) || !Number.isFinite(norm[0]);
+            if (skipped) opts.onSkip?.(step + 1, await nonFiniteTerms({ loss: lossT, grad_norm: gradNorm, ...metrics }));
+            else tf.dispose(optimiser.apply(grads, lr, norm[0]));
+          } else {
+            gradNorm = scope.own(optimiser.apply(grads, lr));
+          }
+          tf.dispose([...Object.values(out.grads), ...Object.values(grads)]);
+          step++;
+          return {
+            ...item, step, lr, loss: lossT, gradNorm, metrics, updates: out.updates,
+            values: opts.values ?? {}, skipped, startedAt: t0, scope,
+          } as Step<U>;
+        } catch (err) {
+          scope.dispose();
+          throw err;
+        }
+      }),
+    );
+  };
+}
+
+/** prepare, then loss under the tape; everything the step keeps is owned by `scope`. */
+function forwardBackward<P, U>(objective: Objective<P, U>, item: BatchItem, step: number, varList: tf.Variable[], scope: StepScope) {
+  // tensors the loss function returns besides the loss survive the tape's own tidy via keep
+  const kept: tf.Tensor[] = [];
+  let result: StepLoss<U> | undefined;
+  try {
+    const { loss, grads } = tf.tidy(() => {
+      const prepared = objective.prepare(item.batch, step);
+      const { value, grads } = tf.variableGrads(() => {
+        result = objective.loss(prepared, step);
+        for (const t of tensorsIn([result.metrics, result.updates])) if (t !== result.loss) kept.push(tf.keep(t));
+        return result.loss;
+      }, varList);
+      return { loss: value, grads };
+    });
+    for (const t of [loss, ...kept, ...Object.values(grads)]) scope.own(t);
+    return { loss, grads, metrics: result!.metrics, updates: result!.updates };
+  } catch (err) {
+    tf.dispose(kept);
+    throw err;
+  }
+}
+
+/** Which of the loss, its terms and the gradient norm are not finite (a skipped step; reads them once). */
+async function nonFiniteTerms(named: Record<string, tf.Scalar>): Promise<string> {
+  const entries = Object.entries(named);
+  const values = await Promise.all(entries.map(([, t]) => t.data()));
+  return entries.flatMap(([k], i) => (Number.isFinite(values[i][0]) ? [] : [`${k} = ${values[i][0]}`])).join(', ');
+}

@@ -1,0 +1,144 @@
+/**
+ * WebGPU against wasm on one refine step (scripts/webgpu-parity-step.ts run once per backend,
+ * each in its own process: tfjs holds one backend per process). Compares the loss, every
+ * gradient, every parameter's AdamW update and every EMA update; prints a table of the worst
+ * tensors and, last, `webgpu vs wasm: max relative difference X`. Exit 1 above --tolerance.
+ *   npm run check:webgpu            (needs a GPU or the lavapipe of `npm run setup:vulkan`)
+ *
+ * Relative difference of a tensor: max |webgpu - wasm| / max |wasm|. Two things are not
+ * compared elementwise, because rounding noise decides them on any two backends:
+ * - gradients that are analytically zero (the bias of a Linear followed by BatchNorm, the
+ *   last block's fc2 bias, whose shift the heads' BatchNorm removes): both backends must
+ *   give numerical zeros (below ZERO x the largest gradient);
+ * - AdamW's first step moves every element by about ±lr whatever its gradient's size, so an
+ *   element whose gradient is numerically zero (those above, and attention's key biases)
+ *   moves by a sign that rounding picks. Updates are compared on the elements whose
+ *   gradient is above DEFINED x the largest gradient; the rest are counted and reported.
+ * Updates are differences of float32 weights, so one rounding step of a weight (6e-8 at 1)
+ * shows in them; the step's lr (1e-2) keeps that below 1e-5 of an update.
+ */
+import { execFile } from 'node:child_process';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+
+/** Gradients below this share of the largest one are numerical zeros. */
+const ZERO = 1e-6;
+/**
+ * AdamW's first update of an element is lr g / (|g| + eps): a rounding error e of g changes it
+ * by lr eps e / g^2, which reaches the tolerance for |g| under about 1e-5 of the largest
+ * gradient here; updates are compared on elements above that.
+ */
+const DEFINED = 1e-5;
+
+interface StepResult {
+  backend: string;
+  adapter?: { description: string; software: boolean };
+  loss: number[];
+  gradNorm: number[];
+  before: Record<string, number[]>;
+  grads: Record<string, number[]>;
+  after: Record<string, number[]>;
+  ema: Record<string, number[]>;
+}
+
+export interface Comparison {
+  maxRelative: number;
+  worst: { what: string; relative: number }[];
+  zeroGradients: string[];
+  excludedElements: number;
+  comparedElements: number;
+  adapter?: string;
+}
+
+/** Runs the step in a child process on `backend` and returns its result. */
+export function runStep(backend: 'webgpu' | 'wasm'): Promise<StepResult> {
+  const root = path.resolve(__dirname, '..');
+  return new Promise((resolve, reject) => {
+    execFile(
+      process.execPath,
+      ['-r', 'ts-node/register', path.join(root, 'scripts', 'webgpu-parity-step.ts')],
+      { cwd: root, env: { ...process.env, TFJS_BACKEND: backend, WASM_THREADS: process.env.WASM_THREADS ?? '1' }, maxBuffer: 64 << 20 },
+      (err, stdout, stderr) => {
+        if (err) return reject(new Error(`the ${backend} step failed: ${err.message}\n${stderr.split('\n').filter((l) => !/artificially reduced/.test(l)).slice(-20).join('\n')}`));
+        resolve(JSON.parse(stdout.trim().split('\n').pop()!) as StepResult);
+      },
+    );
+  });
+}
+
+function maxAbs(v: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < v.length; i++) m = Math.max(m, Math.abs(v[i]));
+  return m;
+}
+
+function relative(a: ArrayLike<number>, b: ArrayLike<number>, keep?: (i: number) => boolean): number {
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < b.length; i++) {
+    if (keep && !keep(i)) continue;
+    diff = Math.max(diff, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return scale === 0 ? (diff === 0 ? 0 : Infinity) : diff / scale;
+}
+
+/** Compares a webgpu step with a wasm (reference) step. */
+export function compareSteps(gpu: StepResult, ref: StepResult): Comparison {
+  const rows: { what: string; relative: number }[] = [];
+  rows.push({ what: 'loss', relative: relative(gpu.loss, ref.loss) });
+  rows.push({ what: 'weights before the step', relative: Math.max(...Object.keys(ref.before).map((k) => relative(gpu.before[k], ref.before[k]))) });
+  const gradScale = Math.max(...Object.values(ref.grads).map(maxAbs));
+  const zeroGradients: string[] = [];
+  let excluded = 0;
+  let compared = 0;
+  for (const name of Object.keys(ref.grads)) {
+    const [g, r] = [gpu.grads[name], ref.grads[name]];
+    if (!g) throw new Error(`webgpu step has no gradient for ${name}`);
+    if (maxAbs(r) < ZERO * gradScale) {
+      zeroGradients.push(name);
+      // numerically zero on both: scaled by the largest gradient, not by its own noise
+      rows.push({ what: `grad ${name} (analytically zero)`, relative: maxAbs(g) / gradScale > ZERO ? Infinity : 0 });
+    } else {
+      rows.push({ what: `grad ${name}`, relative: relative(g, r) });
+    }
+    const defined = (i: number) => Math.abs(r[i]) >= DEFINED * gradScale;
+    const update = (w: StepResult, key: 'after' | 'ema') => w[key][name]?.map((x, i) => x - w.before[name][i]);
+    for (const key of ['after', 'ema'] as const) {
+      const [ug, ur] = [update(gpu, key), update(ref, key)];
+      if (!ur) continue; // the EMA holds encoder parameters only
+      const kept = ur.filter((_, i) => defined(i)).length;
+      excluded += ur.length - kept;
+      compared += kept;
+      if (kept > 0) rows.push({ what: `${key === 'after' ? 'AdamW' : 'EMA'} update ${name}`, relative: relative(ug!, ur, defined) });
+    }
+  }
+  rows.sort((x, y) => y.relative - x.relative);
+  return {
+    maxRelative: rows[0].relative,
+    worst: rows.slice(0, 5),
+    zeroGradients,
+    excludedElements: excluded,
+    comparedElements: compared,
+    adapter: gpu.adapter?.description,
+  };
+}
+
+async function main() {
+  const { values } = parseArgs({ options: { tolerance: { type: 'string', default: '1e-4' } } });
+  const [gpu, ref] = await Promise.all([runStep('webgpu'), runStep('wasm')]);
+  const c = compareSteps(gpu, ref);
+  console.log(`webgpu adapter: ${c.adapter ?? 'none'}`);
+  console.log(`loss webgpu ${gpu.loss[0]} / wasm ${ref.loss[0]}; grad norm ${gpu.gradNorm[0]} / ${ref.gradNorm[0]}`);
+  console.log(`analytically zero gradients (numerical zeros on both): ${c.zeroGradients.length}; update elements compared ${c.comparedElements}, left out (gradient below ${DEFINED} of the largest) ${c.excludedElements}`);
+  for (const w of c.worst) console.log(`  ${w.relative.toExponential(2)}  ${w.what}`);
+  console.log(`webgpu vs wasm: max relative difference ${c.maxRelative.toExponential(2)}`);
+  if (!(c.maxRelative <= Number(values.tolerance))) process.exit(1);
+}
+
+if (require.main === module) {
+  main().catch((err) => {
+    console.error(err.message);
+    process.exit(1);
+  });
+}
