@@ -18,6 +18,7 @@
  * shows in them; the step's lr (1e-2) keeps that below 1e-5 of an update.
  */
 import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -52,11 +53,15 @@ export interface Comparison {
 
 /** Runs the step in a child process on `backend` and returns its result. */
 export function runStep(backend: 'webgpu' | 'wasm'): Promise<StepResult> {
-  const root = path.resolve(__dirname, '..');
+  // in the device kit both scripts are bundles side by side; in the repository, TypeScript
+  const bundled = path.join(__dirname, 'webgpu-parity-step.js');
+  const inKit = fs.existsSync(bundled);
+  const root = inKit ? __dirname : path.resolve(__dirname, '..');
+  const args = inKit ? [bundled] : ['-r', 'ts-node/register', path.join(root, 'scripts', 'webgpu-parity-step.ts')];
   return new Promise((resolve, reject) => {
     execFile(
       process.execPath,
-      ['-r', 'ts-node/register', path.join(root, 'scripts', 'webgpu-parity-step.ts')],
+      args,
       { cwd: root, env: { ...process.env, TFJS_BACKEND: backend, WASM_THREADS: process.env.WASM_THREADS ?? '1' }, maxBuffer: 64 << 20 },
       (err, stdout, stderr) => {
         if (err) return reject(new Error(`the ${backend} step failed: ${err.message}\n${stderr.split('\n').filter((l) => !/artificially reduced/.test(l)).slice(-20).join('\n')}`));
@@ -124,7 +129,8 @@ export function compareSteps(gpu: StepResult, ref: StepResult): Comparison {
   };
 }
 
-async function main() {
+/** Runs both steps, prints the comparison (last line: the max relative difference), exit 1 above the tolerance. */
+export async function main() {
   const { values } = parseArgs({ options: { tolerance: { type: 'string', default: '1e-4' } } });
   const [gpu, ref] = await Promise.all([runStep('webgpu'), runStep('wasm')]);
   const c = compareSteps(gpu, ref);

@@ -18,13 +18,17 @@ mkdir -p "$kit/payload"
 echo "[kit] bundle (esbuild)"
 # dawn.node comes from DAWN_NODE at run time (the `webgpu` package is ESM around it); sharp
 # stays a package beside the bundle for its native parts; `require.main === module` would hold
-# in every module of a bundle, so it is defined away and refine gets its own entry
+# in every module of a bundle, so it is defined away and refine gets its own entry; koffi (MPI)
+# is only required under an MPI launcher, which the kit does not use
 npx esbuild --bundle --platform=node --target=node20 --format=cjs --log-level=error \
-  --external:webgpu --external:sharp --define:require.main=undefined --outdir="$kit/payload" \
+  --external:webgpu --external:sharp --external:koffi --define:require.main=undefined --outdir="$kit/payload" \
   refine=scripts/device/refine-main.ts train-step=bench/train-step.ts adapter=scripts/device/adapter.ts \
+  check-webgpu=scripts/device/check-webgpu-main.ts webgpu-parity-step=scripts/webgpu-parity-step.ts \
   batch-worker=datapath/batch-worker.ts augment-worker=operators/augment-worker.ts
 # the fused wasm kernels sit beside the bundle, where models/kernels looks for them (wasm fallback only)
 cp models/kernels/*.wasm "$kit/payload/"
+# tfjs-wasm's own builds, for the parity check's wasm side (the reference the GPU is compared with)
+cp node_modules/@tensorflow/tfjs-backend-wasm/dist/*.wasm "$kit/payload/"
 cp bench/train_step_torch.py "$kit/payload/"
 
 echo "[kit] sharp and its native parts"
@@ -49,8 +53,10 @@ echo "[kit] pack (xz)"
 tar -C "$kit/payload" -cf - . | xz -T0 -6 >"$kit/payload.tar.xz"
 rm -rf "$kit/payload"
 
-echo "[kit] libvulkan1 (Debian)"
-(cd "$kit" && apt-get download -qq libvulkan1:amd64)
+echo "[kit] libvulkan1 and libglvnd (Debian)"
+# the loader, and GLVND's dispatch libraries: NVIDIA's Vulkan ICD is libGLX_nvidia.so.0, which
+# returns no vkCreateInstance without them (seen on an H200 with driver 580: "Found no drivers")
+(cd "$kit" && apt-get download -qq libvulkan1:amd64 libglvnd0:amd64 libglx0:amd64 libegl1:amd64 libgl1:amd64 libopengl0:amd64 libgles2:amd64)
 
 cp scripts/device/run.sh scripts/device/summarize.py "$kit/"
 echo "[kit] built $kit: $(du -sh "$kit" | cut -f1) ($(du -sb "$kit" | cut -f1) bytes); run: bash $kit/run.sh"

@@ -27,16 +27,16 @@ fi
 chmod +x "$work/node"
 export DAWN_NODE="$work/dawn.node" TFJS_BACKEND=webgpu XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 
-# the Vulkan loader: the system's, else Debian's libvulkan1 from the kit, unpacked here (not into /)
-if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1'; then
-  deb=$(ls "$kit"/libvulkan1_*.deb 2>/dev/null | head -1)
-  if [[ -n "$deb" ]]; then
-    dpkg -x "$deb" "$work/vulkan" 2>/dev/null || (cd "$work" && mkdir -p vulkan && ar x "$deb" data.tar.xz && tar -C vulkan -xf data.tar.xz)
-    export LD_LIBRARY_PATH="$work/vulkan/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-    # Dawn also looks beside dawn.node
-    cp -P "$work"/vulkan/usr/lib/x86_64-linux-gnu/libvulkan.so.1* "$work/"
-    say "Vulkan loader from $(basename "$deb")"
-  fi
+# the Vulkan loader and GLVND (NVIDIA's ICD, libGLX_nvidia.so.0, needs GLVND's dispatch
+# libraries): the system's where ldconfig knows them, else Debian's from the kit, unpacked here (not into /)
+if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' || ! ldconfig -p 2>/dev/null | grep -q 'libGLdispatch\.so\.0'; then
+  for deb in "$kit"/*.deb; do
+    dpkg -x "$deb" "$work/vulkan" 2>/dev/null || (cd "$work" && mkdir -p vulkan && ar x "$deb" data.tar.xz && tar -C vulkan -xf data.tar.xz && rm -f data.tar.xz)
+  done
+  export LD_LIBRARY_PATH="$work/vulkan/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  # Dawn also looks beside dawn.node
+  cp -P "$work"/vulkan/usr/lib/x86_64-linux-gnu/libvulkan.so.1* "$work/"
+  say "Vulkan loader and GLVND from the kit's .debs"
 fi
 # the NVIDIA driver's ICD, where the loader's default search paths miss it
 nvidia_icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
@@ -86,11 +86,13 @@ else
   torch_b=(--preset vit-base-p16 --batch 64 --steps 20 --max-seconds 8)
   torch_l=(--preset vit-large-p16 --batch 32 --steps 20 --max-seconds 8)
   refine=()
-  # worst case, every part at its limit: 30 + 2 x 100 + 2 x 50 + 120 (+ kill grace) s, under 8 min
+  # worst case, every part at its limit: 30 + 60 + 2 x 100 + 2 x 50 + 120 (+ kill grace) s, about 8.5 min
   refine_s=120; bench_s=100; torch_s=50
 fi
 
 part adapter 30 adapter.log "$work/node" adapter.js "${probe[@]}"
+# the same refine step on this GPU and on wasm (this machine's CPU), compared (scripts/check-webgpu.ts)
+part parity 60 parity.log "$work/node" check-webgpu.js
 part webgpu-vit-b "$bench_s" webgpu-vit-b.log "$work/node" train-step.js --no-torch "${bench_b[@]}"
 part webgpu-vit-l "$bench_s" webgpu-vit-l.log "$work/node" train-step.js --no-torch "${bench_l[@]}"
 if [[ -n "$python" ]]; then

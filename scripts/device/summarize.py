@@ -84,6 +84,19 @@ def refine_metrics(work):
     }
 
 
+def parity(path):
+    """The max relative difference that scripts/check-webgpu.ts prints last, and its adapter line."""
+    if not os.path.exists(path):
+        return None
+    out = {}
+    for line in open(path, errors="replace"):
+        if line.startswith("webgpu vs wasm: max relative difference"):
+            out["max_relative_difference"] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("webgpu adapter:") or line.startswith("loss webgpu"):
+            out[line.split(":")[0].split(" ")[0] + "_line"] = line.strip()
+    return out or None
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -114,6 +127,7 @@ def main():
                         entry[f"forward_ratio_vs_torch_{dtype}"] = round(ours["forwardImagesPerS"] / t["forwardImagesPerS"], 4)
         models[key] = entry
     summary = {
+        "parity_webgpu_vs_wasm": parity(os.path.join(a.out, "parity.log")),
         "kit": "mim-refiner-ts device kit", "tiny": a.tiny == "1",
         "adapter": probe.get("adapter"), "backend": probe.get("backend"), "matmul_fp32": probe.get("matMul"),
         "models": models, "refine": dict(refine_metrics(a.work), gpu=parts.get("refine", {}).get("gpu")),
