@@ -38,27 +38,6 @@ export function globalBatchNormTrain(
     const C = ts[0].shape[1]!;
     return ts.map((_, i) => tf.div(tf.tensor1d(host.subarray(i * C, (i + 1) * C)), rows) as tf.Tensor1D);
   };
-  const op = tf.customGrad(((xs: tf.Tensor2D, g: tf.Tensor1D, b: tf.Tensor1D, save: tf.GradSaveFunc) => {
-    const [value, xhat, rstd] = tf.tidy(() => {
-      const [mean] = globalMeans(xs);
-      const centred = tf.sub(xs, mean);
-      const [variance] = globalMeans(tf.square(centred));
-      onStats?.(mean, variance);
-      const rs = tf.rsqrt(tf.add(variance, eps));
-      const xh = tf.mul(centred, rs);
-      return [tf.add(tf.mul(xh, g), b), xh, rs];
-    });
-    save([xhat, rstd, g]);
-    return {
-      value,
-      gradFunc: (dy: tf.Tensor, [xh, rs, gm]: tf.Tensor[]) => {
-        const dxhat = tf.mul(dy, gm);
-        const [meanDxhat, meanDxhatXhat] = globalMeans(dxhat, tf.mul(dxhat, xh));
-        const dx = tf.mul(rs, tf.sub(tf.sub(dxhat, meanDxhat), tf.mul(xh, meanDxhatXhat)));
-        // gamma and beta: this rank's rows' share, summed over ranks with the other gradients
-        return [dx, tf.sum(tf.mul(dy, xh), 0), tf.sum(dy, 0)];
-      },
-    };
-  }) as unknown as Parameters<typeof tf.customGrad>[0]);
-  return op(x, gamma, beta) as tf.Tensor2D;
+  // gamma and beta's gradients stay this rank's rows' share, summed over ranks with the other gradients
+  return batchNormTrain(x, gamma, beta, eps, onStats, globalMeans);
 }

@@ -133,12 +133,14 @@ export function batchNormTrain(
   beta: tf.Tensor1D,
   eps: number,
   onStats?: (mean: tf.Tensor1D, variance: tf.Tensor1D) => void,
+  /** Column means over the batch's rows (data parallelism passes means over every rank's rows). */
+  columnMeans: (...ts: tf.Tensor[]) => tf.Tensor[] = (...ts) => ts.map((t) => tf.mean(t, 0)),
 ): tf.Tensor2D {
   return custom((xs: tf.Tensor, g: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
     const [value, xhat, rstd] = tf.tidy(() => {
-      const mean = tf.mean(xs, 0);
+      const [mean] = columnMeans(xs);
       const centred = tf.sub(xs, mean);
-      const variance = tf.mean(tf.square(centred), 0);
+      const [variance] = columnMeans(tf.square(centred));
       onStats?.(mean as tf.Tensor1D, variance as tf.Tensor1D);
       const rs = tf.rsqrt(tf.add(variance, eps));
       const xh = tf.mul(centred, rs);
@@ -150,7 +152,8 @@ export function batchNormTrain(
       gradFunc: (dy: tf.Tensor | tf.Tensor[], [xh, rs, gm]: tf.Tensor[]) => {
         const d = dy as tf.Tensor;
         const dxhat = tf.mul(d, gm);
-        const dx = tf.mul(rs, tf.sub(tf.sub(dxhat, tf.mean(dxhat, 0)), tf.mul(xh, tf.mean(tf.mul(dxhat, xh), 0))));
+        const [meanDxhat, meanDxhatXhat] = columnMeans(dxhat, tf.mul(dxhat, xh));
+        const dx = tf.mul(rs, tf.sub(tf.sub(dxhat, meanDxhat), tf.mul(xh, meanDxhatXhat)));
         return [dx, tf.sum(tf.mul(d, xh), 0), tf.sum(d, 0)];
       },
     };
