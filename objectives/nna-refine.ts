@@ -47,7 +47,15 @@ export interface NnaRefineOptions {
   lastHeadNorm?: boolean;
   /** 'joint': a head's BatchNorms normalise global and local views together (reference); 'separate': each view group apart. */
   bnViews?: BnViews;
+  /**
+   * 'local' (default): each global view's z pairs with every local view's prediction (the paper, REFERENCE.md).
+   * 'reference-code': as the reference's nnclr_loss.py indexes its local loop, predicted[:, ii] for ii < numLocal:
+   * the first numLocal views (the global views, each once with itself, then local views 0..numLocal-3).
+   */
+  localPairs?: LocalPairs;
 }
+
+export type LocalPairs = 'local' | 'reference-code';
 
 export type BnViews = 'joint' | 'separate';
 
@@ -98,7 +106,9 @@ export function nnaRefineObjective(o: NnaRefineOptions): Objective<Prepared, { z
         const { zGlobal, p } = runHead(head, features.g[h], o.numLocal > 0 ? features.l[h] : undefined, o.bnViews ?? 'separate');
         const zRank = tf.split(zGlobal, 2).map((zi) => stopGradient(zi)) as tf.Tensor2D[];
         // the global batch's rows (this rank's alone in a world of one)
-        const [z0, z1, ...predictions] = allGatherRowsInTape(dp, [...zRank, ...splitViews(p, 2 + o.numLocal)]);
+        const [z0, z1, ...gathered] = allGatherRowsInTape(dp, [...zRank, ...splitViews(p, 2 + o.numLocal)]);
+        // nnaLoss pairs global view i with predictions[2 + l] as its l-th local pair
+        const predictions = o.localPairs === 'reference-code' ? [...gathered.slice(0, 2), ...gathered.slice(0, o.numLocal)] : gathered;
         const z = [z0, z1];
         const nn = z.map((zi) => o.queues[h].lookup(zi, meta.indices, meta.labels, o.topK, rng));
         const l = nnaLoss({ projections: z, swapped: nn.map((x) => x.swapped), predictions, numGlobal: 2, temperature: o.temperature });

@@ -88,6 +88,11 @@ const FLAGS = {
     description: "'joint': each head's BatchNorms normalise the global and local views of a step as one batch, as the reference (all views concatenated before the heads); 'separate': the global views and the local views apart (reference: joint)",
     default: 'separate',
   },
+  'local-pairs': {
+    description:
+      "'local': each global view's projection pairs with every local view's prediction, as the paper; 'reference-code': as the reference code's loop indexes them (nnclr_loss.py, predicted[:, ii] for ii < number of local views): the first views, i.e. each global view once with itself and with the other, then local views 0..L-3, the last 2 local views in no pair (reference paper: local)",
+    default: 'local',
+  },
   'global-size': { description: 'global view size (default: the model image size)' },
   'local-size': { description: 'local view size (default: half the global size)' },
   'local-views': { description: 'local views per sample (reference 10)', default: '6' },
@@ -111,7 +116,7 @@ const FLAGS = {
 /** Flags a resumed run keeps from its checkpoint: they define shapes, data and its order. */
 const FIXED_ON_RESUME = [
   'checkpoint', 'preset', 'train', 'blocks', 'head-preset', 'queue-size', 'stages', 'batch', 'seed', 'local-views', 'global-size', 'local-size',
-  'jitter-p', 'jitter-strength', 'grayscale-p', 'global-scale', 'local-scale', 'freeze-blocks', 'last-head-norm', 'bn-views',
+  'jitter-p', 'jitter-strength', 'grayscale-p', 'global-scale', 'local-scale', 'freeze-blocks', 'last-head-norm', 'bn-views', 'local-pairs',
 ];
 
 /** Runs the refine pipeline with command-line style arguments; resolves to the run directory. */
@@ -137,6 +142,7 @@ export async function refine(argv: string[]): Promise<string> {
   const lrScaling = oneOf('lr-scaling', f['lr-scaling'], LR_SCALINGS);
   const lastHeadNorm = oneOf('last-head-norm', f['last-head-norm'], ['on', 'off'] as const) === 'on';
   const bnViews = oneOf('bn-views', f['bn-views'], ['joint', 'separate'] as const);
+  const localPairs = oneOf('local-pairs', f['local-pairs'], ['local', 'reference-code'] as const);
   const emaMomentum = num('ema', f.ema, { min: 0, max: 0.999999 });
   const emaShare = f['ema-share'] === undefined ? undefined : num('ema-share', f['ema-share'], { min: 0.001, max: 1 });
   if (emaShare !== undefined && explicitFlags(USAGE, FLAGS, argv).has('ema')) throw new Error('--ema-share: give either --ema or --ema-share, not both');
@@ -195,7 +201,7 @@ export async function refine(argv: string[]): Promise<string> {
         `stage ${id}: top-k ${topK}, ${trainEncoder ? `encoder + heads, EMA ${+ema.momentum.toPrecision(6)} (horizon ${+(1 / (1 - ema.momentum)).toPrecision(4)} steps)` : 'heads only (encoder frozen)'}, ` +
         `peak lr ${lrScaling === 'linear' ? `--lr${id} ${lrFlag} x batch ${batch} / 256 (--lr-scaling linear)` : `--lr${id}`}`,
       schedule: { steps, peakLr, minLr, warmupSteps: Math.round(warmupShare * steps) },
-      objective: nnaRefineObjective({ encoder, headBlocks, heads, queues, globalSize, localSize, numLocal, topK, temperature, trainEncoder, seed, collective: dp, lastHeadNorm, bnViews }),
+      objective: nnaRefineObjective({ encoder, headBlocks, heads, queues, globalSize, localSize, numLocal, topK, temperature, trainEncoder, seed, collective: dp, lastHeadNorm, bnViews, localPairs }),
       params: () => (trainEncoder ? [...headGroups(), ...encoderGroups()] : headGroups()),
       ema: trainEncoder ? ema : undefined,
       values: { stage: id },

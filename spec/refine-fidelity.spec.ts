@@ -4,7 +4,9 @@
  * output (get_intermediate_layers with norm) and no other head; --bn-views joint normalises a
  * head's BatchNorms over the global and local views together, which is the same computation as
  * 'separate' with the global views alone and, with local views, matches a projector written out
- * here with batch statistics over every row (and 'separate' the same over the global rows).
+ * here with batch statistics over every row (and 'separate' the same over the global rows);
+ * --local-pairs reference-code pairs the global views with the first views, as the reference
+ * code's loop indexes them.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -14,7 +16,7 @@ import { Rng } from '../lib/rng';
 import { VisionTransformer, VitConfig } from '../models/vit';
 import { NnaHead, HEAD_PRESETS } from '../models/nna-head';
 import { NnQueue } from '../models/nn-queue';
-import { BnViews, nnaRefineObjective } from '../objectives/nna-refine';
+import { BnViews, LocalPairs, nnaRefineObjective } from '../objectives/nna-refine';
 import type { Batch } from '../sources/types';
 
 const cfg: VitConfig = { imgSize: 16, patchSize: 4, embedDim: 32, depth: 3, numHeads: 2, mlpRatio: 2, act: 'gelu', posEmbed: 'sincos' };
@@ -35,13 +37,14 @@ const images = (b: Batch, from: number, to: number, size: number) =>
   tf.concat(b.views.slice(from, to).map((v) => tf.tensor4d(v, [N, size, size, 3]))) as tf.Tensor4D;
 
 /** One step of the objective (frozen encoder): the loss and each head's enqueued z (view 0's projections). */
-function step(encoder: VisionTransformer, b: Batch, opts: { numLocal: number; lastHeadNorm?: boolean; bnViews?: BnViews }) {
+function step(encoder: VisionTransformer, b: Batch, opts: { numLocal: number; localSize?: number; lastHeadNorm?: boolean; bnViews?: BnViews; localPairs?: LocalPairs }) {
   const heads = BLOCKS.map((_, i) => new NnaHead(cfg.embedDim, HEAD_PRESETS.tiny, 'gelu', 10 + i));
   const queues = BLOCKS.map((_, i) => new NnQueue(16, HEAD_PRESETS.tiny.out, 20 + i));
   const objective = nnaRefineObjective({ encoder, headBlocks: BLOCKS, heads, queues, globalSize: 16, localSize: 8, topK: 1, temperature: 0.2, trainEncoder: false, seed: 3, ...opts });
   const out = tf.tidy(() => {
     const r = objective.loss(objective.prepare(b, 0), 0);
-    return { loss: r.loss.dataSync()[0], z: r.updates.z.map((t) => t.arraySync() as number[][]) };
+    const metrics = Object.fromEntries(Object.entries(r.metrics).map(([k, t]) => [k, t.dataSync()[0]]));
+    return { loss: r.loss.dataSync()[0], metrics, z: r.updates.z.map((t) => t.arraySync() as number[][]) };
   });
   queues.forEach((q) => q.dispose());
   return { ...out, heads };
@@ -114,6 +117,23 @@ test('--bn-views: joint = separate without local views; with local views joint n
   }
   assert.not.equal(joint.loss, separate.loss);
   [...j0.heads, ...s0.heads, ...joint.heads, ...separate.heads].forEach((h) => h.params.dispose());
+});
+
+test("--local-pairs reference-code: the 'local' pairs are the first views, as if the local views were the global ones", () => {
+  // two local views at the global size: with separate BatchNorm the reference code's local pairs
+  // are (global i, global 0) and (global i, global 1), whatever the local views hold; 'local'
+  // with local views that copy the global views computes the same pairs
+  const b = batch([16, 16, 16, 16]);
+  const copies: Batch = { ...b, views: [b.views[0], b.views[1], b.views[0], b.views[1]] };
+  const opts = { numLocal: 2, localSize: 16, bnViews: 'separate' as const };
+  const code = step(encoder, b, { ...opts, localPairs: 'reference-code' });
+  const asCopies = step(encoder, copies, { ...opts, localPairs: 'local' });
+  const local = step(encoder, b, { ...opts, localPairs: 'local' });
+  assert.ok(Math.abs(code.loss - asCopies.loss) < 1e-6, `${code.loss} vs ${asCopies.loss}`);
+  assert.ok(Math.abs(code.metrics.loss_local - asCopies.metrics.loss_local) < 1e-6);
+  assert.is(code.metrics.loss_global, local.metrics.loss_global, 'the global pairs are the same');
+  assert.ok(Math.abs(code.metrics.loss_local - local.metrics.loss_local) > 1e-3, 'reference-code pairs the local views');
+  [...code.heads, ...asCopies.heads, ...local.heads].forEach((h) => h.params.dispose());
 });
 
 test.after(() => encoder.dispose());

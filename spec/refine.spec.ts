@@ -155,6 +155,7 @@ test('malformed augmentation and method flags are refused before anything is wri
     ['--lr-scaling', 'sqrt'],
     ['--last-head-norm', 'yes'],
     ['--bn-views', 'both'],
+    ['--local-pairs', 'globals'],
     ['--ema-share', '0'],
     ['--ema-share', '1.5'],
     ['--ema-share', '0.4'], // with --ema (in common): one or the other
