@@ -136,7 +136,7 @@ export function nnaRefineObjective(o: NnaRefineOptions): Objective<Prepared, { z
  * reference's contrastive_model.py concatenates every view before its heads); 'separate'
  * runs the two groups apart. With one group the two are the same computation.
  */
-export function runHead(head: NnaHead, g: tf.Tensor2D, l: tf.Tensor2D | undefined, bnViews: BnViews): { zGlobal: tf.Tensor2D; p: tf.Tensor2D } {
+function runHead(head: NnaHead, g: tf.Tensor2D, l: tf.Tensor2D | undefined, bnViews: BnViews): { zGlobal: tf.Tensor2D; p: tf.Tensor2D } {
   if (l && bnViews === 'joint') {
     const z = head.project(tf.concat([g, l]), true);
     return { zGlobal: tf.slice(z, 0, g.shape[0]), p: head.predict(z, true) };
