@@ -4,6 +4,11 @@
  * projector z, predictor p, a nearest neighbour of z in the head's queue -> NNA loss
  * (losses/nna.ts) summed over heads. After the optimiser step z of view 0 is enqueued.
  * With `trainEncoder` false (stage 2) the backbone runs outside the tape: no encoder gradient.
+ * Two choices follow the reference where asked (README, "Deviations from the reference"): the
+ * head on the last block may take the CLS token after the encoder's final LayerNorm (the
+ * reference's main head pools the encoder's output, which is normed), and a head's BatchNorms
+ * may see the global and local views as one batch (the reference concatenates every view's
+ * pooled token before its heads) instead of the two view groups apart.
  *
  * Data-parallel (`collective`, runtime/data-parallel.ts): every rank computes the loss of the
  * global batch, its own rows' predictions carrying the gradient and the other ranks' gathered
@@ -38,7 +43,21 @@ export interface NnaRefineOptions {
   seed: number;
   /** This rank's collective in a data-parallel run (default: a world of one). */
   collective?: Collective;
+  /** The head on the last block takes its CLS token through the encoder's final LayerNorm (reference: true). */
+  lastHeadNorm?: boolean;
+  /** 'joint': a head's BatchNorms normalise global and local views together (reference); 'separate': each view group apart. */
+  bnViews?: BnViews;
+  /**
+   * 'local' (default): each global view's z pairs with every local view's prediction (the paper, REFERENCE.md).
+   * 'reference-code': as the reference's nnclr_loss.py indexes its local loop, predicted[:, ii] for ii < numLocal:
+   * the first numLocal views (the global views, each once with itself, then local views 0..numLocal-3).
+   */
+  localPairs?: LocalPairs;
 }
+
+export type LocalPairs = 'local' | 'reference-code';
+
+export type BnViews = 'joint' | 'separate';
 
 /** Sample indices and labels of the (global) batch. */
 interface BatchMeta {
@@ -63,10 +82,11 @@ interface Features {
 
 export function nnaRefineObjective(o: NnaRefineOptions): Objective<Prepared, { z: tf.Tensor2D[]; meta: BatchMeta }> {
   const dp = o.collective ?? new SingleProcess();
-  const encode = (globals: tf.Tensor4D, locals?: tf.Tensor4D): Features => ({
-    g: o.encoder.clsFeatures(globals, o.headBlocks),
-    l: locals ? o.encoder.clsFeatures(locals, o.headBlocks) : [],
-  });
+  const lastBlock = o.encoder.cfg.depth - 1;
+  // LayerNorm acts on each token alone: norming the CLS token is norming the output and taking its CLS token
+  const cls = (images: tf.Tensor4D): tf.Tensor2D[] =>
+    o.encoder.clsFeatures(images, o.headBlocks).map((c, h) => (o.lastHeadNorm && o.headBlocks[h] === lastBlock ? o.encoder.finalNorm(c) : c));
+  const encode = (globals: tf.Tensor4D, locals?: tf.Tensor4D): Features => ({ g: cls(globals), l: locals ? cls(locals) : [] });
   return {
     prepare: (batch, step) => {
       const n = batch.indices.length;
@@ -77,18 +97,18 @@ export function nnaRefineObjective(o: NnaRefineOptions): Objective<Prepared, { z
       return { meta, globals, locals, frozen: o.trainEncoder ? undefined : encode(globals, locals), rng: new Rng(o.seed, 0x4e4e, step) };
     },
     loss: ({ meta, globals, locals, frozen, rng }) => {
-      const cls = frozen ?? encode(globals, locals);
+      const features = frozen ?? encode(globals, locals);
       const metrics: Record<string, tf.Scalar> = {};
       const global: tf.Scalar[] = [];
       const local: tf.Scalar[] = [];
       const enqueue: tf.Tensor2D[] = [];
       const perHead = o.heads.map((head, h) => {
-        const zGlobal = head.project(cls.g[h], true);
-        const pGlobal = tf.split(head.predict(zGlobal, true), 2) as tf.Tensor2D[];
-        const pLocal = o.numLocal > 0 ? splitViews(head.predict(head.project(cls.l[h], true), true), o.numLocal) : [];
-        const zLocal = tf.split(zGlobal, 2).map((zi) => stopGradient(zi)) as tf.Tensor2D[];
+        const { zGlobal, p } = runHead(head, features.g[h], o.numLocal > 0 ? features.l[h] : undefined, o.bnViews ?? 'separate');
+        const zRank = tf.split(zGlobal, 2).map((zi) => stopGradient(zi)) as tf.Tensor2D[];
         // the global batch's rows (this rank's alone in a world of one)
-        const [z0, z1, ...predictions] = allGatherRowsInTape(dp, [...zLocal, ...pGlobal, ...pLocal]);
+        const [z0, z1, ...gathered] = allGatherRowsInTape(dp, [...zRank, ...splitViews(p, 2 + o.numLocal)]);
+        // nnaLoss pairs global view i with predictions[2 + l] as its l-th local pair
+        const predictions = o.localPairs === 'reference-code' ? [...gathered.slice(0, 2), ...gathered.slice(0, o.numLocal)] : gathered;
         const z = [z0, z1];
         const nn = z.map((zi) => o.queues[h].lookup(zi, meta.indices, meta.labels, o.topK, rng));
         const l = nnaLoss({ projections: z, swapped: nn.map((x) => x.swapped), predictions, numGlobal: 2, temperature: o.temperature });
@@ -107,6 +127,23 @@ export function nnaRefineObjective(o: NnaRefineOptions): Objective<Prepared, { z
     },
     afterStep: ({ z, meta }) => z.forEach((zh, h) => o.queues[h].push(zh, meta.indices, meta.labels)),
   };
+}
+
+/**
+ * A head on the CLS tokens of the global views g [2n, D] and of the local views l [L n, D]:
+ * the global views' projections and every view's prediction (globals first). 'joint' runs all
+ * views through the head as one batch, so each BatchNorm normalises over them together (the
+ * reference's contrastive_model.py concatenates every view before its heads); 'separate'
+ * runs the two groups apart. With one group the two are the same computation.
+ */
+function runHead(head: NnaHead, g: tf.Tensor2D, l: tf.Tensor2D | undefined, bnViews: BnViews): { zGlobal: tf.Tensor2D; p: tf.Tensor2D } {
+  if (l && bnViews === 'joint') {
+    const z = head.project(tf.concat([g, l]), true);
+    return { zGlobal: tf.slice(z, 0, g.shape[0]), p: head.predict(z, true) };
+  }
+  const zGlobal = head.project(g, true);
+  const pGlobal = head.predict(zGlobal, true);
+  return { zGlobal, p: l ? tf.concat([pGlobal, head.predict(head.project(l, true), true)]) : pGlobal };
 }
 
 /** Rows of n stacked views -> one tensor per view (tfjs's split has no gradient for one piece). */

@@ -31,7 +31,7 @@ import { epochBatches, SkipLog } from '../datapath/batches';
 import { countSamples } from '../sources/count';
 import { train } from '../train/driver';
 import { checkpointFiles } from '../train/checkpoint-files';
-import { DRIVER_FLAGS, driverFlags } from '../train/flags';
+import { DRIVER_FLAGS, driverFlags, scaledLr } from '../train/flags';
 import { resumeRun } from '../train/resume';
 import { checkpointKey } from '../eval/feature-cache';
 import { perBlockKnn, writeKnnSummary } from '../eval/per-block-knn';
@@ -106,7 +106,7 @@ export async function mimco(argv: string[]): Promise<string> {
   if (stepsPerEpoch < 1) throw new Error(`${f.train}: ${samplesPerEpoch} samples, fewer than one batch of ${batch}`);
   const totalSteps = Math.max(1, Math.round(epochs * stepsPerEpoch));
   const warmupSteps = Math.round(num('warmup-epochs', f['warmup-epochs'], { min: 0 }) * stepsPerEpoch);
-  const peakLr = (num('blr', f.blr, { min: 0 }) * batch) / 256;
+  const peakLr = scaledLr(num('blr', f.blr, { min: 0 }), batch, 'linear');
   const minLr = num('min-lr', f['min-lr'], { min: 0 });
 
   // ---- student and its heads

@@ -23,7 +23,7 @@ import { countSamples } from '../sources/count';
 import { maeViews } from '../operators/multi-view';
 import { train } from '../train/driver';
 import { checkpointFiles } from '../train/checkpoint-files';
-import { DRIVER_FLAGS, driverFlags } from '../train/flags';
+import { DRIVER_FLAGS, driverFlags, scaledLr } from '../train/flags';
 import { resumeRun } from '../train/resume';
 
 const USAGE = 'MAE pretraining of a ViT.\n  npx ts-node pipelines/pretrain-mae.ts [options]';
@@ -83,7 +83,7 @@ export async function pretrainMae(argv: string[]): Promise<string> {
   if (stepsPerEpoch < 1) throw new Error(`${f.train}: ${samplesPerEpoch} samples, fewer than one batch of ${batch}`);
   const totalSteps = epochs * stepsPerEpoch;
   const warmupSteps = num('warmup-epochs', f['warmup-epochs'], { min: 0 }) * stepsPerEpoch;
-  const peakLr = (num('blr', f.blr, { min: 0 }) * batch) / 256;
+  const peakLr = scaledLr(num('blr', f.blr, { min: 0 }), batch, 'linear');
   const minLr = num('min-lr', f['min-lr'], { min: 0 });
 
   const encoder = new VisionTransformer(cfg, seed);

@@ -20,7 +20,7 @@ import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../runtime/backend';
 import { localBatchSize, openCollective, pinLocalGpu } from '../runtime/collective';
 import { broadcastHostTensors, broadcastVariables, checkSameOnAllRanks, filesFingerprint } from '../runtime/data-parallel';
-import { intList, num, numRange, parseFlags, runMain } from '../runtime/cli';
+import { explicitFlags, intList, num, numRange, oneOf, parseFlags, runMain } from '../runtime/cli';
 import { loadEncoder, withoutPrefix } from '../runtime/checkpoint';
 import { checkOutDir } from '../runtime/out-dir';
 import { lockRunDir } from '../runtime/run-lock';
@@ -35,7 +35,7 @@ import { epochBatches, SkipLog } from '../datapath/batches';
 import { countSamples } from '../sources/count';
 import { Stage, train } from '../train/driver';
 import { checkpointFiles } from '../train/checkpoint-files';
-import { DRIVER_FLAGS, driverFlags } from '../train/flags';
+import { DRIVER_FLAGS, driverFlags, LR_SCALINGS, scaledLr } from '../train/flags';
 import { resumeRun } from '../train/resume';
 import { checkpointKey } from '../eval/feature-cache';
 import { perBlockKnn, writeKnnSummary, KnnReport } from '../eval/per-block-knn';
@@ -51,25 +51,48 @@ const FLAGS = {
   preset: vitPresetFlag('--checkpoint'),
   resume: { description: 'continue the run in this directory from its checkpoint' },
   blocks: { description: 'head blocks, 0-based, comma-separated (default: last block + the rest of the last third)' },
-  'head-preset': { description: `head sizes: ${Object.keys(HEAD_PRESETS).join(', ')}`, default: 'micro' },
-  'queue-size': { description: 'NN queue entries per head', default: '4096' },
+  'head-preset': { description: `head sizes: ${Object.keys(HEAD_PRESETS).join(', ')} (reference base for ViT-L/H)`, default: 'micro' },
+  'queue-size': { description: 'NN queue entries per head (reference 65536, 5% of ImageNet-1K)', default: '4096' },
   stages: { description: "stages to run: '2,3', '2' (heads warm-up) or '3' (refine)", default: '2,3' },
-  'stage2-epochs': { description: 'stage 2 length in epochs (fractions allowed)', default: '0.3' },
-  'stage3-epochs': { description: 'stage 3 length in epochs (fractions allowed)', default: '1.1' },
-  batch: { description: 'batch size (samples; each gives 2 global + local views); under mpirun the global batch, split over the ranks', default: '32' },
-  'lr2': { description: 'stage 2 peak lr (heads)', default: '1e-3' },
-  'lr3': { description: 'stage 3 peak lr', default: '1e-3' },
+  'stage2-epochs': { description: 'stage 2 length in epochs (fractions allowed; reference 20 of ImageNet-1K)', default: '0.3' },
+  'stage3-epochs': { description: 'stage 3 length in epochs (fractions allowed; reference 30 of ImageNet-1K, 20 for some models)', default: '1.1' },
+  batch: { description: 'batch size (samples; each gives 2 global + local views); under mpirun the global batch, split over the ranks (reference 1024, 512 for ViT-H)', default: '32' },
+  'lr2': { description: 'stage 2 peak lr (heads); with --lr-scaling linear the lr of a batch of 256 (reference 2e-4, scaled linearly)', default: '1e-3' },
+  'lr3': { description: 'stage 3 peak lr; with --lr-scaling linear the lr of a batch of 256 (reference 4e-4, scaled linearly)', default: '1e-3' },
+  'lr-scaling': {
+    description:
+      "'none': --lr2/--lr3 are the peak lrs; 'linear': peak = lr x batch / 256, batch the global batch (reference: linear; its --lr2 2e-4 / --lr3 4e-4 give peaks 8e-4 / 1.6e-3 at its batch 1024, 2.5e-5 / 5e-5 at batch 32)",
+    default: 'none',
+  },
   'min-lr': { description: 'lr at the end of each cosine', default: '1e-6' },
-  'warmup-share': { description: 'share of each stage spent in linear warm-up', default: '0.1' },
+  'warmup-share': { description: 'share of each stage spent in linear warm-up (reference 4 epochs: 0.2 of stage 2, 0.13 of a 30-epoch stage 3)', default: '0.1' },
   'layer-decay': { description: 'layer-wise lr decay over encoder blocks (reference 0.65 over 24 blocks)', default: '0.8' },
-  'freeze-blocks': { description: 'stage 3 keeps the embeddings and the first N blocks frozen (no backward through them)', default: '2' },
+  'freeze-blocks': { description: 'stage 3 keeps the embeddings and the first N blocks frozen (no backward through them; reference 0: all train)', default: '2' },
   'encoder-wd': { description: 'encoder weight decay', default: '0.05' },
   'head-wd': { description: 'head weight decay', default: '1e-5' },
   'clip-grad': { description: 'clip the global gradient norm (0: off)', default: '0' },
   'topk2': { description: 'NN top-k in stage 2', default: '1' },
   'topk3': { description: 'NN top-k in stage 3 (reference 20 with a 65k queue on ImageNet; 1 suits a short run on weak features)', default: '1' },
   temperature: { description: 'NNA temperature', default: '0.2' },
-  ema: { description: 'EMA momentum of the encoder (reference 0.9999 over ~37k steps; keep the horizon a fraction of the run)', default: '0.8' },
+  ema: {
+    description:
+      'EMA momentum m of the encoder in stage 3; its horizon is 1/(1-m) steps: 0.8 is 5 steps, in effect no EMA; 0.99 is 100 steps, ~30% of the bundled default stage 3 (343 steps); reference 0.9999, 10,000 steps, 27% of its 37.5k-step ViT-L/16 stage 3 (30 epochs, batch 1024), 40% of its 20-epoch runs',
+    default: '0.8',
+  },
+  'ema-share': { description: "the EMA's horizon as a share of stage 3's steps instead of --ema: m = 1 - 1/(share x steps) (reference ~0.27-0.4); give it or --ema, not both" },
+  'last-head-norm': {
+    description: "'on': the head on the last block takes its CLS token after the encoder's final LayerNorm (norm), as the reference's main head, which pools the encoder's normed output; 'off': the raw block output, as the other heads (reference: on)",
+    default: 'off',
+  },
+  'bn-views': {
+    description: "'joint': each head's BatchNorms normalise the global and local views of a step as one batch, as the reference (all views concatenated before the heads); 'separate': the global views and the local views apart (reference: joint)",
+    default: 'separate',
+  },
+  'local-pairs': {
+    description:
+      "'local': each global view's projection pairs with every local view's prediction, as the paper; 'reference-code': as the reference code's loop indexes them (nnclr_loss.py, predicted[:, ii] for ii < number of local views): the first views, i.e. each global view once with itself and with the other, then local views 0..L-3, the last 2 local views in no pair (reference paper: local)",
+    default: 'local',
+  },
   'global-size': { description: 'global view size (default: the model image size)' },
   'local-size': { description: 'local view size (default: half the global size)' },
   'local-views': { description: 'local views per sample (reference 10)', default: '6' },
@@ -93,7 +116,7 @@ const FLAGS = {
 /** Flags a resumed run keeps from its checkpoint: they define shapes, data and its order. */
 const FIXED_ON_RESUME = [
   'checkpoint', 'preset', 'train', 'blocks', 'head-preset', 'queue-size', 'stages', 'batch', 'seed', 'local-views', 'global-size', 'local-size',
-  'jitter-p', 'jitter-strength', 'grayscale-p', 'global-scale', 'local-scale', 'freeze-blocks',
+  'jitter-p', 'jitter-strength', 'grayscale-p', 'global-scale', 'local-scale', 'freeze-blocks', 'last-head-norm', 'bn-views', 'local-pairs',
 ];
 
 /** Runs the refine pipeline with command-line style arguments; resolves to the run directory. */
@@ -116,6 +139,13 @@ export async function refine(argv: string[]): Promise<string> {
   const globalScale = numRange('global-scale', f['global-scale'], { min: 0.01, max: 1 });
   const localScale = numRange('local-scale', f['local-scale'], { min: 0.01, max: 1 });
   const temperature = num('temperature', f.temperature, { min: 1e-4 });
+  const lrScaling = oneOf('lr-scaling', f['lr-scaling'], LR_SCALINGS);
+  const lastHeadNorm = oneOf('last-head-norm', f['last-head-norm'], ['on', 'off'] as const) === 'on';
+  const bnViews = oneOf('bn-views', f['bn-views'], ['joint', 'separate'] as const);
+  const localPairs = oneOf('local-pairs', f['local-pairs'], ['local', 'reference-code'] as const);
+  const emaMomentum = num('ema', f.ema, { min: 0, max: 0.999999 });
+  const emaShare = f['ema-share'] === undefined ? undefined : num('ema-share', f['ema-share'], { min: 0.001, max: 1 });
+  if (emaShare !== undefined && explicitFlags(USAGE, FLAGS, argv).has('ema')) throw new Error('--ema-share: give either --ema or --ema-share, not both');
   const driver = driverFlags(f);
 
   // ---- data parallelism: a world of one unless started by an MPI launcher (README, MPI section)
@@ -136,7 +166,6 @@ export async function refine(argv: string[]): Promise<string> {
   const queueSize = num('queue-size', f['queue-size'], { integer: true, min: 1, bytesEach: 4 * headSizes.out * headBlocks.length });
   const queues = headBlocks.map((_, i) => new NnQueue(queueSize, headSizes.out, seed * 100 + 50 + i));
   const emaEncoder = new VisionTransformer(encoder.cfg);
-  const ema = new Ema(emaEncoder.params, encoder.params, num('ema', f.ema, { min: 0, max: 0.999999 }));
   const globalSize = f['global-size'] ? num('global-size', f['global-size'], { integer: true, min: imgSize, max: imgSize }) : imgSize;
   const localSize = f['local-size'] ? num('local-size', f['local-size'], { integer: true, min: encoder.cfg.patchSize, max: imgSize }) : Math.max(encoder.cfg.patchSize, Math.round(imgSize / 2 / encoder.cfg.patchSize) * encoder.cfg.patchSize);
   if (globalSize !== imgSize) throw new Error(`--global-size ${globalSize}: the encoder takes ${imgSize} px images`);
@@ -151,9 +180,14 @@ export async function refine(argv: string[]): Promise<string> {
   const knnEverySteps = Math.round(num('knn-every', f['knn-every'], { min: 0 }) * stepsPerEpoch);
   // Stage 2: heads only, the encoder outside the tape. Stage 3: encoder (layer-wise lr decay,
   // first blocks frozen) and heads, with the EMA encoder following.
+  const stageSteps = (id: number) => Math.max(1, Math.round(num(`stage${id}-epochs`, f[`stage${id}-epochs` as 'stage2-epochs'], { min: 0 }) * stepsPerEpoch));
+  // the horizon 1/(1-m) as a share of stage 3; under one step: no EMA
+  const ema = new Ema(emaEncoder.params, encoder.params, emaShare === undefined ? emaMomentum : Math.max(0, 1 - 1 / (emaShare * stageSteps(3))));
   const headGroups = () => heads.flatMap((h, i) => h.params.groups(`heads.${i}.`, num('head-wd', f['head-wd'])));
   const stages: Stage[] = stageIds.map((id) => {
-    const steps = Math.max(1, Math.round(num(`stage${id}-epochs`, f[`stage${id}-epochs` as 'stage2-epochs'], { min: 0 }) * stepsPerEpoch));
+    const steps = stageSteps(id);
+    const lrFlag = num(`lr${id}`, f[`lr${id}` as 'lr2'], { min: 0 });
+    const peakLr = scaledLr(lrFlag, batch, lrScaling);
     const topK = num(`topk${id}`, f[`topk${id}` as 'topk2'], { integer: true, min: 1 });
     const trainEncoder = id === 3;
     const encoderGroups = () =>
@@ -163,9 +197,11 @@ export async function refine(argv: string[]): Promise<string> {
         frozenLayers: num('freeze-blocks', f['freeze-blocks'], { integer: true, min: 0, max: depth }),
       });
     return {
-      label: `stage ${id}: top-k ${topK}, ${trainEncoder ? 'encoder + heads' : 'heads only (encoder frozen)'}`,
-      schedule: { steps, peakLr: num(`lr${id}`, f[`lr${id}` as 'lr2'], { min: 0 }), minLr, warmupSteps: Math.round(warmupShare * steps) },
-      objective: nnaRefineObjective({ encoder, headBlocks, heads, queues, globalSize, localSize, numLocal, topK, temperature, trainEncoder, seed, collective: dp }),
+      label:
+        `stage ${id}: top-k ${topK}, ${trainEncoder ? `encoder + heads, EMA ${+ema.momentum.toPrecision(6)} (horizon ${+(1 / (1 - ema.momentum)).toPrecision(4)} steps)` : 'heads only (encoder frozen)'}, ` +
+        `peak lr ${lrScaling === 'linear' ? `--lr${id} ${lrFlag} x batch ${batch} / 256 (--lr-scaling linear)` : `--lr${id}`}`,
+      schedule: { steps, peakLr, minLr, warmupSteps: Math.round(warmupShare * steps) },
+      objective: nnaRefineObjective({ encoder, headBlocks, heads, queues, globalSize, localSize, numLocal, topK, temperature, trainEncoder, seed, collective: dp, lastHeadNorm, bnViews, localPairs }),
       params: () => (trainEncoder ? [...headGroups(), ...encoderGroups()] : headGroups()),
       ema: trainEncoder ? ema : undefined,
       values: { stage: id },

@@ -183,6 +183,12 @@ function formatBytes(bytes: number): string {
   return `${i === 0 ? bytes : bytes.toFixed(1)} ${units[i]}`;
 }
 
+/** A flag that takes one of a few words ("--bn-views joint"); anything else is refused naming the flag and the words. */
+export function oneOf<T extends string>(name: string, value: string | undefined, choices: readonly T[]): T {
+  if (!choices.includes(value as T)) throw new Error(`--${name}: expected ${choices.join(' or ')}, got '${value}'`);
+  return value as T;
+}
+
 /** A range "lo,hi" of two numbers within [min, max] with lo <= hi (crop scales). */
 export function numRange(name: string, value: string | undefined, opts: { min?: number; max?: number } = {}): [number, number] {
   const parts = (value ?? '').split(',');

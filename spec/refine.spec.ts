@@ -104,6 +104,38 @@ test('--knn-every tracks per-block kNN during stage 3, from the checkpoint (step
   assert.ok(fs.existsSync(path.join(run, 'knn-during.png')) && fs.existsSync(path.join(run, 'knn-during.svg')));
 });
 
+/** The run's metrics rows and its log lines. */
+async function runLogged(args: string[]): Promise<{ rows: Record<string, number>[]; printed: string }> {
+  const log = console.log;
+  const lines: string[] = [];
+  console.log = (...a: unknown[]) => lines.push(a.join(' '));
+  try {
+    const run = await refine(args);
+    const rows = fs.readFileSync(path.join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    return { rows, printed: lines.join('\n') };
+  } finally {
+    console.log = log;
+  }
+}
+
+test('--lr-scaling linear: a one-step run logs and uses lr x batch / 256; none uses the lr as given', async () => {
+  // one stage-2 step with no warm-up: the step's lr is the stage's peak
+  const oneStep = [...common, '--stages', '2', '--stage2-epochs', '0.008', '--lr2', '2e-4'];
+  const linear = await runLogged([...oneStep, '--out', path.join(dir, 'lr-linear'), '--lr-scaling', 'linear']);
+  assert.equal(linear.rows.map((r) => r.step), [1]);
+  assert.ok(Math.abs(linear.rows[0].lr - (2e-4 * 16) / 256) < 1e-12, `lr ${linear.rows[0].lr}`);
+  assert.match(linear.printed, /--lr2 0.0002 x batch 16 \/ 256 \(--lr-scaling linear\): 1 steps, lr 0.0000125/);
+  const none = await runLogged([...oneStep, '--out', path.join(dir, 'lr-none')]);
+  assert.is(none.rows[0].lr, 2e-4);
+});
+
+test('--ema-share: the EMA momentum gives a horizon of that share of stage 3', async () => {
+  // stage 3 is 3 steps: a share of 0.5 is a horizon of 1.5 steps, m = 1 - 1/1.5
+  const args = common.filter((a, i) => a !== '--ema' && common[i - 1] !== '--ema');
+  const { printed } = await runLogged([...args, '--out', path.join(dir, 'ema-share'), '--ema-share', '0.5', '--max-steps', '3']);
+  assert.match(printed, /stage 3: .*EMA 0.333333 \(horizon 1.5 steps\)/);
+});
+
 test('a block the checkpoint does not have is refused before training', async () => {
   try {
     await refine([...common, '--out', path.join(dir, 'd'), '--blocks', '1,7']);
@@ -114,12 +146,19 @@ test('a block the checkpoint does not have is refused before training', async ()
   }
 });
 
-test('malformed augmentation flags are refused before anything is written', async () => {
+test('malformed augmentation and method flags are refused before anything is written', async () => {
   const bad: [string, string][] = [
     ...['0.3,0.1', '0.1', '0,0.2'].flatMap((v): [string, string][] => [['--local-scale', v], ['--global-scale', v]]),
     ['--jitter-p', '1.5'],
     ['--grayscale-p', '1.2'],
     ['--jitter-strength', 'strong'],
+    ['--lr-scaling', 'sqrt'],
+    ['--last-head-norm', 'yes'],
+    ['--bn-views', 'both'],
+    ['--local-pairs', 'globals'],
+    ['--ema-share', '0'],
+    ['--ema-share', '1.5'],
+    ['--ema-share', '0.4'], // with --ema (in common): one or the other
   ];
   for (const [flag, value] of bad) {
     try {

@@ -1,4 +1,4 @@
-/** The flags every training pipeline takes for the driver (train/driver.ts). */
+/** The flags every training pipeline takes for the driver (train/driver.ts), and the lr scaling they share. */
 import { num } from '../runtime/cli';
 import { DEFAULT_KEEP_CHECKPOINTS } from '../runtime/checkpoint';
 
@@ -23,4 +23,13 @@ export function driverFlags(f: { 'checkpoint-minutes'?: string; 'keep-checkpoint
     logEvery: num('log-every', f['log-every'], { integer: true, min: 1 }),
     onNonFinite: onNonFinite as 'stop' | 'skip',
   };
+}
+
+/** How an lr flag relates to the batch: as given, or the lr of a batch of 256 scaled linearly (Goyal et al. 2017; MAE, MIM-Refiner). */
+export const LR_SCALINGS = ['none', 'linear'] as const;
+export type LrScaling = (typeof LR_SCALINGS)[number];
+
+/** The peak lr a run uses: `lr` itself ('none') or lr x batch / 256 ('linear'), batch the global batch. */
+export function scaledLr(lr: number, batch: number, scaling: LrScaling): number {
+  return scaling === 'linear' ? (lr * batch) / 256 : lr;
 }
