@@ -11,7 +11,9 @@ import { match } from 'ts-pattern';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { kernelsUseRelaxedSimd, registerWasmKernels } from '../models/kernels';
 import { enableWasmThreads } from './wasm-threads';
-import { AdapterSummary, adapterLine, startWebGpu } from './webgpu';
+import { AdapterSummary, adapterLine, startWebGpu, WebGpuDeviceError } from './webgpu';
+
+export { destroyDeviceIfAsked } from './webgpu';
 
 export type BackendChoice = 'gpu' | 'webgpu' | 'node' | 'wasm';
 const CHOICES: BackendChoice[] = ['gpu', 'webgpu', 'node', 'wasm'];
@@ -105,4 +107,26 @@ function describeBackend(info: BackendInfo): string {
   if (info.choice !== 'wasm') return info.choice;
   const fused = info.fusedKernels ? `, fused kernels on ${info.fusedKernels}${kernelsUseRelaxedSimd() ? ', relaxed SIMD' : ''}` : '';
   return `wasm, ${info.threads} thread(s)${fused}, tfjs's own kernels on ${info.poolThreads}`;
+}
+
+/**
+ * The error a training run stops with when its device failed (WebGPU: lost, or an error Dawn
+ * reported), or undefined for any other error. It names the backend and the reason, says that
+ * no checkpoint was written from the failed device (its reads fail, so none can be), names the
+ * last complete checkpoint and how to resume: with TFJS_BACKEND set, that backend is taken
+ * again unless the command changes it; without, the resumed run picks its backend anew.
+ */
+export function deviceFailure(err: unknown, at: { step: number; checkpoint: string; resume?: string }): Error | undefined {
+  if (!(err instanceof WebGpuDeviceError)) return undefined;
+  const forced = process.env.TFJS_BACKEND;
+  const resume = !at.resume
+    ? ''
+    : forced
+      ? ` Resume with: ${at.resume} (TFJS_BACKEND=${forced} is set, so that takes WebGPU again; TFJS_BACKEND=wasm ${at.resume} continues on the CPU).`
+      : ` Resume with: ${at.resume}; it picks its backend anew and continues on the next one the selection finds (WebGPU if its device can be had again, else tfjs-node or wasm).`;
+  const backend = active?.adapter ? `webgpu (${adapterLine(active.adapter)})` : 'webgpu';
+  return new Error(
+    `the ${backend} backend failed after step ${at.step}: ${err.message}. Stopped without writing a checkpoint from it; last complete checkpoint: ${at.checkpoint}.${resume}`,
+    { cause: err },
+  );
 }
