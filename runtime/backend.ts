@@ -5,11 +5,13 @@
  * outside network), so they are loaded dynamically and a failure to load falls through to the
  * next, with the reason logged. TFJS_BACKEND=gpu|webgpu|node|wasm forces one (webgpu then also
  * takes a software adapter, such as the lavapipe of `npm run setup:vulkan`) and a failure stops.
+ * WEBGPU_FUSED=1 adds the fused WGSL kernels on webgpu (models/kernels-webgpu).
  */
 import * as tf from '@tensorflow/tfjs';
 import { match } from 'ts-pattern';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { kernelsUseRelaxedSimd, registerWasmKernels } from '../models/kernels';
+import { registerWebGpuKernels, WGSL_KERNELS } from '../models/kernels-webgpu';
 import { enableWasmThreads } from './wasm-threads';
 import { AdapterSummary, adapterLine, startWebGpu, WebGpuDeviceError } from './webgpu';
 
@@ -31,6 +33,8 @@ export interface BackendInfo {
   fusedKernels: number;
   /** The WebGPU adapter (webgpu only). */
   adapter?: AdapterSummary;
+  /** The fused WGSL kernels are registered (webgpu with WEBGPU_FUSED=1; models/kernels-webgpu). */
+  fusedWgsl?: boolean;
 }
 
 let active: BackendInfo | undefined;
@@ -59,7 +63,10 @@ async function tryBackend(choice: BackendChoice, forced: boolean, log: (line: st
         return undefined;
       }
       if (!(await tf.setBackend('webgpu'))) return undefined;
-      return { choice, tfBackend: 'webgpu', threads: 0, poolThreads: 0, fusedKernels: 0, adapter: start.adapter };
+      // off by default until a GPU measures them faster (bench/train-step.ts, the device kit)
+      const fusedWgsl = process.env.WEBGPU_FUSED === '1';
+      if (fusedWgsl) registerWebGpuKernels();
+      return { choice, tfBackend: 'webgpu', threads: 0, poolThreads: 0, fusedKernels: 0, adapter: start.adapter, fusedWgsl };
     })
     .with('node', async () =>
       tryRequire('@tensorflow/tfjs-node') && (await tf.setBackend('tensorflow'))
@@ -103,7 +110,7 @@ export async function initBackend(log: (line: string) => void = console.log): Pr
 }
 
 function describeBackend(info: BackendInfo): string {
-  if (info.adapter) return adapterLine(info.adapter);
+  if (info.adapter) return `${adapterLine(info.adapter)}${info.fusedWgsl ? `, fused WGSL kernels (${WGSL_KERNELS.join(', ')})` : ''}`;
   if (info.choice !== 'wasm') return info.choice;
   const fused = info.fusedKernels ? `, fused kernels on ${info.fusedKernels}${kernelsUseRelaxedSimd() ? ', relaxed SIMD' : ''}` : '';
   return `wasm, ${info.threads} thread(s)${fused}, tfjs's own kernels on ${info.poolThreads}`;

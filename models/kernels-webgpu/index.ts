@@ -1,0 +1,26 @@
+/**
+ * Fused WGSL kernels for tfjs's webgpu backend (WEBGPU_FUSED=1; runtime/backend.ts registers
+ * them): LayerNorm, GELU and AdamW under the names and contracts of the wasm C kernels
+ * (models/kernels), so models/ops.ts and models/adamw.ts run the same custom-gradient ops on
+ * either backend, and the softmax gradient of attention. Composed from tfjs ops, each of these
+ * is many small dispatches; here one to four. spec/webgpu-kernels.spec.ts holds them equal to
+ * the composed ops (forward and gradients).
+ */
+import { registerAdamWKernels } from './adamw';
+import { registerGeluKernels } from './gelu';
+import { registerLayerNormKernels } from './layer-norm';
+import { registerSoftmaxKernels } from './softmax';
+
+/** What the log line names. */
+export const WGSL_KERNELS = ['LayerNorm', 'GELU', 'softmax gradient', 'AdamW'];
+
+let registered = false;
+
+export function registerWebGpuKernels(): void {
+  if (registered) return;
+  registerLayerNormKernels();
+  registerGeluKernels();
+  registerSoftmaxKernels();
+  registerAdamWKernels();
+  registered = true;
+}
