@@ -76,6 +76,7 @@ async function main() {
   const result = {
     backend: backend.tfBackend,
     adapter: backend.adapter,
+    fusedWgsl: backend.fusedWgsl ?? false,
     loss: Array.from(await loss.data()),
     gradNorm: Array.from(await gradNorm.data()),
     before,
