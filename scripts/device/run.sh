@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Device kit run (built by scripts/device/build-kit.sh): measures the WebGPU backend on this
-# machine's GPU next to PyTorch on the same GPU, and a 2-minute refine of the bundled default.
-#   bash .kit/run.sh            ViT-B/16 224 batch 64 and ViT-L/16 batch 32 (NVIDIA machine, < 8 min)
+# machine's GPU next to PyTorch on the same GPU, with tfjs-webgpu's own kernels and with the
+# fused WGSL kernels (WEBGPU_FUSED=1, models/kernels-webgpu), a per-kernel profile of one ViT-B
+# train step each way, and a 1-minute refine of the bundled default.
+#   bash .kit/run.sh            ViT-B/16 224 batch 64 and ViT-L/16 batch 32 (NVIDIA machine, about 6 min)
 #   bash .kit/run.sh --tiny     tiny shapes, for a software Vulkan (lavapipe) check of the kit
 # Every part runs under its own timeout, so a failing part leaves the others' numbers; each
 # part's log goes to $OUT (default: .kit/results) as it runs; the last line printed is one JSON
@@ -78,7 +80,7 @@ if [[ $tiny == 1 ]]; then
   bench_l=(--preset vit-micro-p4 --batch 2 --steps 2)
   torch_b=("${bench_b[@]}"); torch_l=("${bench_l[@]}")
   refine=(--max-steps 2 --batch 8 --local-views 2)
-  refine_s=240; bench_s=240; torch_s=120
+  refine_s=240; bench_s=240; torch_s=120; parity_s=120
 else
   probe=(--size 4096 --reps 10)
   bench_b=(--preset vit-base-p16 --batch 64 --steps 20 --max-seconds 25)
@@ -86,20 +88,30 @@ else
   torch_b=(--preset vit-base-p16 --batch 64 --steps 20 --max-seconds 8)
   torch_l=(--preset vit-large-p16 --batch 32 --steps 20 --max-seconds 8)
   refine=()
-  # worst case, every part at its limit: 30 + 60 + 2 x 100 + 2 x 50 + 120 (+ kill grace) s, about 8.5 min
-  refine_s=120; bench_s=100; torch_s=50
+  # worst case, every part at its limit: 30 + 2 x 45 + 4 x 80 + 2 x 45 + 60 (+ kill grace) s, about 10 min;
+  # measured on an H200 without the fused parts: 6 s parity, 29-33 s ViT-B, 44 s ViT-L, 16-22 s PyTorch
+  refine_s=60; bench_s=80; torch_s=45; parity_s=45
 fi
+# a per-kernel profile of one ViT-B train step after its timing (bench/train-step.ts --profile)
+bench_b+=(--profile)
 
 part adapter 30 adapter.log "$work/node" adapter.js "${probe[@]}"
-# the same refine step on this GPU and on wasm (this machine's CPU), compared (scripts/check-webgpu.ts)
-part parity 60 parity.log "$work/node" check-webgpu.js
-part webgpu-vit-b "$bench_s" webgpu-vit-b.log "$work/node" train-step.js --no-torch "${bench_b[@]}"
-part webgpu-vit-l "$bench_s" webgpu-vit-l.log "$work/node" train-step.js --no-torch "${bench_l[@]}"
+# the same refine step on this GPU and on wasm (this machine's CPU), compared (scripts/check-webgpu.ts),
+# with tfjs-webgpu's own kernels, then with the fused WGSL kernels; the benches the same two ways
+for fused in 0 1; do
+  suffix=$([[ $fused == 1 ]] && echo -fused)
+  part "parity$suffix" "$parity_s" "parity$suffix.log" env WEBGPU_FUSED=$fused "$work/node" check-webgpu.js
+done
+for fused in 0 1; do
+  suffix=$([[ $fused == 1 ]] && echo -fused)
+  part "webgpu-vit-b$suffix" "$bench_s" "webgpu-vit-b$suffix.log" env WEBGPU_FUSED=$fused "$work/node" train-step.js --no-torch "${bench_b[@]}"
+  part "webgpu-vit-l$suffix" "$bench_s" "webgpu-vit-l$suffix.log" env WEBGPU_FUSED=$fused "$work/node" train-step.js --no-torch "${bench_l[@]}"
+done
 if [[ -n "$python" ]]; then
   part torch-vit-b "$torch_s" torch.log "$python" train_step_torch.py --device auto --dtype fp32,bf16 "${torch_b[@]}"
   part torch-vit-l "$torch_s" torch.log "$python" train_step_torch.py --device auto --dtype fp32,bf16 "${torch_l[@]}"
 fi
-part refine "$refine_s" refine.log "$work/node" refine.js --skip-knn --out "$work/refine-run" "${refine[@]}"
+part refine "$refine_s" refine.log env WEBGPU_FUSED=0 "$work/node" refine.js --skip-knn --out "$work/refine-run" "${refine[@]}"
 
 [[ -n "${smi:-}" ]] && kill "$smi" 2>/dev/null
 say "done in $(($(date +%s) - started))s"
