@@ -5,13 +5,14 @@
  * outside network), so they are loaded dynamically and a failure to load falls through to the
  * next, with the reason logged. TFJS_BACKEND=gpu|webgpu|node|wasm forces one (webgpu then also
  * takes a software adapter, such as the lavapipe of `npm run setup:vulkan`) and a failure stops.
- * WEBGPU_FUSED=1 adds the fused WGSL kernels on webgpu (models/kernels-webgpu).
+ * WEBGPU_FUSED=1 adds the fused WGSL kernels on webgpu, WEBGPU_MATMUL=1 the tiled WGSL matMul
+ * (models/kernels-webgpu).
  */
 import * as tf from '@tensorflow/tfjs';
 import { match } from 'ts-pattern';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { kernelsUseRelaxedSimd, registerWasmKernels } from '../models/kernels';
-import { registerWebGpuKernels, WGSL_KERNELS } from '../models/kernels-webgpu';
+import { registerMatMulKernels, registerWebGpuKernels, WGSL_KERNELS } from '../models/kernels-webgpu';
 import { enableWasmThreads } from './wasm-threads';
 import { AdapterSummary, adapterLine, startWebGpu, WebGpuDeviceError } from './webgpu';
 
@@ -35,6 +36,8 @@ export interface BackendInfo {
   adapter?: AdapterSummary;
   /** The fused WGSL kernels are registered (webgpu with WEBGPU_FUSED=1; models/kernels-webgpu). */
   fusedWgsl?: boolean;
+  /** The tiled WGSL matMul takes the linear layers (webgpu with WEBGPU_MATMUL=1). */
+  wgslMatMul?: boolean;
 }
 
 let active: BackendInfo | undefined;
@@ -66,7 +69,9 @@ async function tryBackend(choice: BackendChoice, forced: boolean, log: (line: st
       // off by default until a GPU measures them faster (bench/train-step.ts, the device kit)
       const fusedWgsl = process.env.WEBGPU_FUSED === '1';
       if (fusedWgsl) registerWebGpuKernels();
-      return { choice, tfBackend: 'webgpu', threads: 0, poolThreads: 0, fusedKernels: 0, adapter: start.adapter, fusedWgsl };
+      const wgslMatMul = process.env.WEBGPU_MATMUL === '1';
+      if (wgslMatMul) registerMatMulKernels();
+      return { choice, tfBackend: 'webgpu', threads: 0, poolThreads: 0, fusedKernels: 0, adapter: start.adapter, fusedWgsl, wgslMatMul };
     })
     .with('node', async () =>
       tryRequire('@tensorflow/tfjs-node') && (await tf.setBackend('tensorflow'))
@@ -110,7 +115,9 @@ export async function initBackend(log: (line: string) => void = console.log): Pr
 }
 
 function describeBackend(info: BackendInfo): string {
-  if (info.adapter) return `${adapterLine(info.adapter)}${info.fusedWgsl ? `, fused WGSL kernels (${WGSL_KERNELS.join(', ')})` : ''}`;
+  if (info.adapter) {
+    return `${adapterLine(info.adapter)}${info.fusedWgsl ? `, fused WGSL kernels (${WGSL_KERNELS.join(', ')})` : ''}${info.wgslMatMul ? ', tiled WGSL matMul' : ''}`;
+  }
   if (info.choice !== 'wasm') return info.choice;
   const fused = info.fusedKernels ? `, fused kernels on ${info.fusedKernels}${kernelsUseRelaxedSimd() ? ', relaxed SIMD' : ''}` : '';
   return `wasm, ${info.threads} thread(s)${fused}, tfjs's own kernels on ${info.poolThreads}`;

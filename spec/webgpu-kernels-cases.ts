@@ -1,16 +1,17 @@
 /**
- * The cases of spec/webgpu-kernels.spec.ts: LayerNorm, GELU, attention (for its softmax) and
- * AdamW from fixed host inputs, each op's value and its gradients w.r.t. every input under a
+ * The cases of spec/webgpu-kernels.spec.ts: LayerNorm, GELU, attention (for its softmax), linear
+ * layers and matMuls in every transpose form, and AdamW from fixed host inputs, each op's value and its gradients w.r.t. every input under a
  * random linear loss, and two AdamW steps with clipping. Run here on the active backend (the
  * spec's wasm), or as a script on webgpu, where it prints one JSON line with the cases run with
- * the fused WGSL kernels, without them, and the kernels a fused pass dispatched:
- *   TFJS_BACKEND=webgpu WEBGPU_FUSED=1 npx ts-node spec/webgpu-kernels-cases.ts
+ * the fused WGSL kernels and tiled matMul, without them, the kernels a fused pass dispatched and
+ * the programs compiled:
+ *   TFJS_BACKEND=webgpu WEBGPU_FUSED=1 WEBGPU_MATMUL=1 npx ts-node spec/webgpu-kernels-cases.ts
  */
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from '../lib/rng';
 import { AdamW } from '../models/adamw';
 import { setFusedKernels } from '../models/kernels';
-import { attention, gelu, layerNorm } from '../models/ops';
+import { attention, gelu, layerNorm, linear } from '../models/ops';
 import { initBackend } from '../runtime/backend';
 
 export type Cases = Record<string, number[]>;
@@ -52,6 +53,28 @@ export async function kernelCases(): Promise<Cases> {
     await valueAndGrads(out, `attention ${batch}x${tokens}x${heads}x${headDim}`, (x) => attention(x as tf.Tensor2D, batch, heads), [qkv], rng);
     qkv.dispose();
   }
+  // linear layers (matMul with bias, and its gradients: both transposed forms, column sums):
+  // rows not a multiple of the tile, widths not a multiple of 4
+  for (const [rows, inDim, outDim] of [[150, 40, 72], [33, 9, 10]]) {
+    const x = normal(rng, [rows, inDim]);
+    const w = normal(rng, [inDim, outDim], 0, 0.3);
+    const b = normal(rng, [outDim]);
+    await valueAndGrads(out, `linear ${rows}x${inDim}x${outDim}`, (xs, ws, bs) => linear(xs as tf.Tensor2D, ws as tf.Tensor2D, bs as tf.Tensor1D), [x, w, b], rng);
+    tf.dispose([x, w, b]);
+  }
+  // large enough for 128x128 tiles, in every transpose form, with and without vec4 rows
+  for (const [m, n, transposeA, transposeB] of [[2049, 2052, false, false], [2050, 2049, true, true], [2048, 2051, false, true], [2051, 2048, true, false]] as const) {
+    // more than one staged tile deep, and a remainder
+    const k = 21;
+    const a = normal(rng, transposeA ? [k, m] : [m, k]);
+    const b = normal(rng, transposeB ? [n, k] : [k, n]);
+    // its row and column sums (a wrong element shows in both): 4 M values would not travel well
+    const c = tf.matMul(a, b, transposeA, transposeB);
+    const sums = [tf.sum(c, 0), tf.sum(c, 1)];
+    out[`matMul ${m}x${n}x${k} ${transposeA} ${transposeB} column sums`] = Array.from(await sums[0].data());
+    out[`matMul ${m}x${n}x${k} ${transposeA} ${transposeB} row sums`] = Array.from(await sums[1].data());
+    tf.dispose([a, b, c, ...sums]);
+  }
   // two AdamW steps, the second clipped (the clip factor stays on the device off wasm); vec4 and odd sizes, with and without decay
   const params = [[12, 8], [7], [3, 5]].map((shape, i) => ({ name: `p${i}`, variable: tf.variable(normal(rng, shape)), lrScale: 1 - 0.2 * i, weightDecay: i === 1 ? 0 : 0.05, decay: i !== 1 }));
   const opt = new AdamW(params, { beta1: 0.9, beta2: 0.95, eps: 1e-8, clipGradNorm: 1 });
@@ -74,13 +97,15 @@ export async function kernelCases(): Promise<Cases> {
 
 async function main() {
   const backend = await initBackend(() => undefined);
-  const fused = await kernelCases();
-  // the kernels one fused pass dispatches (tf.profile names every kernel run)
-  const profile = await tf.profile(() => kernelCases());
+  // the fused pass under tf.profile, which names every kernel run
+  const profile = await tf.profile(kernelCases);
+  const fused = profile.result as unknown as Cases;
   const dispatched = [...new Set(profile.kernels.map((k) => k.name))].sort();
   setFusedKernels(false);
   const composed = await kernelCases();
-  console.log(JSON.stringify({ backend: backend.tfBackend, fusedWgsl: backend.fusedWgsl ?? false, dispatched, fused, composed }));
+  // the compiled programs (the tiled matMul's key names its transposes, bias and tile)
+  const programs = Object.keys((tf.backend() as unknown as { pipelineCache: object }).pipelineCache);
+  console.log(JSON.stringify({ backend: backend.tfBackend, fusedWgsl: backend.fusedWgsl ?? false, wgslMatMul: backend.wgslMatMul ?? false, dispatched, programs, fused, composed }));
 }
 
 if (require.main === module) {

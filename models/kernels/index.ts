@@ -35,12 +35,17 @@ export function fusedKernelsActive(): boolean {
  * which take the same names and contracts where the math is the same.
  */
 export function fusedKernel(name: string): boolean {
-  return enabled && tf.getKernel(name, tf.getBackend()) !== undefined;
+  return fusedKernelsOn() && tf.getKernel(name, tf.getBackend()) !== undefined;
 }
 
 /** The kernels use relaxed SIMD (fused multiply-add). */
 export function kernelsUseRelaxedSimd(): boolean {
   return relaxedSimd;
+}
+
+/** The fused kernels are not switched off (setFusedKernels). */
+export function fusedKernelsOn(): boolean {
+  return enabled;
 }
 
 /** Switches the fused kernels (wasm and WGSL) off (or back on) after registration, to compare with the composed ops. */
