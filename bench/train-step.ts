@@ -9,7 +9,8 @@
  *   npx ts-node bench/train-step.ts [--preset vit-micro-p4] [--batch 32] [--steps 20] [--profile] [--memory-steps 1000]
  *   TFJS_BACKEND=webgpu npx ts-node bench/train-step.ts --preset vit-base-p16 --batch 64 --python python3
  * FUSED_KERNELS=0 runs the wasm backend without the fused kernels (models/kernels), for comparison;
- * WEBGPU_FUSED=1 runs webgpu with the fused WGSL kernels (models/kernels-webgpu). --profile ends
+ * WEBGPU_FUSED=1 runs webgpu with the fused WGSL kernels, WEBGPU_MATMUL=1 with the tiled WGSL
+ * matMul (models/kernels-webgpu). --profile ends
  * with a per-kernel profile of one train step (the ten most expensive kernels and shapes).
  * The last line is one JSON object with everything measured.
  */
@@ -134,7 +135,7 @@ async function main() {
   const train = await timed(trainStep, steps, batch, maxSeconds);
   const flops = forwardFlops(cfg);
   const ours = {
-    backend: backend.tfBackend, adapter: backend.adapter, fusedWgsl: backend.fusedWgsl ?? false, preset: args.preset, act: cfg.act, batch,
+    backend: backend.tfBackend, adapter: backend.adapter, fusedWgsl: backend.fusedWgsl ?? false, wgslMatMul: backend.wgslMatMul ?? false, preset: args.preset, act: cfg.act, batch,
     warmupS: +warmupS.toFixed(1), trainSteps: train.steps, forwardSteps: 0,
     trainImagesPerS: +train.imagesPerS.toFixed(2),
     trainTflops: +((train.imagesPerS * 3 * flops) / 1e12).toFixed(4),

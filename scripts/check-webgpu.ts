@@ -35,6 +35,7 @@ export interface StepResult {
   backend: string;
   adapter?: { description: string; software: boolean };
   fusedWgsl?: boolean;
+  wgslMatMul?: boolean;
   loss: number[];
   gradNorm: number[];
   before: Record<string, number[]>;

@@ -77,6 +77,7 @@ async function main() {
     backend: backend.tfBackend,
     adapter: backend.adapter,
     fusedWgsl: backend.fusedWgsl ?? false,
+    wgslMatMul: backend.wgslMatMul ?? false,
     loss: Array.from(await loss.data()),
     gradNorm: Array.from(await gradNorm.data()),
     before,

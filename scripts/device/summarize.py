@@ -1,10 +1,11 @@
 """Device kit summary (scripts/device/run.sh calls it last): one JSON object from the parts' logs,
 printed as the last line and written to $OUT/summary.json.
 
-WebGPU (tfjs-webgpu's own kernels, and with the fused WGSL kernels) and PyTorch train/forward
-images/s and effective TFLOP/s per model, the WebGPU/PyTorch ratios and the fused kernels'
-speed-up, the ten most expensive kernels of one ViT-B train step each way (and the share of the
-step's wall time the GPU spent in kernels), the refine's images/s and data_wait_share (from its
+WebGPU (tfjs-webgpu's own kernels; with the fused WGSL kernels; with those and the tiled WGSL
+matMul) and PyTorch train/forward images/s and effective TFLOP/s per model, the WebGPU/PyTorch
+ratios and each WGSL variant's speed-up over tfjs-webgpu's own kernels, the ten most expensive
+kernels of one ViT-B train step each way (and the share of the step's wall time the GPU spent in
+kernels), a 4096^3 matMul both ways, the refine's images/s and data_wait_share (from its
 metrics.jsonl), GPU utilisation sampled by nvidia-smi during each part, the adapter, the
 WebGPU-vs-wasm parity each way, and each part's exit status.
 """
@@ -100,6 +101,10 @@ def parity(path):
     return out or None
 
 
+# how WebGPU ran (run.sh): tfjs-webgpu's own kernels; the fused WGSL kernels; those and the tiled WGSL matMul
+VARIANTS = (("webgpu", ""), ("webgpu_fused", "-fused"), ("webgpu_fused_matmul", "-fused-matmul"))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -115,7 +120,7 @@ def main():
     models = {}
     for key, log in (("vit_b16", "webgpu-vit-b"), ("vit_l16", "webgpu-vit-l")):
         entry = {}
-        for variant, suffix in (("webgpu", ""), ("webgpu_fused", "-fused")):
+        for variant, suffix in VARIANTS:
             rows = json_lines(os.path.join(a.out, f"{log}{suffix}.log"))
             # the last report (the bench prints its train numbers before timing the forward pass)
             ours = next((r for r in reversed(rows) if "trainImagesPerS" in r), None)
@@ -136,17 +141,20 @@ def main():
                     entry[f"{variant}_train_ratio_vs_torch_{dtype}"] = round(ours["trainImagesPerS"] / t["trainImagesPerS"], 4)
                     if ours.get("forwardImagesPerS") is not None:
                         entry[f"{variant}_forward_ratio_vs_torch_{dtype}"] = round(ours["forwardImagesPerS"] / t["forwardImagesPerS"], 4)
-        plain, fused = entry.get("webgpu"), entry.get("webgpu_fused")
-        if plain and fused and plain["trainImagesPerS"]:
-            entry["fused_train_speedup"] = round(fused["trainImagesPerS"] / plain["trainImagesPerS"], 4)
-            if plain.get("forwardImagesPerS") and fused.get("forwardImagesPerS") is not None:
-                entry["fused_forward_speedup"] = round(fused["forwardImagesPerS"] / plain["forwardImagesPerS"], 4)
+        plain = entry.get("webgpu")
+        for variant, _ in VARIANTS[1:]:
+            other = entry.get(variant)
+            if plain and other and plain["trainImagesPerS"]:
+                entry[f"{variant}_train_speedup"] = round(other["trainImagesPerS"] / plain["trainImagesPerS"], 4)
+                if plain.get("forwardImagesPerS") and other.get("forwardImagesPerS") is not None:
+                    entry[f"{variant}_forward_speedup"] = round(other["forwardImagesPerS"] / plain["forwardImagesPerS"], 4)
         models[key] = entry
     summary = {
         "parity_webgpu_vs_wasm": parity(os.path.join(a.out, "parity.log")),
-        "parity_webgpu_fused_vs_wasm": parity(os.path.join(a.out, "parity-fused.log")),
+        "parity_webgpu_wgsl_vs_wasm": parity(os.path.join(a.out, "parity-wgsl.log")),
         "kit": "mim-refiner-ts device kit", "tiny": a.tiny == "1",
         "adapter": probe.get("adapter"), "backend": probe.get("backend"), "matmul_fp32": probe.get("matMul"),
+        "matmul_fp32_wgsl_tiled": next(iter(json_lines(os.path.join(a.out, "adapter-matmul.log"))), {}).get("matMul"),
         "models": models, "refine": dict(refine_metrics(a.work), gpu=parts.get("refine", {}).get("gpu")),
         "parts": parts,
     }
