@@ -11,7 +11,7 @@
  *   small kernels, so these three run as fused SIMD kernels there (models/kernels/*.c).
  *   Composed from ops (other backends), attention splits heads with a 4-D transpose, as 5-D
  *   transposes are slow and 4-D ones fast.
- * On webgpu with WEBGPU_FUSED=1, LayerNorm, GELU and the softmax gradient run as WGSL kernels
+ * On webgpu with WEBGPU_FUSED=1, LayerNorm, GELU, the softmax gradient and column sums run as WGSL kernels
  * (models/kernels-webgpu) registered under the same names, through the same custom ops.
  * Linear weights are kept as [in, out] (the plain-matMul layout); checkpoints store PyTorch's
  * [out, in] and models/vit.ts converts at load/save.
@@ -23,6 +23,7 @@ import { FUSED_ATTENTION, FUSED_ATTENTION_GRAD } from './kernels/attention';
 import { FUSED_GELU, FUSED_GELU_GRAD } from './kernels/gelu';
 import { fusedKernel, fusedKernelsActive as fused, runKernel } from './kernels';
 import { FUSED_LAYER_NORM, FUSED_LAYER_NORM_GRAD } from './kernels/layer-norm';
+import { FUSED_COLUMN_SUMS } from './kernels-webgpu/column-sums';
 import { FUSED_SOFTMAX_GRAD } from './kernels-webgpu/softmax';
 
 type SavedGrad = (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => tf.Tensor[];
@@ -47,8 +48,12 @@ export const linear = custom((x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, save: tf
   };
 }) as (x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D) => tf.Tensor2D;
 
-/** Sums over rows of g [N, M] -> [M], as ones [1, N] @ g: wasm reduces a non-last axis by transposing first. */
+/**
+ * Sums over rows of g [N, M] -> [M]: a WGSL kernel on webgpu with WEBGPU_FUSED=1, else ones
+ * [1, N] @ g (wasm reduces a non-last axis by transposing first).
+ */
 function columnSums(g: tf.Tensor2D): tf.Tensor1D {
+  if (fusedKernel(FUSED_COLUMN_SUMS)) return runKernel(FUSED_COLUMN_SUMS, { x: g })[0] as tf.Tensor1D;
   return tf.reshape(tf.matMul(tf.ones([1, g.shape[0]]), g), [g.shape[1]]);
 }
 

@@ -72,7 +72,7 @@ test('the fused pass on webgpu dispatched every WGSL kernel (and tfjs softmax fo
   if (!gpu) return;
   assert.is(gpu.backend, 'webgpu');
   assert.ok(gpu.fusedWgsl);
-  for (const k of ['FusedLayerNorm', 'FusedLayerNormGrad', 'FusedGelu', 'FusedGeluGrad', 'Softmax', 'FusedSoftmaxGrad', 'FusedAdamW']) {
+  for (const k of ['FusedLayerNorm', 'FusedLayerNormGrad', 'FusedGelu', 'FusedGeluGrad', 'Softmax', 'FusedSoftmaxGrad', 'FusedAdamW', 'FusedColumnSums']) {
     assert.ok(gpu.dispatched.includes(k), `${k} not dispatched: ${gpu.dispatched}`);
   }
 });

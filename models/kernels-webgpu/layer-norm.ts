@@ -4,13 +4,14 @@
  * [N, 2] = (mean, 1/std); 'FusedLayerNormGrad': x, gamma, stats, dy -> dx, dgamma, dbeta), so
  * models/ops.ts's one custom-gradient op serves both backends. Composed from tfjs ops it is
  * ~10 dispatches forward and ~12 backward; here 2 forward (the row statistics, one workgroup
- * per row with the row's sums in workgroup memory; then the normalisation, elementwise) and 4
- * backward (dx, one workgroup per row; dgamma and dbeta as column sums over chunks of rows,
- * then over the chunks).
+ * per row with the row's sums in workgroup memory; then the normalisation, elementwise) and 5
+ * backward (dx, one workgroup per row; dgamma and dbeta as sums over chunks of rows, then over
+ * the chunks: column-sums.ts).
  */
 import * as tf from '@tensorflow/tfjs';
 import { FUSED_LAYER_NORM, FUSED_LAYER_NORM_GRAD } from '../kernels/layer-norm';
-import { ElementwiseProgram, f32, i32, ProgramRunner, RowProgram } from './program';
+import { ChunkPartialProgram, columnSums, sumOverRows } from './column-sums';
+import { ElementwiseProgram, f32, ProgramRunner, RowProgram } from './program';
 
 /** stats [rows, 2] = (mean, 1 / sqrt(var + eps)): two passes over the row (mean, then centred squares), as the wasm kernel. */
 class LayerNormStatsProgram extends RowProgram {
@@ -72,44 +73,13 @@ class LayerNormGradProgram extends RowProgram {
   }
 }
 
-/** Rows per chunk of the column sums: enough invocations to fill a GPU at ViT sizes, short loops. */
-const CHUNK_ROWS = 64;
-
-/** partial [chunks, 2D]: per chunk of CHUNK_ROWS rows, sum of dy xhat (columns < D) and of dy (the rest). */
-class LayerNormParamGradProgram extends ElementwiseProgram {
-  constructor(chunks: number, cols: number) {
-    super([chunks, 2 * cols], ['x', 'stats', 'dy'], false, 'chunkRows : i32,');
+/** Per chunk of rows, the sum of dy xhat: dgamma's partial sums. */
+class LayerNormGammaGradProgram extends ChunkPartialProgram {
+  constructor(rows: number, cols: number) {
+    super(['dy', 'x', 'stats'], rows, cols);
   }
-  protected body(): string {
-    return `
-      let rows = uniforms.xShape[0];
-      let cols = uniforms.xShape[1];
-      let chunk = index / (2 * cols);
-      let j = index - chunk * 2 * cols;
-      let col = j % cols;
-      let r0 = chunk * uniforms.chunkRows;
-      let r1 = min(r0 + uniforms.chunkRows, rows);
-      var s = 0.0;
-      if (j < cols) {
-        for (var r = r0; r < r1; r++) { s += dy[r * cols + col] * (x[r * cols + col] - stats[2 * r]) * stats[2 * r + 1]; }
-      } else {
-        for (var r = r0; r < r1; r++) { s += dy[r * cols + col]; }
-      }
-      result[index] = s;`;
-  }
-}
-
-/** out [D] = column sums of partial [chunks, 2D] over its chunks, columns offset..offset+D. */
-class ChunkSumProgram extends ElementwiseProgram {
-  constructor(cols: number) {
-    super([cols], ['partial'], false, 'offset : i32,');
-  }
-  protected body(): string {
-    return `
-      let width = uniforms.partialShape[1];
-      var s = 0.0;
-      for (var c = 0; c < uniforms.partialShape[0]; c++) { s += partial[c * width + uniforms.offset + index]; }
-      result[index] = s;`;
+  protected term(): string {
+    return 'dy[r * cols + col] * (x[r * cols + col] - stats[2 * r]) * stats[2 * r + 1]';
   }
 }
 
@@ -136,10 +106,8 @@ export function registerLayerNormKernels(): void {
       const [rows, cols] = x.shape;
       const dxProgram = new LayerNormGradProgram(rows, cols);
       const dx = gpu.runWebGPUProgram(dxProgram, [x, gamma, stats, dy], 'float32', dxProgram.rowUniforms());
-      const partial = gpu.runWebGPUProgram(new LayerNormParamGradProgram(Math.ceil(rows / CHUNK_ROWS), cols), [x, stats, dy], 'float32', [i32(CHUNK_ROWS)]);
-      const [dgamma, dbeta] = [0, cols].map((offset) => gpu.runWebGPUProgram(new ChunkSumProgram(cols), [partial], 'float32', [i32(offset)]));
-      gpu.disposeData(partial.dataId);
-      return [dx, dgamma, dbeta];
+      const dgamma = sumOverRows(gpu, new LayerNormGammaGradProgram(rows, cols), [dy, x, stats]);
+      return [dx, dgamma, columnSums(gpu, dy)];
     },
   });
 }

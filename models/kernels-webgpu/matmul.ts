@@ -8,7 +8,8 @@
  * invocations read neighbouring vec4s. Every transpose form (the linear layers' forward and both
  * gradients) reads its operands in place.
  * It takes tfjs's 'BatchMatMul' and '_FusedMatMul' on webgpu (WEBGPU_MATMUL=1) where there is
- * one matrix (batch 1: the linear layers), float32, and no activation; anything else (attention's
+ * one matrix (batch 1: the linear layers) of at least 64x64 outputs, float32, and no activation;
+ * anything else (attention's
  * batched products), or with the fused kernels switched off (setFusedKernels), goes to tfjs's
  * own kernel.
  */
@@ -152,6 +153,8 @@ function tiledMatMul(inputs: tf.NamedTensorInfoMap, attrs: tf.NamedAttrMap, back
   const [m, k] = transposeA ? [a.shape[ra - 1], a.shape[ra - 2]] : [a.shape[ra - 2], a.shape[ra - 1]];
   const n = transposeB ? b.shape[rb - 2] : b.shape[rb - 1];
   if (bias && (bias.shape.length !== 1 || bias.shape[0] !== n)) return undefined;
+  // a product narrower than a 64x64 tile (a row of ones summing columns) would leave the GPU idle
+  if (m < 64 || n < 64) return undefined;
   const outShape = [...(ra > rb ? a.shape : b.shape).slice(0, -2), m, n];
   const tile = Math.ceil(m / 128) * Math.ceil(n / 128) >= 256 ? WIDE : NARROW;
   const program = new MatMulTiledProgram(outShape, m, n, transposeA, transposeB, bias !== undefined, tile);
