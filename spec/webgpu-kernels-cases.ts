@@ -34,8 +34,9 @@ async function valueAndGrads(out: Cases, name: string, f: (...xs: tf.Tensor[]) =
 export async function kernelCases(): Promise<Cases> {
   const rng = new Rng(17);
   const out: Cases = {};
-  // vec4 rows over more than one 64-row chunk of the parameter gradients; odd widths (scalar path)
-  for (const [rows, width] of [[130, 24], [7, 30], [3, 5]]) {
+  // vec4 rows over more than one 64-row chunk of the parameter gradients; odd widths (scalar path);
+  // more rows than a dispatch dimension takes (65535: tfjs folds the workgroups into a grid)
+  for (const [rows, width] of [[130, 24], [7, 30], [3, 5], [66000, 8]]) {
     const x = normal(rng, [rows, width], 0.5, 2);
     const gamma = normal(rng, [width], 1, 0.3);
     const beta = normal(rng, [width], 0, 0.3);
