@@ -8,7 +8,10 @@
  * backend is WebGPU and that Python has CUDA; the ratios are printed.
  *   npx ts-node bench/train-step.ts [--preset vit-micro-p4] [--batch 32] [--steps 20] [--profile] [--memory-steps 1000]
  *   TFJS_BACKEND=webgpu npx ts-node bench/train-step.ts --preset vit-base-p16 --batch 64 --python python3
- * FUSED_KERNELS=0 runs the wasm backend without the fused kernels (models/kernels), for comparison.
+ * FUSED_KERNELS=0 runs the wasm backend without the fused kernels (models/kernels), for comparison;
+ * WEBGPU_FUSED=1 runs webgpu with the fused WGSL kernels, WEBGPU_MATMUL=1 with the tiled WGSL
+ * matMul (models/kernels-webgpu). --profile ends
+ * with a per-kernel profile of one train step (the ten most expensive kernels and shapes).
  * The last line is one JSON object with everything measured.
  */
 import * as tf from '@tensorflow/tfjs';
@@ -56,6 +59,46 @@ async function timed(step: () => Promise<void>, steps: number, batch: number, ma
   return { imagesPerS: (batch * done) / ((performance.now() - t0) / 1000), steps: done };
 }
 
+/**
+ * One train step under tf.profile: time per kernel (on webgpu the GPU's own timestamps, each
+ * program in its own pass, where the device has timestamp-query; on wasm wall time), summed by
+ * kernel and input shapes; the ten most expensive with their share of the step and, for
+ * matMuls, the TFLOP/s they reach. Custom gradients and op wrappers ('forward', 'fusedMatMul__op')
+ * show up as kernels too, timed around the real kernels they run: only kernels the backend
+ * registers count.
+ */
+async function profileStep(step: () => tf.Scalar) {
+  const info = await tf.profile(() => step());
+  const rows = new Map<string, { kernel: string; shapes: string; ms: number; calls: number; flops: number }>();
+  for (const k of info.kernels) {
+    if (tf.getKernel(k.name, tf.getBackend()) === undefined) continue;
+    const shapes = k.inputShapes.filter(Boolean).map((sh) => `[${sh}]`).join(' ');
+    const key = `${k.name} ${shapes}`;
+    const row = rows.get(key) ?? { kernel: k.name, shapes, ms: 0, calls: 0, flops: 0 };
+    row.ms += k.kernelTimeMs as number;
+    row.calls++;
+    // a matMul's output [.., M, N] holds batch M N elements and its first input batch M K, whatever the transposes
+    if (/MatMul/.test(k.name)) {
+      const out = tf.util.sizeFromShape(k.outputShapes[0]);
+      const rowsOut = out / k.outputShapes[0][k.outputShapes[0].length - 1];
+      row.flops += (2 * out * tf.util.sizeFromShape(k.inputShapes[0])) / rowsOut;
+    }
+    rows.set(key, row);
+  }
+  const totalMs = [...rows.values()].reduce((a, r) => a + r.ms, 0);
+  const top = [...rows.values()].sort((a, b) => b.ms - a.ms).slice(0, 10).map((r) => ({
+    kernel: r.kernel, shapes: r.shapes, calls: r.calls, ms: +r.ms.toFixed(3), share: +(r.ms / totalMs).toFixed(4),
+    ...(r.flops > 0 && r.ms > 0 && { tflops: +(r.flops / (r.ms / 1000) / 1e12).toFixed(3) }),
+  }));
+  console.log(`profile of one train step: ${totalMs.toFixed(1)} ms in ${info.kernels.length} kernel calls; the ten most expensive (kernel, input shapes):`);
+  for (const r of top) {
+    console.log(`  ${r.ms.toFixed(2).padStart(9)} ms ${(100 * r.share).toFixed(1).padStart(5)}%  ${String(r.calls).padStart(4)}x  ${r.kernel} ${r.shapes}${r.tflops !== undefined ? `  ${r.tflops} TFLOP/s` : ''}`);
+  }
+  const profile = { totalMs: +totalMs.toFixed(2), kernelCalls: info.kernels.length, top };
+  console.log(JSON.stringify({ profile }));
+  return profile;
+}
+
 async function main() {
   const backend = await initBackend();
   const cfg: VitConfig = { ...VIT_PRESETS[args.preset!], act: args.act as VitConfig['act'], posEmbed: 'sincos' };
@@ -92,7 +135,7 @@ async function main() {
   const train = await timed(trainStep, steps, batch, maxSeconds);
   const flops = forwardFlops(cfg);
   const ours = {
-    backend: backend.tfBackend, adapter: backend.adapter, preset: args.preset, act: cfg.act, batch,
+    backend: backend.tfBackend, adapter: backend.adapter, fusedWgsl: backend.fusedWgsl ?? false, wgslMatMul: backend.wgslMatMul ?? false, preset: args.preset, act: cfg.act, batch,
     warmupS: +warmupS.toFixed(1), trainSteps: train.steps, forwardSteps: 0,
     trainImagesPerS: +train.imagesPerS.toFixed(2),
     trainTflops: +((train.imagesPerS * 3 * flops) / 1e12).toFixed(4),
@@ -147,21 +190,7 @@ async function main() {
     }
     console.log(JSON.stringify({ memory: samples }));
   }
-  if (args.profile) {
-    const info = await tf.profile(() => trainStepQueued());
-    const byKernel = new Map<string, number>();
-    // custom gradients and op wrappers ('forward', 'fusedMatMul__op') show up as kernels too,
-    // timed around the real kernels they run: count only kernels the backend registers
-    for (const k of info.kernels) {
-      if (tf.getKernel(k.name, tf.getBackend()) === undefined) continue;
-      byKernel.set(k.name, (byKernel.get(k.name) ?? 0) + (k.kernelTimeMs as number));
-    }
-    const total = [...byKernel.values()].reduce((a, b) => a + b, 0);
-    console.log(`profile of one train step: ${total.toFixed(0)} ms in kernels`);
-    for (const [name, ms] of [...byKernel].sort((a, b) => b[1] - a[1]).slice(0, 15)) {
-      console.log(`  ${name.padEnd(20)} ${ms.toFixed(1).padStart(8)} ms  ${((100 * ms) / total).toFixed(1)}%`);
-    }
-  }
+  if (args.profile) summary.profile = await profileStep(trainStepQueued);
   console.log(JSON.stringify(summary));
 }
 main().catch((err) => {

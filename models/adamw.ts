@@ -2,12 +2,13 @@
  * AdamW (Loshchilov & Hutter 2019): Adam with decoupled weight decay, per-parameter groups
  * carrying their own lr scale (layer-wise lr decay) and weight decay (none on biases, norms,
  * tokens and position embeddings), plus optional global-norm gradient clipping. On wasm each
- * parameter's update is one fused kernel (models/kernels/adamw.c).
+ * parameter's update is one fused kernel (models/kernels/adamw.c), on webgpu with
+ * WEBGPU_FUSED=1 three WGSL dispatches (models/kernels-webgpu/adamw.ts).
  */
 import * as tf from '@tensorflow/tfjs';
 import { HostTensor, ParamGroupEntry } from './params';
 import { FUSED_ADAMW } from './kernels/adamw';
-import { fusedKernelsActive, runKernel, sumSquares } from './kernels';
+import { fusedKernel, fusedKernelsActive, runKernel, sumSquares } from './kernels';
 
 export type { ParamGroupEntry };
 
@@ -61,6 +62,8 @@ export class AdamW {
         : tf.tidy(() => tf.where(tf.greater(norm, clipGradNorm), tf.div(clipGradNorm, tf.add(norm, 1e-6)), tf.scalar(1)) as tf.Scalar);
     const bias1 = 1 - beta1 ** this.step;
     const bias2 = 1 - beta2 ** this.step;
+    // the WGSL kernel takes the clip factor as a device scalar, one for all parameters
+    const gpuScale = !fused && fusedKernel(FUSED_ADAMW) ? tf.tidy(() => tf.reshape(typeof clip === 'number' ? tf.scalar(clip) : clip, [1])) : undefined;
     for (const p of present) {
       tf.tidy(() => {
         const g = grads[p.variable.name];
@@ -68,9 +71,10 @@ export class AdamW {
         const v = this.v.get(p.name)!;
         const stepLr = lr * p.lrScale;
         const decayFactor = 1 - stepLr * p.weightDecay;
-        if (fused) {
-          const attrs = { lr: stepLr, decayFactor, beta1, beta2, invBias1: 1 / bias1, invBias2: 1 / bias2, eps, gradScale: clip as number };
-          const [pNew, mNew, vNew] = runKernel(FUSED_ADAMW, { p: p.variable, g, m, v }, attrs);
+        if (fused || gpuScale) {
+          // on wasm the clip factor is a number, on webgpu the device scalar gpuScale
+          const attrs = { lr: stepLr, decayFactor, beta1, beta2, invBias1: 1 / bias1, invBias2: 1 / bias2, eps, gradScale: gpuScale ? 1 : (clip as number) };
+          const [pNew, mNew, vNew] = runKernel(FUSED_ADAMW, { p: p.variable, g, m, v, ...(gpuScale && { scale: gpuScale }) }, attrs);
           m.assign(mNew);
           v.assign(vNew);
           p.variable.assign(pNew);
@@ -84,6 +88,7 @@ export class AdamW {
       });
     }
     if (typeof clip !== 'number') clip.dispose();
+    gpuScale?.dispose();
     return norm;
   }
 

@@ -11,6 +11,8 @@
  *   small kernels, so these three run as fused SIMD kernels there (models/kernels/*.c).
  *   Composed from ops (other backends), attention splits heads with a 4-D transpose, as 5-D
  *   transposes are slow and 4-D ones fast.
+ * On webgpu with WEBGPU_FUSED=1, LayerNorm, GELU, the softmax gradient and column sums run as WGSL kernels
+ * (models/kernels-webgpu) registered under the same names, through the same custom ops.
  * Linear weights are kept as [in, out] (the plain-matMul layout); checkpoints store PyTorch's
  * [out, in] and models/vit.ts converts at load/save.
  * Each forward computes inside tf.tidy and keeps only its value and what its gradient needs:
@@ -19,8 +21,10 @@
 import * as tf from '@tensorflow/tfjs';
 import { FUSED_ATTENTION, FUSED_ATTENTION_GRAD } from './kernels/attention';
 import { FUSED_GELU, FUSED_GELU_GRAD } from './kernels/gelu';
-import { fusedKernelsActive as fused, runKernel } from './kernels';
+import { fusedKernel, fusedKernelsActive as fused, runKernel } from './kernels';
 import { FUSED_LAYER_NORM, FUSED_LAYER_NORM_GRAD } from './kernels/layer-norm';
+import { FUSED_COLUMN_SUMS } from './kernels-webgpu/column-sums';
+import { FUSED_SOFTMAX_GRAD } from './kernels-webgpu/softmax';
 
 type SavedGrad = (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => tf.Tensor[];
 
@@ -44,8 +48,12 @@ export const linear = custom((x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, save: tf
   };
 }) as (x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D) => tf.Tensor2D;
 
-/** Sums over rows of g [N, M] -> [M], as ones [1, N] @ g: wasm reduces a non-last axis by transposing first. */
+/**
+ * Sums over rows of g [N, M] -> [M]: a WGSL kernel on webgpu with WEBGPU_FUSED=1, else ones
+ * [1, N] @ g (wasm reduces a non-last axis by transposing first).
+ */
 function columnSums(g: tf.Tensor2D): tf.Tensor1D {
+  if (fusedKernel(FUSED_COLUMN_SUMS)) return runKernel(FUSED_COLUMN_SUMS, { x: g })[0] as tf.Tensor1D;
   return tf.reshape(tf.matMul(tf.ones([1, g.shape[0]]), g), [g.shape[1]]);
 }
 
@@ -55,8 +63,23 @@ function expNonPositive(t: tf.Tensor): tf.Tensor {
   return tf.div(s, tf.sub(1, s));
 }
 
-/** Softmax over the last axis, on sigmoid; gradient y * (dy - sum(dy * y)). */
-const softmaxLastAxis = custom((x: tf.Tensor, save: tf.GradSaveFunc) => {
+/** Softmax over the last axis; gradient y * (dy - sum(dy * y)). */
+function softmaxLastAxis<T extends tf.Tensor>(x: T): T {
+  return (fusedKernel(FUSED_SOFTMAX_GRAD) ? softmaxFused(x) : softmaxComposed(x)) as T;
+}
+
+/** tfjs's own softmax kernel (one workgroup per row on webgpu) and the fused gradient. */
+const softmaxFused = custom((x: tf.Tensor, save: tf.GradSaveFunc) => {
+  const y = tf.softmax(x);
+  save([y]);
+  return {
+    value: y,
+    gradFunc: (dy: tf.Tensor | tf.Tensor[], [ys]: tf.Tensor[]) => runKernel(FUSED_SOFTMAX_GRAD, { y: ys, dy: dy as tf.Tensor }),
+  };
+});
+
+/** Softmax on sigmoid (tfjs-wasm's exp is a scalar loop, its sigmoid vectorised). */
+const softmaxComposed = custom((x: tf.Tensor, save: tf.GradSaveFunc) => {
   const y = tf.tidy(() => {
     const e = expNonPositive(tf.sub(x, tf.max(x, -1, true)));
     return tf.div(e, tf.sum(e, -1, true));
@@ -70,11 +93,11 @@ const softmaxLastAxis = custom((x: tf.Tensor, save: tf.GradSaveFunc) => {
       return [tf.mul(ys, tf.sub(g, tf.sum(tf.mul(g, ys), -1, true)))];
     },
   };
-}) as <T extends tf.Tensor>(x: T) => T;
+});
 
 /** LayerNorm over the last axis of rows x [N, D]. */
 export function layerNorm(x: tf.Tensor2D, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps: number): tf.Tensor2D {
-  return fused() ? layerNormFused(x, gamma, beta, eps) : layerNormComposed(x, gamma, beta, eps);
+  return fusedKernel(FUSED_LAYER_NORM) ? layerNormFused(x, gamma, beta, eps) : layerNormComposed(x, gamma, beta, eps);
 }
 
 function layerNormFused(x: tf.Tensor2D, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps: number): tf.Tensor2D {
@@ -176,7 +199,7 @@ const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
  */
 export function gelu(x: tf.Tensor, kind: Activation): tf.Tensor {
   if (kind === 'gelu_tanh') return geluTanh(x);
-  return fused() ? geluFused(x) : geluErf(x);
+  return fusedKernel(FUSED_GELU) ? geluFused(x) : geluErf(x);
 }
 
 const geluFused = custom((x: tf.Tensor, save: tf.GradSaveFunc) => {
@@ -227,7 +250,7 @@ const geluTanh = custom((x: tf.Tensor, save: tf.GradSaveFunc) => {
  * matMul has no fast path, and attention was half of a train step there.
  */
 export function attention(qkv: tf.Tensor2D, batch: number, heads: number): tf.Tensor2D {
-  return fused() ? attentionFused(qkv, batch, heads) : attentionComposed(qkv, batch, heads);
+  return fusedKernel(FUSED_ATTENTION) ? attentionFused(qkv, batch, heads) : attentionComposed(qkv, batch, heads);
 }
 
 function attentionFused(qkv: tf.Tensor2D, batch: number, heads: number): tf.Tensor2D {

@@ -5,13 +5,18 @@
  * outside network), so they are loaded dynamically and a failure to load falls through to the
  * next, with the reason logged. TFJS_BACKEND=gpu|webgpu|node|wasm forces one (webgpu then also
  * takes a software adapter, such as the lavapipe of `npm run setup:vulkan`) and a failure stops.
+ * WEBGPU_FUSED=1 adds the fused WGSL kernels on webgpu, WEBGPU_MATMUL=1 the tiled WGSL matMul
+ * (models/kernels-webgpu).
  */
 import * as tf from '@tensorflow/tfjs';
 import { match } from 'ts-pattern';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { kernelsUseRelaxedSimd, registerWasmKernels } from '../models/kernels';
+import { registerMatMulKernels, registerWebGpuKernels, WGSL_KERNELS } from '../models/kernels-webgpu';
 import { enableWasmThreads } from './wasm-threads';
-import { AdapterSummary, adapterLine, startWebGpu } from './webgpu';
+import { AdapterSummary, adapterLine, startWebGpu, WebGpuDeviceError } from './webgpu';
+
+export { destroyDeviceIfAsked } from './webgpu';
 
 export type BackendChoice = 'gpu' | 'webgpu' | 'node' | 'wasm';
 const CHOICES: BackendChoice[] = ['gpu', 'webgpu', 'node', 'wasm'];
@@ -29,6 +34,10 @@ export interface BackendInfo {
   fusedKernels: number;
   /** The WebGPU adapter (webgpu only). */
   adapter?: AdapterSummary;
+  /** The fused WGSL kernels are registered (webgpu with WEBGPU_FUSED=1; models/kernels-webgpu). */
+  fusedWgsl?: boolean;
+  /** The tiled WGSL matMul takes the linear layers (webgpu with WEBGPU_MATMUL=1). */
+  wgslMatMul?: boolean;
 }
 
 let active: BackendInfo | undefined;
@@ -57,7 +66,12 @@ async function tryBackend(choice: BackendChoice, forced: boolean, log: (line: st
         return undefined;
       }
       if (!(await tf.setBackend('webgpu'))) return undefined;
-      return { choice, tfBackend: 'webgpu', threads: 0, poolThreads: 0, fusedKernels: 0, adapter: start.adapter };
+      // off by default until a GPU measures them faster (bench/train-step.ts, the device kit)
+      const fusedWgsl = process.env.WEBGPU_FUSED === '1';
+      if (fusedWgsl) registerWebGpuKernels();
+      const wgslMatMul = process.env.WEBGPU_MATMUL === '1';
+      if (wgslMatMul) registerMatMulKernels();
+      return { choice, tfBackend: 'webgpu', threads: 0, poolThreads: 0, fusedKernels: 0, adapter: start.adapter, fusedWgsl, wgslMatMul };
     })
     .with('node', async () =>
       tryRequire('@tensorflow/tfjs-node') && (await tf.setBackend('tensorflow'))
@@ -101,8 +115,32 @@ export async function initBackend(log: (line: string) => void = console.log): Pr
 }
 
 function describeBackend(info: BackendInfo): string {
-  if (info.adapter) return adapterLine(info.adapter);
+  if (info.adapter) {
+    return `${adapterLine(info.adapter)}${info.fusedWgsl ? `, fused WGSL kernels (${WGSL_KERNELS.join(', ')})` : ''}${info.wgslMatMul ? ', tiled WGSL matMul' : ''}`;
+  }
   if (info.choice !== 'wasm') return info.choice;
   const fused = info.fusedKernels ? `, fused kernels on ${info.fusedKernels}${kernelsUseRelaxedSimd() ? ', relaxed SIMD' : ''}` : '';
   return `wasm, ${info.threads} thread(s)${fused}, tfjs's own kernels on ${info.poolThreads}`;
+}
+
+/**
+ * The error a training run stops with when its device failed (WebGPU: lost, or an error Dawn
+ * reported), or undefined for any other error. It names the backend and the reason, says that
+ * no checkpoint was written from the failed device (its reads fail, so none can be), names the
+ * last complete checkpoint and how to resume: with TFJS_BACKEND set, that backend is taken
+ * again unless the command changes it; without, the resumed run picks its backend anew.
+ */
+export function deviceFailure(err: unknown, at: { step: number; checkpoint: string; resume?: string }): Error | undefined {
+  if (!(err instanceof WebGpuDeviceError)) return undefined;
+  const forced = process.env.TFJS_BACKEND;
+  const resume = !at.resume
+    ? ''
+    : forced
+      ? ` Resume with: ${at.resume} (TFJS_BACKEND=${forced} is set, so that takes WebGPU again; TFJS_BACKEND=wasm ${at.resume} continues on the CPU).`
+      : ` Resume with: ${at.resume}; it picks its backend anew and continues on the next one the selection finds (WebGPU if its device can be had again, else tfjs-node or wasm).`;
+  const backend = active?.adapter ? `webgpu (${adapterLine(active.adapter)})` : 'webgpu';
+  return new Error(
+    `the ${backend} backend failed after step ${at.step}: ${err.message}. Stopped without writing a checkpoint from it; last complete checkpoint: ${at.checkpoint}.${resume}`,
+    { cause: err },
+  );
 }

@@ -102,6 +102,20 @@ export function adapterLine(a: AdapterSummary): string {
 /** Thrown by every later op or read once the device has reported an error or was lost. */
 export class WebGpuDeviceError extends Error {}
 
+/** The device the backend runs on (for the test hook below). */
+let startedDevice: GPUDevice | undefined;
+
+/**
+ * Test hook (spec/webgpu-lost.spec.ts): with WEBGPU_DESTROY_AFTER_STEP=N the training driver's
+ * call after step N destroys the device for real, as a driver reset or a GPU gone from the bus
+ * loses it: later ops are no-ops in Dawn and reads fail.
+ */
+export function destroyDeviceIfAsked(step: number): void {
+  if (!startedDevice || process.env.WEBGPU_DESTROY_AFTER_STEP !== String(step)) return;
+  console.log(`[backend] WEBGPU_DESTROY_AFTER_STEP=${step}: destroying the WebGPU device`);
+  startedDevice.destroy();
+}
+
 export type WebGpuStart =
   | { ok: true; adapter: AdapterSummary }
   | { ok: false; reason: string; adapter?: AdapterSummary };
@@ -160,6 +174,7 @@ async function startOnDawn(dawn: DawnModule, allowSoftware: boolean): Promise<We
   const { WebGPUBackend } = require('@tensorflow/tfjs-backend-webgpu') as typeof import('@tensorflow/tfjs-backend-webgpu');
   const backend = new WebGPUBackend(device, (adapter as unknown as { info: GPUAdapterInfo }).info);
   throwOnDeviceErrors(device, backend);
+  startedDevice = device;
   tf.removeBackend('webgpu');
   tf.registerBackend('webgpu', () => backend, 3);
   chunkAddN();
@@ -211,8 +226,10 @@ function throwOnDeviceErrors(device: GPUDevice, backend: import('@tensorflow/tfj
   device.onuncapturederror = (ev) => {
     pending ??= `${ev.error.constructor.name}: ${ev.error.message.trim()}`;
   };
+  // any loss counts, 'destroyed' too: nothing in this process destroys the device but the
+  // WEBGPU_DESTROY_AFTER_STEP test hook, and Dawn's ops on a lost device are silent no-ops
   void device.lost.then((info) => {
-    if (info.reason !== 'destroyed') failed ??= new WebGpuDeviceError(`WebGPU device lost (${info.reason}): ${info.message}; last op ${current}`);
+    failed ??= new WebGpuDeviceError(`WebGPU device lost (${info.reason}: ${info.message.trim()}); last op ${current}`);
   });
   const check = (where: string) => {
     if (failed) throw failed;
@@ -240,7 +257,13 @@ function throwOnDeviceErrors(device: GPUDevice, backend: import('@tensorflow/tfj
   };
   const read = backend.read.bind(backend);
   backend.read = async (dataId) => {
-    const values = await read(dataId);
+    let values;
+    try {
+      values = await read(dataId);
+    } catch (e) {
+      // a lost device rejects the buffer mapping (AbortError), maybe before its lost event
+      throw failed ?? new WebGpuDeviceError(`WebGPU read failed after ${current} (${String(e)}): the device is gone`);
+    }
     check(`a read after ${current}`);
     return values;
   };

@@ -31,9 +31,11 @@ const ZERO = 1e-6;
  */
 const DEFINED = 1e-5;
 
-interface StepResult {
+export interface StepResult {
   backend: string;
   adapter?: { description: string; software: boolean };
+  fusedWgsl?: boolean;
+  wgslMatMul?: boolean;
   loss: number[];
   gradNorm: number[];
   before: Record<string, number[]>;
@@ -51,8 +53,8 @@ export interface Comparison {
   adapter?: string;
 }
 
-/** Runs the step in a child process on `backend` and returns its result. */
-export function runStep(backend: 'webgpu' | 'wasm'): Promise<StepResult> {
+/** Runs the step in a child process on `backend` (with `env` added) and returns its result. */
+export function runStep(backend: 'webgpu' | 'wasm', env: Record<string, string> = {}): Promise<StepResult> {
   // in the device kit both scripts are bundles side by side; in the repository, TypeScript
   const bundled = path.join(__dirname, 'webgpu-parity-step.js');
   const inKit = fs.existsSync(bundled);
@@ -62,7 +64,7 @@ export function runStep(backend: 'webgpu' | 'wasm'): Promise<StepResult> {
     execFile(
       process.execPath,
       args,
-      { cwd: root, env: { ...process.env, TFJS_BACKEND: backend, WASM_THREADS: process.env.WASM_THREADS ?? '1' }, maxBuffer: 64 << 20 },
+      { cwd: root, env: { ...process.env, TFJS_BACKEND: backend, WASM_THREADS: process.env.WASM_THREADS ?? '1', ...env }, maxBuffer: 64 << 20 },
       (err, stdout, stderr) => {
         if (err) return reject(new Error(`the ${backend} step failed: ${err.message}\n${stderr.split('\n').filter((l) => !/artificially reduced/.test(l)).slice(-20).join('\n')}`));
         resolve(JSON.parse(stdout.trim().split('\n').pop()!) as StepResult);

@@ -76,6 +76,8 @@ async function main() {
   const result = {
     backend: backend.tfBackend,
     adapter: backend.adapter,
+    fusedWgsl: backend.fusedWgsl ?? false,
+    wgslMatMul: backend.wgslMatMul ?? false,
     loss: Array.from(await loss.data()),
     gradNorm: Array.from(await gradNorm.data()),
     before,

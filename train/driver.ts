@@ -25,6 +25,7 @@ import { concatMap, finalize, lastValueFrom, Subject, takeWhile, tap } from 'rxj
 import { fromPull, Valve } from '../lib/flow';
 import { CheckpointFiles, DEFAULT_KEEP_CHECKPOINTS, latestCheckpoint, writeCheckpoint } from '../runtime/checkpoint';
 import { resumeCommand } from '../runtime/cli';
+import { destroyDeviceIfAsked, deviceFailure } from '../runtime/backend';
 import { Collective, SingleProcess } from '../lib/collective';
 import { allreduceGradients } from '../runtime/collective';
 import { anyRank } from '../runtime/data-parallel';
@@ -186,6 +187,7 @@ export async function train(opts: TrainOptions): Promise<{ step: number; done: b
         concatMap(async (r) => {
           step = r.step;
           await opts.afterStep?.(r.step, stage, start);
+          destroyDeviceIfAsked(r.step);
           valve.release(1);
           return r;
         }),
@@ -198,7 +200,7 @@ export async function train(opts: TrainOptions): Promise<{ step: number; done: b
   } catch (err) {
     records.complete();
     await sinksDone;
-    throw err;
+    throw deviceFailure(err, { step, checkpoint: goodCheckpoint(opts.runDir, lastGood), resume: opts.script && resumeCommand(opts.script, opts.runDir) }) ?? err;
   } finally {
     await data.return(undefined);
   }
@@ -232,7 +234,7 @@ function acrossRanks(dp: Collective, op: 'sum' | 'mean'): (step: StepValues) => 
   };
 }
 
-/** The run's newest complete checkpoint and its step, for the non-finite message. */
+/** The run's newest complete checkpoint and its step, for the stop messages (non-finite, failed device). */
 function goodCheckpoint(runDir: string, lastGood: { step: number } | undefined): string {
   if (!lastGood) return 'none written yet';
   try {

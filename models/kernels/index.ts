@@ -29,12 +29,26 @@ export function fusedKernelsActive(): boolean {
   return registeredThreads > 0 && enabled && tf.getBackend() === 'wasm';
 }
 
+/**
+ * Kernel `name` is registered for the active backend and the fused kernels are not switched
+ * off: the wasm C kernels here, or the WGSL ones of models/kernels-webgpu (WEBGPU_FUSED=1),
+ * which take the same names and contracts where the math is the same.
+ */
+export function fusedKernel(name: string): boolean {
+  return fusedKernelsOn() && tf.getKernel(name, tf.getBackend()) !== undefined;
+}
+
 /** The kernels use relaxed SIMD (fused multiply-add). */
 export function kernelsUseRelaxedSimd(): boolean {
   return relaxedSimd;
 }
 
-/** Switches the fused kernels off (or back on) after registration, to compare with the composed ops. */
+/** The fused kernels are not switched off (setFusedKernels). */
+export function fusedKernelsOn(): boolean {
+  return enabled;
+}
+
+/** Switches the fused kernels (wasm and WGSL) off (or back on) after registration, to compare with the composed ops. */
 export function setFusedKernels(on: boolean): void {
   enabled = on;
 }

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Device kit run (built by scripts/device/build-kit.sh): measures the WebGPU backend on this
-# machine's GPU next to PyTorch on the same GPU, and a 2-minute refine of the bundled default.
-#   bash .kit/run.sh            ViT-B/16 224 batch 64 and ViT-L/16 batch 32 (NVIDIA machine, < 8 min)
+# machine's GPU next to PyTorch on the same GPU, with tfjs-webgpu's own kernels, with the fused
+# WGSL kernels (WEBGPU_FUSED=1, models/kernels-webgpu) and with those and the tiled WGSL matMul
+# (WEBGPU_MATMUL=1), a per-kernel profile of one ViT-B train step each way, and a 1-minute refine
+# of the bundled default.
+#   bash .kit/run.sh            ViT-B/16 224 batch 64 and ViT-L/16 batch 32 (NVIDIA machine, about 6-7 min)
 #   bash .kit/run.sh --tiny     tiny shapes, for a software Vulkan (lavapipe) check of the kit
 # Every part runs under its own timeout, so a failing part leaves the others' numbers; each
 # part's log goes to $OUT (default: .kit/results) as it runs; the last line printed is one JSON
@@ -78,28 +81,41 @@ if [[ $tiny == 1 ]]; then
   bench_l=(--preset vit-micro-p4 --batch 2 --steps 2)
   torch_b=("${bench_b[@]}"); torch_l=("${bench_l[@]}")
   refine=(--max-steps 2 --batch 8 --local-views 2)
-  refine_s=240; bench_s=240; torch_s=120
+  refine_s=240; bench_s=240; torch_s=120; parity_s=120
 else
   probe=(--size 4096 --reps 10)
-  bench_b=(--preset vit-base-p16 --batch 64 --steps 20 --max-seconds 25)
-  bench_l=(--preset vit-large-p16 --batch 32 --steps 20 --max-seconds 25)
+  bench_b=(--preset vit-base-p16 --batch 64 --steps 20 --max-seconds 15)
+  bench_l=(--preset vit-large-p16 --batch 32 --steps 20 --max-seconds 15)
   torch_b=(--preset vit-base-p16 --batch 64 --steps 20 --max-seconds 8)
   torch_l=(--preset vit-large-p16 --batch 32 --steps 20 --max-seconds 8)
   refine=()
-  # worst case, every part at its limit: 30 + 60 + 2 x 100 + 2 x 50 + 120 (+ kill grace) s, about 8.5 min
-  refine_s=120; bench_s=100; torch_s=50
+  # measured on an H200 before the WGSL parts, with 25 s timed loops: 6 s parity, 29-33 s ViT-B,
+  # 44 s ViT-L, 16-22 s PyTorch. Every part at its limit would take 2 x 30 + 2 x 45 + 5 x 70 + 2 x 45 + 60 s
+  refine_s=60; bench_s=70; torch_s=45; parity_s=45
 fi
+# a per-kernel profile of one ViT-B train step after its timing (bench/train-step.ts --profile)
+bench_b+=(--profile)
 
-part adapter 30 adapter.log "$work/node" adapter.js "${probe[@]}"
+# the ways WebGPU runs: tfjs-webgpu's own kernels; the fused WGSL kernels; those and the tiled matMul
+plain=(env WEBGPU_FUSED=0 WEBGPU_MATMUL=0)
+fused=(env WEBGPU_FUSED=1 WEBGPU_MATMUL=0)
+all=(env WEBGPU_FUSED=1 WEBGPU_MATMUL=1)
+# a square fp32 matMul: tfjs-webgpu's, then the tiled WGSL one
+part adapter 30 adapter.log "${plain[@]}" "$work/node" adapter.js "${probe[@]}"
+part adapter-matmul 30 adapter-matmul.log "${all[@]}" "$work/node" adapter.js "${probe[@]}"
 # the same refine step on this GPU and on wasm (this machine's CPU), compared (scripts/check-webgpu.ts)
-part parity 60 parity.log "$work/node" check-webgpu.js
-part webgpu-vit-b "$bench_s" webgpu-vit-b.log "$work/node" train-step.js --no-torch "${bench_b[@]}"
-part webgpu-vit-l "$bench_s" webgpu-vit-l.log "$work/node" train-step.js --no-torch "${bench_l[@]}"
+part parity "$parity_s" parity.log "${plain[@]}" "$work/node" check-webgpu.js
+part parity-wgsl "$parity_s" parity-wgsl.log "${all[@]}" "$work/node" check-webgpu.js
+part webgpu-vit-b "$bench_s" webgpu-vit-b.log "${plain[@]}" "$work/node" train-step.js --no-torch "${bench_b[@]}"
+part webgpu-vit-b-fused "$bench_s" webgpu-vit-b-fused.log "${fused[@]}" "$work/node" train-step.js --no-torch "${bench_b[@]}"
+part webgpu-vit-b-fused-matmul "$bench_s" webgpu-vit-b-fused-matmul.log "${all[@]}" "$work/node" train-step.js --no-torch "${bench_b[@]}"
+part webgpu-vit-l "$bench_s" webgpu-vit-l.log "${plain[@]}" "$work/node" train-step.js --no-torch "${bench_l[@]}"
+part webgpu-vit-l-fused-matmul "$bench_s" webgpu-vit-l-fused-matmul.log "${all[@]}" "$work/node" train-step.js --no-torch "${bench_l[@]}"
 if [[ -n "$python" ]]; then
   part torch-vit-b "$torch_s" torch.log "$python" train_step_torch.py --device auto --dtype fp32,bf16 "${torch_b[@]}"
   part torch-vit-l "$torch_s" torch.log "$python" train_step_torch.py --device auto --dtype fp32,bf16 "${torch_l[@]}"
 fi
-part refine "$refine_s" refine.log "$work/node" refine.js --skip-knn --out "$work/refine-run" "${refine[@]}"
+part refine "$refine_s" refine.log "${plain[@]}" "$work/node" refine.js --skip-knn --out "$work/refine-run" "${refine[@]}"
 
 [[ -n "${smi:-}" ]] && kill "$smi" 2>/dev/null
 say "done in $(($(date +%s) - started))s"

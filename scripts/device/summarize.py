@@ -1,9 +1,13 @@
 """Device kit summary (scripts/device/run.sh calls it last): one JSON object from the parts' logs,
 printed as the last line and written to $OUT/summary.json.
 
-WebGPU and PyTorch train/forward images/s and effective TFLOP/s per model, the WebGPU/PyTorch
-ratios, the refine's images/s and data_wait_share (from its metrics.jsonl), GPU utilisation
-sampled by nvidia-smi during each part, the adapter, and each part's exit status.
+WebGPU (tfjs-webgpu's own kernels; with the fused WGSL kernels; with those and the tiled WGSL
+matMul) and PyTorch train/forward images/s and effective TFLOP/s per model, the WebGPU/PyTorch
+ratios and each WGSL variant's speed-up over tfjs-webgpu's own kernels, the ten most expensive
+kernels of one ViT-B train step each way (and the share of the step's wall time the GPU spent in
+kernels), a 4096^3 matMul both ways, the refine's images/s and data_wait_share (from its
+metrics.jsonl), GPU utilisation sampled by nvidia-smi during each part, the adapter, the
+WebGPU-vs-wasm parity each way, and each part's exit status.
 """
 import argparse
 import datetime
@@ -97,6 +101,10 @@ def parity(path):
     return out or None
 
 
+# how WebGPU ran (run.sh): tfjs-webgpu's own kernels; the fused WGSL kernels; those and the tiled WGSL matMul
+VARIANTS = (("webgpu", ""), ("webgpu_fused", "-fused"), ("webgpu_fused_matmul", "-fused-matmul"))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -110,11 +118,19 @@ def main():
     probe = next(iter(json_lines(os.path.join(a.out, "adapter.log"))), {})
     torch_runs = json_lines(os.path.join(a.out, "torch.log"))
     models = {}
-    for key, log in (("vit_b16", "webgpu-vit-b.log"), ("vit_l16", "webgpu-vit-l.log")):
-        # the last report (the bench prints its train numbers before timing the forward pass)
-        ours = next((r for r in reversed(json_lines(os.path.join(a.out, log))) if "trainImagesPerS" in r), None)
-        entry = {"webgpu": ours}
-        if ours:
+    for key, log in (("vit_b16", "webgpu-vit-b"), ("vit_l16", "webgpu-vit-l")):
+        entry = {}
+        for variant, suffix in VARIANTS:
+            rows = json_lines(os.path.join(a.out, f"{log}{suffix}.log"))
+            # the last report (the bench prints its train numbers before timing the forward pass)
+            ours = next((r for r in reversed(rows) if "trainImagesPerS" in r), None)
+            entry[variant] = ours
+            if not ours:
+                continue
+            profile = next((r["profile"] for r in rows if "profile" in r), None)
+            if profile:
+                step_ms = 1000 * ours["batch"] / ours["trainImagesPerS"] if ours["trainImagesPerS"] else None
+                entry[f"{variant}_profile"] = dict(profile, gpu_busy_share_of_step=round(profile["totalMs"] / step_ms, 3) if step_ms else None)
             per_image = ours["trainTflops"] / ours["trainImagesPerS"] if ours["trainImagesPerS"] else 0
             for dtype in ("fp32", "bf16"):
                 t = next((r for r in torch_runs if r.get("preset") == ours["preset"] and r.get("batch") == ours["batch"] and r.get("dtype") == dtype), None)
@@ -122,14 +138,23 @@ def main():
                     t = dict(t, trainTflops=round(t["trainImagesPerS"] * per_image, 4),
                              forwardTflops=round(t["forwardImagesPerS"] * per_image / 3, 4))
                     entry[f"torch_{dtype}"] = t
-                    entry[f"train_ratio_vs_torch_{dtype}"] = round(ours["trainImagesPerS"] / t["trainImagesPerS"], 4)
+                    entry[f"{variant}_train_ratio_vs_torch_{dtype}"] = round(ours["trainImagesPerS"] / t["trainImagesPerS"], 4)
                     if ours.get("forwardImagesPerS") is not None:
-                        entry[f"forward_ratio_vs_torch_{dtype}"] = round(ours["forwardImagesPerS"] / t["forwardImagesPerS"], 4)
+                        entry[f"{variant}_forward_ratio_vs_torch_{dtype}"] = round(ours["forwardImagesPerS"] / t["forwardImagesPerS"], 4)
+        plain = entry.get("webgpu")
+        for variant, _ in VARIANTS[1:]:
+            other = entry.get(variant)
+            if plain and other and plain["trainImagesPerS"]:
+                entry[f"{variant}_train_speedup"] = round(other["trainImagesPerS"] / plain["trainImagesPerS"], 4)
+                if plain.get("forwardImagesPerS") and other.get("forwardImagesPerS") is not None:
+                    entry[f"{variant}_forward_speedup"] = round(other["forwardImagesPerS"] / plain["forwardImagesPerS"], 4)
         models[key] = entry
     summary = {
         "parity_webgpu_vs_wasm": parity(os.path.join(a.out, "parity.log")),
+        "parity_webgpu_wgsl_vs_wasm": parity(os.path.join(a.out, "parity-wgsl.log")),
         "kit": "mim-refiner-ts device kit", "tiny": a.tiny == "1",
         "adapter": probe.get("adapter"), "backend": probe.get("backend"), "matmul_fp32": probe.get("matMul"),
+        "matmul_fp32_wgsl_tiled": next(iter(json_lines(os.path.join(a.out, "adapter-matmul.log"))), {}).get("matMul"),
         "models": models, "refine": dict(refine_metrics(a.work), gpu=parts.get("refine", {}).get("gpu")),
         "parts": parts,
     }
