@@ -7,7 +7,7 @@
  * best of --val-evals evaluations) and, where --lr lists several, the lr (best mean over
  * seeds); test is measured once, at the end, for the chosen checkpoints only.
  *
- *   npx ts-node pipelines/finetune.ts --label-share 1%,10% --epochs 30,8 --seeds 0,1,2
+ *   npx ts-node pipelines/finetune.ts --label-share 1%,10% --epochs 15,3 --seeds 0,1,2
  *   npx ts-node pipelines/finetune.ts --checkpoint none --preset vit-micro-p4 --label-share 10%
  *   npx ts-node pipelines/finetune.ts --resume runs/finetune/mae-vit-micro-p4
  *
@@ -52,7 +52,7 @@ const FLAGS = {
   test: { description: 'test images', default: 'data/cifar10-mini/test-*.tar.gz' },
   'num-classes': { description: 'class count of tar shards without classes.txt beside them' },
   'label-share': { description: "labelled training images: shares of each class like 1%,10%,100%, or images per class like 5 (a seeded per-class draw per seed)", default: '1%,10%' },
-  epochs: { description: 'epochs over the labelled images: one for every share, or one per share', default: '30,8' },
+  epochs: { description: 'epochs over the labelled images: one for every share, or one per share', default: '15,3' },
   seeds: { description: 'seeds (head init, label draw, augmentation, drop path, order); mean ± std over them', default: '0,1,2' },
   batch: { description: 'batch size', default: '32' },
   lr: { description: 'peak lr; several (1e-3,3e-4) are swept and chosen on validation (best mean over seeds)', default: '1e-3' },
@@ -65,7 +65,7 @@ const FLAGS = {
   pooling: { description: "classifier input: 'avg' (mean of the patch tokens + fc_norm, MAE's fine-tuning) or 'cls' (CLS after the final norm, timm's default)", default: 'avg' },
   'crop-scale': { description: 'RandomResizedCrop area range lo,hi', default: '0.25,1' },
   jitter: { description: 'colour jitter strength (brightness, contrast, saturation; timm color_jitter), 0 for none', default: '0.4' },
-  'val-evals': { description: 'validation evaluations per run, evenly spaced, the last at the end: the candidates for the checkpoint', default: '5' },
+  'val-evals': { description: 'validation evaluations per run, evenly spaced, the last at the end: the candidates for the checkpoint', default: '3' },
   'val-limit': { description: 'use the first N validation images (0: all)', default: '0' },
   'test-limit': { description: 'use the first N test images (0: all)', default: '0' },
   label: { description: 'model name in the summary (default: the checkpoint folder, or "random init (<preset>)")' },
