@@ -189,13 +189,15 @@ export async function finetune(argv: string[]): Promise<string | undefined> {
   // RandomResizedCrop + flip (MAE's view) with timm's colour jitter (brightness, contrast, saturation)
   const views = [{ ...maeViews(imgSize, s.cropScale)[0], jitterP: s.jitter > 0 ? 1 : 0, jitter: { brightness: s.jitter, contrast: s.jitter, saturation: s.jitter, hue: 0 } }];
   const evalSet = (source: string, limit: number | undefined) => (encoder: VisionTransformer) => extractFeatures(encoder, { source, blocks: [depth - 1], pooling: s.pooling, limit, numClasses });
+  // every share's labelled subset per seed, drawn (and checked) before any training
+  const subsets = shares.map((share) => seeds.map((seed) => shareSubset(labels, share, seed, numClasses, classNames)));
   let stepsLeft = driver.maxSteps > 0 ? driver.maxSteps : Infinity;
 
   // train every (share, lr, seed): each run keeps its best checkpoint on validation
   const runs = new Map<string, RunResult>();
   for (const [i, share] of shares.entries()) {
     for (const lr of lrs) {
-      for (const seed of seeds) {
+      for (const [j, seed] of seeds.entries()) {
         const runDir = path.join(out, shareDir(share), `lr-${lr}`, `seed-${seed}`);
         const done = readResult(runDir);
         if (done) {
@@ -203,7 +205,7 @@ export async function finetune(argv: string[]): Promise<string | undefined> {
           continue;
         }
         if (stepsLeft <= 0) return stopped(runDir);
-        const subset = shareSubset(labels, share, seed, numClasses, classNames);
+        const subset = subsets[i][j];
         const images = subset?.length ?? labels.length;
         const stepsPerEpoch = Math.floor(images / s.batch);
         if (stepsPerEpoch < 1) throw new Error(`--label-share ${shotName(share)}: ${images} labelled images, fewer than one batch of ${s.batch}; lower --batch`);
@@ -453,7 +455,7 @@ export function summaryMarkdown(summary: FinetuneSummary): string {
     'validation top-1': pm(r.valMean, r.valStd), 'test top-1': pm(r.testMean, r.testStd), 'test per seed': r.test.map((t) => (100 * t).toFixed(1)).join(' / '),
   }]));
   return [
-    `Fine-tuning of ${summary.label} (${summary.model}): top-1 in % on ${summary.test.source} (${summary.test.count} images), mean ± std over seeds; ` +
+    `Fine-tuning of ${summary.label}${summary.model !== summary.label ? ` (${summary.model})` : ''}: top-1 in % on ${summary.test.source} (${summary.test.count} images), mean ± std over seeds; ` +
       `the checkpoint (and the lr, where several were swept) chosen on ${summary.val.source} (${summary.val.count} images).`,
     '',
     markdownTable(rows, { rowHeader: 'labels' }),
