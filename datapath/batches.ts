@@ -81,6 +81,8 @@ export interface EpochBatchesOptions {
   /** Data-parallel rank and world size: this rank's share of each epoch (batchSize is per rank). */
   rank?: number;
   worldSize?: number;
+  /** Only these stable sample indices (a labelled subset), see SourceOptions. */
+  subset?: Int32Array;
 }
 
 /**
@@ -98,6 +100,7 @@ export async function* epochBatches(opts: EpochBatchesOptions): AsyncGenerator<{
       shuffle: { seed, epoch, bufferSize: 2000 },
       rank: opts.rank,
       worldSize: opts.worldSize,
+      subset: opts.subset,
       start: skipSteps * batchSize,
       transform: { kind: 'views', seed, epoch, views: opts.views },
       batchSize,

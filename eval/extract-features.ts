@@ -6,10 +6,11 @@
  * extraction runs on WebGPU as on wasm.
  */
 import * as tf from '@tensorflow/tfjs';
-import { VisionTransformer } from '../models/vit';
+import { poolTokens, Pooling, VisionTransformer } from '../models/vit';
 import { batchStream, SkipLog } from '../datapath/batches';
 
-export type Pooling = 'cls' | 'avg';
+/** Where eval's callers have always found it. */
+export type { Pooling };
 
 export interface FeatureSet {
   blocks: number[];
@@ -34,14 +35,6 @@ export interface ExtractOptions {
   /** Resize ratio of the eval transform (resize to size / ratio, then centre crop). */
   resizeRatio?: number;
   onProgress?: (done: number) => void;
-}
-
-/** Pools tokens [B, 1+T, D] to [B, D]: CLS, or mean of the patch tokens. */
-export function poolTokens(tokens: tf.Tensor3D, pooling: Pooling): tf.Tensor2D {
-  const [b, seq, d] = tokens.shape;
-  return pooling === 'cls'
-    ? (tf.reshape(tf.slice(tokens, [0, 0, 0], [b, 1, d]), [b, d]) as tf.Tensor2D)
-    : (tf.mean(tf.slice(tokens, [0, 1, 0], [b, seq - 1, d]), 1) as tf.Tensor2D);
 }
 
 export async function extractFeatures(model: VisionTransformer, opts: ExtractOptions): Promise<FeatureSet> {

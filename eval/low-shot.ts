@@ -23,16 +23,16 @@ export type ShotSetting = { perClass: number } | { percent: number };
 /** The paper's low-shot settings: 1, 2 and 5 images per class, and 1% of the labels. */
 export const DEFAULT_SHOTS: ShotSetting[] = [{ perClass: 1 }, { perClass: 2 }, { perClass: 5 }, { percent: 1 }];
 
-/** '1,2,5,1%' -> settings (a number is images per class, 'p%' a share of each class). */
-export function parseShots(spec: string): ShotSetting[] {
+/** '1,2,5,1%' -> settings (a number is images per class, 'p%' a share of each class); errors name `flag`. */
+export function parseShots(spec: string, flag = 'shots'): ShotSetting[] {
   const settings = spec.split(',').map((part): ShotSetting => {
     const t = part.trim();
     const m = /^(\d+(?:\.\d+)?)%$/.exec(t);
     if (m && +m[1] > 0 && +m[1] <= 100) return { percent: +m[1] };
     if (/^\d+$/.test(t) && +t >= 1) return { perClass: +t };
-    throw new Error(`--shots: '${t}' is neither a whole number of images per class (>= 1) nor a share like 1% (0-100%)`);
+    throw new Error(`--${flag}: '${t}' is neither a whole number of images per class (>= 1) nor a share like 1% (0-100%)`);
   });
-  if (settings.length === 0) throw new Error('--shots: expected a list like 1,2,5,1%');
+  if (settings.length === 0) throw new Error(`--${flag}: expected a list like 1,2,5,1%`);
   return settings;
 }
 

@@ -4,7 +4,9 @@
  * mlp.fc2}, norm), pre-norm blocks, LayerNorm eps 1e-6, so checkpoints move to and from
  * PyTorch. One forward returns the tokens after any set of blocks (timm's
  * get_intermediate_layers), and takes an optional per-sample set of visible patches (MAE's
- * token dropping). Images come in NHWC, the layout decoders and augmentations produce.
+ * token dropping) and stochastic depth (timm's drop_path_rate) while training. The classifier
+ * head (timm's forward_head: pooling, fc_norm, head) sits beside it for fine-tuning. Images
+ * come in NHWC, the layout decoders and augmentations produce.
  */
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from '../lib/rng';
@@ -65,6 +67,25 @@ export interface ForwardOptions {
   norm?: boolean;
   /** MAE: indices [B, K] of the patches each sample keeps (CLS is always kept). */
   keep?: tf.Tensor2D;
+  /**
+   * Stochastic depth while training (Huang et al. 2016, arXiv 1603.09382; timm's drop_path_rate):
+   * block i's attention and MLP branches are each dropped per sample with probability
+   * p_i = rate * i / (depth - 1) (timm's linspace(0, rate, depth)), kept ones scaled by
+   * 1 / (1 - p_i), drawn from `rng` (block by block, attention before MLP). Absent (evaluation):
+   * every branch kept and unscaled.
+   */
+  dropPath?: { rate: number; rng: Rng };
+}
+
+/** How tokens [B, 1+T, D] become one feature per image: the CLS token, or the mean of the patch tokens. */
+export type Pooling = 'cls' | 'avg';
+
+/** Pools tokens [B, 1+T, D] to [B, D]: CLS, or mean of the patch tokens (CLS left out, as timm's global_pool 'avg'). */
+export function poolTokens(tokens: tf.Tensor3D, pooling: Pooling): tf.Tensor2D {
+  const [b, seq, d] = tokens.shape;
+  return pooling === 'cls'
+    ? (tf.reshape(tf.slice(tokens, [0, 0, 0], [b, 1, d]), [b, d]) as tf.Tensor2D)
+    : (tf.mean(tf.slice(tokens, [0, 1, 0], [b, seq - 1, d]), 1) as tf.Tensor2D);
 }
 
 export class VisionTransformer {
@@ -136,9 +157,9 @@ export class VisionTransformer {
     return tf.concat([tf.add(tf.zeros([tokens.shape[0], 1, d]), cls), tokens], 1) as tf.Tensor3D;
   }
 
-  /** One pre-norm block on rows x [B*T, D]. */
-  block(i: number, x: tf.Tensor2D, batch: number): tf.Tensor2D {
-    return transformerBlock(this.params, `blocks.${i}`, x, batch, this.cfg.numHeads, this.cfg.act);
+  /** One pre-norm block on rows x [B*T, D] (`drop`: per-sample branch scales, see dropPathScales). */
+  block(i: number, x: tf.Tensor2D, batch: number, drop?: BranchScales): tf.Tensor2D {
+    return transformerBlock(this.params, `blocks.${i}`, x, batch, this.cfg.numHeads, this.cfg.act, drop);
   }
 
   finalNorm(rows: tf.Tensor2D): tf.Tensor2D {
@@ -162,7 +183,7 @@ export class VisionTransformer {
     const wanted = new Map<number, tf.Tensor3D>();
     const last = Math.max(...opts.blocks);
     for (let i = 0; i <= last; i++) {
-      x = this.block(i, x, batch);
+      x = this.block(i, x, batch, opts.dropPath && dropPathScales(batch, (opts.dropPath.rate * i) / Math.max(1, depth - 1), opts.dropPath.rng));
       if (opts.blocks.includes(i)) wanted.set(i, tf.reshape(opts.norm ? this.finalNorm(x) : x, [batch, seq, d]));
     }
     return opts.blocks.map((i) => wanted.get(i)!);
@@ -202,6 +223,74 @@ export class VisionTransformer {
   }
 }
 
+/**
+ * timm's classifier on top of a ViT (forward_head), with timm's names: pooling 'avg' takes the
+ * mean of the last block's patch tokens and normalises it with `fc_norm` (timm's global_pool
+ * 'avg', the MAE / BEiT fine-tuning recipe; the encoder's final `norm` is then unused), 'cls'
+ * the CLS token after the encoder's final `norm` (timm's default, global_pool 'token'); then
+ * `head`, a Linear to the classes (weight normal with std 2e-5 as MAE's fine-tuning, bias 0).
+ * Its parameters have layer id depth + 1 (VisionTransformer.layerId): full lr under layer decay.
+ */
+export class ClassifierHead {
+  readonly params: ParamSet;
+
+  constructor(readonly encoder: VisionTransformer, readonly numClasses: number, readonly pooling: Pooling, seed = 0) {
+    if (!Number.isInteger(numClasses) || numClasses < 2) throw new Error(`a classifier needs at least 2 classes, got ${numClasses}`);
+    const d = encoder.cfg.embedDim;
+    const ps = (this.params = new ParamSet(new Rng(seed, 0xc1a5)));
+    if (pooling === 'avg') ps.addNorm('fc_norm', d);
+    ps.add('head.weight', tf.mul(tf.truncatedNormal([d, numClasses], 0, 1, 'float32', ps.seed()), 2e-5), { layout: 'linear', decay: true });
+    ps.add('head.bias', tf.zeros([numClasses]));
+  }
+
+  /** Logits [B, C] of features [B, D] pooled from the last block's tokens (before any norm) with this.pooling. */
+  logits(pooled: tf.Tensor2D): tf.Tensor2D {
+    const P = (name: string) => this.params.get(name) as unknown as tf.Tensor1D;
+    const normed = this.pooling === 'avg' ? layerNorm(pooled, P('fc_norm.weight'), P('fc_norm.bias'), 1e-6) : this.encoder.finalNorm(pooled);
+    return linear(normed, this.params.get('head.weight') as tf.Tensor2D, P('head.bias'));
+  }
+
+  /** Images [B, S, S, 3] -> logits [B, C]; with dropPath (training) stochastic depth in the encoder. */
+  forward(images: tf.Tensor4D, dropPath?: ForwardOptions['dropPath']): tf.Tensor2D {
+    const [tokens] = this.encoder.getIntermediateLayers(images, { blocks: [this.encoder.cfg.depth - 1], dropPath });
+    return this.logits(poolTokens(tokens, this.pooling));
+  }
+
+  /** Optimiser entries `prefix + name`, weight decay on head.weight only. */
+  paramGroups(prefix: string, weightDecay: number): ParamGroupEntry[] {
+    return this.params.groups(prefix, weightDecay);
+  }
+
+  dispose(): void {
+    this.params.dispose();
+  }
+}
+
+/** Per-sample scales [B, 1, 1] of a block's attention and MLP branches (undefined: keep all, unscaled). */
+export interface BranchScales {
+  attn: tf.Tensor3D;
+  mlp: tf.Tensor3D;
+}
+
+/**
+ * Stochastic depth's scales for one block: each branch of each sample kept with probability
+ * 1 - p and then scaled by 1 / (1 - p), else 0 (timm's drop_path with scale_by_keep). Drawn on
+ * the host from `rng` (attention's B values, then the MLP's), so a seed fixes them on any backend.
+ */
+export function dropPathScales(batch: number, p: number, rng: Rng): BranchScales | undefined {
+  if (p <= 0) return undefined;
+  const keep = 1 - p;
+  const draw = () => tf.tensor3d(Float32Array.from({ length: batch }, () => (rng.bernoulli(keep) ? 1 / keep : 0)), [batch, 1, 1]);
+  return { attn: draw(), mlp: draw() };
+}
+
+/** A branch's rows [B*T, D] times its per-sample scale [B, 1, 1]. */
+function scaleBranch(rows: tf.Tensor2D, scale: tf.Tensor3D | undefined, batch: number): tf.Tensor2D {
+  if (!scale) return rows;
+  const [n, d] = rows.shape;
+  return tf.reshape(tf.mul(tf.reshape(rows, [batch, n / batch, d]), scale), [n, d]) as tf.Tensor2D;
+}
+
 /** Parameters of one pre-norm transformer block, timm names under `prefix`. */
 export function addBlockParams(ps: ParamSet, prefix: string, dim: number, hidden: number): void {
   ps.addNorm(`${prefix}.norm1`, dim);
@@ -212,7 +301,10 @@ export function addBlockParams(ps: ParamSet, prefix: string, dim: number, hidden
   ps.addLinear(`${prefix}.mlp.fc2`, hidden, dim);
 }
 
-/** One pre-norm block (x + attn(norm1(x)), then x + mlp(norm2(x))) on rows x [B*T, D]. */
+/**
+ * One pre-norm block (x + attn(norm1(x)), then x + mlp(norm2(x))) on rows x [B*T, D]; `drop`
+ * scales each branch per sample (stochastic depth, dropPathScales).
+ */
 export function transformerBlock(
   ps: ParamSet,
   prefix: string,
@@ -220,13 +312,14 @@ export function transformerBlock(
   batch: number,
   numHeads: number,
   act: Activation,
+  drop?: BranchScales,
 ): tf.Tensor2D {
   const P = <T extends tf.Tensor>(name: string) => ps.get(`${prefix}.${name}`) as unknown as T;
   const h1 = layerNorm(x, P('norm1.weight'), P('norm1.bias'), 1e-6);
   const qkv = linear(h1, P('attn.qkv.weight'), P('attn.qkv.bias'));
   const merged = attention(qkv, batch, numHeads);
-  const x1 = tf.add(x, linear(merged, P('attn.proj.weight'), P('attn.proj.bias'))) as tf.Tensor2D;
+  const x1 = tf.add(x, scaleBranch(linear(merged, P('attn.proj.weight'), P('attn.proj.bias')), drop?.attn, batch)) as tf.Tensor2D;
   const h2 = layerNorm(x1, P('norm2.weight'), P('norm2.bias'), 1e-6);
   const mid = gelu(linear(h2, P('mlp.fc1.weight'), P('mlp.fc1.bias')), act) as tf.Tensor2D;
-  return tf.add(x1, linear(mid, P('mlp.fc2.weight'), P('mlp.fc2.bias'))) as tf.Tensor2D;
+  return tf.add(x1, scaleBranch(linear(mid, P('mlp.fc2.weight'), P('mlp.fc2.bias')), drop?.mlp, batch)) as tf.Tensor2D;
 }

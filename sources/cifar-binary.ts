@@ -14,7 +14,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import fg from 'fast-glob';
 import { Rng } from '../lib/rng';
-import { checkRank, defaultOnSkip, selectArrayForRank, type OnSkip, type SourceOptions } from './tar-shards';
+import { checkRank, defaultOnSkip, indexOrder, selectArrayForRank, type OnSkip, type SourceOptions } from './tar-shards';
 import type { EncodedSample } from './types';
 
 export type CifarVariant = 'cifar10' | 'cifar100';
@@ -62,7 +62,7 @@ export function cifarBinary(opts: CifarBinaryOptions): CifarBinarySource {
   checkRank(opts);
 
   async function* samples(): AsyncGenerator<EncodedSample> {
-    const order = Array.from({ length: size }, (_, i) => i);
+    const order = indexOrder(size, opts);
     if (opts.shuffle) new Rng(opts.shuffle.seed, opts.shuffle.epoch, 0xc1fa).shuffle(order);
     const handles = new Map<number, fs.promises.FileHandle>();
     const record = Buffer.alloc(recordSize);

@@ -14,7 +14,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import fg from 'fast-glob';
 import { Rng } from '../lib/rng';
-import { IMAGE_EXTENSIONS, checkRank, defaultOnSkip, selectArrayForRank, type OnSkip, type SourceOptions } from './tar-shards';
+import { IMAGE_EXTENSIONS, checkRank, defaultOnSkip, indexOrder, selectArrayForRank, type OnSkip, type SourceOptions } from './tar-shards';
 import type { EncodedSample } from './types';
 
 export interface ImageFolderOptions extends SourceOptions {
@@ -43,7 +43,7 @@ export function imageFolder(opts: ImageFolderOptions): ImageFolderSource {
   checkRank(opts); // fail now, not at the first read
 
   async function* samples(): AsyncGenerator<EncodedSample> {
-    const order = files.map((_, i) => i);
+    const order = indexOrder(files.length, opts);
     if (opts.shuffle) new Rng(opts.shuffle.seed, opts.shuffle.epoch, 0xf01d).shuffle(order);
     for (const index of selectArrayForRank(order, opts)) {
       const file = path.join(root, files[index]);

@@ -52,6 +52,8 @@ export interface SourceOptions {
   worldSize?: number;
   /** Skip this many samples of this rank's stream (resume within an epoch). */
   start?: number;
+  /** Only the samples with these stable indices (a labelled subset); order, rank and start apply within them. */
+  subset?: Int32Array;
 }
 
 export type OnSkip = (origin: string, reason: string) => void;
@@ -90,6 +92,7 @@ export function tarShards(opts: TarShardsOptions): TarShardsSource {
     shards,
     [Symbol.asyncIterator]: () => {
       let samples = readAll(shards, opts.shuffle, onSkip, numClasses);
+      if (opts.subset) samples = withIndices(samples, new Set(opts.subset));
       if (opts.shuffle) {
         const rng = new Rng(opts.shuffle.seed, opts.shuffle.epoch, 0x5b0f);
         samples = shuffleBuffer(samples, opts.shuffle.bufferSize ?? DEFAULT_BUFFER, rng);
@@ -144,6 +147,18 @@ export async function* selectForRank<T>(items: AsyncIterable<T>, opts: SourceOpt
     if (kept++ < (opts.start ?? 0)) continue;
     yield item;
   }
+}
+
+async function* withIndices(samples: AsyncIterable<EncodedSample>, keep: Set<number>): AsyncGenerator<EncodedSample> {
+  for await (const s of samples) if (keep.has(s.index)) yield s;
+}
+
+/** The stable indices a random-access source of `size` samples reads: all, or opts.subset (checked). */
+export function indexOrder(size: number, opts: SourceOptions): number[] {
+  if (!opts.subset) return Array.from({ length: size }, (_, i) => i);
+  const bad = opts.subset.find((i) => !(i >= 0 && i < size));
+  if (bad !== undefined) throw new Error(`subset index ${bad} is outside the source's ${size} samples`);
+  return Array.from(opts.subset);
 }
 
 /** selectForRank for an epoch order held in memory (random-access sources): nothing dropped is read. */
