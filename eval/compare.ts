@@ -15,14 +15,15 @@ import { BarChartSpec, LineChartSpec } from '../sinks/charts';
 import { BlockCurve, EvalReport, markdownTable, Results } from './report';
 
 /**
- * What pipelines/finetune.ts writes as runs/finetune/<label>/summary.json: top-1 in [0, 1] on
- * the validation split and on test, per seed and as mean ± std over the seeds.
+ * What this comparison reads of pipelines/finetune.ts's summary.json (runs/finetune/<label>/):
+ * per share of the train labels ('1%', '10%', '100%'), top-1 in [0, 1] of each seed on the
+ * validation split (the checkpoint chosen there) and on test.
  */
 export interface FinetuneSummary {
-  label?: string;
-  seeds: { seed: number; val: number; test: number }[];
-  val: { mean: number; std: number };
-  test: { mean: number; std: number };
+  kind: 'finetune';
+  label: string;
+  test: { source: string; count: number };
+  results: { share: string; seeds: number[]; val: number[]; test: number[] }[];
 }
 
 /** One row of the comparison: the reports of one label and its fine-tuning summary, if any. */
@@ -92,8 +93,8 @@ export function checkSameData(reports: EvalReport[], files: string[]): void {
   });
 }
 
-/** A summary.json of pipelines/finetune.ts, checked against FinetuneSummary. */
-export function readFinetuneSummary(file: string): FinetuneSummary {
+/** A summary.json of pipelines/finetune.ts, checked against FinetuneSummary and against the reports' test images. */
+export function readFinetuneSummary(file: string, report: EvalReport): FinetuneSummary {
   if (!fs.statSync(file, { throwIfNoEntry: false })?.isFile()) throw new Error(`--finetune-summaries: ${file}: no such file`);
   let s: Partial<FinetuneSummary>;
   try {
@@ -102,10 +103,20 @@ export function readFinetuneSummary(file: string): FinetuneSummary {
     throw new Error(`--finetune-summaries: ${file} is not a fine-tuning summary: not JSON (${(err as Error).message})`);
   }
   const ok =
-    Array.isArray(s?.seeds) &&
-    s.seeds.every((x) => isNumber(x?.seed) && isUnit(x.val) && isUnit(x.test)) &&
-    isUnit(s.val?.mean) && isNumber(s.val?.std) && isUnit(s.test?.mean) && isNumber(s.test?.std);
-  if (!ok) throw new Error(`--finetune-summaries: ${file} is not a fine-tuning summary: expected { seeds: [{ seed, val, test }], val: { mean, std }, test: { mean, std } } with top-1 in [0, 1]`);
+    s?.kind === 'finetune' &&
+    typeof s.test?.source === 'string' &&
+    isNumber(s.test.count) &&
+    Array.isArray(s.results) &&
+    s.results.every((r) => typeof r?.share === 'string' && [r.seeds, r.val, r.test].every((a) => Array.isArray(a) && a.length === r.seeds.length) && [...r.val, ...r.test].every(isUnit));
+  if (!ok) {
+    throw new Error(
+      `--finetune-summaries: ${file} is not a fine-tuning summary (written by pipelines/finetune.ts): ` +
+        "expected { kind: 'finetune', test: { source, count }, results: [{ share, seeds, val, test }] } with top-1 in [0, 1] per seed",
+    );
+  }
+  if (s.test!.source !== report.test.source || s.test!.count !== report.test.count) {
+    throw new Error(`--finetune-summaries: ${file} was measured on other test images than the eval reports: ${s.test!.source} (${s.test!.count} images) vs ${report.test.source} (${report.test.count} images)`);
+  }
   return s as FinetuneSummary;
 }
 
@@ -134,21 +145,20 @@ function lowShotStat(m: ModelRuns, setting: string): Stat | undefined {
   return stat(m.reports.flatMap((r) => r.lowShot?.results.find((s) => s.setting === setting)?.accuracies ?? []));
 }
 
-/** The headline metrics of a model: last block kNN/linear, low-shot, k-means, fine-tuning. */
-export function headlines(m: ModelRuns, shots: string[]): Headline[] {
+/** The headline metrics of a model: last block kNN/linear, low-shot, k-means, fine-tuning (per share of the labels). */
+export function headlines(m: ModelRuns, { shots, shares }: Settings): Headline[] {
   const last = (task: 'knn' | 'linear') => ({
     split: 'val and test' as const,
     val: stat(m.reports.map((r) => (r[task]?.val ? r[task]!.val![r[task]!.val!.length - 1] : undefined))),
     test: stat(m.reports.map((r) => r[task]?.last)),
   });
-  const ft = m.finetune?.summary;
-  const ftStat = (split: 'val' | 'test'): Stat | undefined => (ft ? { ...ft[split], n: ft.seeds.length } : undefined);
+  const ft = (share: string) => m.finetune?.summary.results.find((r) => r.share === share);
   return [
     { metric: 'kNN', ...last('knn') },
     { metric: 'linear', ...last('linear') },
     ...shots.map((s) => ({ metric: `${s}-shot`, split: 'test' as const, test: lowShotStat(m, s) })),
     ...(['nmi', 'ari', 'acc'] as const).map((k) => ({ metric: k.toUpperCase(), split: 'test' as const, test: stat(m.reports.map((r) => r.kmeans?.[k])) })),
-    { metric: 'fine-tune', split: 'val and test', val: ftStat('val'), test: ftStat('test') },
+    ...shares.map((share) => ({ metric: `fine-tune ${share}`, split: 'val and test' as const, val: stat(ft(share)?.val ?? []), test: stat(ft(share)?.test ?? []) })),
   ];
 }
 
@@ -158,9 +168,17 @@ export function formatStat(s: Stat | undefined): string | undefined {
   return s.n > 1 ? `${(100 * s.mean).toFixed(1)} ± ${(100 * s.std).toFixed(1)}` : (100 * s.mean).toFixed(1);
 }
 
-/** Low-shot settings in the order the reports list them. */
-export function shotSettings(models: ModelRuns[]): string[] {
-  return [...new Set(models.flatMap((m) => m.reports.flatMap((r) => r.lowShot?.results.map((s) => s.setting) ?? [])))];
+/** The columns every model gets: low-shot settings and fine-tuning shares, in the order the files list them. */
+export interface Settings {
+  shots: string[];
+  shares: string[];
+}
+
+export function settingsOf(models: ModelRuns[]): Settings {
+  return {
+    shots: [...new Set(models.flatMap((m) => m.reports.flatMap((r) => r.lowShot?.results.map((s) => s.setting) ?? [])))],
+    shares: [...new Set(models.flatMap((m) => m.finetune?.summary.results.map((r) => r.share) ?? []))],
+  };
 }
 
 /** The runs' seeds where the reports record them ("0,1,2"), else how many runs. */
@@ -171,11 +189,11 @@ function seedsCell(m: ModelRuns): string {
 
 /** The headline table: one row per model; kNN, linear and fine-tuning with validation and test columns. */
 export function headlineResults(models: ModelRuns[]): Results {
-  const shots = shotSettings(models);
+  const settings = settingsOf(models);
   const results: Results = {};
   for (const m of models) {
     const row: Results[string] = { seeds: seedsCell(m) };
-    for (const h of headlines(m, shots)) {
+    for (const h of headlines(m, settings)) {
       if (h.split === 'test') row[h.metric] = formatStat(h.test);
       else Object.assign(row, { [`${h.metric} val`]: formatStat(h.val), [`${h.metric} test`]: formatStat(h.test) });
     }
@@ -239,7 +257,8 @@ export function compareMarkdown(models: ModelRuns[]): string {
     '',
     'Last block (what a user takes off the shelf): top-1 in % on the validation split ("val": training images held out from training) and on test. ' +
       'Low-shot (test top-1, classifiers trained on 3 subsets of the train images) and k-means (NMI, ARI, ACC on test) run on the block chosen by validation kNN. ' +
-      'Fine-tuning: pipelines/finetune.ts summaries ("–": none given). "a ± b": mean ± std over the runs (seeds) of a model and, for low-shot, its subsets.',
+      'Fine-tuning (pipelines/finetune.ts, on the share of the train labels named; "–": no summary): top-1 of the checkpoint chosen on validation, over its seeds. ' +
+      '"a ± b": mean ± std over the runs (seeds) of a model and, for low-shot, its subsets.',
     '',
     markdownTable(headlineResults(models)),
     "The block chosen on validation (kNN and linear probe each choose theirs; with several runs, each run's block):",
@@ -251,9 +270,9 @@ export function compareMarkdown(models: ModelRuns[]): string {
 
 /** The grouped bar chart: every headline metric on test, the models side by side, ± std over runs where there are several. */
 export function comparisonChart(models: ModelRuns[]): BarChartSpec {
-  const shots = shotSettings(models);
+  const settings = settingsOf(models);
   const bars = models.flatMap((m) =>
-    headlines(m, shots).flatMap((h) => (h.test ? [{ category: h.metric, series: m.label, value: 100 * h.test.mean, ...(h.test.n > 1 ? { err: 100 * h.test.std } : {}) }] : [])),
+    headlines(m, settings).flatMap((h) => (h.test ? [{ category: h.metric, series: m.label, value: 100 * h.test.mean, ...(h.test.n > 1 ? { err: 100 * h.test.std } : {}) }] : [])),
   );
   const categories = [...new Set(bars.map((b) => b.category))];
   const r = models[0].reports[0];

@@ -49,7 +49,7 @@ import {
   headlines,
   readFinetuneSummary,
   readReport,
-  shotSettings,
+  settingsOf,
 } from '../eval/compare';
 import { writeChart } from '../sinks/charts';
 
@@ -370,13 +370,13 @@ export async function compareReports(
   for (const m of models) {
     const byLabel = opts.finetuneDir === null ? undefined : path.join(opts.finetuneDir ?? DEFAULT_FINETUNE_DIR, slug(m.label), 'summary.json');
     const file = opts.finetune?.[m.label] ?? (byLabel && fs.existsSync(byLabel) ? byLabel : undefined);
-    if (file) m.finetune = { file, summary: readFinetuneSummary(file) };
+    if (file) m.finetune = { file, summary: readFinetuneSummary(file, reports[0]) };
   }
   const md = compareMarkdown(models);
   writeFileAtomic(path.join(dir, 'compare.md'), md);
   writeJsonReport(path.join(dir, 'compare.json'), {
     files,
-    models: models.map((m) => ({ label: m.label, files: m.files, finetune: m.finetune?.file, headline: headlines(m, shotSettings(models)) })),
+    models: models.map((m) => ({ label: m.label, files: m.files, finetune: m.finetune?.file, headline: headlines(m, settingsOf(models)) })),
     reports,
   });
   await writeChart(path.join(dir, 'compare'), comparisonChart(models));

@@ -47,7 +47,8 @@ test('random init (--checkpoint none): the same seed gives the same report, anot
 test('--compare: one row per label (runs of a label as mean ± std), fine-tuning where given, the table and a real chart', async () => {
   // a second "model": the seed-1 report under another label, with a fine-tuning summary
   fs.writeFileSync(path.join(dir, 'b.json'), JSON.stringify({ ...report('s1'), label: 'model B', seed: undefined }));
-  const summary = { label: 'model B', seeds: [{ seed: 0, val: 0.5, test: 0.48 }, { seed: 1, val: 0.52, test: 0.5 }], val: { mean: 0.51, std: 0.01 }, test: { mean: 0.49, std: 0.01 } };
+  // pipelines/finetune.ts's summary.json, the part a comparison reads
+  const summary = { kind: 'finetune', label: 'model B', test: report('s1').test, results: [{ share: '10%', seeds: [0, 1], val: [0.5, 0.52], test: [0.48, 0.5] }] };
   fs.writeFileSync(path.join(dir, 'ft.json'), JSON.stringify(summary));
   const out = await runEval(['--compare', [path.join(dir, 's1', 'report.json'), path.join(dir, 's2', 'report.json'), path.join(dir, 'b.json')].join(','), '--finetune-summaries', `model B=${path.join(dir, 'ft.json')}`, '--finetune-dir', 'none', '--out', path.join(dir, 'cmp')]);
   const md = fs.readFileSync(path.join(out, 'compare.md'), 'utf8');
@@ -55,7 +56,7 @@ test('--compare: one row per label (runs of a label as mean ± std), fine-tuning
   const pct = (v: number) => (100 * v).toFixed(1);
   const meanStd = (x: number, y: number) => `${pct((x + y) / 2)} ± ${pct(Math.abs(x - y) / 2)}`;
   const header = md.split('\n').find((l) => l.startsWith('| model | seeds |'))!;
-  for (const column of ['kNN val', 'kNN test', 'linear val', 'linear test', '1-shot', '2-shot', 'NMI', 'ARI', 'ACC', 'fine-tune val', 'fine-tune test']) assert.ok(header.includes(`| ${column} |`), `${column} missing from ${header}`);
+  for (const column of ['kNN val', 'kNN test', 'linear val', 'linear test', '1-shot', '2-shot', 'NMI', 'ARI', 'ACC', 'fine-tune 10% val', 'fine-tune 10% test']) assert.ok(header.includes(`| ${column} |`), `${column} missing from ${header}`);
   const row = (label: string) => md.split('\n').find((l) => l.startsWith(`| ${label} |`))!;
   assert.ok(row('random init (vit-micro-p4)').startsWith(`| random init (vit-micro-p4) | 1,2 | ${meanStd(a.knn!.val!.at(-1)!, b.knn!.val!.at(-1)!)} | ${meanStd(a.knn!.last, b.knn!.last)} |`), row('random init (vit-micro-p4)'));
   assert.ok(row('random init (vit-micro-p4)').includes('| – | – |'), 'no fine-tuning: dashes');
@@ -70,7 +71,7 @@ test('--compare: one row per label (runs of a label as mean ± std), fine-tuning
   const meta = await sharp(png).metadata();
   assert.ok(meta.format === 'png' && meta.width! > 600 && meta.height! > 300, JSON.stringify(meta));
   const svg = fs.readFileSync(path.join(out, 'compare.svg'), 'utf8');
-  for (const text of ['random init (vit-micro-p4)', 'model B', 'kNN', 'linear', '1-shot', 'NMI', 'fine-tune']) assert.ok(svg.includes(`>${text}<`), `SVG lacks ${text}`);
+  for (const text of ['random init (vit-micro-p4)', 'model B', 'kNN', 'linear', '1-shot', 'NMI', 'fine-tune 10%']) assert.ok(svg.includes(`>${text}<`), `SVG lacks ${text}`);
   for (const f of ['compare.json', 'compare-per-block.png', 'compare-per-block.svg']) assert.ok(fs.existsSync(path.join(out, f)), f);
 });
 
@@ -91,8 +92,10 @@ test('--compare refuses what is not a report, reports of other data, and broken 
   await rejects(() => compare([good, otherTrain]), /other-train\.json was measured on other train images/);
   const otherKnn = write('other-knn.json', JSON.stringify({ ...r, label: 'z', knn: { ...r.knn, k: 10 } }));
   await rejects(() => compare([good, otherKnn]), /other-knn\.json was measured on other kNN rule than .*: k 10, T 0\.07, standardised vs k 20/);
-  const badSummary = write('bad-ft.json', JSON.stringify({ seeds: [{ seed: 0, val: 51, test: 49 }], val: { mean: 51, std: 0 }, test: { mean: 49, std: 0 } }));
-  await rejects(() => compare([good], ['--finetune-summaries', `random init (vit-micro-p4)=${badSummary}`]), /--finetune-summaries: .*bad-ft\.json is not a fine-tuning summary: expected .* top-1 in \[0, 1\]/);
+  const badSummary = write('bad-ft.json', JSON.stringify({ kind: 'finetune', test: r.test, results: [{ share: '10%', seeds: [0], val: [51], test: [49] }] }));
+  await rejects(() => compare([good], ['--finetune-summaries', `random init (vit-micro-p4)=${badSummary}`]), /--finetune-summaries: .*bad-ft\.json is not a fine-tuning summary \(written by pipelines\/finetune\.ts\): expected .* top-1 in \[0, 1\] per seed/);
+  const otherSummary = write('other-ft.json', JSON.stringify({ kind: 'finetune', test: { source: r.test.source, count: 2000 }, results: [] }));
+  await rejects(() => compare([good], ['--finetune-summaries', `random init (vit-micro-p4)=${otherSummary}`]), /--finetune-summaries: .*other-ft\.json was measured on other test images than the eval reports: .* \(2000 images\) vs .* \(60 images\)/);
   await rejects(() => compare([good], ['--finetune-summaries', `nobody=${badSummary}`]), /--finetune-summaries: no report has the label 'nobody'/);
   assert.not.ok(fs.existsSync(path.join(dir, 'refused', 'compare.md')), 'a refused comparison wrote its table');
 });
