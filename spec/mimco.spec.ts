@@ -147,7 +147,7 @@ test('--init: the student starts from the given encoder, a from-scratch student 
   const started = weights(run);
   assert.equal([...started.keys()].sort(), [...fromFile.keys()].sort());
   for (const [k, v] of started) assert.equal(Array.from(v), fromFile.get(k), k);
-  const scratch = weights(await mimco([...common, ...atLrZero, '--out', path.join(dir, 'scratch')]));
+  const scratch = weights(await mimco([...common, ...atLrZero, '--init', 'none', '--out', path.join(dir, 'scratch')]));
   assert.not.equal(Array.from(scratch.get('blocks.0.attn.qkv.weight')!), fromFile.get('blocks.0.attn.qkv.weight'));
 });
 
