@@ -158,7 +158,8 @@ export function headlines(m: ModelRuns, { shots, shares }: Settings): Headline[]
     { metric: 'linear', ...last('linear') },
     ...shots.map((s) => ({ metric: `${s}-shot`, split: 'test' as const, test: lowShotStat(m, s) })),
     ...(['nmi', 'ari', 'acc'] as const).map((k) => ({ metric: k.toUpperCase(), split: 'test' as const, test: stat(m.reports.map((r) => r.kmeans?.[k])) })),
-    ...shares.map((share) => ({ metric: `fine-tune ${share}`, split: 'val and test' as const, val: stat(ft(share)?.val ?? []), test: stat(ft(share)?.test ?? []) })),
+    // no summary at all: one fine-tuning column of dashes, so its absence shows
+    ...(shares.length ? shares : ['']).map((share) => ({ metric: share ? `fine-tune ${share}` : 'fine-tune', split: 'val and test' as const, val: stat(ft(share)?.val ?? []), test: stat(ft(share)?.test ?? []) })),
   ];
 }
 
@@ -197,7 +198,7 @@ export function headlineResults(models: ModelRuns[]): Results {
       if (h.split === 'test') row[h.metric] = formatStat(h.test);
       else Object.assign(row, { [`${h.metric} val`]: formatStat(h.val), [`${h.metric} test`]: formatStat(h.test) });
     }
-    const blocks = [...new Set(m.reports.map((r) => r.lowShot?.block ?? r.kmeans?.block).filter((b) => b !== undefined))];
+    const blocks = m.reports.map((r) => r.lowShot?.block ?? r.kmeans?.block).filter((b) => b !== undefined);
     row['low-shot/k-means block'] = blocks.length ? blocks.join(',') : undefined;
     results[m.label] = row;
   }
