@@ -278,7 +278,8 @@ export function comparisonChart(models: ModelRuns[]): BarChartSpec {
   const categories = [...new Set(bars.map((b) => b.category))];
   const r = models[0].reports[0];
   return {
-    title: `Test set (${r.test.count} images): last block; low-shot and k-means on the block chosen on validation`,
+    title: `Models side by side on the test set (${r.test.count} images)`,
+    subtitle: 'last block; low-shot and k-means on the block chosen on validation; lines: ± std over runs (low-shot: and its subsets)',
     yLabel: 'top-1 / NMI / ARI / ACC (%)',
     categories,
     series: models.map((m) => m.label),

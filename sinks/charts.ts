@@ -29,13 +29,15 @@ export interface LineChartSpec {
 
 export interface BarChartSpec {
   title: string;
+  /** A second, smaller title line (what the bars are measured on, say). */
+  subtitle?: string;
   yLabel: string;
   /** One group of bars per category (in this order), one bar per series within it (in this order). */
   categories: string[];
   series: string[];
   /** The bars; a missing (category, series) pair leaves a gap. `err`: a ± error bar around the value. */
   bars: { category: string; series: string; value: number; err?: number }[];
-  /** Plot area size in CSS pixels (default: 64 px per category x 320). */
+  /** Plot area size in CSS pixels (default: 24 px per bar x 320). */
   width?: number;
   height?: number;
   yDomain?: [number, number];
@@ -92,8 +94,8 @@ function barChartSpec(spec: BarChartSpec): vl.TopLevelSpec {
   const xOffset = { field: 'series', type: 'nominal', sort: spec.series } as const;
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
-    title: spec.title,
-    width: spec.width ?? 64 * spec.categories.length,
+    title: spec.subtitle ? { text: spec.title, subtitle: spec.subtitle } : spec.title,
+    width: spec.width ?? 24 * (spec.series.length + 1) * spec.categories.length,
     height: spec.height ?? 320,
     background: 'white',
     data: { values: rows },
@@ -113,7 +115,7 @@ function barChartSpec(spec: BarChartSpec): vl.TopLevelSpec {
         encoding: { x, xOffset, y: { field: 'lo', type: 'quantitative' }, y2: { field: 'hi' } },
       },
     ],
-    config: { font: FONT, title: { fontSize: 15 }, axis: { labelFontSize: 11, titleFontSize: 12 }, legend: { labelFontSize: 12, labelLimit: 400, orient: 'bottom' } },
+    config: { font: FONT, title: { fontSize: 15, subtitleFontSize: 12 }, axis: { labelFontSize: 11, titleFontSize: 12 }, legend: { labelFontSize: 12, labelLimit: 240, orient: 'top', direction: 'horizontal', columns: 4 } },
   };
 }
 
