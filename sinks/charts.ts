@@ -115,7 +115,7 @@ function barChartSpec(spec: BarChartSpec): vl.TopLevelSpec {
         encoding: { x, xOffset, y: { field: 'lo', type: 'quantitative' }, y2: { field: 'hi' } },
       },
     ],
-    config: { font: FONT, title: { fontSize: 15, subtitleFontSize: 12 }, axis: { labelFontSize: 11, titleFontSize: 12 }, legend: { labelFontSize: 12, labelLimit: 240, orient: 'top', direction: 'horizontal', columns: 4 } },
+    config: { font: FONT, title: { fontSize: 15, subtitleFontSize: 12 }, axis: { labelFontSize: 11, titleFontSize: 12 }, legend: { labelFontSize: 12, labelLimit: 400, orient: 'top', direction: 'horizontal', columns: 4 } },
   };
 }
 
