@@ -33,12 +33,24 @@ import { extractFeatures, FeatureSet, Pooling } from '../eval/extract-features';
 import { cachedFeatures, checkpointKey, DEFAULT_CACHE_DIR, randomInitKey } from '../eval/feature-cache';
 import { accuracy, featureMatrix, FeatureMatrix, l2NormalizeRows, numClassesOf, perClassAccuracy } from '../eval/features';
 import { KNN_DEFAULTS, knnClassify, onOff } from '../eval/knn';
-import { linearProbe, ProbeConfig } from '../eval/linear-probe';
-import { DEFAULT_SHOTS, lowShot, LowShotResult, parseShots, shotName, ShotSetting } from '../eval/low-shot';
+import { linearProbe } from '../eval/linear-probe';
+import { DEFAULT_SHOTS, lowShot, parseShots, shotName, ShotSetting } from '../eval/low-shot';
 import { kmeans } from '../eval/kmeans';
 import { clusterScores } from '../eval/cluster-metrics';
-import { markdownTable, Results, writeFileAtomic, writeJsonReport } from '../eval/report';
+import { BlockCurve, EvalReport, markdownTable, PerClassResult, Results, writeFileAtomic, writeJsonReport } from '../eval/report';
+export type { BlockCurve, EvalReport, PerClassResult };
 import { checkValidationDisjoint, defaultValidation } from '../eval/validation';
+import {
+  checkSameData,
+  comparePerBlockChart,
+  compareMarkdown,
+  comparisonChart,
+  groupByLabel,
+  headlines,
+  readFinetuneSummary,
+  readReport,
+  settingsOf,
+} from '../eval/compare';
 import { writeChart } from '../sinks/charts';
 
 export const TASKS = ['knn', 'linear', 'lowshot', 'kmeans', 'longtail'] as const;
@@ -52,6 +64,8 @@ export interface EvalOptions {
   label: string;
   /** Cache key of the model: checkpointKey(file) or randomInitKey(preset, seed). */
   modelKey: string;
+  /** Recorded in the report: the random init's seed, or the training seed of a checkpoint. */
+  seed?: number;
   train: string;
   test: string;
   /** Validation images (training images held out from training); default: val-* beside train; null: none. */
@@ -76,45 +90,6 @@ export interface EvalOptions {
   /** Class count of shards without classes.txt (--num-classes). */
   numClasses?: number;
   log?: (line: string) => void;
-}
-
-/** A per-block curve: test top-1 per block, validation top-1 where a split is known, the last block and the block chosen on validation. */
-export interface BlockCurve {
-  /** Test top-1 in [0, 1], one per entry of `blocks`. */
-  top1: number[];
-  /** Validation top-1 per block. */
-  val?: number[];
-  lastBlock: number;
-  /** Test top-1 of the last block. */
-  last: number;
-  /** The block with the best validation top-1, and its test top-1. */
-  chosenBlock?: number;
-  chosen?: number;
-}
-
-export interface PerClassResult {
-  top1: number;
-  /** Test top-1 of each class (index = label). */
-  perClass: number[];
-}
-
-export interface EvalReport {
-  label: string;
-  model: string;
-  train: { source: string; count: number };
-  test: { source: string; count: number };
-  val?: { source: string; count: number };
-  pooling: Pooling;
-  blocks: number[];
-  knn?: BlockCurve & { k: number; temperature: number; standardise: boolean };
-  linear?: BlockCurve & { config: ProbeConfig[] };
-  /** The block low-shot, k-means and long-tail ran on, and how it was chosen. */
-  block?: { block: number; by: 'validation kNN' | 'last block (no validation split)' | 'the only block' };
-  lowShot?: { block: number; results: LowShotResult[] };
-  kmeans?: { block: number; k: number; nmi: number; ari: number; acc: number };
-  longTail?: { block: number; train: { source: string; count: number; perClass: number[] }; knn: PerClassResult; linear: PerClassResult; classNames?: string[] };
-  /** Wall-clock seconds per stage (extraction is ~0 on a cache hit). */
-  seconds: Record<string, number>;
 }
 
 /** The curve's summary: last block, and the block the validation numbers choose (ties: the earlier block). */
@@ -182,6 +157,7 @@ export async function evaluate(model: VisionTransformer, opts: EvalOptions): Pro
   const report: EvalReport = {
     label: opts.label,
     model: opts.modelKey,
+    ...(opts.seed !== undefined ? { seed: opts.seed } : {}),
     train: { source: opts.train, count: train.count },
     test: { source: opts.test, count: test.count },
     ...(val ? { val: { source: valSource!, count: val.count } } : {}),
@@ -367,18 +343,44 @@ export async function writeEvalOutputs(dir: string, report: EvalReport): Promise
   return md;
 }
 
-/** Several report.json files merged: compare.md, compare.json and compare-per-block.{svg,png}. */
-export async function compareReports(files: string[], dir: string): Promise<string> {
-  const reports = files.map((file): EvalReport => {
-    if (!fs.existsSync(file)) throw new Error(`--compare: ${file} not found`);
-    const r = JSON.parse(fs.readFileSync(file, 'utf8'));
-    if (typeof r?.label !== 'string' || !Array.isArray(r?.blocks)) throw new Error(`--compare: ${file} is not an eval report (no label/blocks)`);
-    return r;
-  });
-  const md = reportMarkdown(reports);
+/** A label as a folder name: 'random init (vit-micro-p4)' -> 'random-init-vit-micro-p4'. */
+const slug = (s: string) => s.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '') || 'model';
+
+/** Where pipelines/finetune.ts writes a model's summary: runs/finetune/<label as a folder name>/summary.json. */
+export const DEFAULT_FINETUNE_DIR = 'runs/finetune';
+
+/**
+ * Several report.json files side by side (eval/compare.ts): compare.md (tables), compare.json,
+ * compare.{svg,png} (every headline metric, the models side by side) and
+ * compare-per-block.{svg,png}. Reports with the same label are runs of one model (seeds).
+ * Fine-tuning summaries: `finetune` maps a label to its summary.json; a label without one
+ * takes `<finetuneDir>/<label as a folder name>/summary.json` where that exists.
+ */
+export async function compareReports(
+  files: string[],
+  dir: string,
+  opts: { finetune?: Record<string, string>; finetuneDir?: string | null } = {},
+): Promise<string> {
+  const reports = files.map(readReport);
+  checkSameData(reports, files);
+  const models = groupByLabel(reports, files);
+  for (const label of Object.keys(opts.finetune ?? {})) {
+    if (!models.some((m) => m.label === label)) throw new Error(`--finetune-summaries: no report has the label '${label}' (labels: ${models.map((m) => `'${m.label}'`).join(', ')})`);
+  }
+  for (const m of models) {
+    const byLabel = opts.finetuneDir === null ? undefined : path.join(opts.finetuneDir ?? DEFAULT_FINETUNE_DIR, slug(m.label), 'summary.json');
+    const file = opts.finetune?.[m.label] ?? (byLabel && fs.existsSync(byLabel) ? byLabel : undefined);
+    if (file) m.finetune = { file, summary: readFinetuneSummary(file, reports[0]) };
+  }
+  const md = compareMarkdown(models);
   writeFileAtomic(path.join(dir, 'compare.md'), md);
-  writeJsonReport(path.join(dir, 'compare.json'), { files, reports });
-  await writePerBlockChart(path.join(dir, 'compare-per-block'), reports);
+  writeJsonReport(path.join(dir, 'compare.json'), {
+    files,
+    models: models.map((m) => ({ label: m.label, files: m.files, finetune: m.finetune?.file, headline: headlines(m, settingsOf(models)) })),
+    reports,
+  });
+  await writeChart(path.join(dir, 'compare'), comparisonChart(models));
+  await writeChart(path.join(dir, 'compare-per-block'), comparePerBlockChart(models));
   return md;
 }
 
@@ -402,14 +404,14 @@ const USAGE = [
   'Frozen-feature evaluation of a ViT checkpoint: per-block kNN and linear probe, low-shot, k-means, long-tailed.',
   'Choices (the block of low-shot/k-means/long-tail, the block a summary names) are made on --val, never on test.',
   '  npx ts-node pipelines/eval.ts --checkpoint FILE [--tasks knn,linear,lowshot,kmeans,longtail] [--out DIR]',
-  '  npx ts-node pipelines/eval.ts --random-init --preset vit-micro-p4',
-  '  npx ts-node pipelines/eval.ts --compare a/report.json,b/report.json --out DIR',
+  '  npx ts-node pipelines/eval.ts --checkpoint none --preset vit-micro-p4 --seed 0     # random init (also: --random-init)',
+  '  npx ts-node pipelines/eval.ts --compare a/report.json,b/report.json[,...] [--finetune-summaries LABEL=summary.json,...] --out DIR',
 ].join('\n');
 const FLAGS = {
-  checkpoint: { description: 'encoder safetensors (timm names)', default: 'checkpoints/mae-vit-micro-p4/encoder.safetensors' },
-  'random-init': { description: 'evaluate a randomly initialised ViT of --preset instead', boolean: true },
-  preset: { description: `ViT size for --random-init or a checkpoint without config: ${Object.keys(VIT_PRESETS).join(', ')}`, default: 'vit-micro-p4' },
-  seed: { description: 'seed of the random init', default: '0' },
+  checkpoint: { description: "encoder safetensors (timm names), or 'none' for a random init of --preset", default: 'checkpoints/mae-vit-micro-p4/encoder.safetensors' },
+  'random-init': { description: "evaluate a randomly initialised ViT of --preset instead (the same as --checkpoint none)", boolean: true },
+  preset: { description: `ViT size for a random init or a checkpoint without config: ${Object.keys(VIT_PRESETS).join(', ')}`, default: 'vit-micro-p4' },
+  seed: { description: 'seed of the random init (default 0); with a checkpoint, the seed that trained it, recorded in the report for --compare' },
   tasks: { description: `comma-separated subset of ${TASKS.join(',')} (longtail needs CIFAR-10-LT at --lt-train)`, default: 'knn,linear,lowshot,kmeans' },
   train: { description: 'train images', default: 'data/cifar10-mini/train-*.tar.gz' },
   test: { description: 'test images', default: 'data/cifar10-mini/test-*.tar.gz' },
@@ -427,22 +429,36 @@ const FLAGS = {
   label: { description: 'model name in tables and charts (default: checkpoint folder, or "random init")' },
   'cache-dir': { description: 'feature cache folder', default: DEFAULT_CACHE_DIR },
   'no-cache': { description: 'extract features without reading or writing the cache', boolean: true },
-  compare: { description: 'comma-separated report.json files to merge into one table and chart (no evaluation)' },
+  compare: { description: 'comma-separated report.json files to put side by side in one table and chart (no evaluation); reports with the same label are runs (seeds) of one model, shown as mean ± std' },
+  'finetune-summaries': { description: `with --compare: fine-tuning summaries (pipelines/finetune.ts) as LABEL=summary.json,... (default: ${DEFAULT_FINETUNE_DIR}/<label as a folder name>/summary.json where it exists)` },
+  'finetune-dir': { description: `with --compare: where to look for fine-tuning summaries by label ('none': only --finetune-summaries)`, default: DEFAULT_FINETUNE_DIR },
   out: { description: 'output folder (default runs/eval/<label>, or runs/eval/compare)' },
 } as const;
 
-const slug = (s: string) => s.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '') || 'model';
+/** `LABEL=FILE,...` -> { LABEL: FILE }. */
+function parseFinetuneSummaries(spec: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const item of spec.split(',').filter(Boolean)) {
+    const at = item.lastIndexOf('=');
+    if (at <= 0 || at === item.length - 1) throw new Error(`--finetune-summaries: expected LABEL=summary.json, got '${item}'`);
+    out[item.slice(0, at)] = item.slice(at + 1);
+  }
+  return out;
+}
 
-async function main() {
-  const f = parseFlags(USAGE, FLAGS);
+/** Runs the evaluation (or --compare) with command-line style arguments; resolves to the output folder. */
+export async function runEval(argv: string[]): Promise<string> {
+  const f = parseFlags(USAGE, FLAGS, argv);
   if (f.compare !== undefined) {
     const files = f.compare.split(',').filter(Boolean);
     if (files.length === 0) throw new Error('--compare: expected report.json files separated by commas');
-    checkOutDir(f.out ?? 'runs/eval/compare');
-    const md = await compareReports(files, f.out ?? 'runs/eval/compare');
+    const out = f.out ?? 'runs/eval/compare';
+    const finetune = f['finetune-summaries'] === undefined ? undefined : parseFinetuneSummaries(f['finetune-summaries']);
+    checkOutDir(out);
+    const md = await compareReports(files, out, { finetune, finetuneDir: f['finetune-dir'] === 'none' ? null : f['finetune-dir'] });
     console.log(md);
-    console.log(`[eval] wrote compare.md, compare.json, compare-per-block.png in ${f.out ?? 'runs/eval/compare'}`);
-    return;
+    console.log(`[eval] wrote compare.md, compare.json, compare.png (the models side by side), compare-per-block.png in ${out}`);
+    return out;
   }
   // Every flag is checked before the (slow) backend start and model load.
   if (f.pooling !== 'cls' && f.pooling !== 'avg') throw new Error(`--pooling: expected cls or avg, got '${f.pooling}'`);
@@ -455,13 +471,13 @@ async function main() {
   if (tasks.includes('longtail') && fg.sync(f['lt-train']!, { onlyFiles: true }).length === 0 && !fs.existsSync(f['lt-train']!)) {
     throw new Error(`--lt-train ${f['lt-train']}: no such files; build CIFAR-10-LT with: npx ts-node scripts/make-cifar10-splits.ts`);
   }
-  const seed = num('seed', f.seed, { integer: true, min: 0 });
+  const random = f['random-init'] || f.checkpoint === 'none';
+  const seed = f.seed === undefined ? (random ? 0 : undefined) : num('seed', f.seed, { integer: true, min: 0 });
   const trainLimit = num('train-limit', f['train-limit'], { integer: true, min: 0 }) || undefined;
   const testLimit = num('test-limit', f['test-limit'], { integer: true, min: 0 }) || undefined;
-  const random = f['random-init'];
   if (!random && !fs.statSync(f.checkpoint!, { throwIfNoEntry: false })?.isFile()) {
     throw new Error(
-      `checkpoint ${f.checkpoint} not found: pass --checkpoint FILE, or --random-init for the baseline` +
+      `checkpoint ${f.checkpoint} not found: pass --checkpoint FILE, or --checkpoint none for the random-init baseline` +
         ' (the default checkpoint is written by pipelines/pretrain-mae.ts)',
     );
   }
@@ -474,28 +490,34 @@ async function main() {
   await initBackend();
   const fallback = { ...preset, act: 'gelu' as const, posEmbed: 'sincos' as const };
   const model = random ? new VisionTransformer(fallback, seed) : loadEncoder(f.checkpoint!, fallback);
-  const blocks = parseBlocks(f.blocks!, model.cfg.depth);
-  const report = await evaluate(model, {
-    label,
-    modelKey: random ? randomInitKey(f.preset!, seed) : checkpointKey(f.checkpoint!),
-    train: f.train!,
-    test: f.test!,
-    val: f.val === 'none' ? null : f.val,
-    valLimit,
-    ltTrain: f['lt-train'],
-    knn,
-    shots,
-    tasks,
-    blocks,
-    pooling: f.pooling,
-    trainLimit,
-    testLimit,
-    cacheDir: f['no-cache'] ? null : f['cache-dir']!,
-    numClasses,
-  });
-  const md = await writeEvalOutputs(out, report);
-  console.log(`\n${md}`);
-  console.log(`[eval] wrote report.json, report.md, per-block.png${report.longTail ? ', long-tail-per-class.png' : ''} in ${out}`);
+  try {
+    const blocks = parseBlocks(f.blocks!, model.cfg.depth);
+    const report = await evaluate(model, {
+      label,
+      modelKey: random ? randomInitKey(f.preset!, seed!) : checkpointKey(f.checkpoint!),
+      seed,
+      train: f.train!,
+      test: f.test!,
+      val: f.val === 'none' ? null : f.val,
+      valLimit,
+      ltTrain: f['lt-train'],
+      knn,
+      shots,
+      tasks,
+      blocks,
+      pooling: f.pooling,
+      trainLimit,
+      testLimit,
+      cacheDir: f['no-cache'] ? null : f['cache-dir']!,
+      numClasses,
+    });
+    const md = await writeEvalOutputs(out, report);
+    console.log(`\n${md}`);
+    console.log(`[eval] wrote report.json, report.md, per-block.png${report.longTail ? ', long-tail-per-class.png' : ''} in ${out}`);
+    return out;
+  } finally {
+    model.dispose();
+  }
 }
 
-if (require.main === module) runMain(main);
+if (require.main === module) runMain(() => runEval(process.argv.slice(2)).then(() => undefined));

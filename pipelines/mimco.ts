@@ -45,8 +45,9 @@ const FLAGS = {
   test: { description: 'held-out images for the kNN at the end', default: 'data/cifar10-mini/test-*.tar.gz' },
   out: { description: 'run directory (checkpoint/, metrics.jsonl, loss.png, summary.json)', default: 'runs/mimco' },
   resume: { description: 'continue the run in this directory from its checkpoint' },
-  preset: { description: `student ViT size (same image size and patch grid as the teacher): ${Object.keys(VIT_PRESETS).join(', ')}`, default: 'vit-micro-p4' },
-  act: { description: "student MLP activation: 'gelu' (exact, timm's) or 'gelu_tanh'", default: 'gelu' },
+  init: { description: "the student's starting weights: an encoder (safetensors, timm names; its config from the file's metadata) or 'none' for a random init of --preset", default: 'none' },
+  preset: { description: `student ViT size (same image size and patch grid as the teacher) from scratch, or of an --init file whose metadata holds no config: ${Object.keys(VIT_PRESETS).join(', ')}`, default: 'vit-micro-p4' },
+  act: { description: "MLP activation of a student from scratch: 'gelu' (exact, timm's) or 'gelu_tanh'", default: 'gelu' },
   'proj-hidden': { description: 'hidden width of the two projection heads (0: twice the teacher width); their output width is the teacher width', default: '0' },
   'mask-ratio': { description: 'share of patches masked per sample (random per sample)', default: '0.5' },
   temperature: { description: 'InfoNCE temperature of the patch and image losses', default: '0.2' },
@@ -65,7 +66,7 @@ const FLAGS = {
 } as const;
 
 /** Flags a resumed run keeps from its checkpoint: they define shapes, data and its order. */
-const FIXED_ON_RESUME = ['teacher', 'teacher-preset', 'teacher-block', 'train', 'preset', 'act', 'proj-hidden', 'mask-ratio', 'batch', 'crop-scale', 'seed'];
+const FIXED_ON_RESUME = ['teacher', 'teacher-preset', 'teacher-block', 'train', 'init', 'preset', 'act', 'proj-hidden', 'mask-ratio', 'batch', 'crop-scale', 'seed'];
 
 /** Runs MimCo pretraining with command-line style arguments; resolves to the run directory. */
 export async function mimco(argv: string[]): Promise<string> {
@@ -90,10 +91,14 @@ export async function mimco(argv: string[]): Promise<string> {
   const backend = await initBackend();
   const teacher = loadEncoder(f.teacher!, vitPresetFallback('teacher-preset', f['teacher-preset']), '--teacher-preset');
   const tc = teacher.cfg;
+  // a student from --init is built (and its keys and shapes checked) here, before anything is written
+  const init = f.init === 'none' ? undefined : f.init!;
+  const student = init ? loadEncoder(init, cfg) : new VisionTransformer(cfg, seed);
+  const sc = student.cfg;
   const shape = (c: VitConfig) => `${c.imgSize} px, patch ${c.patchSize}: ${c.imgSize / c.patchSize}x${c.imgSize / c.patchSize} patches, width ${c.embedDim}`;
-  if (tc.imgSize !== cfg.imgSize || tc.patchSize !== cfg.patchSize) {
+  if (tc.imgSize !== sc.imgSize || tc.patchSize !== sc.patchSize) {
     throw new Error(
-      `student --preset ${f.preset} (${shape(cfg)}) does not match the teacher ${f.teacher} (${shape(tc)}): ` +
+      `student ${init ? `--init ${init}` : `--preset ${f.preset}`} (${shape(sc)}) does not match the teacher ${f.teacher} (${shape(tc)}): ` +
         'MimCo matches student and teacher patch by patch on the same view, so both need the same image size and patch grid',
     );
   }
@@ -109,10 +114,9 @@ export async function mimco(argv: string[]): Promise<string> {
   const peakLr = scaledLr(num('blr', f.blr, { min: 0 }), batch, 'linear');
   const minLr = num('min-lr', f['min-lr'], { min: 0 });
 
-  // ---- student and its heads
-  const student = new VisionTransformer(cfg, seed);
+  // ---- the student's heads
   const projHidden = num('proj-hidden', f['proj-hidden'], { integer: true, min: 0, max: 65536 }) || 2 * tc.embedDim;
-  const heads = new MimcoHeads(cfg.embedDim, tc.embedDim, projHidden, cfg.act, seed + 1);
+  const heads = new MimcoHeads(sc.embedDim, tc.embedDim, projHidden, sc.act, seed + 1);
   const wd = num('weight-decay', f['weight-decay'], { min: 0 });
   if (resumed) {
     student.params.importTimm(withoutPrefix(resumed.tensors, 'encoder.'), resumed.file);
@@ -120,11 +124,11 @@ export async function mimco(argv: string[]): Promise<string> {
   }
 
   console.log(
-    `[mimco] teacher ${f.teacher} (depth ${tc.depth}, width ${tc.embedDim}, targets of block ${teacherBlock}); student ${f.preset}, ` +
+    `[mimco] teacher ${f.teacher} (depth ${tc.depth}, width ${tc.embedDim}, targets of block ${teacherBlock}); student ${init ? `from ${init}` : `${f.preset} from scratch`}, ` +
       `mask ratio ${maskRatio}; ${samplesPerEpoch} samples/epoch, ${totalSteps} steps, peak lr ${peakLr.toExponential(2)}, backend ${backend.tfBackend}`,
   );
   const skips = new SkipLog();
-  const views = maeViews(cfg.imgSize, cropScale);
+  const views = maeViews(sc.imgSize, cropScale);
   const { done } = await train({
     name: 'mimco',
     script: 'pipelines/mimco.ts',

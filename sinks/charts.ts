@@ -1,5 +1,6 @@
 /**
- * Line charts (per-block kNN curves before/after refining, loss curves) drawn with Vega-Lite:
+ * Line charts (per-block kNN curves before/after refining, loss curves) and grouped bar charts
+ * (models side by side per metric) drawn with Vega-Lite:
  * the spec is compiled to Vega, rendered headless to SVG by a Vega View with renderer 'none'
  * (its toSVG() needs no canvas or DOM), and rasterised to PNG by sharp (librsvg).
  * librsvg draws text with fontconfig fonts: the font named here must exist on the machine,
@@ -23,6 +24,22 @@ export interface LineChartSpec {
   width?: number;
   height?: number;
   /** Fixed y range, e.g. [0, 1] for accuracies; default: fitted to the data (not forced to include 0). */
+  yDomain?: [number, number];
+}
+
+export interface BarChartSpec {
+  title: string;
+  /** A second, smaller title line (what the bars are measured on, say). */
+  subtitle?: string;
+  yLabel: string;
+  /** One group of bars per category (in this order), one bar per series within it (in this order). */
+  categories: string[];
+  series: string[];
+  /** The bars; a missing (category, series) pair leaves a gap. `err`: a ± error bar around the value. */
+  bars: { category: string; series: string; value: number; err?: number }[];
+  /** Plot area size in CSS pixels (default: 24 px per bar x 320). */
+  width?: number;
+  height?: number;
   yDomain?: [number, number];
 }
 
@@ -71,9 +88,49 @@ function vegaLiteSpec(spec: LineChartSpec): vl.TopLevelSpec {
   };
 }
 
-/** Renders the chart as SVG text and as a PNG. */
-export async function lineChart(spec: LineChartSpec): Promise<Chart> {
-  const view = new vega.View(vega.parse(vl.compile(vegaLiteSpec(spec)).spec), { renderer: 'none' });
+function barChartSpec(spec: BarChartSpec): vl.TopLevelSpec {
+  const rows = spec.bars.filter((b) => Number.isFinite(b.value)).map((b) => ({ ...b, lo: b.value - (b.err ?? 0), hi: b.value + (b.err ?? 0) }));
+  const x = { field: 'category', type: 'nominal', title: null, sort: spec.categories, axis: { labelAngle: 0 } } as const;
+  const xOffset = { field: 'series', type: 'nominal', sort: spec.series } as const;
+  return {
+    $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
+    title: spec.subtitle ? { text: spec.title, subtitle: spec.subtitle } : spec.title,
+    width: spec.width ?? 24 * (spec.series.length + 1) * spec.categories.length,
+    height: spec.height ?? 320,
+    background: 'white',
+    data: { values: rows },
+    layer: [
+      {
+        mark: { type: 'bar' },
+        encoding: {
+          x,
+          xOffset,
+          y: { field: 'value', type: 'quantitative', title: spec.yLabel, ...(spec.yDomain ? { scale: { domain: spec.yDomain } } : {}) },
+          color: { field: 'series', type: 'nominal', title: null, sort: spec.series },
+        },
+      },
+      {
+        transform: [{ filter: 'datum.hi > datum.lo' }],
+        mark: { type: 'rule', color: 'black' },
+        encoding: { x, xOffset, y: { field: 'lo', type: 'quantitative' }, y2: { field: 'hi' } },
+      },
+    ],
+    config: { font: FONT, title: { fontSize: 15, subtitleFontSize: 12 }, axis: { labelFontSize: 11, titleFontSize: 12 }, legend: { labelFontSize: 12, labelLimit: 400, orient: 'top', direction: 'horizontal', columns: 4 } },
+  };
+}
+
+/** Renders the line chart as SVG text and as a PNG. */
+export function lineChart(spec: LineChartSpec): Promise<Chart> {
+  return render(vegaLiteSpec(spec));
+}
+
+/** Renders the grouped bar chart as SVG text and as a PNG. */
+export function barChart(spec: BarChartSpec): Promise<Chart> {
+  return render(barChartSpec(spec));
+}
+
+async function render(spec: vl.TopLevelSpec): Promise<Chart> {
+  const view = new vega.View(vega.parse(vl.compile(spec).spec), { renderer: 'none' });
   try {
     const svg = await view.toSVG();
     const png = await sharp(Buffer.from(svg), { density: 72 * PNG_SCALE }).png().toBuffer();
@@ -83,9 +140,9 @@ export async function lineChart(spec: LineChartSpec): Promise<Chart> {
   }
 }
 
-/** Renders and writes `<pathWithoutExt>.svg` and `.png`, each atomically (temp file + rename). */
-export async function writeChart(pathWithoutExt: string, spec: LineChartSpec): Promise<{ svgPath: string; pngPath: string }> {
-  const { svg, png } = await lineChart(spec);
+/** Renders and writes `<pathWithoutExt>.svg` and `.png`, each atomically (temp file + rename): a line chart, or a bar chart. */
+export async function writeChart(pathWithoutExt: string, spec: LineChartSpec | BarChartSpec): Promise<{ svgPath: string; pngPath: string }> {
+  const { svg, png } = await ('bars' in spec ? barChart(spec) : lineChart(spec));
   fs.mkdirSync(path.dirname(path.resolve(pathWithoutExt)), { recursive: true });
   const svgPath = `${pathWithoutExt}.svg`, pngPath = `${pathWithoutExt}.png`;
   for (const [file, data] of [[svgPath, svg], [pngPath, png]] as const) {

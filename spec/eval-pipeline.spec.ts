@@ -138,9 +138,9 @@ test('outputs: report.json, markdown with the rows, per-block chart; compare mer
 
   const other = path.join(dir, 'other.json');
   fs.writeFileSync(other, JSON.stringify({ ...first, label: 'other model' }));
-  const cmp = await compareReports([path.join(out, 'report.json'), other], path.join(dir, 'cmp'));
-  for (const row of ['| tiny random |', '| other model |', '| other model linear |']) assert.ok(cmp.includes(row), row);
-  for (const f of ['compare.md', 'compare.json', 'compare-per-block.png']) assert.ok(fs.existsSync(path.join(dir, 'cmp', f)), f);
+  const cmp = await compareReports([path.join(out, 'report.json'), other], path.join(dir, 'cmp'), { finetuneDir: null });
+  for (const row of ['| tiny random |', '| other model |', '| other model linear (test) |', '| other model linear (validation) |']) assert.ok(cmp.includes(row), row);
+  for (const f of ['compare.md', 'compare.json', 'compare.png', 'compare-per-block.png']) assert.ok(fs.existsSync(path.join(dir, 'cmp', f)), f);
 });
 
 test('no validation split: the block falls back to the last one, and says so', async () => {

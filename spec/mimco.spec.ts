@@ -26,7 +26,7 @@ const tiny = (over: Partial<VitConfig> = {}): VitConfig => ({ imgSize: 16, patch
 const teacherFile = path.join(dir, 'teacher.safetensors');
 const coarseTeacherFile = path.join(dir, 'teacher-p8.safetensors');
 // 2000 bundled test images, batch 8: 250 steps per epoch, 4 steps in all
-const common = ['--teacher', teacherFile, '--train', 'data/cifar10-mini/test-*.tar.gz', '--batch', '8', '--epochs', '0.016', '--warmup-epochs', '0.004', '--blr', '1e-2', '--skip-knn', '--seed', '3'];
+const common = ['--teacher', teacherFile, '--init', 'none', '--train', 'data/cifar10-mini/test-*.tar.gz', '--batch', '8', '--epochs', '0.016', '--warmup-epochs', '0.004', '--blr', '1e-2', '--skip-knn', '--seed', '3'];
 
 function rows(run: string): Record<string, number>[] {
   return fs.readFileSync(path.join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
@@ -135,7 +135,23 @@ test('stop after 2 steps + resume == straight through', async () => {
   for (const [k, v] of weights(run)) assert.equal(Array.from(v), Array.from(a.get(k)!), k);
 });
 
-test('a teacher on another patch grid, a missing or corrupt teacher, a bad block and a bad crop scale are refused before training', async () => {
+test('--init: the student starts from the given encoder, a from-scratch student does not', async () => {
+  const initFile = path.join(dir, 'init.safetensors');
+  const model = new VisionTransformer({ ...VIT_PRESETS['vit-micro-p4'], act: 'gelu', posEmbed: 'sincos' }, 21);
+  await writeEncoder(initFile, model);
+  model.dispose();
+  const fromFile = new Map([...readSafetensors(initFile).tensors].map(([k, t]) => [k, Array.from(t.data as Float32Array)]));
+  // one step at lr 0 (no update, no weight decay): the checkpoint holds the weights the student started from
+  const atLrZero = ['--blr', '0', '--min-lr', '0', '--max-steps', '1'];
+  const run = await mimco([...common, ...atLrZero, '--init', initFile, '--out', path.join(dir, 'init')]);
+  const started = weights(run);
+  assert.equal([...started.keys()].sort(), [...fromFile.keys()].sort());
+  for (const [k, v] of started) assert.equal(Array.from(v), fromFile.get(k), k);
+  const scratch = weights(await mimco([...common, ...atLrZero, '--out', path.join(dir, 'scratch')]));
+  assert.not.equal(Array.from(scratch.get('blocks.0.attn.qkv.weight')!), fromFile.get('blocks.0.attn.qkv.weight'));
+});
+
+test('a teacher or --init on another patch grid, a missing --init, a missing or corrupt teacher, a bad block and a bad crop scale are refused before training', async () => {
   const refused = async (extra: string[], pattern: RegExp, out: string) => {
     try {
       await mimco([...common, '--out', path.join(dir, out), ...extra]);
@@ -146,6 +162,8 @@ test('a teacher on another patch grid, a missing or corrupt teacher, a bad block
     }
   };
   await refused(['--teacher', coarseTeacherFile], /student --preset vit-micro-p4 \(32 px, patch 4: 8x8 patches, width 128\) does not match the teacher .*teacher-p8\.safetensors \(32 px, patch 8: 4x4 patches, width 32\)/, 'd');
+  await refused(['--init', coarseTeacherFile], /student --init .*teacher-p8\.safetensors \(32 px, patch 8: 4x4 patches, width 32\) does not match the teacher .*teacher\.safetensors \(32 px, patch 4/, 'j');
+  await refused(['--init', path.join(dir, 'nope-init.safetensors')], /nope-init\.safetensors: checkpoint not found/, 'k');
   await refused(['--teacher', path.join(dir, 'nope.safetensors')], /nope\.safetensors: checkpoint not found/, 'e');
   const corrupt = path.join(dir, 'corrupt.safetensors');
   fs.writeFileSync(corrupt, Buffer.from('not a safetensors file at all'));
