@@ -37,6 +37,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import type { Collective, TypedArray } from '../lib/collective';
+import { stopGradient } from '../models/ops';
 
 /**
  * Rank-order gathered rows (rank 0's n rows, then rank 1's, ...) -> the single-process global
@@ -78,21 +79,70 @@ export function gatherRows(local: tf.Tensor2D, gathered: Float32Array, rank: num
  */
 export function allGatherRowsInTape(c: Collective, locals: tf.Tensor2D[]): tf.Tensor2D[] {
   if (c.worldSize === 1) return locals;
-  const sizes = locals.map((t) => t.size);
-  const send = new Float32Array(sizes.reduce((a, b) => a + b, 0));
+  const perTensor = unpackGathered(c, c.allgatherSync(concatArrays(locals.map((t) => t.dataSync() as Float32Array))), locals);
+  return locals.map((t, i) => gatherRows(t, perTensor[i], c.rank, c.worldSize));
+}
+
+/**
+ * All-gathers this rank's rows of each tensor without a synchronous read (`await t.data()`,
+ * then one all-gather off the event loop): each tensor's rows of every rank, in rank order, as
+ * gatherRows and withOwnRows take them. For what a step exchanges before its tape.
+ */
+export async function allGatherRows(c: Collective, locals: tf.Tensor2D[]): Promise<Float32Array[]> {
+  if (c.worldSize === 1) return Promise.all(locals.map((t) => t.data() as Promise<Float32Array>));
+  const parts = await Promise.all(locals.map((t) => t.data() as Promise<Float32Array>));
+  return unpackGathered(c, await c.allgather(concatArrays(parts)), locals);
+}
+
+/**
+ * The global batch [W n, C] in single-process order from `gathered` (every rank's rows in rank
+ * order, allGatherRows), with this rank's rows replaced by `local` [n, C], a tensor of the tape,
+ * in the straight-through form gathered + (local - stopGradient(local)): the values are the
+ * gathered ones exactly (x - x is 0, and c + 0 is c), so every rank computes on the same
+ * numbers, and the gradient reaches `local`.
+ */
+export function withOwnRows(local: tf.Tensor2D, gathered: Float32Array, rank: number, worldSize: number): tf.Tensor2D {
+  const [n, p] = local.shape;
+  return tf.tidy(() => {
+    const own = tf.tensor2d(gathered.subarray(rank * n * p, (rank + 1) * n * p), [n, p]);
+    return gatherRows(tf.add(own, tf.sub(local, stopGradient(local))), gathered, rank, worldSize);
+  });
+}
+
+function concatArrays(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
   let offset = 0;
-  for (const t of locals) {
-    send.set(t.dataSync() as Float32Array, offset);
-    offset += t.size;
+  for (const p of parts) {
+    out.set(p, offset);
+    offset += p.length;
   }
-  const all = c.allgatherSync(send);
-  const per = send.length;
-  return locals.map((t, i) => {
-    const start = sizes.slice(0, i).reduce((a, b) => a + b, 0);
+  return out;
+}
+
+/** Every rank's concatenation of `locals` (rank order) -> per tensor, its rows of every rank in rank order. */
+function unpackGathered(c: Collective, all: Float32Array, locals: tf.Tensor[]): Float32Array[] {
+  const per = all.length / c.worldSize;
+  let start = 0;
+  return locals.map((t) => {
     const mine = new Float32Array(c.worldSize * t.size);
     for (let r = 0; r < c.worldSize; r++) mine.set(all.subarray(r * per + start, r * per + start + t.size), r * t.size);
-    return gatherRows(t, mine, c.rank, c.worldSize);
+    start += t.size;
+    return mine;
   });
+}
+
+/**
+ * Where a data-parallel step lets the ranks' rows meet when its loss couples them (refine's NNA
+ * with global BatchNorm): 'in-tape', blocking collectives inside the gradient tape that read
+ * the device synchronously (no extra compute), or 'before-tape', an asynchronous exchange of
+ * the loss's inputs before the tape, which re-runs a training encoder's forward pass to have
+ * them: the only way on a backend without synchronous reads (WebGPU). DP_EXCHANGE=in-tape or
+ * before-tape chooses either on any backend.
+ */
+export function exchangeMode(tfBackend: string, env: NodeJS.ProcessEnv = process.env): 'in-tape' | 'before-tape' {
+  const forced = env.DP_EXCHANGE;
+  if (forced !== undefined && forced !== 'in-tape' && forced !== 'before-tape') throw new Error(`DP_EXCHANGE=${forced}: expected 'in-tape' or 'before-tape'`);
+  return forced ?? (tfBackend === 'webgpu' ? 'before-tape' : 'in-tape');
 }
 
 /**
