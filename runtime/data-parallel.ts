@@ -142,6 +142,7 @@ function unpackGathered(c: Collective, all: Float32Array, locals: tf.Tensor[]): 
 export function exchangeMode(tfBackend: string, env: NodeJS.ProcessEnv = process.env): 'in-tape' | 'before-tape' {
   const forced = env.DP_EXCHANGE;
   if (forced !== undefined && forced !== 'in-tape' && forced !== 'before-tape') throw new Error(`DP_EXCHANGE=${forced}: expected 'in-tape' or 'before-tape'`);
+  if (forced === 'in-tape' && tfBackend === 'webgpu') throw new Error("DP_EXCHANGE=in-tape reads the device synchronously inside the gradient tape, which WebGPU cannot: leave DP_EXCHANGE unset (WebGPU takes 'before-tape')");
   return forced ?? (tfBackend === 'webgpu' ? 'before-tape' : 'in-tape');
 }
 

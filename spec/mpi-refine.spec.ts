@@ -29,8 +29,8 @@ const hasMpirun = spawnSync('mpirun', ['--version']).status === 0;
 const ARGS = ['--batch', '8', '--local-views', '1', '--queue-size', '64', '--skip-knn', '--blocks', '4,5', '--head-preset', 'tiny', '--stage2-epochs', '0.0016', '--stage3-epochs', '0.0016', '--checkpoint-minutes', '0'];
 const ENV = { ...process.env, WASM_THREADS: '1' };
 
-function run(command: string, args: string[], out: string): void {
-  const r = spawnSync(command, [...args, ...ARGS, '--out', out], { cwd: ROOT, encoding: 'utf8', env: ENV, timeout: 300_000, killSignal: 'SIGKILL' });
+function run(command: string, args: string[], out: string, env: NodeJS.ProcessEnv = ENV): void {
+  const r = spawnSync(command, [...args, ...ARGS, '--out', out], { cwd: ROOT, encoding: 'utf8', env, timeout: 300_000, killSignal: 'SIGKILL' });
   assert.is(r.status, 0, `${command} ${args.join(' ')}: ${r.stdout}${r.stderr}`);
 }
 
@@ -120,6 +120,19 @@ mpiTest('mpirun -np 2 refine, killed and resumed, = one process with the same gl
     const maxDiff = maxStateDifference(single, ranks);
     console.log(`[mpi-refine] 2 ranks killed after step ${stoppedAt} and resumed; step losses 1 process ${a.map((m) => m.loss.toFixed(6)).join(' ')}, 2 ranks ${b.map((m) => m.loss.toFixed(6)).join(' ')}; max weight difference ${maxDiff.toExponential(2)}`);
     assert.ok(maxDiff < 8e-3, `final state differs by ${maxDiff} (AdamW bound 2 lr x 4 steps = 8e-3)`);
+
+    // the rows exchanged before the tape (WebGPU's way: heads on the global batch on every rank,
+    // their gradients averaged, the encoder's summed): the same run
+    const before = path.join(tmp, 'before-tape');
+    run('mpirun', [...MPIRUN, ...tsNode], before, { ...ENV, DP_EXCHANGE: 'before-tape' });
+    const c = metrics(before);
+    assert.is(c.length, 4);
+    assert.ok(rel(c[0].loss, a[0].loss) < 1e-6, `before-tape: step 1 loss ${c[0].loss} vs ${a[0].loss}`);
+    assert.ok(rel(c[0].grad_norm, a[0].grad_norm) < 1e-5, `before-tape: step 1 gradient norm ${c[0].grad_norm} vs ${a[0].grad_norm}`);
+    for (let i = 0; i < a.length; i++) assert.ok(Math.abs(c[i].loss - a[i].loss) < 5e-4, `before-tape: step ${i + 1} loss ${c[i].loss} vs ${a[i].loss}`);
+    const maxDiffBefore = maxStateDifference(single, before);
+    console.log(`[mpi-refine] rows exchanged before the tape: step losses ${c.map((m) => m.loss.toFixed(6)).join(' ')}; max weight difference ${maxDiffBefore.toExponential(2)}`);
+    assert.ok(maxDiffBefore < 8e-3, `before-tape: final state differs by ${maxDiffBefore}`);
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
@@ -150,6 +163,35 @@ mpiTest('mpirun -np 2 MAE = one process with the same global batch (each rank ma
     console.log(`[mpi-mae] step losses 1 process ${a.map((m) => m.loss.toFixed(7)).join(' ')}, 2 ranks ${b.map((m) => m.loss.toFixed(7)).join(' ')}; max weight difference ${maxDiff.toExponential(2)}`);
     // AdamW's bound: 2 lr per step (peak lr 1.5e-4 * 8 / 256)
     assert.ok(maxDiff < 2 * 4.7e-6 * 3, `final state differs by ${maxDiff}`);
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+});
+
+mpiTest('mpirun -np 2 MimCo = one process with the same global batch (teacher CLS all-gathered, each rank masks its rows of the global plan; losses and gradients averaged)', () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mpi-mimco-'));
+  try {
+    const mimco = [process.execPath, '-r', 'ts-node/register', 'pipelines/mimco.ts', '--batch', '8', '--epochs', '0.0024', '--warmup-epochs', '0', '--blr', '0.01', '--proj-hidden', '64', '--skip-knn', '--checkpoint-minutes', '0'];
+    const runMimco = (command: string, args: string[], out: string) => {
+      const r = spawnSync(command, [...args, '--out', out], { cwd: ROOT, encoding: 'utf8', env: ENV, timeout: 300_000, killSignal: 'SIGKILL' });
+      assert.is(r.status, 0, `${command} ${args.join(' ')}: ${r.stdout}${r.stderr}`);
+    };
+    const single = path.join(tmp, 'single');
+    const ranks = path.join(tmp, 'ranks');
+    runMimco(mimco[0], mimco.slice(1), single);
+    runMimco('mpirun', [...MPIRUN, ...mimco], ranks);
+    const a = metrics(single);
+    const b = metrics(ranks);
+    assert.is(a.length, 3);
+    assert.is(b.length, 3);
+    const rel = (x: number, y: number) => Math.abs(x - y) / Math.max(1e-12, Math.abs(y));
+    for (let i = 0; i < 3; i++) {
+      for (const k of ['loss', 'loss_patch', 'loss_image', 'grad_norm']) assert.ok(rel(b[i][k], a[i][k]) < 1e-5, `step ${i + 1} ${k} ${b[i][k]} vs ${a[i][k]}`);
+    }
+    const maxDiff = maxStateDifference(single, ranks);
+    console.log(`[mpi-mimco] step losses 1 process ${a.map((m) => m.loss.toFixed(7)).join(' ')}, 2 ranks ${b.map((m) => m.loss.toFixed(7)).join(' ')}; max relative loss difference ${Math.max(...a.map((m, i) => rel(b[i].loss, m.loss))).toExponential(2)}; max weight difference ${maxDiff.toExponential(2)}`);
+    // AdamW's bound: 2 lr per step (lr 0.01 * 8 / 256)
+    assert.ok(maxDiff < 2 * 3.125e-4 * 3, `final state differs by ${maxDiff}`);
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }

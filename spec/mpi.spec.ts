@@ -86,6 +86,22 @@ mpiTest('2 ranks: NNA with gathered predictions and global BatchNorm = one proce
   }
 });
 
+mpiTest('2 ranks: the NNA refine objective (rows exchanged in the tape, and before it) and MimCo\'s = one process on the global batch', () => {
+  const run = mpirun('objectives');
+  assert.is(run.status, 0, run.output);
+  assert.is(run.results.length, 2, run.output);
+  for (const r of run.results) {
+    for (const name of ['in-tape', 'before-tape', 'mimco']) {
+      const x = r[name];
+      if (r.rank === 0) console.log(`[mpi.spec] ${name}: loss ${x.lossDp} vs ${x.lossSingle}, gradient max difference ${x.maxGradDiff.toExponential(2)} (largest ${x.maxGrad.toExponential(2)})`);
+      assert.ok(Math.abs(x.lossDp - x.lossSingle) < 1e-5 * Math.max(1, Math.abs(x.lossSingle)), `${name}: loss ${x.lossDp} vs ${x.lossSingle}`);
+      assert.ok(x.maxGradDiff < 1e-5 * Math.max(1, x.maxGrad), `${name}: combined gradient differs from one process's by ${x.maxGradDiff}`);
+      // the check can fail: a rank's own gradient, uncombined, is not the global batch's
+      assert.ok(x.ownDiff > 1e-3 * x.maxGrad, `${name}: a rank's own gradient already equals the global one (${x.ownDiff})`);
+    }
+  }
+});
+
 mpiTest('2 ranks with different flags: an error naming the rank and the flag, no hang', () => {
   const run = mpirun('config-mismatch');
   assert.is.not(run.status, 0);
