@@ -28,10 +28,25 @@
  * (W times the n x N of the reference), which is small next to the encoder. spec/mpi.spec.ts
  * checks the summed gradient against one process's gradient of the same global batch.
  *
- * The all-gather of the predictions sits inside the tape and is synchronous (the tape cannot
- * await); it moves a few kilobytes. Reading the local rows there is a host read inside the step,
- * which on wasm is a copy from the wasm heap and on a GPU the readback that a host-memory
- * collective needs anyway. Global-batch BatchNorm is models/global-batch-norm.ts.
+ * Where the rows meet (`exchangeMode`). 'in-tape': the all-gather of the predictions sits
+ * inside the tape and is synchronous (the tape cannot await); it moves a few kilobytes, and
+ * reading the local rows there is a host read inside the step (on wasm a copy from the wasm
+ * heap); global-batch BatchNorm (models/global-batch-norm.ts) all-reduces its moments the same
+ * way. WebGPU has no synchronous read, and no other construction avoids one inside the tape:
+ * a row's loss depends on the other ranks' encoder outputs of this very step (through the
+ * negatives and the BatchNorm statistics), and a tape that cannot wait on the network must have
+ * them before it starts, so they come from a forward pass before it.
+ * 'before-tape' is that pass: the heads' inputs X (CLS features of the head blocks, every view)
+ * are computed without the tape (a frozen encoder's come from prepare for free; a training
+ * encoder runs forward once more, measured at about a third of a step), read with `await
+ * t.data()` and all-gathered asynchronously (`allGatherRows`). Under the tape every rank then
+ * builds the global X with its own rows from its encoder (`withOwnRows`: the gathered values,
+ * the gradient straight through to its rows) and runs the heads and the loss on the whole
+ * global batch, exactly as one process does: BatchNorm over its rows is global-batch BatchNorm.
+ * With theta_e the encoder's parameters and theta_h the heads':
+ *   dL/dtheta_e = sum_r dL/dX_r dX_r/dtheta_e   (rank r's share: its rows carry gradient),
+ *   dL/dtheta_h   computed whole on every rank,
+ * so encoder gradients are summed and head gradients averaged (the driver's `whole`).
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';

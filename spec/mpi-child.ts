@@ -3,7 +3,7 @@
  * line per rank ("RESULT {...}") that the spec checks; failures end the job through the
  * collective layer's abort, which is part of what is tested.
  *
- *   mpirun -np 2 node -r ts-node/register spec/mpi-child.ts collectives|nna-grad|objectives [in-tape,before-tape]|config-mismatch|throw|kill
+ *   mpirun -np 2 node -r ts-node/register spec/mpi-child.ts collectives|nna-grad|objectives [in-tape,before-tape,mimco]|config-mismatch|throw|kill
  */
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../runtime/backend';
@@ -190,7 +190,7 @@ function rowsOf(c: Collective, b: Batch): Batch {
  * steps each (the first fills the NN queues with the global batch); the second step's combined
  * gradients are compared with the single process's.
  */
-async function objectives(c: Collective, exchanges: Array<'in-tape' | 'before-tape'>): Promise<void> {
+async function objectives(c: Collective, checks: string[]): Promise<void> {
   const cfg: VitConfig = { imgSize: 16, patchSize: 4, embedDim: 32, depth: 3, numHeads: 2, mlpRatio: 2, act: 'gelu', posEmbed: 'sincos' };
   const N = 8;
   const viewSizes = [16, 16, 8];
@@ -216,7 +216,7 @@ async function objectives(c: Collective, exchanges: Array<'in-tape' | 'before-ta
     return { lossDp: dp.loss, lossSingle: single.loss, maxGradDiff, maxGrad, ownDiff };
   };
   const results: Record<string, unknown> = {};
-  for (const exchange of exchanges) {
+  for (const exchange of (['in-tape', 'before-tape'] as const).filter((e) => checks.includes(e))) {
     const nna = (world: Collective) => {
       const encoder = new VisionTransformer(cfg, 1);
       const heads = [0, 1].map((i) => new NnaHead(cfg.embedDim, HEAD_PRESETS.tiny, 'gelu', 10 + i, world.worldSize > 1 && exchange === 'in-tape' ? world : undefined));
@@ -239,10 +239,12 @@ async function objectives(c: Collective, exchanges: Array<'in-tape' | 'before-ta
     const objective = mimcoObjective({ teacher, teacherBlock: 2, student, heads, maskRatio: 0.5, temperature: 0.2, seed: 1, collective: world });
     return { objective, vars: paramsOf({ student, mimco: heads }) };
   };
-  const dpMimco = mimco(c);
-  const singleMimco = mimco(new SingleProcess());
-  results.mimco = compare(await objectiveStep(c, dpMimco.objective, local, 0, dpMimco.vars, 'mean'), await objectiveStep(new SingleProcess(), singleMimco.objective, global, 0, singleMimco.vars, 'mean'));
-  report(c, results);
+  if (checks.includes('mimco')) {
+    const dp = mimco(c);
+    const single = mimco(new SingleProcess());
+    results.mimco = compare(await objectiveStep(c, dp.objective, local, 0, dp.vars, 'mean'), await objectiveStep(new SingleProcess(), single.objective, global, 0, single.vars, 'mean'));
+  }
+  report(c, { backend: tf.getBackend(), ...results });
 }
 
 async function main(): Promise<void> {
@@ -250,9 +252,9 @@ async function main(): Promise<void> {
   await runOnAllRanks(async (c) => {
     if (scenario === 'collectives' || scenario === 'nna-grad' || scenario === 'objectives') {
       await initBackend(() => undefined);
-      // objectives [modes]: NNA's exchange modes to check (WebGPU has no 'in-tape')
-      const modes = (process.argv[3] ?? 'in-tape,before-tape').split(',') as Array<'in-tape' | 'before-tape'>;
-      return scenario === 'collectives' ? collectives(c) : scenario === 'nna-grad' ? nnaGrad(c) : objectives(c, modes);
+      // objectives [checks]: NNA's exchange modes and MimCo (WebGPU has no 'in-tape')
+      const checks = (process.argv[3] ?? 'in-tape,before-tape,mimco').split(',');
+      return scenario === 'collectives' ? collectives(c) : scenario === 'nna-grad' ? nnaGrad(c) : objectives(c, checks);
     }
     if (scenario === 'config-mismatch') {
       return checkSameOnAllRanks(c, { flags: { batch: c.rank === 1 ? '64' : '32', seed: '0' }, data: ['train-0.tar:100:ab'] });

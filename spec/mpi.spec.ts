@@ -13,6 +13,7 @@ import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { deviceMissing, NO_DEVICE } from './webgpu-device';
 
 const ROOT = path.join(__dirname, '..');
 const hasMpirun = spawnSync('mpirun', ['--version'], { encoding: 'utf8' }).status === 0;
@@ -24,13 +25,13 @@ interface Run {
   ms: number;
 }
 
-function mpirun(scenario: string, timeoutMs = 120_000): Run {
+function mpirun(scenario: string, opts: { timeoutMs?: number; args?: string[]; env?: NodeJS.ProcessEnv } = {}): Run {
   const t0 = Date.now();
   const r = spawnSync(
     'mpirun',
-    ['--allow-run-as-root', '--oversubscribe', '-np', '2', process.execPath, '-r', 'ts-node/register', path.join('spec', 'mpi-child.ts'), scenario],
+    ['--allow-run-as-root', '--oversubscribe', '-np', '2', process.execPath, '-r', 'ts-node/register', path.join('spec', 'mpi-child.ts'), scenario, ...(opts.args ?? [])],
     // one wasm thread per rank: the 2 ranks share the machine's cores
-    { cwd: ROOT, encoding: 'utf8', timeout: timeoutMs, killSignal: 'SIGKILL', env: { ...process.env, WASM_THREADS: '1' } },
+    { cwd: ROOT, encoding: 'utf8', timeout: opts.timeoutMs ?? 120_000, killSignal: 'SIGKILL', env: { ...process.env, WASM_THREADS: '1', ...opts.env } },
   );
   const output = `${r.stdout}${r.stderr}`;
   const results = output
@@ -100,6 +101,21 @@ mpiTest('2 ranks: the NNA refine objective (rows exchanged in the tape, and befo
       assert.ok(x.ownDiff > 1e-3 * x.maxGrad, `${name}: a rank's own gradient already equals the global one (${x.ownDiff})`);
     }
   }
+});
+
+mpiTest('2 ranks on WebGPU (lavapipe here): NNA refine with rows exchanged before the tape = one process, no synchronous read', () => {
+  const run = mpirun('objectives', { args: ['before-tape'], env: { TFJS_BACKEND: 'webgpu' }, timeoutMs: 600_000 });
+  if (run.status !== 0 && NO_DEVICE.test(run.output)) return deviceMissing(run.output.match(NO_DEVICE)![0]);
+  assert.is(run.status, 0, run.output);
+  assert.is(run.results.length, 2, run.output);
+  for (const r of run.results) {
+    const x = r['before-tape'];
+    if (r.rank === 0) console.log(`[mpi.spec] webgpu before-tape: loss ${x.lossDp} vs ${x.lossSingle}, gradient max difference ${x.maxGradDiff.toExponential(2)} (largest ${x.maxGrad.toExponential(2)})`);
+    assert.ok(Math.abs(x.lossDp - x.lossSingle) < 1e-5 * Math.abs(x.lossSingle), `loss ${x.lossDp} vs ${x.lossSingle}`);
+    assert.ok(x.maxGradDiff < 1e-5 * Math.max(1, x.maxGrad), `combined gradient differs from one process's by ${x.maxGradDiff}`);
+    assert.ok(x.ownDiff > 1e-3 * x.maxGrad, `a rank's own gradient already equals the global one (${x.ownDiff})`);
+  }
+  assert.equal(run.results.map((r) => r.backend), ['webgpu', 'webgpu']);
 });
 
 mpiTest('2 ranks with different flags: an error naming the rank and the flag, no hang', () => {
