@@ -62,21 +62,29 @@ function maxStateDifference(a: string, b: string): number {
 
 const MPIRUN = ['--allow-run-as-root', '--oversubscribe', '-np', '2'];
 
-/** Starts the 2-rank run, SIGKILLs rank 1 once `afterSteps` steps are recorded; resolves with mpirun's exit and output. */
-function runAndKillRank1(args: string[], out: string, afterSteps: number): Promise<{ status: number | null; output: string; killed: boolean }> {
+/**
+ * Starts `mpirun [mpirunArgs] -np 2 args`, and once `afterSteps` steps are recorded in `out`
+ * sends `signal` to rank 1 or to mpirun itself; resolves with mpirun's exit and output.
+ */
+function runAndSignal(args: string[], out: string, afterSteps: number, to: { signal: NodeJS.Signals; process: 'rank 1' | 'mpirun'; mpirunArgs?: string[] }): Promise<{ status: number | null; output: string; killed: boolean }> {
   return new Promise((resolve) => {
-    const child = spawn('mpirun', [...MPIRUN, ...args, ...ARGS, '--out', out], { cwd: ROOT, env: ENV });
+    const child = spawn('mpirun', [...(to.mpirunArgs ?? []), ...MPIRUN, ...args, '--out', out], { cwd: ROOT, env: ENV });
     let output = '';
     child.stdout.on('data', (d) => (output += d));
     child.stderr.on('data', (d) => (output += d));
     let killed = false;
     const poll = setInterval(() => {
       if (killed || metrics(out).length < afterSteps) return;
+      if (to.process === 'mpirun') {
+        child.kill(to.signal);
+        killed = true;
+        return;
+      }
       // the rank processes are mpirun's children; rank 1 is the one whose environment says so
       const pids = spawnSync('pgrep', ['-P', String(child.pid)], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean);
       const rank1 = pids.find((pid) => fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes('OMPI_COMM_WORLD_RANK=1'));
       if (rank1) {
-        process.kill(Number(rank1), 'SIGKILL');
+        process.kill(Number(rank1), to.signal);
         killed = true;
       }
     }, 50);
@@ -98,7 +106,7 @@ mpiTest('mpirun -np 2 refine, killed and resumed, = one process with the same gl
     const ranks = path.join(tmp, 'ranks');
     const tsNode = [process.execPath, '-r', 'ts-node/register', 'pipelines/refine.ts'];
     run(tsNode[0], tsNode.slice(1), single);
-    const first = await runAndKillRank1(tsNode, ranks, 1);
+    const first = await runAndSignal([...tsNode, ...ARGS], ranks, 1, { signal: 'SIGKILL', process: 'rank 1' });
     assert.ok(first.killed, `the 2-rank run ended before rank 1 could be killed: ${first.output}`);
     assert.is.not(first.status, 0);
     assert.match(first.output, /Process name: \[\[\d+,\d+\],1\]|rank 1 with PID/, 'the launcher names the killed rank');
@@ -192,6 +200,37 @@ mpiTest('mpirun -np 2 MimCo = one process with the same global batch (teacher CL
     console.log(`[mpi-mimco] step losses 1 process ${a.map((m) => m.loss.toFixed(7)).join(' ')}, 2 ranks ${b.map((m) => m.loss.toFixed(7)).join(' ')}; max relative loss difference ${Math.max(...a.map((m, i) => rel(b[i].loss, m.loss))).toExponential(2)}; max weight difference ${maxDiff.toExponential(2)}`);
     // AdamW's bound: 2 lr per step (lr 0.01 * 8 / 256)
     assert.ok(maxDiff < 2 * 3.125e-4 * 3, `final state differs by ${maxDiff}`);
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+});
+
+mpiTest('Ctrl-C to mpirun (Open MPI 4: SIGTERM to the ranks after odls_base_sigkill_timeout, SIGKILL after as long again): both ranks stop at one step with a complete checkpoint that resumes; a SIGINT to one rank stops all with exit 0', async () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mpi-sigint-'));
+  try {
+    const mae = [process.execPath, '-r', 'ts-node/register', 'pipelines/pretrain-mae.ts', '--batch', '8', '--epochs', '1', '--decoder-dim', '16', '--decoder-depth', '1', '--max-steps', '400', '--checkpoint-minutes', '30', '--log-every', '1'];
+    const out = path.join(tmp, 'run');
+    const stoppedAt = (output: string) => [...output.matchAll(/\[mae\] stopped at step (\d+) of \d+ \(([^)]*)\)/g)].map((m) => [Number(m[1]), m[2]] as const);
+    // mpirun answers a signal with exit 1 whatever the ranks do; the ranks get 10 s after SIGTERM
+    const interrupted = await runAndSignal(mae, out, 2, { signal: 'SIGINT', process: 'mpirun', mpirunArgs: ['--mca', 'odls_base_sigkill_timeout', '10'] });
+    assert.is(interrupted.status, 1, interrupted.output);
+    const first = stoppedAt(interrupted.output);
+    assert.is(first.length, 2, `both ranks stop with a message: ${interrupted.output}`);
+    assert.is(first[0][0], first[1][0], 'at the same step');
+    const step = first[0][0];
+    assert.is(JSON.parse(fs.readFileSync(path.join(out, 'checkpoint', 'manifest.json'), 'utf8')).step, step, 'the stop checkpoint is the latest, complete (manifest written last)');
+    assert.not.ok(fs.existsSync(path.join(out, 'checkpoint.tmp')), 'no half-written checkpoint');
+    assert.is(metrics(out).length, step);
+    // it resumes; a SIGINT to one rank then stops every rank at the same step, mpirun exits 0
+    const resumed = await runAndSignal([...mae, '--resume', out], out, step + 1, { signal: 'SIGINT', process: 'rank 1' });
+    assert.is(resumed.status, 0, resumed.output);
+    const second = stoppedAt(resumed.output);
+    assert.equal(second.map(([, why]) => why).sort(), ['SIGINT', 'a stop on another rank']);
+    assert.is(second[0][0], second[1][0]);
+    assert.ok(second[0][0] > step, `resumed from ${step}, stopped at ${second[0][0]}`);
+    assert.is(JSON.parse(fs.readFileSync(path.join(out, 'checkpoint', 'manifest.json'), 'utf8')).step, second[0][0]);
+    assert.equal(metrics(out).map((m) => m.step), Array.from({ length: second[0][0] }, (_, i) => i + 1));
+    console.log(`[mpi-sigint] Ctrl-C to mpirun: ranks stopped at step ${step} (mpirun exit 1); resumed, SIGINT to rank 1: both stopped at step ${second[0][0]} (mpirun exit 0)`);
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
