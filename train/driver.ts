@@ -212,7 +212,9 @@ export async function train(opts: TrainOptions): Promise<{ step: number; done: b
   await sinksDone;
   if (!done) {
     const why = stop.signal ?? (stopping ? 'a stop on another rank' : '--max-steps');
-    console.log(`[${opts.name}] stopped at step ${step} of ${totalSteps} (${why})${opts.script ? `; resume with: ${resumeCommand(opts.script, opts.runDir)}` : ''}`);
+    // any world size that divides the global batch resumes it; the same one by default
+    const launcher = dp.worldSize > 1 ? `mpirun -np ${dp.worldSize} ` : '';
+    console.log(`[${opts.name}] stopped at step ${step} of ${totalSteps} (${why})${opts.script ? `; resume with: ${launcher}${resumeCommand(opts.script, opts.runDir)}` : ''}`);
   }
   return { step, done };
 }
