@@ -38,7 +38,7 @@
  * them before it starts, so they come from a forward pass before it.
  * 'before-tape' is that pass: the heads' inputs X (CLS features of the head blocks, every view)
  * are computed without the tape (a frozen encoder's come from prepare for free; a training
- * encoder runs forward once more, measured at about a third of a step), read with `await
+ * encoder runs forward once more: 27-38% of a step, bench/exchange-cost.ts), read with `await
  * t.data()` and all-gathered asynchronously (`allGatherRows`). Under the tape every rank then
  * builds the global X with its own rows from its encoder (`withOwnRows`: the gathered values,
  * the gradient straight through to its rows) and runs the heads and the loss on the whole

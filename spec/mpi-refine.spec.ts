@@ -1,6 +1,8 @@
 /**
- * Data-parallel MAE equals one process (2 ranks x batch 4 against batch 8: losses, gradient
- * norms and weights to float32 rounding). Data-parallel refine equals one process: `mpirun -np 2 pipelines/refine.ts --batch 8` (each
+ * Data-parallel MAE and MimCo equal one process (2 ranks x batch 4 against batch 8: losses,
+ * gradient norms and weights to float32 rounding); Ctrl-C to mpirun and a SIGINT to one rank
+ * stop both ranks at one step with a complete checkpoint that resumes. Data-parallel refine
+ * equals one process, with the rows exchanged in the tape and before it (DP_EXCHANGE): `mpirun -np 2 pipelines/refine.ts --batch 8` (each
  * rank 4 samples of every global batch, one wasm thread each) against one process with
  * `--batch 8`, 2 steps of stage 2 and 2 of stage 3 on the bundled data and checkpoint. The
  * 2-rank run is killed (SIGKILL to rank 1) after its first step and resumed with
@@ -30,9 +32,11 @@ const ARGS = ['--batch', '8', '--local-views', '1', '--queue-size', '64', '--ski
 const ENV = { ...process.env, WASM_THREADS: '1' };
 
 function run(command: string, args: string[], out: string, env: NodeJS.ProcessEnv = ENV): void {
-  const r = spawnSync(command, [...args, ...ARGS, '--out', out], { cwd: ROOT, encoding: 'utf8', env, timeout: 300_000, killSignal: 'SIGKILL' });
+  const r = spawnSync(command, [...args, '--out', out], { cwd: ROOT, encoding: 'utf8', env, timeout: 300_000, killSignal: 'SIGKILL' });
   assert.is(r.status, 0, `${command} ${args.join(' ')}: ${r.stdout}${r.stderr}`);
 }
+
+const rel = (x: number, y: number) => Math.abs(x - y) / Math.max(1e-12, Math.abs(y));
 
 /** One record per step (a resumed run may have rewritten the steps after its checkpoint). */
 function metrics(dir: string): Record<string, number>[] {
@@ -61,6 +65,18 @@ function maxStateDifference(a: string, b: string): number {
 }
 
 const MPIRUN = ['--allow-run-as-root', '--oversubscribe', '-np', '2'];
+
+/** `command` (node and a pipeline with its flags) as one process and as `mpirun -np 2`, each into its folder of `tmp`; both runs' step records. */
+function oneProcessAndTwoRanks(command: string[], tmp: string, steps: number) {
+  const single = path.join(tmp, 'single');
+  const ranks = path.join(tmp, 'ranks');
+  run(command[0], command.slice(1), single);
+  run('mpirun', [...MPIRUN, ...command], ranks);
+  const [a, b] = [metrics(single), metrics(ranks)];
+  assert.is(a.length, steps);
+  assert.is(b.length, steps);
+  return { single, ranks, a, b };
+}
 
 /**
  * Starts `mpirun [mpirunArgs] -np 2 args`, and once `afterSteps` steps are recorded in `out`
@@ -105,19 +121,18 @@ mpiTest('mpirun -np 2 refine, killed and resumed, = one process with the same gl
     const single = path.join(tmp, 'single');
     const ranks = path.join(tmp, 'ranks');
     const tsNode = [process.execPath, '-r', 'ts-node/register', 'pipelines/refine.ts'];
-    run(tsNode[0], tsNode.slice(1), single);
+    run(tsNode[0], [...tsNode.slice(1), ...ARGS], single);
     const first = await runAndSignal([...tsNode, ...ARGS], ranks, 1, { signal: 'SIGKILL', process: 'rank 1' });
     assert.ok(first.killed, `the 2-rank run ended before rank 1 could be killed: ${first.output}`);
     assert.is.not(first.status, 0);
     assert.match(first.output, /Process name: \[\[\d+,\d+\],1\]|rank 1 with PID/, 'the launcher names the killed rank');
     const stoppedAt = metrics(ranks).length;
     assert.ok(stoppedAt < 4, `killed after ${stoppedAt} steps`);
-    run('mpirun', [...MPIRUN, ...tsNode, '--resume', ranks], ranks);
+    run('mpirun', [...MPIRUN, ...tsNode, ...ARGS, '--resume', ranks], ranks);
     const a = metrics(single);
     const b = metrics(ranks);
     assert.is(a.length, 4);
     assert.is(b.length, 4, 'every step recorded once the resumed run ends');
-    const rel = (x: number, y: number) => Math.abs(x - y) / Math.max(1e-12, Math.abs(y));
     assert.ok(rel(b[0].loss, a[0].loss) < 1e-6, `step 1 loss ${b[0].loss} vs ${a[0].loss}`);
     assert.ok(rel(b[0].grad_norm, a[0].grad_norm) < 1e-5, `step 1 gradient norm ${b[0].grad_norm} vs ${a[0].grad_norm}`);
     for (let i = 0; i < a.length; i++) {
@@ -132,7 +147,7 @@ mpiTest('mpirun -np 2 refine, killed and resumed, = one process with the same gl
     // the rows exchanged before the tape (WebGPU's way: heads on the global batch on every rank,
     // their gradients averaged, the encoder's summed): the same run
     const before = path.join(tmp, 'before-tape');
-    run('mpirun', [...MPIRUN, ...tsNode], before, { ...ENV, DP_EXCHANGE: 'before-tape' });
+    run('mpirun', [...MPIRUN, ...tsNode, ...ARGS], before, { ...ENV, DP_EXCHANGE: 'before-tape' });
     const c = metrics(before);
     assert.is(c.length, 4);
     assert.ok(rel(c[0].loss, a[0].loss) < 1e-6, `before-tape: step 1 loss ${c[0].loss} vs ${a[0].loss}`);
@@ -150,19 +165,7 @@ mpiTest('mpirun -np 2 MAE = one process with the same global batch (each rank ma
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mpi-mae-'));
   try {
     const mae = [process.execPath, '-r', 'ts-node/register', 'pipelines/pretrain-mae.ts', '--batch', '8', '--epochs', '1', '--warmup-epochs', '0.002', '--decoder-dim', '16', '--decoder-depth', '1', '--max-steps', '3', '--checkpoint-minutes', '0'];
-    const runMae = (command: string, args: string[], out: string) => {
-      const r = spawnSync(command, [...args, '--out', out], { cwd: ROOT, encoding: 'utf8', env: ENV, timeout: 300_000, killSignal: 'SIGKILL' });
-      assert.is(r.status, 0, `${command} ${args.join(' ')}: ${r.stdout}${r.stderr}`);
-    };
-    const single = path.join(tmp, 'single');
-    const ranks = path.join(tmp, 'ranks');
-    runMae(mae[0], mae.slice(1), single);
-    runMae('mpirun', [...MPIRUN, ...mae], ranks);
-    const a = metrics(single);
-    const b = metrics(ranks);
-    assert.is(a.length, 3);
-    assert.is(b.length, 3);
-    const rel = (x: number, y: number) => Math.abs(x - y) / Math.max(1e-12, Math.abs(y));
+    const { single, ranks, a, b } = oneProcessAndTwoRanks(mae, tmp, 3);
     for (let i = 0; i < 3; i++) {
       assert.ok(rel(b[i].loss, a[i].loss) < 1e-5, `step ${i + 1} loss ${b[i].loss} vs ${a[i].loss}`);
       assert.ok(rel(b[i].grad_norm, a[i].grad_norm) < 1e-5, `step ${i + 1} gradient norm ${b[i].grad_norm} vs ${a[i].grad_norm}`);
@@ -180,19 +183,7 @@ mpiTest('mpirun -np 2 MimCo = one process with the same global batch (teacher CL
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mpi-mimco-'));
   try {
     const mimco = [process.execPath, '-r', 'ts-node/register', 'pipelines/mimco.ts', '--batch', '8', '--epochs', '0.0024', '--warmup-epochs', '0', '--blr', '0.01', '--proj-hidden', '64', '--skip-knn', '--checkpoint-minutes', '0'];
-    const runMimco = (command: string, args: string[], out: string) => {
-      const r = spawnSync(command, [...args, '--out', out], { cwd: ROOT, encoding: 'utf8', env: ENV, timeout: 300_000, killSignal: 'SIGKILL' });
-      assert.is(r.status, 0, `${command} ${args.join(' ')}: ${r.stdout}${r.stderr}`);
-    };
-    const single = path.join(tmp, 'single');
-    const ranks = path.join(tmp, 'ranks');
-    runMimco(mimco[0], mimco.slice(1), single);
-    runMimco('mpirun', [...MPIRUN, ...mimco], ranks);
-    const a = metrics(single);
-    const b = metrics(ranks);
-    assert.is(a.length, 3);
-    assert.is(b.length, 3);
-    const rel = (x: number, y: number) => Math.abs(x - y) / Math.max(1e-12, Math.abs(y));
+    const { single, ranks, a, b } = oneProcessAndTwoRanks(mimco, tmp, 3);
     for (let i = 0; i < 3; i++) {
       for (const k of ['loss', 'loss_patch', 'loss_image', 'grad_norm']) assert.ok(rel(b[i][k], a[i][k]) < 1e-5, `step ${i + 1} ${k} ${b[i][k]} vs ${a[i][k]}`);
     }

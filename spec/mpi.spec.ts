@@ -3,8 +3,11 @@
  * ranks print one RESULT line each. Checks: all-reduce / all-gather / broadcast / barrier and
  * the bucketed gradient all-reduce; the NNA step with all-gathered predictions and global-batch
  * BatchNorm, whose gradients summed over the 2 ranks equal one process's gradients of the same
- * global batch; a configuration mismatch, a thrown error and a rank killed with SIGKILL each
- * stop the job with a message naming the rank, without hanging.
+ * global batch; the NNA refine (rows exchanged in the tape and before it) and MimCo objectives
+ * across the ranks against one process, and the before-tape NNA step on WebGPU (lavapipe where
+ * there is no GPU; skipped without a device outside CI); a configuration mismatch, a thrown
+ * error and a rank killed with SIGKILL each stop the job with a message naming the rank,
+ * without hanging.
  *
  * Needs Open MPI (Debian: openmpi-bin libopenmpi-dev; .ci/run installs it). Without mpirun the
  * specs are skipped with a warning, unless REQUIRE_MPI=1 (set by CI), where that is a failure.
