@@ -15,6 +15,8 @@
  *   each feature at its position, not merely produce a plausible one.
  * - image level (g: student global projections, h: teacher global features, [B, P]):
  *     logits[b, c] = g[b] . h[c] / tau,  image = mean_b cross_entropy(logits[b, :], target b).
+ *   The columns c may be a larger batch's teacher features than the rows b (`teacherGlobalBatch`:
+ *   data-parallel, the global batch's, all-gathered), as MoCo v3 gathers its keys.
  * - total = patch + image.
  *
  * Teacher features are constants: they pass through a stop-gradient, so a caller may hand in
@@ -34,6 +36,12 @@ export interface MimcoLossArgs {
   studentGlobal: tf.Tensor2D;
   /** Teacher global feature (CLS), [B, P] (constants). */
   teacherGlobal: tf.Tensor2D;
+  /**
+   * The teacher global features the image loss contrasts each student row against, [N, P]
+   * (constants; default teacherGlobal). Data-parallel: the global batch's, which hold this
+   * rank's teacherGlobal rows among them.
+   */
+  teacherGlobalBatch?: tf.Tensor2D;
   /** Softmax temperature tau of both losses. */
   temperature: number;
 }
@@ -55,6 +63,8 @@ function validate(args: MimcoLossArgs): void {
   expect(mask, [B, T], 'mask');
   expect(g, [B, P], 'studentGlobal');
   expect(h, [B, P], 'teacherGlobal');
+  const all = args.teacherGlobalBatch;
+  if (all && (all.rank !== 2 || all.shape[1] !== P || all.shape[0] < B)) throw new Error(`mimcoLoss: teacherGlobalBatch has shape [${all.shape}], expected [N >= ${B}, ${P}]`);
 }
 
 /**
@@ -77,7 +87,8 @@ export function mimcoLoss(args: MimcoLossArgs): MimcoLossResult {
     // image level: each student image against every teacher image of the batch
     const g = tf.mul(l2normalize(args.studentGlobal), invTau);
     const h = l2normalize(stopGradient(args.teacherGlobal));
-    const image = tf.mean(tf.sub(tf.logSumExp(tf.matMul(g, h, false, true), -1), tf.sum(tf.mul(g, h), -1))) as tf.Scalar;
+    const keys = args.teacherGlobalBatch ? l2normalize(stopGradient(args.teacherGlobalBatch)) : h;
+    const image = tf.mean(tf.sub(tf.logSumExp(tf.matMul(g, keys, false, true), -1), tf.sum(tf.mul(g, h), -1))) as tf.Scalar;
     return { total: tf.add(patch, image) as tf.Scalar, patch, image };
   });
 }

@@ -78,7 +78,21 @@ int mr_broadcast(void *buf, int64_t n, int root) {
   return MPI_SUCCESS;
 }
 
-int mr_barrier(void) { return MPI_Barrier(MPI_COMM_WORLD); }
+/* A barrier that waits without spinning: MPI_Barrier busy-polls, and a rank waiting minutes
+ * for rank 0's evaluation at the end of a run would take a core from it. MPI_Ibarrier, tested
+ * every millisecond (on koffi's worker thread: the event loop keeps running). */
+int mr_barrier(void) {
+  MPI_Request request;
+  int rc = MPI_Ibarrier(MPI_COMM_WORLD, &request);
+  if (rc != MPI_SUCCESS) return rc;
+  struct timespec pause = {0, 1000 * 1000};
+  for (;;) {
+    int done = 0;
+    rc = MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+    if (rc != MPI_SUCCESS || done) return rc;
+    nanosleep(&pause, NULL);
+  }
+}
 
 /* MPI's message for an error code, into out (at most cap bytes with the terminator). */
 void mr_error_string(int code, char *out, int cap) {

@@ -14,7 +14,13 @@
  * global batch, its own rows' predictions carrying the gradient and the other ranks' gathered
  * rows as constants; the NN lookups and the enqueue use the global batch's rows, indices and
  * labels, so every rank's queues stay the same; the ranks' gradients are summed (the driver's
- * dataParallel 'sum'). A world of one takes none of these paths.
+ * dataParallel 'sum'). Where the rows meet is `exchange` (runtime/data-parallel.ts derives both):
+ * 'in-tape' gathers the predictions and the BatchNorm moments inside the tape with blocking
+ * collectives (synchronous device reads); 'before-tape' gathers the heads' inputs (the CLS
+ * features) asynchronously before the tape, re-running the encoder forward there when it
+ * trains, and every rank runs the heads on the whole global batch (heads built without a
+ * collective; their gradients are whole on every rank, averaged rather than summed). A world of
+ * one takes none of these paths.
  */
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from '../lib/rng';
@@ -24,7 +30,7 @@ import { NnQueue } from '../models/nn-queue';
 import { stopGradient } from '../models/ops';
 import { nnaLoss } from '../losses/nna';
 import { Collective, SingleProcess } from '../lib/collective';
-import { allGatherRowsInTape, gatherBatchMeta } from '../runtime/data-parallel';
+import { allGatherRows, allGatherRowsInTape, gatherBatchMeta, withOwnRows } from '../runtime/data-parallel';
 import type { Objective } from './objective';
 
 export interface NnaRefineOptions {
@@ -53,6 +59,8 @@ export interface NnaRefineOptions {
    * the first numLocal views (the global views, each once with itself, then local views 0..numLocal-3).
    */
   localPairs?: LocalPairs;
+  /** Where the ranks' rows meet (see the file comment; default 'in-tape'). */
+  exchange?: 'in-tape' | 'before-tape';
 }
 
 export type LocalPairs = 'local' | 'reference-code';
@@ -72,6 +80,8 @@ interface Prepared {
   /** Backbone features when the encoder is frozen (computed outside the tape). */
   frozen?: Features;
   rng: Rng;
+  /** 'before-tape': every rank's CLS features, per head and view (viewRows' order), in rank order. */
+  gathered?: Float32Array[];
 }
 
 /** Per head block: CLS of the global views (stacked) and of the local views (stacked). */
@@ -87,6 +97,18 @@ export function nnaRefineObjective(o: NnaRefineOptions): Objective<Prepared, { z
   const cls = (images: tf.Tensor4D): tf.Tensor2D[] =>
     o.encoder.clsFeatures(images, o.headBlocks).map((c, h) => (o.lastHeadNorm && o.headBlocks[h] === lastBlock ? o.encoder.finalNorm(c) : c));
   const encode = (globals: tf.Tensor4D, locals?: tf.Tensor4D): Features => ({ g: cls(globals), l: locals ? cls(locals) : [] });
+  const beforeTape = o.exchange === 'before-tape' && dp.worldSize > 1;
+  /** Per head: the [n, D] rows of each global view, then of each local view. */
+  const viewRows = (f: Features): tf.Tensor2D[] => f.g.flatMap((g, h) => [...splitViews(g, 2), ...(o.numLocal > 0 ? splitViews(f.l[h], o.numLocal) : [])]);
+  /** This rank's features -> the global batch's, its own rows carrying the gradient. */
+  const globalFeatures = (f: Features, gathered: Float32Array[]): Features => {
+    const rows = viewRows(f).map((v, i) => withOwnRows(v, gathered[i], dp.rank, dp.worldSize));
+    const perHead = 2 + o.numLocal;
+    return {
+      g: f.g.map((_, h) => tf.concat(rows.slice(h * perHead, h * perHead + 2)) as tf.Tensor2D),
+      l: o.numLocal > 0 ? f.l.map((_, h) => tf.concat(rows.slice(h * perHead + 2, (h + 1) * perHead)) as tf.Tensor2D) : [],
+    };
+  };
   return {
     prepare: (batch, step) => {
       const n = batch.indices.length;
@@ -96,8 +118,23 @@ export function nnaRefineObjective(o: NnaRefineOptions): Objective<Prepared, { z
       const meta = gatherBatchMeta(dp, batch.indices, batch.labels);
       return { meta, globals, locals, frozen: o.trainEncoder ? undefined : encode(globals, locals), rng: new Rng(o.seed, 0x4e4e, step) };
     },
-    loss: ({ meta, globals, locals, frozen, rng }) => {
-      const features = frozen ?? encode(globals, locals);
+    exchange: beforeTape
+      ? async (p) => {
+          // a training encoder runs forward here without the tape, and again under it in loss
+          const rows = tf.tidy(() => viewRows(p.frozen ?? encode(p.globals, p.locals)));
+          const prepared = new Set(p.frozen ? [...p.frozen.g, ...p.frozen.l] : []);
+          try {
+            return { ...p, gathered: await allGatherRows(dp, rows) };
+          } finally {
+            tf.dispose(rows.filter((t) => !prepared.has(t)));
+          }
+        }
+      : undefined,
+    loss: ({ meta, globals, locals, frozen, rng, gathered }) => {
+      const own = frozen ?? encode(globals, locals);
+      const features = gathered ? globalFeatures(own, gathered) : own;
+      // 'before-tape': the heads ran on the global batch already
+      const globalRows = (ts: tf.Tensor2D[]) => (gathered ? ts : allGatherRowsInTape(dp, ts));
       const metrics: Record<string, tf.Scalar> = {};
       const global: tf.Scalar[] = [];
       const local: tf.Scalar[] = [];
@@ -106,9 +143,9 @@ export function nnaRefineObjective(o: NnaRefineOptions): Objective<Prepared, { z
         const { zGlobal, p } = runHead(head, features.g[h], o.numLocal > 0 ? features.l[h] : undefined, o.bnViews ?? 'separate');
         const zRank = tf.split(zGlobal, 2).map((zi) => stopGradient(zi)) as tf.Tensor2D[];
         // the global batch's rows (this rank's alone in a world of one)
-        const [z0, z1, ...gathered] = allGatherRowsInTape(dp, [...zRank, ...splitViews(p, 2 + o.numLocal)]);
+        const [z0, z1, ...viewPredictions] = globalRows([...zRank, ...splitViews(p, 2 + o.numLocal)]);
         // nnaLoss pairs global view i with predictions[2 + l] as its l-th local pair
-        const predictions = o.localPairs === 'reference-code' ? [...gathered.slice(0, 2), ...gathered.slice(0, o.numLocal)] : gathered;
+        const predictions = o.localPairs === 'reference-code' ? [...viewPredictions.slice(0, 2), ...viewPredictions.slice(0, o.numLocal)] : viewPredictions;
         const z = [z0, z1];
         const nn = z.map((zi) => o.queues[h].lookup(zi, meta.indices, meta.labels, o.topK, rng));
         const l = nnaLoss({ projections: z, swapped: nn.map((x) => x.swapped), predictions, numGlobal: 2, temperature: o.temperature });

@@ -5,13 +5,16 @@
  *
  *   prepare(batch, step)  outside the gradient tape: input tensors and whatever takes no
  *                         gradient (a frozen encoder's features, a teacher's targets);
+ *   exchange(prepared)    optional, data-parallel: what the loss needs of the other ranks'
+ *                         rows, all-gathered between prepare and the tape (asynchronously: a
+ *                         tape runs synchronously, and WebGPU has no synchronous read);
  *   loss(prepared, step)  under the tape: forward and loss, the metrics as device scalars
  *                         (never numbers: they are read once per log interval), and the
  *                         tensors the after-step update needs;
  *   afterStep(updates)    after the optimiser step (e.g. enqueue into a NN queue).
  *
- * Tensors returned by `prepare` are freed by the caller when the step ends; those in `loss`'s
- * result belong to the caller too.
+ * Tensors returned by `prepare` and `exchange` are freed by the caller when the step ends; those
+ * in `loss`'s result belong to the caller too.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { Batch } from '../sources/types';
@@ -26,6 +29,8 @@ export interface StepLoss<U> {
 
 export interface Objective<P = unknown, U = unknown> {
   prepare(batch: Batch, step: number): P;
+  /** Resolves to what `loss` then gets (prepare's tensors may be carried over; `exchange` tidies its own intermediates). */
+  exchange?(prepared: P, step: number): Promise<P>;
   loss(prepared: P, step: number): StepLoss<U>;
   afterStep?(updates: U, batch: Batch): void;
 }

@@ -51,7 +51,7 @@ export function trainStep<P, U>(objective: Objective<P, U>, optimiser: AdamW, op
         const lr = opts.lr(step);
         const scope = opts.open.open();
         try {
-          const out = forwardBackward(objective, item, step, varList, scope);
+          const out = await forwardBackward(objective, item, step, varList, scope);
           const { grads, loss: lossT, metrics } = opts.reduce ? await opts.reduce(out) : out;
           tensorsIn([grads, lossT, metrics]).forEach((t) => scope.own(t));
           let skipped = false;
@@ -80,14 +80,24 @@ export function trainStep<P, U>(objective: Objective<P, U>, optimiser: AdamW, op
   };
 }
 
-/** prepare, then loss under the tape; everything the step keeps is owned by `scope`. */
-function forwardBackward<P, U>(objective: Objective<P, U>, item: BatchItem, step: number, varList: tf.Variable[], scope: StepScope) {
+/** prepare (and the objective's exchange), then loss under the tape; everything the step keeps is owned by `scope`. */
+export async function forwardBackward<P, U>(objective: Objective<P, U>, item: BatchItem, step: number, varList: tf.Variable[], scope: StepScope) {
   // tensors the loss function returns besides the loss survive the tape's own tidy via keep
   const kept: tf.Tensor[] = [];
   let result: StepLoss<U> | undefined;
+  // prepare's tensors live until the tape is done, its intermediates not
+  let prepared!: P;
+  tf.tidy(() => {
+    prepared = objective.prepare(item.batch, step);
+    tensorsIn(prepared).forEach((t) => tf.keep(t));
+  });
+  const inputs = tensorsIn(prepared);
   try {
+    if (objective.exchange) {
+      prepared = await objective.exchange(prepared, step);
+      inputs.push(...tensorsIn(prepared));
+    }
     const { loss, grads } = tf.tidy(() => {
-      const prepared = objective.prepare(item.batch, step);
       const { value, grads } = tf.variableGrads(() => {
         result = objective.loss(prepared, step);
         for (const t of tensorsIn([result.metrics, result.updates])) if (t !== result.loss) kept.push(tf.keep(t));
@@ -100,6 +110,10 @@ function forwardBackward<P, U>(objective: Objective<P, U>, item: BatchItem, step
   } catch (err) {
     tf.dispose(kept);
     throw err;
+  } finally {
+    // the inputs, unless the loss handed one on
+    const handedOn = new Set(kept);
+    tf.dispose(inputs.filter((t) => !handedOn.has(t)));
   }
 }
 

@@ -17,7 +17,10 @@
  *   npx ts-node pipelines/mimco.ts --resume runs/mimco     # continues from runs/mimco/checkpoint
  */
 import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../runtime/backend';
+import { localBatchSize, openCollective, pinLocalGpu } from '../runtime/collective';
+import { broadcastVariables, checkSameOnAllRanks, filesFingerprint } from '../runtime/data-parallel';
 import { num, numRange, parseFlags, runMain } from '../runtime/cli';
 import { loadEncoder, withoutPrefix } from '../runtime/checkpoint';
 import { checkOutDir } from '../runtime/out-dir';
@@ -87,6 +90,11 @@ export async function mimco(argv: string[]): Promise<string> {
   const cropScale = numRange('crop-scale', f['crop-scale'], { min: 0.01, max: 1 });
   const driver = driverFlags(f);
 
+  // data parallelism: a world of one unless started by an MPI launcher (README, MPI section)
+  pinLocalGpu();
+  const dp = openCollective();
+  const localBatch = localBatchSize(batch, dp.worldSize);
+
   // ---- teacher: frozen, checked against the student before anything is written
   const backend = await initBackend();
   const teacher = loadEncoder(f.teacher!, vitPresetFallback('teacher-preset', f['teacher-preset']), '--teacher-preset');
@@ -105,7 +113,8 @@ export async function mimco(argv: string[]): Promise<string> {
   const teacherBlock = f['teacher-block'] === undefined ? tc.depth - 1 : num('teacher-block', f['teacher-block'], { integer: true, min: 0 });
   if (teacherBlock >= tc.depth) throw new Error(`--teacher-block: block ${teacherBlock} does not exist in ${f.teacher} (blocks 0..${tc.depth - 1})`);
 
-  using _runLock = lockRunDir(runDir);
+  // one run at a time in a run directory; every file of the run is rank 0's
+  using _runLock = dp.rank === 0 ? lockRunDir(runDir) : undefined;
   const samplesPerEpoch = await countSamples(f.train!);
   const stepsPerEpoch = Math.floor(samplesPerEpoch / batch);
   if (stepsPerEpoch < 1) throw new Error(`${f.train}: ${samplesPerEpoch} samples, fewer than one batch of ${batch}`);
@@ -122,6 +131,13 @@ export async function mimco(argv: string[]): Promise<string> {
     student.params.importTimm(withoutPrefix(resumed.tensors, 'encoder.'), resumed.file);
     heads.params.importTimm(withoutPrefix(resumed.tensors, 'mimco.'), resumed.file);
   }
+  if (dp.worldSize > 1) {
+    // every rank starts from rank 0's weights, with the same flags, data and teacher (each rank loads its own copy)
+    await checkSameOnAllRanks(dp, { flags: f, step: resumed?.step ?? 0, samplesPerEpoch, teacher: filesFingerprint([f.teacher!]) });
+    const variables = [student.params, heads.params].flatMap((ps) => ps.names().map((n) => [n, ps.get(n)] as [string, tf.Variable]));
+    await broadcastVariables(dp, variables, 'student and head parameters');
+    console.log(`[mimco] rank ${dp.rank} of ${dp.worldSize}: ${localBatch} of each global batch of ${batch}`);
+  }
 
   console.log(
     `[mimco] teacher ${f.teacher} (depth ${tc.depth}, width ${tc.embedDim}, targets of block ${teacherBlock}); student ${init ? `from ${init}` : `${f.preset} from scratch`}, ` +
@@ -137,15 +153,17 @@ export async function mimco(argv: string[]): Promise<string> {
       {
         label: 'MimCo',
         schedule: { steps: totalSteps, peakLr, minLr, warmupSteps },
-        objective: mimcoObjective({ teacher, teacherBlock, student, heads, maskRatio, temperature, seed }),
+        objective: mimcoObjective({ teacher, teacherBlock, student, heads, maskRatio, temperature, seed, collective: dp }),
         params: () => [...student.paramGroups('', { weightDecay: wd }), ...heads.params.groups('mimco:', wd)],
       },
     ],
     resume: resumed,
-    // a resumed run starts mid-epoch with the samples of the steps not yet taken
-    batches: (fromStep) => epochBatches({ source: f.train!, seed, batchSize: batch, stepsPerEpoch, fromStep, views, skips }),
+    // a resumed run starts mid-epoch with the samples of the steps not yet taken; each rank its rows of every global batch
+    batches: (fromStep) => epochBatches({ source: f.train!, seed, batchSize: localBatch, stepsPerEpoch, fromStep, views, skips, rank: dp.rank, worldSize: dp.worldSize }),
     optimiser: { beta1: 0.9, beta2: 0.95, eps: 1e-8 },
     ...driver,
+    // each rank's loss is its own rows' mean against the gathered teacher CLS: losses and gradients average (objectives/mimco.ts)
+    dataParallel: { collective: dp, gradients: 'mean' },
     sinks: { lossKeys: ['loss', 'loss_patch', 'loss_image'], title: 'MimCo loss' },
     checkpointFiles: (at, optimiser) => checkpointFiles({ encoder: student, parts: { 'mimco.': heads.params }, optimiser, state: { step: at, flags: f } }),
   });
@@ -154,7 +172,7 @@ export async function mimco(argv: string[]): Promise<string> {
   if (!done) return runDir;
 
   // ---- per-block kNN of the teacher (feature cache: it never changes) and of the student
-  if (!f['skip-knn']) {
+  if (!f['skip-knn'] && dp.rank === 0) {
     const knnOpts = {
       train: f.train!,
       test: f.test!,
@@ -168,6 +186,9 @@ export async function mimco(argv: string[]): Promise<string> {
       extra: { teacher: f.teacher, teacherBlock, steps: totalSteps, flags: f },
     });
   }
+  // the other ranks wait for rank 0's kNN here, without spinning: a rank that exits first waits in
+  // MPI_Finalize, which gives up after 60 s and so would stop the job (runtime/collective.ts)
+  await dp.barrier();
   console.log(`[mimco] done: ${encoderFile}`);
   return runDir;
 }

@@ -19,7 +19,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../runtime/backend';
 import { localBatchSize, openCollective, pinLocalGpu } from '../runtime/collective';
-import { broadcastHostTensors, broadcastVariables, checkSameOnAllRanks, filesFingerprint } from '../runtime/data-parallel';
+import { broadcastHostTensors, broadcastVariables, checkSameOnAllRanks, exchangeMode, filesFingerprint } from '../runtime/data-parallel';
 import { explicitFlags, intList, num, numRange, oneOf, parseFlags, runMain } from '../runtime/cli';
 import { loadEncoder, withoutPrefix } from '../runtime/checkpoint';
 import { checkOutDir } from '../runtime/out-dir';
@@ -161,8 +161,11 @@ export async function refine(argv: string[]): Promise<string> {
   for (const b of headBlocks) {
     if (!Number.isInteger(b) || b < 0 || b >= depth) throw new Error(`--blocks: block ${b} does not exist in ${f.checkpoint} (blocks 0..${depth - 1})`);
   }
-  // with several ranks the heads' BatchNorm normalises over the global batch
-  const heads = headBlocks.map((_, i) => new NnaHead(embedDim, headSizes, encoder.cfg.act, seed * 100 + i, dp.worldSize > 1 ? dp : undefined));
+  // with several ranks the heads' BatchNorm normalises over the global batch: its moments
+  // all-reduced in the tape, or (before-tape) the heads see the whole global batch on every rank
+  const exchange = exchangeMode(backend.tfBackend);
+  const heads = headBlocks.map((_, i) => new NnaHead(embedDim, headSizes, encoder.cfg.act, seed * 100 + i, dp.worldSize > 1 && exchange === 'in-tape' ? dp : undefined));
+  const headGradients = new Set(heads.flatMap((h) => h.params.names().map((n) => h.params.get(n).name)));
   const queueSize = num('queue-size', f['queue-size'], { integer: true, min: 1, bytesEach: 4 * headSizes.out * headBlocks.length });
   const queues = headBlocks.map((_, i) => new NnQueue(queueSize, headSizes.out, seed * 100 + 50 + i));
   const emaEncoder = new VisionTransformer(encoder.cfg);
@@ -201,7 +204,7 @@ export async function refine(argv: string[]): Promise<string> {
         `stage ${id}: top-k ${topK}, ${trainEncoder ? `encoder + heads, EMA ${+ema.momentum.toPrecision(6)} (horizon ${+(1 / (1 - ema.momentum)).toPrecision(4)} steps)` : 'heads only (encoder frozen)'}, ` +
         `peak lr ${lrScaling === 'linear' ? `--lr${id} ${lrFlag} x batch ${batch} / 256 (--lr-scaling linear)` : `--lr${id}`}`,
       schedule: { steps, peakLr, minLr, warmupSteps: Math.round(warmupShare * steps) },
-      objective: nnaRefineObjective({ encoder, headBlocks, heads, queues, globalSize, localSize, numLocal, topK, temperature, trainEncoder, seed, collective: dp, lastHeadNorm, bnViews, localPairs }),
+      objective: nnaRefineObjective({ encoder, headBlocks, heads, queues, globalSize, localSize, numLocal, topK, temperature, trainEncoder, seed, collective: dp, lastHeadNorm, bnViews, localPairs, exchange }),
       params: () => (trainEncoder ? [...headGroups(), ...encoderGroups()] : headGroups()),
       ema: trainEncoder ? ema : undefined,
       values: { stage: id },
@@ -240,7 +243,7 @@ export async function refine(argv: string[]): Promise<string> {
   }
   if (dp.worldSize > 1) {
     // every rank starts from rank 0's weights and queues, with the same flags and data
-    await checkSameOnAllRanks(dp, { flags: f, step: resumed?.step ?? 0, samplesPerEpoch, checkpoint: filesFingerprint([f.checkpoint!]) });
+    await checkSameOnAllRanks(dp, { flags: f, step: resumed?.step ?? 0, samplesPerEpoch, checkpoint: filesFingerprint([f.checkpoint!]), exchange });
     const variables = [encoder.params, emaEncoder.params, ...heads.map((h) => h.params)].flatMap((ps) => ps.names().map((n) => [n, ps.get(n)] as [string, tf.Variable]));
     await broadcastVariables(dp, variables, 'encoder, EMA and head parameters');
     for (const [i, q] of queues.entries()) {
@@ -248,7 +251,7 @@ export async function refine(argv: string[]): Promise<string> {
       await broadcastHostTensors(dp, state, `queue ${i}`);
       q.importState((k) => state[k], `queues.${i}`, 'rank 0');
     }
-    console.log(`[refine] rank ${dp.rank} of ${dp.worldSize}: ${localBatch} of each global batch of ${batch}`);
+    console.log(`[refine] rank ${dp.rank} of ${dp.worldSize}: ${localBatch} of each global batch of ${batch}; rows exchanged ${exchange}`);
   }
 
   const skips = new SkipLog();
@@ -264,7 +267,8 @@ export async function refine(argv: string[]): Promise<string> {
     optimiser: { beta1: 0.9, beta2: 0.95, eps: 1e-8, clipGradNorm: num('clip-grad', f['clip-grad'], { min: 0 }) },
     ...driver,
     // each rank differentiates the global batch's loss through its own rows: the shares add up
-    dataParallel: { collective: dp, gradients: 'sum' },
+    // (before-tape: the heads' gradients are whole on every rank, and average)
+    dataParallel: { collective: dp, gradients: 'sum', whole: exchange === 'before-tape' ? (g) => headGradients.has(g) : undefined },
     sinks: { lossKeys: ['loss', 'loss_global', 'loss_local'], title: 'NNA loss' },
     checkpointFiles: async (at, optimiser) =>
       checkpointFiles({
@@ -299,6 +303,9 @@ export async function refine(argv: string[]): Promise<string> {
       extra: { checkpoint: f.checkpoint, headBlocks, steps: totalSteps, flags: f },
     });
   }
+  // the other ranks wait for rank 0's kNN here, without spinning: a rank that exits first waits in
+  // MPI_Finalize, which gives up after 60 s and so would stop the job (runtime/collective.ts)
+  await dp.barrier();
   console.log(`[refine] done: ${path.join(runDir, 'checkpoint', 'encoder-ema.safetensors')}`);
   return runDir;
 }

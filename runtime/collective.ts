@@ -122,8 +122,9 @@ export function localBatchSize(globalBatch: number, worldSize: number): number {
 
 export interface GradientAllReduceOptions {
   /** 'mean' when each rank differentiates the mean over its own rows (DDP); 'sum' when each
-   * rank differentiates the global loss through its own rows only (see runtime/data-parallel.ts). */
-  op: 'sum' | 'mean';
+   * rank differentiates the global loss through its own rows only (see runtime/data-parallel.ts);
+   * a function of the gradient's name where the two mix. */
+  op: 'sum' | 'mean' | ((name: string) => 'sum' | 'mean');
   /** Bytes per all-reduce call (default 25 MiB, DDP's bucket_cap_mb). */
   bucketBytes?: number;
 }
@@ -162,12 +163,13 @@ export async function allreduceGradients(c: Collective, grads: Record<string, tf
     reduced.push(c.allreduce(buf, 'sum'));
   }
   const out: Record<string, tf.Tensor> = {};
-  const scale = opts.op === 'mean' ? 1 / c.worldSize : 1;
+  const opOf = typeof opts.op === 'function' ? opts.op : () => opts.op;
   for (let b = 0; b < buckets.length; b++) {
     const buf = await reduced[b];
     let offset = 0;
     for (const n of buckets[b]) {
       const g = grads[n];
+      const scale = opOf(n) === 'mean' ? 1 / c.worldSize : 1;
       const part = tf.tensor(buf.subarray(offset, offset + g.size), g.shape, 'float32');
       offset += g.size;
       // the mean's division runs on the device, not over the host buffer

@@ -28,15 +28,31 @@
  * (W times the n x N of the reference), which is small next to the encoder. spec/mpi.spec.ts
  * checks the summed gradient against one process's gradient of the same global batch.
  *
- * The all-gather of the predictions sits inside the tape and is synchronous (the tape cannot
- * await); it moves a few kilobytes. Reading the local rows there is a host read inside the step,
- * which on wasm is a copy from the wasm heap and on a GPU the readback that a host-memory
- * collective needs anyway. Global-batch BatchNorm is models/global-batch-norm.ts.
+ * Where the rows meet (`exchangeMode`). 'in-tape': the all-gather of the predictions sits
+ * inside the tape and is synchronous (the tape cannot await); it moves a few kilobytes, and
+ * reading the local rows there is a host read inside the step (on wasm a copy from the wasm
+ * heap); global-batch BatchNorm (models/global-batch-norm.ts) all-reduces its moments the same
+ * way. WebGPU has no synchronous read, and no other construction avoids one inside the tape:
+ * a row's loss depends on the other ranks' encoder outputs of this very step (through the
+ * negatives and the BatchNorm statistics), and a tape that cannot wait on the network must have
+ * them before it starts, so they come from a forward pass before it.
+ * 'before-tape' is that pass: the heads' inputs X (CLS features of the head blocks, every view)
+ * are computed without the tape (a frozen encoder's come from prepare for free; a training
+ * encoder runs forward once more: 27-38% of a step, bench/exchange-cost.ts), read with `await
+ * t.data()` and all-gathered asynchronously (`allGatherRows`). Under the tape every rank then
+ * builds the global X with its own rows from its encoder (`withOwnRows`: the gathered values,
+ * the gradient straight through to its rows) and runs the heads and the loss on the whole
+ * global batch, exactly as one process does: BatchNorm over its rows is global-batch BatchNorm.
+ * With theta_e the encoder's parameters and theta_h the heads':
+ *   dL/dtheta_e = sum_r dL/dX_r dX_r/dtheta_e   (rank r's share: its rows carry gradient),
+ *   dL/dtheta_h   computed whole on every rank,
+ * so encoder gradients are summed and head gradients averaged (the driver's `whole`).
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import type { Collective, TypedArray } from '../lib/collective';
+import { stopGradient } from '../models/ops';
 
 /**
  * Rank-order gathered rows (rank 0's n rows, then rank 1's, ...) -> the single-process global
@@ -78,21 +94,71 @@ export function gatherRows(local: tf.Tensor2D, gathered: Float32Array, rank: num
  */
 export function allGatherRowsInTape(c: Collective, locals: tf.Tensor2D[]): tf.Tensor2D[] {
   if (c.worldSize === 1) return locals;
-  const sizes = locals.map((t) => t.size);
-  const send = new Float32Array(sizes.reduce((a, b) => a + b, 0));
+  const perTensor = unpackGathered(c, c.allgatherSync(concatArrays(locals.map((t) => t.dataSync() as Float32Array))), locals);
+  return locals.map((t, i) => gatherRows(t, perTensor[i], c.rank, c.worldSize));
+}
+
+/**
+ * All-gathers this rank's rows of each tensor without a synchronous read (`await t.data()`,
+ * then one all-gather off the event loop): each tensor's rows of every rank, in rank order, as
+ * gatherRows and withOwnRows take them. For what a step exchanges before its tape.
+ */
+export async function allGatherRows(c: Collective, locals: tf.Tensor2D[]): Promise<Float32Array[]> {
+  if (c.worldSize === 1) return Promise.all(locals.map((t) => t.data() as Promise<Float32Array>));
+  const parts = await Promise.all(locals.map((t) => t.data() as Promise<Float32Array>));
+  return unpackGathered(c, await c.allgather(concatArrays(parts)), locals);
+}
+
+/**
+ * The global batch [W n, C] in single-process order from `gathered` (every rank's rows in rank
+ * order, allGatherRows), with this rank's rows replaced by `local` [n, C], a tensor of the tape,
+ * in the straight-through form gathered + (local - stopGradient(local)): the values are the
+ * gathered ones exactly (x - x is 0, and c + 0 is c), so every rank computes on the same
+ * numbers, and the gradient reaches `local`.
+ */
+export function withOwnRows(local: tf.Tensor2D, gathered: Float32Array, rank: number, worldSize: number): tf.Tensor2D {
+  const [n, p] = local.shape;
+  return tf.tidy(() => {
+    const own = tf.tensor2d(gathered.subarray(rank * n * p, (rank + 1) * n * p), [n, p]);
+    return gatherRows(tf.add(own, tf.sub(local, stopGradient(local))), gathered, rank, worldSize);
+  });
+}
+
+function concatArrays(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
   let offset = 0;
-  for (const t of locals) {
-    send.set(t.dataSync() as Float32Array, offset);
-    offset += t.size;
+  for (const p of parts) {
+    out.set(p, offset);
+    offset += p.length;
   }
-  const all = c.allgatherSync(send);
-  const per = send.length;
-  return locals.map((t, i) => {
-    const start = sizes.slice(0, i).reduce((a, b) => a + b, 0);
+  return out;
+}
+
+/** Every rank's concatenation of `locals` (rank order) -> per tensor, its rows of every rank in rank order. */
+function unpackGathered(c: Collective, all: Float32Array, locals: tf.Tensor[]): Float32Array[] {
+  const per = all.length / c.worldSize;
+  let start = 0;
+  return locals.map((t) => {
     const mine = new Float32Array(c.worldSize * t.size);
     for (let r = 0; r < c.worldSize; r++) mine.set(all.subarray(r * per + start, r * per + start + t.size), r * t.size);
-    return gatherRows(t, mine, c.rank, c.worldSize);
+    start += t.size;
+    return mine;
   });
+}
+
+/**
+ * Where a data-parallel step lets the ranks' rows meet when its loss couples them (refine's NNA
+ * with global BatchNorm): 'in-tape', blocking collectives inside the gradient tape that read
+ * the device synchronously (no extra compute), or 'before-tape', an asynchronous exchange of
+ * the loss's inputs before the tape, which re-runs a training encoder's forward pass to have
+ * them: the only way on a backend without synchronous reads (WebGPU). DP_EXCHANGE=in-tape or
+ * before-tape chooses either on any backend.
+ */
+export function exchangeMode(tfBackend: string, env: NodeJS.ProcessEnv = process.env): 'in-tape' | 'before-tape' {
+  const forced = env.DP_EXCHANGE;
+  if (forced !== undefined && forced !== 'in-tape' && forced !== 'before-tape') throw new Error(`DP_EXCHANGE=${forced}: expected 'in-tape' or 'before-tape'`);
+  if (forced === 'in-tape' && tfBackend === 'webgpu') throw new Error("DP_EXCHANGE=in-tape reads the device synchronously inside the gradient tape, which WebGPU cannot: leave DP_EXCHANGE unset (WebGPU takes 'before-tape')");
+  return forced ?? (tfBackend === 'webgpu' ? 'before-tape' : 'in-tape');
 }
 
 /**

@@ -9,7 +9,7 @@ import * as tf from '@tensorflow/tfjs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { allreduceGradients, launcherInfo, localBatchSize, openCollective, pinLocalGpu } from '../runtime/collective';
-import { gatherRows, interleaveRows } from '../runtime/data-parallel';
+import { exchangeMode, gatherRows, interleaveRows, withOwnRows } from '../runtime/data-parallel';
 import { nnaLoss } from '../losses/nna';
 import { initBackend } from '../runtime/backend';
 import { values } from './mpi-child';
@@ -92,6 +92,31 @@ test('gathered NNA: each rank differentiates the global loss through its rows; t
   const alone = tf.max(tf.abs(tf.sub(tf.mul(shares[0].grads[w.name], W), single.grads[w.name]))).dataSync()[0];
   assert.ok(alone > 1e-3, `one share x W equals the gradient (${alone}): the check could not fail`);
   tf.dispose([...x, ...z, ...s, w, single.value, ...Object.values(single.grads), ...predictions, summed, ...shares.flatMap((sh) => [sh.value, ...Object.values(sh.grads)])]);
+});
+
+test('exchange mode: before the tape on WebGPU (no synchronous read), in the tape elsewhere, DP_EXCHANGE overrides', () => {
+  assert.is(exchangeMode('webgpu', {}), 'before-tape');
+  assert.is(exchangeMode('wasm', {}), 'in-tape');
+  assert.is(exchangeMode('tensorflow', {}), 'in-tape');
+  assert.is(exchangeMode('wasm', { DP_EXCHANGE: 'before-tape' }), 'before-tape');
+  assert.throws(() => exchangeMode('webgpu', { DP_EXCHANGE: 'in-tape' }), /DP_EXCHANGE=in-tape reads the device synchronously inside the gradient tape, which WebGPU cannot/);
+  assert.throws(() => exchangeMode('wasm', { DP_EXCHANGE: 'later' }), /DP_EXCHANGE=later: expected 'in-tape' or 'before-tape'/);
+});
+
+test('withOwnRows: the gathered values exactly (every rank computes on the same numbers), the gradient to this rank\'s rows', () => {
+  const W = 2, n = 2, P = 3;
+  // rank 1's rows as gathered, and as this rank recomputes them (off by rounding)
+  const gathered = values(W * n * P, 70);
+  const local = tf.variable(tf.add(tf.tensor2d(gathered.subarray(n * P, 2 * n * P), [n, P]), 1e-7));
+  const weights = tf.tensor2d(values(W * n * P, 71), [W * n, P]);
+  const { value, grads } = tf.variableGrads(() => {
+    const all = withOwnRows(local as unknown as tf.Tensor2D, gathered, 1, W);
+    assert.equal([...all.dataSync()], [...interleaveRows(gathered, W, P)]);
+    return tf.sum(tf.mul(all, weights)) as tf.Scalar;
+  }, [local]);
+  // d/d local of sum(all * weights): rank 1's rows j sit at global rows j * W + 1
+  assert.equal([...grads[local.name].dataSync()], [...weights.dataSync().subarray(P, 2 * P), ...weights.dataSync().subarray(3 * P, 4 * P)]);
+  tf.dispose([local, weights, value, ...Object.values(grads)]);
 });
 
 test.run();

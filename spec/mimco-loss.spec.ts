@@ -99,7 +99,33 @@ test('rejects inconsistent arguments', () => {
   assert.throws(() => mimcoLoss({ ...a, mask: tf.zeros([3, 4]) as tf.Tensor2D }), /mask has shape/);
   assert.throws(() => mimcoLoss({ ...a, teacherGlobal: tf.zeros([3, 7]) as tf.Tensor2D }), /teacherGlobal has shape/);
   assert.throws(() => mimcoLoss({ ...a, temperature: 0 }), /temperature must be positive/);
+  assert.throws(() => mimcoLoss({ ...a, teacherGlobalBatch: tf.zeros([2, 6]) as tf.Tensor2D }), /teacherGlobalBatch has shape \[2,6\], expected \[N >= 3, 6\]/);
   tf.dispose(Object.values(a).filter((t): t is tf.Tensor => t instanceof tf.Tensor));
+});
+
+test('image loss of parts of a batch against the whole batch\'s teacher CLS: the parts\' row-weighted mean is the whole\'s (data-parallel MimCo)', () => {
+  const a = args(fixture.cases[0]);
+  const whole = mimcoLoss(a);
+  // rows 0-1 on one rank, row 2 on another; each contrasts against all 3 teacher CLS
+  const part = (from: number, n: number) => {
+    let image = 0;
+    tf.tidy(() => {
+      image = mimcoLoss({
+        ...a,
+        studentPatches: tf.slice(a.studentPatches, [from, 0, 0], [n, -1, -1]),
+        teacherPatches: tf.slice(a.teacherPatches, [from, 0, 0], [n, -1, -1]),
+        mask: tf.slice(a.mask, [from, 0], [n, -1]),
+        studentGlobal: tf.slice(a.studentGlobal, [from, 0], [n, -1]),
+        teacherGlobal: tf.slice(a.teacherGlobal, [from, 0], [n, -1]),
+        teacherGlobalBatch: a.teacherGlobal,
+      }).image.dataSync()[0];
+    });
+    return image;
+  };
+  assertClose((2 * part(0, 2) + part(2, 1)) / 3, whole.image.dataSync()[0], 'parts vs whole');
+  // and the batch as its own keys is the default
+  assertClose(mimcoLoss({ ...a, teacherGlobalBatch: a.teacherGlobal }).total, whole.total.dataSync()[0], 'explicit keys');
+  tf.dispose([whole.total, whole.patch, whole.image, Object.values(a).filter((t): t is tf.Tensor => t instanceof tf.Tensor)]);
 });
 
 test.run();

@@ -3,7 +3,7 @@
  * line per rank ("RESULT {...}") that the spec checks; failures end the job through the
  * collective layer's abort, which is part of what is tested.
  *
- *   mpirun -np 2 node -r ts-node/register spec/mpi-child.ts collectives|nna-grad|config-mismatch|throw|kill
+ *   mpirun -np 2 node -r ts-node/register spec/mpi-child.ts collectives|nna-grad|objectives [in-tape,before-tape,mimco]|config-mismatch|throw|kill
  */
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../runtime/backend';
@@ -13,6 +13,16 @@ import { allGatherRowsInTape, anyRank, broadcastHostTensors, broadcastVariables,
 import { globalBatchNormTrain } from '../models/global-batch-norm';
 import { stopGradient } from '../models/ops';
 import { nnaLoss } from '../losses/nna';
+import { VisionTransformer, VitConfig } from '../models/vit';
+import { HEAD_PRESETS, NnaHead } from '../models/nna-head';
+import { NnQueue } from '../models/nn-queue';
+import { MimcoHeads } from '../models/mimco';
+import { nnaRefineObjective } from '../objectives/nna-refine';
+import { mimcoObjective } from '../objectives/mimco';
+import type { Objective } from '../objectives/objective';
+import { OpenSteps } from '../objectives/step';
+import { forwardBackward } from '../operators/train-step';
+import type { Batch } from '../sources/types';
 
 /** Deterministic values in [-1, 1) (an LCG), the same on every rank (and in spec/collective.spec.ts). */
 export function values(n: number, seed: number): Float32Array {
@@ -133,12 +143,118 @@ async function nnaGrad(c: Collective): Promise<void> {
   report(c, { lossDp: dp.loss, lossSingle: single.loss, maxGradDiff, maxGrad, localOnlyDiff, bnMeanDiff, interleaved: [...interleaveRows(Int32Array.of(0, 1, 2, 10, 11, 12), 2)] });
 }
 
+/**
+ * One step of an objective as the training step runs it (operators/train-step.ts: prepare,
+ * exchange, loss under the tape), its gradients combined over the ranks as the driver does; the
+ * objective's after-step update applied. Returns the loss (averaged over ranks under 'mean'), the reduced gradients and
+ * this rank's own, by key.
+ */
+async function objectiveStep<P, U>(
+  c: Collective,
+  objective: Objective<P, U>,
+  batch: Batch,
+  step: number,
+  vars: Array<[string, tf.Variable]>,
+  op: 'sum' | 'mean' | ((name: string) => 'sum' | 'mean'),
+): Promise<{ loss: number; grads: Record<string, Float32Array>; own: Record<string, Float32Array> }> {
+  const scope = new OpenSteps().open();
+  try {
+    const out = await forwardBackward(objective, { batch, epoch: 0, waitMs: 0 }, step, vars.map(([, v]) => v), scope);
+    objective.afterStep?.(out.updates, batch);
+    const reduced = await allreduceGradients(c, out.grads, { op });
+    // parameters the loss does not reach (blocks after the last head's, say) have no gradient
+    const read = async (g: Record<string, tf.Tensor>) => Object.fromEntries(await Promise.all(vars.filter(([, v]) => g[v.name]).map(async ([k, v]) => [k, (await g[v.name].data()) as Float32Array])));
+    const loss = (await out.loss.data())[0];
+    const result = { loss: op === 'mean' ? (await c.allreduce(Float32Array.of(loss), 'mean'))[0] : loss, grads: await read(reduced), own: await read(out.grads) };
+    if (reduced !== out.grads) tf.dispose(Object.values(reduced));
+    return result;
+  } finally {
+    scope.dispose();
+  }
+}
+
+/** This rank's rows of a global batch: row i belongs to rank i % W (the sources' split). */
+function rowsOf(c: Collective, b: Batch): Batch {
+  const n = b.indices.length / c.worldSize;
+  const pick = <T extends Int32Array | Float32Array>(a: T, len: number): T => {
+    const out = new (a.constructor as new (l: number) => T)(n * len);
+    for (let j = 0; j < n; j++) out.set(a.subarray((j * c.worldSize + c.rank) * len, (j * c.worldSize + c.rank + 1) * len), j * len);
+    return out;
+  };
+  return { indices: pick(b.indices, 1), labels: pick(b.labels, 1), views: b.views.map((v, i) => pick(v, b.viewSizes[i] ** 2 * 3)), viewSizes: b.viewSizes };
+}
+
+/**
+ * The objectives themselves across ranks, against one process on the global batch: NNA refine
+ * with the encoder training (stage 3), rows exchanged in the tape and before it, and MimCo. Two
+ * steps each (the first fills the NN queues with the global batch); the second step's combined
+ * gradients are compared with the single process's.
+ */
+async function objectives(c: Collective, checks: string[]): Promise<void> {
+  const cfg: VitConfig = { imgSize: 16, patchSize: 4, embedDim: 32, depth: 3, numHeads: 2, mlpRatio: 2, act: 'gelu', posEmbed: 'sincos' };
+  const N = 8;
+  const viewSizes = [16, 16, 8];
+  const global: Batch = {
+    indices: Int32Array.from({ length: N }, (_, i) => 3 * i + 1),
+    labels: Int32Array.from({ length: N }, (_, i) => i % 3),
+    views: viewSizes.map((s, v) => values(N * s * s * 3, 30 + v)),
+    viewSizes,
+  };
+  const local = rowsOf(c, global);
+  const paramsOf = (named: Record<string, { params: { names(): string[]; get(n: string): tf.Variable } }>) =>
+    Object.entries(named).flatMap(([prefix, m]) => m.params.names().filter((n) => m.params.get(n).trainable).map((n) => [`${prefix}.${n}`, m.params.get(n)] as [string, tf.Variable]));
+  const compare = (dp: { loss: number; grads: Record<string, Float32Array>; own: Record<string, Float32Array> }, single: { loss: number; grads: Record<string, Float32Array> }) => {
+    let maxGradDiff = 0, maxGrad = 0, ownDiff = 0;
+    for (const k of Object.keys(single.grads)) {
+      const [a, b, own] = [dp.grads[k], single.grads[k], dp.own[k]];
+      for (let i = 0; i < b.length; i++) {
+        maxGradDiff = Math.max(maxGradDiff, Math.abs(a[i] - b[i]));
+        maxGrad = Math.max(maxGrad, Math.abs(b[i]));
+        ownDiff = Math.max(ownDiff, Math.abs(own[i] - b[i]));
+      }
+    }
+    return { lossDp: dp.loss, lossSingle: single.loss, maxGradDiff, maxGrad, ownDiff };
+  };
+  const results: Record<string, unknown> = {};
+  for (const exchange of (['in-tape', 'before-tape'] as const).filter((e) => checks.includes(e))) {
+    const nna = (world: Collective) => {
+      const encoder = new VisionTransformer(cfg, 1);
+      const heads = [0, 1].map((i) => new NnaHead(cfg.embedDim, HEAD_PRESETS.tiny, 'gelu', 10 + i, world.worldSize > 1 && exchange === 'in-tape' ? world : undefined));
+      const queues = [0, 1].map((i) => new NnQueue(16, HEAD_PRESETS.tiny.out, 20 + i));
+      const objective = nnaRefineObjective({ encoder, headBlocks: [1, 2], heads, queues, globalSize: 16, localSize: 8, numLocal: 1, topK: 2, temperature: 0.2, trainEncoder: true, seed: 3, collective: world, exchange });
+      const vars = paramsOf({ encoder, 'heads.0': heads[0], 'heads.1': heads[1] });
+      const whole = new Set(heads.flatMap((h) => h.params.names().map((n) => h.params.get(n).name)));
+      return { objective, vars, op: exchange === 'before-tape' ? (g: string) => (whole.has(g) ? ('mean' as const) : ('sum' as const)) : ('sum' as const) };
+    };
+    const dp = nna(c);
+    const single = nna(new SingleProcess());
+    await objectiveStep(c, dp.objective, local, 0, dp.vars, dp.op);
+    await objectiveStep(new SingleProcess(), single.objective, global, 0, single.vars, 'sum');
+    results[exchange] = compare(await objectiveStep(c, dp.objective, local, 1, dp.vars, dp.op), await objectiveStep(new SingleProcess(), single.objective, global, 1, single.vars, 'sum'));
+  }
+  const mimco = (world: Collective) => {
+    const teacher = new VisionTransformer(cfg, 1);
+    const student = new VisionTransformer({ ...cfg, embedDim: 16 }, 2);
+    const heads = new MimcoHeads(16, cfg.embedDim, 32, 'gelu', 3);
+    const objective = mimcoObjective({ teacher, teacherBlock: 2, student, heads, maskRatio: 0.5, temperature: 0.2, seed: 1, collective: world });
+    return { objective, vars: paramsOf({ student, mimco: heads }) };
+  };
+  if (checks.includes('mimco')) {
+    const dp = mimco(c);
+    const single = mimco(new SingleProcess());
+    results.mimco = compare(await objectiveStep(c, dp.objective, local, 0, dp.vars, 'mean'), await objectiveStep(new SingleProcess(), single.objective, global, 0, single.vars, 'mean'));
+  }
+  report(c, { backend: tf.getBackend(), ...results });
+}
+
 async function main(): Promise<void> {
   const scenario = process.argv[2];
   await runOnAllRanks(async (c) => {
-    if (scenario === 'collectives' || scenario === 'nna-grad') {
+    if (scenario === 'collectives' || scenario === 'nna-grad' || scenario === 'objectives') {
       await initBackend(() => undefined);
-      return scenario === 'collectives' ? collectives(c) : nnaGrad(c);
+      // objectives [checks]: NNA's exchange modes and MimCo (WebGPU has no 'in-tape')
+      const checks = (process.argv[3] ?? 'in-tape,before-tape,mimco').split(',');
+      return scenario === 'collectives' ? collectives(c) : scenario === 'nna-grad' ? nnaGrad(c) : objectives(c, checks);
     }
     if (scenario === 'config-mismatch') {
       return checkSameOnAllRanks(c, { flags: { batch: c.rank === 1 ? '64' : '32', seed: '0' }, data: ['train-0.tar:100:ab'] });

@@ -3,8 +3,11 @@
  * ranks print one RESULT line each. Checks: all-reduce / all-gather / broadcast / barrier and
  * the bucketed gradient all-reduce; the NNA step with all-gathered predictions and global-batch
  * BatchNorm, whose gradients summed over the 2 ranks equal one process's gradients of the same
- * global batch; a configuration mismatch, a thrown error and a rank killed with SIGKILL each
- * stop the job with a message naming the rank, without hanging.
+ * global batch; the NNA refine (rows exchanged in the tape and before it) and MimCo objectives
+ * across the ranks against one process, and the before-tape NNA step on WebGPU (lavapipe where
+ * there is no GPU; skipped without a device outside CI); a configuration mismatch, a thrown
+ * error and a rank killed with SIGKILL each stop the job with a message naming the rank,
+ * without hanging.
  *
  * Needs Open MPI (Debian: openmpi-bin libopenmpi-dev; .ci/run installs it). Without mpirun the
  * specs are skipped with a warning, unless REQUIRE_MPI=1 (set by CI), where that is a failure.
@@ -13,6 +16,7 @@ import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { deviceMissing, NO_DEVICE } from './webgpu-device';
 
 const ROOT = path.join(__dirname, '..');
 const hasMpirun = spawnSync('mpirun', ['--version'], { encoding: 'utf8' }).status === 0;
@@ -24,13 +28,13 @@ interface Run {
   ms: number;
 }
 
-function mpirun(scenario: string, timeoutMs = 120_000): Run {
+function mpirun(scenario: string, opts: { timeoutMs?: number; args?: string[]; env?: NodeJS.ProcessEnv } = {}): Run {
   const t0 = Date.now();
   const r = spawnSync(
     'mpirun',
-    ['--allow-run-as-root', '--oversubscribe', '-np', '2', process.execPath, '-r', 'ts-node/register', path.join('spec', 'mpi-child.ts'), scenario],
+    ['--allow-run-as-root', '--oversubscribe', '-np', '2', process.execPath, '-r', 'ts-node/register', path.join('spec', 'mpi-child.ts'), scenario, ...(opts.args ?? [])],
     // one wasm thread per rank: the 2 ranks share the machine's cores
-    { cwd: ROOT, encoding: 'utf8', timeout: timeoutMs, killSignal: 'SIGKILL', env: { ...process.env, WASM_THREADS: '1' } },
+    { cwd: ROOT, encoding: 'utf8', timeout: opts.timeoutMs ?? 120_000, killSignal: 'SIGKILL', env: { ...process.env, WASM_THREADS: '1', ...opts.env } },
   );
   const output = `${r.stdout}${r.stderr}`;
   const results = output
@@ -84,6 +88,37 @@ mpiTest('2 ranks: NNA with gathered predictions and global BatchNorm = one proce
     assert.ok(r.bnMeanDiff < 1e-5, `global BatchNorm mean differs by ${r.bnMeanDiff}`);
     assert.equal(r.interleaved, [0, 10, 1, 11, 2, 12]);
   }
+});
+
+mpiTest('2 ranks: the NNA refine objective (rows exchanged in the tape, and before it) and MimCo\'s = one process on the global batch', () => {
+  const run = mpirun('objectives');
+  assert.is(run.status, 0, run.output);
+  assert.is(run.results.length, 2, run.output);
+  for (const r of run.results) {
+    for (const name of ['in-tape', 'before-tape', 'mimco']) {
+      const x = r[name];
+      if (r.rank === 0) console.log(`[mpi.spec] ${name}: loss ${x.lossDp} vs ${x.lossSingle}, gradient max difference ${x.maxGradDiff.toExponential(2)} (largest ${x.maxGrad.toExponential(2)})`);
+      assert.ok(Math.abs(x.lossDp - x.lossSingle) < 1e-5 * Math.max(1, Math.abs(x.lossSingle)), `${name}: loss ${x.lossDp} vs ${x.lossSingle}`);
+      assert.ok(x.maxGradDiff < 1e-5 * Math.max(1, x.maxGrad), `${name}: combined gradient differs from one process's by ${x.maxGradDiff}`);
+      // the check can fail: a rank's own gradient, uncombined, is not the global batch's
+      assert.ok(x.ownDiff > 1e-3 * x.maxGrad, `${name}: a rank's own gradient already equals the global one (${x.ownDiff})`);
+    }
+  }
+});
+
+mpiTest('2 ranks on WebGPU (lavapipe here): NNA refine with rows exchanged before the tape = one process, no synchronous read', () => {
+  const run = mpirun('objectives', { args: ['before-tape'], env: { TFJS_BACKEND: 'webgpu' }, timeoutMs: 600_000 });
+  if (run.status !== 0 && NO_DEVICE.test(run.output)) return deviceMissing(run.output.match(NO_DEVICE)![0]);
+  assert.is(run.status, 0, run.output);
+  assert.is(run.results.length, 2, run.output);
+  for (const r of run.results) {
+    const x = r['before-tape'];
+    if (r.rank === 0) console.log(`[mpi.spec] webgpu before-tape: loss ${x.lossDp} vs ${x.lossSingle}, gradient max difference ${x.maxGradDiff.toExponential(2)} (largest ${x.maxGrad.toExponential(2)})`);
+    assert.ok(Math.abs(x.lossDp - x.lossSingle) < 1e-5 * Math.abs(x.lossSingle), `loss ${x.lossDp} vs ${x.lossSingle}`);
+    assert.ok(x.maxGradDiff < 1e-5 * Math.max(1, x.maxGrad), `combined gradient differs from one process's by ${x.maxGradDiff}`);
+    assert.ok(x.ownDiff > 1e-3 * x.maxGrad, `a rank's own gradient already equals the global one (${x.ownDiff})`);
+  }
+  assert.equal(run.results.map((r) => r.backend), ['webgpu', 'webgpu']);
 });
 
 mpiTest('2 ranks with different flags: an error naming the rank and the flag, no hang', () => {

@@ -98,9 +98,11 @@ export interface TrainOptions {
   /**
    * Data-parallel training: this rank's collective and how the ranks' gradients combine
    * ('sum' where every rank differentiates the global batch's loss through its own rows,
-   * 'mean' where every rank differentiates its own rows' loss). Default: a world of one.
+   * 'mean' where every rank differentiates its own rows' loss). Under 'sum', `whole` names the
+   * gradients every rank computes whole rather than its share (parameters applied to the whole
+   * global batch on every rank): those are averaged. Default: a world of one.
    */
-  dataParallel?: { collective: Collective; gradients: 'sum' | 'mean' };
+  dataParallel?: { collective: Collective; gradients: 'sum' | 'mean'; whole?: (gradient: string) => boolean };
 }
 
 /** Runs the stages from opts.resume's step (or 0); resolves to the step reached and whether the schedule is done. */
@@ -136,7 +138,7 @@ export async function train(opts: TrainOptions): Promise<{ step: number; done: b
   // a signal is looked at once per step (check() lets the event loop deliver it), on every rank at the same step
   using stop = stopRequests();
   let stopping = false;
-  const reduce = opts.dataParallel && dp.worldSize > 1 ? acrossRanks(dp, opts.dataParallel.gradients) : undefined;
+  const reduce = opts.dataParallel && dp.worldSize > 1 ? acrossRanks(dp, opts.dataParallel.gradients, opts.dataParallel.whole) : undefined;
 
   const records = new Subject<StepRecord>();
   const sinksDone = writes
@@ -212,19 +214,21 @@ export async function train(opts: TrainOptions): Promise<{ step: number; done: b
   await sinksDone;
   if (!done) {
     const why = stop.signal ?? (stopping ? 'a stop on another rank' : '--max-steps');
-    console.log(`[${opts.name}] stopped at step ${step} of ${totalSteps} (${why})${opts.script ? `; resume with: ${resumeCommand(opts.script, opts.runDir)}` : ''}`);
+    // any world size that divides the global batch resumes it; the same one by default
+    const launcher = dp.worldSize > 1 ? `mpirun -np ${dp.worldSize} ` : '';
+    console.log(`[${opts.name}] stopped at step ${step} of ${totalSteps} (${why})${opts.script ? `; resume with: ${launcher}${resumeCommand(opts.script, opts.runDir)}` : ''}`);
   }
   return { step, done };
 }
 
 /**
  * The step's all-reduce over the ranks. 'sum': every rank already holds the global batch's loss
- * and metrics, only the gradient shares add up. 'mean': each rank's loss and metrics are its own
+ * and metrics, only the gradient shares add up (and the `whole` ones average). 'mean': each rank's loss and metrics are its own
  * rows', and their mean (ranks hold equal rows) is the global batch's, reduced with the gradients.
  */
-function acrossRanks(dp: Collective, op: 'sum' | 'mean'): (step: StepValues) => Promise<StepValues> {
+function acrossRanks(dp: Collective, op: 'sum' | 'mean', whole?: (gradient: string) => boolean): (step: StepValues) => Promise<StepValues> {
   return async ({ grads, loss, metrics }) => {
-    if (op === 'sum') return { grads: await allreduceGradients(dp, grads, { op }), loss, metrics };
+    if (op === 'sum') return { grads: await allreduceGradients(dp, grads, { op: whole ? (n) => (whole(n) ? 'mean' : 'sum') : op }), loss, metrics };
     const names = Object.keys(metrics);
     const reduced = await allreduceGradients(dp, { ...grads, 'step:loss': loss, ...Object.fromEntries(names.map((n) => [`step:${n}`, metrics[n]])) }, { op });
     const metricsOut = Object.fromEntries(names.map((n) => [n, reduced[`step:${n}`] as tf.Scalar]));
