@@ -195,10 +195,11 @@ export async function finetune(argv: string[]): Promise<string | undefined> {
 
   // train every (share, lr, seed): each run keeps its best checkpoint on validation
   const runs = new Map<string, RunResult>();
+  const runDirOf = (share: ShotSetting, lr: number, seed: number) => path.join(out, shareDir(share), `lr-${lr}`, `seed-${seed}`);
   for (const [i, share] of shares.entries()) {
     for (const lr of lrs) {
       for (const [j, seed] of seeds.entries()) {
-        const runDir = path.join(out, shareDir(share), `lr-${lr}`, `seed-${seed}`);
+        const runDir = runDirOf(share, lr, seed);
         const done = readResult(runDir);
         if (done) {
           runs.set(runDir, done);
@@ -229,12 +230,12 @@ export async function finetune(argv: string[]): Promise<string | undefined> {
   const results: FinetuneShareResult[] = [];
   let testImages = 0;
   for (const [i, share] of shares.entries()) {
-    const perLr = lrs.map((lr) => seeds.map((seed) => runs.get(path.join(out, shareDir(share), `lr-${lr}`, `seed-${seed}`))!));
+    const perLr = lrs.map((lr) => seeds.map((seed) => runs.get(runDirOf(share, lr, seed))!));
     const sweep = perLr.map((rs, j) => ({ lr: lrs[j], ...meanStd(rs.map((r) => r.best.val), 'val') }));
     const chosen = sweep.reduce((a, b, j) => (b.valMean > sweep[a].valMean ? j : a), 0);
     const test: number[] = [];
     for (const r of perLr[chosen]) {
-      const runDir = path.join(out, shareDir(share), `lr-${r.lr}`, `seed-${r.seed}`);
+      const runDir = runDirOf(share, r.lr, r.seed);
       if (r.test === undefined) {
         const measured = await testAccuracy(path.join(runDir, 'model.safetensors'), numClasses, s.pooling, evalSet(f.test!, testLimit));
         r.test = measured.top1;
@@ -259,7 +260,7 @@ export async function finetune(argv: string[]): Promise<string | undefined> {
       ...meanStd(rs.map((r) => r.best.val), 'val'),
       ...meanStd(test, 'test'),
       sweep,
-      models: rs.map((r) => path.join(shareDir(share), `lr-${r.lr}`, `seed-${r.seed}`, 'model.safetensors')),
+      models: rs.map((r) => path.relative(out, path.join(runDirOf(share, r.lr, r.seed), 'model.safetensors'))),
     });
   }
   const summary: FinetuneSummary = {
