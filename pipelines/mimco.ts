@@ -56,6 +56,8 @@ const FLAGS = {
   temperature: { description: 'InfoNCE temperature of the patch and image losses', default: '0.2' },
   epochs: { description: 'epochs over the training data (fractions allowed)', default: '100' },
   'warmup-epochs': { description: 'linear lr warm-up epochs', default: '5' },
+  'head-warmup-epochs': { description: 'epochs of a first stage that trains only the projection heads and the mask token on the frozen student (0: none), so that new random heads do not send noise into a pretrained --init', default: '0' },
+  'layer-decay': { description: "layer-wise lr decay of the student's blocks (1: none)", default: '1' },
   batch: { description: 'batch size', default: '64' },
   blr: { description: 'base lr; lr = blr * batch / 256', default: '1.5e-4' },
   'min-lr': { description: 'lr at the end of the cosine', default: '1e-6' },
@@ -69,7 +71,7 @@ const FLAGS = {
 } as const;
 
 /** Flags a resumed run keeps from its checkpoint: they define shapes, data and its order. */
-const FIXED_ON_RESUME = ['teacher', 'teacher-preset', 'teacher-block', 'train', 'init', 'preset', 'act', 'proj-hidden', 'mask-ratio', 'batch', 'crop-scale', 'seed'];
+const FIXED_ON_RESUME = ['teacher', 'teacher-preset', 'teacher-block', 'train', 'init', 'preset', 'act', 'proj-hidden', 'mask-ratio', 'head-warmup-epochs', 'batch', 'crop-scale', 'seed'];
 
 /** Runs MimCo pretraining with command-line style arguments; resolves to the run directory. */
 export async function mimco(argv: string[]): Promise<string> {
@@ -122,6 +124,8 @@ export async function mimco(argv: string[]): Promise<string> {
   const warmupSteps = Math.round(num('warmup-epochs', f['warmup-epochs'], { min: 0 }) * stepsPerEpoch);
   const peakLr = scaledLr(num('blr', f.blr, { min: 0 }), batch, 'linear');
   const minLr = num('min-lr', f['min-lr'], { min: 0 });
+  const headSteps = Math.round(num('head-warmup-epochs', f['head-warmup-epochs'], { min: 0 }) * stepsPerEpoch);
+  const layerDecay = num('layer-decay', f['layer-decay'], { min: 0, max: 1 });
 
   // ---- the student's heads
   const projHidden = num('proj-hidden', f['proj-hidden'], { integer: true, min: 0, max: 65536 }) || 2 * tc.embedDim;
@@ -141,21 +145,19 @@ export async function mimco(argv: string[]): Promise<string> {
 
   console.log(
     `[mimco] teacher ${f.teacher} (depth ${tc.depth}, width ${tc.embedDim}, targets of block ${teacherBlock}); student ${init ? `from ${init}` : `${f.preset} from scratch`}, ` +
-      `mask ratio ${maskRatio}; ${samplesPerEpoch} samples/epoch, ${totalSteps} steps, peak lr ${peakLr.toExponential(2)}, backend ${backend.tfBackend}`,
+      `mask ratio ${maskRatio}; ${samplesPerEpoch} samples/epoch, ${headSteps ? `${headSteps} steps of the heads alone, then ` : ''}${totalSteps} steps, peak lr ${peakLr.toExponential(2)}, backend ${backend.tfBackend}`,
   );
   const skips = new SkipLog();
   const views = maeViews(sc.imgSize, cropScale);
+  const objective = mimcoObjective({ teacher, teacherBlock, student, heads, maskRatio, temperature, seed, collective: dp });
+  const headGroups = () => heads.params.groups('mimco:', wd);
   const { done } = await train({
     name: 'mimco',
     script: 'pipelines/mimco.ts',
     runDir,
     stages: [
-      {
-        label: 'MimCo',
-        schedule: { steps: totalSteps, peakLr, minLr, warmupSteps },
-        objective: mimcoObjective({ teacher, teacherBlock, student, heads, maskRatio, temperature, seed, collective: dp }),
-        params: () => [...student.paramGroups('', { weightDecay: wd }), ...heads.params.groups('mimco:', wd)],
-      },
+      ...(headSteps > 0 ? [{ label: 'heads only (student frozen)', schedule: { steps: headSteps, peakLr, minLr, warmupSteps: Math.round(0.1 * headSteps) }, objective, params: headGroups }] : []),
+      { label: 'MimCo', schedule: { steps: totalSteps, peakLr, minLr, warmupSteps }, objective, params: () => [...student.paramGroups('', { weightDecay: wd, layerDecay }), ...headGroups()] },
     ],
     resume: resumed,
     // a resumed run starts mid-epoch with the samples of the steps not yet taken; each rank its rows of every global batch
@@ -183,7 +185,7 @@ export async function mimco(argv: string[]): Promise<string> {
     const studentKnn = await perBlockKnn(student, { ...knnOpts, label: 'MimCo student' });
     await writeKnnSummary(runDir, [teacherKnn, studentKnn], {
       title: 'Per-block kNN top-1 of the teacher and the MimCo student',
-      extra: { teacher: f.teacher, teacherBlock, steps: totalSteps, flags: f },
+      extra: { teacher: f.teacher, teacherBlock, init: init ?? null, steps: headSteps + totalSteps, flags: f },
     });
   }
   // the other ranks wait for rank 0's kNN here, without spinning: a rank that exits first waits in
