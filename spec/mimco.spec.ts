@@ -26,7 +26,7 @@ const tiny = (over: Partial<VitConfig> = {}): VitConfig => ({ imgSize: 16, patch
 const teacherFile = path.join(dir, 'teacher.safetensors');
 const coarseTeacherFile = path.join(dir, 'teacher-p8.safetensors');
 // 2000 bundled test images, batch 8: 250 steps per epoch, 4 steps in all
-const common = ['--teacher', teacherFile, '--init', 'none', '--train', 'data/cifar10-mini/test-*.tar.gz', '--batch', '8', '--epochs', '0.016', '--warmup-epochs', '0.004', '--blr', '1e-2', '--skip-knn', '--seed', '3'];
+const common = ['--teacher', teacherFile, '--init', 'none', '--head-warmup-epochs', '0', '--train', 'data/cifar10-mini/test-*.tar.gz', '--batch', '8', '--epochs', '0.016', '--warmup-epochs', '0.004', '--blr', '1e-2', '--skip-knn', '--seed', '3'];
 
 function rows(run: string): Record<string, number>[] {
   return fs.readFileSync(path.join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
@@ -135,8 +135,9 @@ test('stop after 2 steps + resume == straight through', async () => {
   for (const [k, v] of weights(run)) assert.equal(Array.from(v), Array.from(a.get(k)!), k);
 });
 
+const initFile = path.join(dir, 'init.safetensors');
+
 test('--init: the student starts from the given encoder, a from-scratch student does not', async () => {
-  const initFile = path.join(dir, 'init.safetensors');
   const model = new VisionTransformer({ ...VIT_PRESETS['vit-micro-p4'], act: 'gelu', posEmbed: 'sincos' }, 21);
   await writeEncoder(initFile, model);
   model.dispose();
@@ -149,6 +150,24 @@ test('--init: the student starts from the given encoder, a from-scratch student 
   for (const [k, v] of started) assert.equal(Array.from(v), fromFile.get(k), k);
   const scratch = weights(await mimco([...common, ...atLrZero, '--out', path.join(dir, 'scratch')]));
   assert.not.equal(Array.from(scratch.get('blocks.0.attn.qkv.weight')!), fromFile.get('blocks.0.attn.qkv.weight'));
+});
+
+test('--head-warmup-epochs: the heads and mask token train alone first, the student stays as it was loaded', async () => {
+  // 250 steps an epoch: 0.008 epoch = 2 steps of the heads alone, then the MimCo stage
+  const run = await mimco([...common, '--init', initFile, '--head-warmup-epochs', '0.008', '--max-steps', '2', '--out', path.join(dir, 'heads')]);
+  const fromFile = readSafetensors(initFile).tensors;
+  for (const [k, v] of weights(run)) assert.equal(Array.from(v), Array.from(fromFile.get(k)!.data as Float32Array), k);
+  // the heads as the run built them (seed 3 + 1; teacher width 32, hidden 64) moved, the mask token among them
+  const fresh = new MimcoHeads(128, 32, 64, 'gelu', 4);
+  const before = await fresh.params.exportTimm();
+  fresh.params.dispose();
+  const state = readSafetensors(path.join(run, 'checkpoint', 'state.safetensors')).tensors;
+  for (const name of ['mask_token', ...Object.keys(before).filter((k) => k !== 'mask_token').slice(0, 1)]) {
+    assert.ok(state.has(`mimco.${name}`), `mimco.${name} not in the state`);
+    assert.not.equal(Array.from(state.get(`mimco.${name}`)!.data as Float32Array), Array.from(before[name].data), `${name} did not train`);
+  }
+  const after = await mimco(['--resume', run]);
+  assert.not.equal(Array.from(weights(after).get('blocks.0.attn.qkv.weight')!), Array.from(fromFile.get('blocks.0.attn.qkv.weight')!.data as Float32Array), 'the MimCo stage trains the student');
 });
 
 test('a teacher or --init on another patch grid, a missing --init, a missing or corrupt teacher, a bad block and a bad crop scale are refused before training', async () => {
