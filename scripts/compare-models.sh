@@ -1,21 +1,19 @@
 #!/usr/bin/env bash
 # The README's "Models side by side": random init, the bundled MAE, the bundled refined checkpoint
 # and MimCo (pipelines/mimco.ts's default: the refined teacher, the student from the MAE) on the
-# bundled data, every frozen-feature task of pipelines/eval.ts, then one --compare table and chart.
+# bundled data, every frozen-feature task of pipelines/eval.ts, 10% fine-tuning, then one --compare
+# table and chart. Two more rows test MimCo's own claim at equal data: a MimCo student from scratch
+# and an MAE from scratch, each 2 epochs of the bundled train images (seed 0).
 #   bash scripts/compare-models.sh            # SEEDS="0 1 2" OUT=runs/compare by default
-# MimCo runs already finished under $OUT (their summary.json written) are kept; evaluations read
-# their features from the cache when they ran before. Fine-tuning summaries of pipelines/finetune.ts
-# are taken where they exist at the paths below (set FINETUNE_* to point elsewhere).
+# Runs already finished under $OUT (their summary.json written) are kept; evaluations read their
+# features from the cache when they ran before. FINETUNE=0 skips fine-tuning.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEEDS=${SEEDS:-0 1 2}
 OUT=${OUT:-runs/compare}
 MAE=checkpoints/mae-vit-micro-p4/encoder.safetensors
 REFINED=checkpoints/refined-vit-micro-p4/encoder.safetensors
-FINETUNE_RANDOM=${FINETUNE_RANDOM:-runs/finetune/random-init/summary.json}
-FINETUNE_MAE=${FINETUNE_MAE:-runs/finetune/mae/summary.json}
-FINETUNE_REFINED=${FINETUNE_REFINED:-runs/finetune/refined/summary.json}
-FINETUNE_MIMCO=${FINETUNE_MIMCO:-runs/finetune/mimco/summary.json}
+FINETUNE=${FINETUNE:-1}
 
 evaluate() { npx ts-node pipelines/eval.ts --tasks knn,linear,lowshot,kmeans "$@"; }
 reports=()
@@ -32,9 +30,22 @@ for s in $SEEDS; do
   evaluate --checkpoint "$OUT/mimco-s$s/checkpoint/encoder.safetensors" --label MimCo --seed "$s" --out "$OUT/eval/mimco-s$s"
   reports+=("$OUT/eval/mimco-s$s/report.json")
 done
+# equal data: 2 epochs of the bundled train images from scratch, MimCo (refined teacher) against MAE (the bundled MAE's recipe)
+[ -f "$OUT/mimco-scratch-s0/summary.json" ] || npx ts-node pipelines/mimco.ts --init none --seed 0 --out "$OUT/mimco-scratch-s0"
+evaluate --checkpoint "$OUT/mimco-scratch-s0/checkpoint/encoder.safetensors" --label 'MimCo, from scratch' --seed 0 --out "$OUT/eval/mimco-scratch-s0"
+reports+=("$OUT/eval/mimco-scratch-s0/report.json")
+[ -f "$OUT/mae-2ep-s0/checkpoint/encoder.safetensors" ] ||
+  npx ts-node pipelines/pretrain-mae.ts --epochs 2 --batch 128 --blr 2e-3 --warmup-epochs 0.2 --seed 0 --out "$OUT/mae-2ep-s0"
+evaluate --checkpoint "$OUT/mae-2ep-s0/checkpoint/encoder.safetensors" --label 'MAE, same images' --seed 0 --out "$OUT/eval/mae-2ep-s0"
+reports+=("$OUT/eval/mae-2ep-s0/report.json")
 
+# fine-tuning on 10% of the labels (seed 0): the checkpoint chosen on validation, test once
 finetune=()
-for pair in "random init=$FINETUNE_RANDOM" "MAE=$FINETUNE_MAE" "refined=$FINETUNE_REFINED" "MimCo=$FINETUNE_MIMCO"; do
-  [ -f "${pair#*=}" ] && finetune+=("$pair")
-done
+if [ "$FINETUNE" = 1 ]; then
+  for pair in "random init=none" "MAE=$MAE" "refined=$REFINED" "MimCo=$OUT/mimco-s0/checkpoint/encoder.safetensors"; do
+    label=${pair%%=*}; dir="$OUT/finetune/${label// /-}"
+    [ -f "$dir/summary.json" ] || npx ts-node pipelines/finetune.ts --checkpoint "${pair#*=}" --preset vit-micro-p4 --label "$label" --label-share 10% --epochs 3 --seeds 0 --out "$dir"
+    finetune+=("$label=$dir/summary.json")
+  done
+fi
 (IFS=,; npx ts-node pipelines/eval.ts --compare "${reports[*]}" --finetune-summaries "${finetune[*]:-}" --finetune-dir none --out "$OUT/compare")
