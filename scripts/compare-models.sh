@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The README's "Models side by side": random init, the bundled MAE, the bundled refined checkpoint
-# and MimCo (pipelines/mimco.ts's default: the refined teacher, the student from the MAE) on the
+# The README's "Models side by side": random init, the bundled MAE, refined encoders (the bundled
+# refined checkpoint is seed 0) and MimCo (pipelines/mimco.ts's default: the refined teacher, the student from the MAE) on the
 # bundled data, every frozen-feature task of pipelines/eval.ts, 10% fine-tuning, then one --compare
 # table and chart. Two more rows test MimCo's own claim at equal data: a MimCo student from scratch
 # and an MAE from scratch, each 2 epochs of the bundled train images (seed 0).
@@ -23,8 +23,15 @@ for s in $SEEDS; do
 done
 evaluate --checkpoint "$MAE" --label MAE --out "$OUT/eval/mae"
 reports+=("$OUT/eval/mae/report.json")
-evaluate --checkpoint "$REFINED" --label refined --seed 0 --out "$OUT/eval/refined"
-reports+=("$OUT/eval/refined/report.json")
+# refined: seed 0 is the bundled refined checkpoint (npm run refine's default, seed 0), other seeds are refined here
+for s in $SEEDS; do
+  if [ "$s" = 0 ]; then ckpt=$REFINED; else
+    ckpt="$OUT/refine-s$s/checkpoint/encoder-ema.safetensors"
+    [ -f "$OUT/refine-s$s/summary.json" ] || npx ts-node pipelines/refine.ts --seed "$s" --out "$OUT/refine-s$s"
+  fi
+  evaluate --checkpoint "$ckpt" --label refined --seed "$s" --out "$OUT/eval/refined-s$s"
+  reports+=("$OUT/eval/refined-s$s/report.json")
+done
 for s in $SEEDS; do
   [ -f "$OUT/mimco-s$s/summary.json" ] || npx ts-node pipelines/mimco.ts --seed "$s" --out "$OUT/mimco-s$s"
   evaluate --checkpoint "$OUT/mimco-s$s/checkpoint/encoder.safetensors" --label MimCo --seed "$s" --out "$OUT/eval/mimco-s$s"
@@ -39,12 +46,13 @@ reports+=("$OUT/eval/mimco-scratch-s0/report.json")
 evaluate --checkpoint "$OUT/mae-2ep-s0/checkpoint/encoder.safetensors" --label 'MAE, same images' --seed 0 --out "$OUT/eval/mae-2ep-s0"
 reports+=("$OUT/eval/mae-2ep-s0/report.json")
 
-# fine-tuning on 10% of the labels (seed 0): the checkpoint chosen on validation, test once
+# fine-tuning on 10% of the labels (seeds 0-2; random init seed 0 only): the checkpoint chosen on validation, test once
 finetune=()
 if [ "$FINETUNE" = 1 ]; then
   for pair in "random init=none" "MAE=$MAE" "refined=$REFINED" "MimCo=$OUT/mimco-s0/checkpoint/encoder.safetensors"; do
     label=${pair%%=*}; dir="$OUT/finetune/${label// /-}"
-    [ -f "$dir/summary.json" ] || npx ts-node pipelines/finetune.ts --checkpoint "${pair#*=}" --preset vit-micro-p4 --label "$label" --label-share 10% --epochs 3 --seeds 0 --out "$dir"
+    seeds=0,1,2; [ "$label" = "random init" ] && seeds=0
+    [ -f "$dir/summary.json" ] || npx ts-node pipelines/finetune.ts --checkpoint "${pair#*=}" --preset vit-micro-p4 --label "$label" --label-share 10% --epochs 3 --seeds $seeds --out "$dir"
     finetune+=("$label=$dir/summary.json")
   done
 fi
