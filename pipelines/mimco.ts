@@ -13,8 +13,8 @@
  * per-sample random masking (MAE's randomMasking), teacher targets from a block with the
  * teacher's final norm, temperature 0.2 for both losses, sin-cos positions.
  * The defaults (student from the bundled MAE, 2 epochs, blr 5e-4, a 0.1-epoch warm-up of the heads
- * alone, mask ratio 0.5, the teacher's last block) were chosen on validation kNN (README, "MimCo"),
- * within 15 minutes on 2 CPU cores.
+ * alone, mask ratio 0.5, the teacher's last block) were chosen on validation kNN (README, "MimCo");
+ * the default run trains for about 13 minutes on 2 CPU cores.
  *
  *   npx ts-node pipelines/mimco.ts                    # refined teacher, student from the bundled MAE
  *   npx ts-node pipelines/mimco.ts --init none        # the same student from scratch
