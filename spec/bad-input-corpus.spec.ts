@@ -119,7 +119,7 @@ const refine = (name: string, extra: string[], train = goodTrain()) => [
 ];
 const mae = (name: string, extra: string[], train = goodTrain()) => ['--train', train, '--out', outOf(name), '--epochs', '1', '--batch', '4', '--warmup-epochs', '0', ...extra];
 const mimco = (name: string, extra: string[], train = goodTrain()) => [
-  '--teacher', CKPT(), '--train', train, '--test', goodTest(), '--out', outOf(name), '--skip-knn', '--max-steps', '1', '--batch', '4', '--epochs', '1', ...extra,
+  '--teacher', CKPT(), '--init', 'none', '--train', train, '--test', goodTest(), '--out', outOf(name), '--skip-knn', '--max-steps', '1', '--batch', '4', '--epochs', '1', ...extra,
 ];
 
 function cases(): Case[] {
