@@ -106,7 +106,7 @@ const FLAGS = {
   },
   seed: { description: 'seed of heads, queues, augmentation, order and NN picks', default: '0' },
   'knn-train-limit': { description: 'train images for the before/after kNN (0: all)', default: '5000' },
-  'knn-test-limit': { description: 'test images for the before/after kNN (0: all)', default: '2000' },
+  'knn-test-limit': { description: 'test images for the before/after kNN (0: all); the validation kNN reads as many of the validation images', default: '2000' },
   val: { description: "validation images for the kNN's block choice, training images held out from training (default: the val-* shards beside --train; 'none': no validation)" },
   'skip-knn': { description: 'skip the kNN evaluations', boolean: true },
   'knn-every': { description: 'also track the EMA encoder\'s per-block kNN every this many epochs of stage 3 (0: off); knn-during.json + .png', default: '0' },
