@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The README's "Models side by side": random init, the bundled MAE, refined encoders (the bundled
-# refined checkpoint is seed 0) and MimCo (pipelines/mimco.ts's default: the refined teacher, the student from the MAE) on the
-# bundled data, every frozen-feature task of pipelines/eval.ts, 10% fine-tuning, then one --compare
-# table and chart. Two more rows test MimCo's own claim at equal data: a MimCo student from scratch
+# refined checkpoint is seed 0) and MimCo (pipelines/mimco.ts's default: the refined teacher, the
+# student from the MAE) on the bundled data, every frozen-feature task of pipelines/eval.ts, 10%
+# fine-tuning, then one --compare table and chart. Two more rows test MimCo's own claim at equal data: a MimCo student from scratch
 # and an MAE from scratch, each 2 epochs of the bundled train images (seed 0).
 #   bash scripts/compare-models.sh            # SEEDS="0 1 2" OUT=runs/compare by default
 # Runs already finished under $OUT (their summary.json written) are kept; evaluations read their
