@@ -70,6 +70,7 @@ const FLAGS = {
   seed: { description: 'seed of init, masking, augmentation and order', default: '0' },
   'knn-train-limit': { description: 'train images for the kNN at the end (0: all)', default: '5000' },
   'knn-test-limit': { description: 'test images for the kNN at the end (0: all)', default: '2000' },
+  'knn-val-limit': { description: 'validation images for the kNN at the end (0: as --knn-test-limit)', default: '0' },
   'skip-knn': { description: 'skip the per-block kNN of teacher and student at the end', boolean: true },
   ...DRIVER_FLAGS,
 } as const;
@@ -184,6 +185,7 @@ export async function mimco(argv: string[]): Promise<string> {
       test: f.test!,
       trainLimit: num('knn-train-limit', f['knn-train-limit'], { integer: true, min: 0 }) || undefined,
       testLimit: num('knn-test-limit', f['knn-test-limit'], { integer: true, min: 0 }) || undefined,
+      valLimit: num('knn-val-limit', f['knn-val-limit'], { integer: true, min: 0 }) || undefined,
     };
     const teacherKnn = await perBlockKnn(teacher, { ...knnOpts, label: 'teacher', cacheKey: checkpointKey(f.teacher!) });
     const studentKnn = await perBlockKnn(student, { ...knnOpts, label: 'MimCo student' });

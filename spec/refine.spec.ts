@@ -91,9 +91,9 @@ test('--resume: shape and data-order flags come from the checkpoint, lr and sche
   assert.ok(rows[3].lr <= 1e-6 && straight.lr > 1e-4, `lr ${rows[3].lr}, straight through ${straight.lr}`);
 });
 
-test('--knn-every tracks per-block kNN during stage 3, from the checkpoint (step 0) to the end', async () => {
+test('--knn-every tracks per-block kNN during stage 3, from the checkpoint (step 0) to the end; --knn-val-limit sizes validation', async () => {
   const args = common.filter((a) => a !== '--skip-knn');
-  const run = await refine([...args, '--out', path.join(dir, 'k'), '--knn-every', '0.008', '--test', 'data/cifar10-mini/test-*.tar.gz', '--knn-train-limit', '64', '--knn-test-limit', '32']);
+  const run = await refine([...args, '--out', path.join(dir, 'k'), '--knn-every', '0.008', '--test', 'data/cifar10-mini/test-*.tar.gz', '--knn-train-limit', '64', '--knn-test-limit', '32', '--knn-val-limit', '48']);
   const { points } = JSON.parse(fs.readFileSync(path.join(run, 'knn-during.json'), 'utf8'));
   assert.equal(points.map((p: { step: number }) => p.step), [0, 3, 4, 5]); // stage 3 is steps 3..5
   const summary = JSON.parse(fs.readFileSync(path.join(run, 'summary.json'), 'utf8'));
@@ -101,6 +101,8 @@ test('--knn-every tracks per-block kNN during stage 3, from the checkpoint (step
   assert.equal(points[3].report.top1, summary.knn[1].top1);
   // the val-* shards beside --train choose the block (--val), before and after
   assert.ok(summary.knn.every((r: { val?: { top1: number[] }; chosenBlock?: number }) => r.val?.top1.length === 3 && r.chosenBlock !== undefined), 'no validation split used');
+  // --knn-val-limit sizes validation apart from test
+  assert.equal(summary.knn.map((r: { val: { count: number }; testCount: number }) => [r.val.count, r.testCount]), [[48, 32], [48, 32]]);
   assert.ok(fs.existsSync(path.join(run, 'knn-during.png')) && fs.existsSync(path.join(run, 'knn-during.svg')));
 });
 
