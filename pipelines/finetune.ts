@@ -448,11 +448,15 @@ function meanStd<K extends string>(values: number[], key: K): Record<`${K}Mean` 
 
 const pct = (v: number) => `${(100 * v).toFixed(1)}%`;
 
-/** One row per share: images, epochs, lr, validation and test top-1 (mean ± std over seeds). */
+/**
+ * One row per share: images, epochs, lr, validation and test top-1 (mean ± std over seeds); with
+ * an lr sweep also every lr's validation mean, so the choice can be read (and seen at a grid edge).
+ */
 export function summaryMarkdown(summary: FinetuneSummary): string {
   const pm = (mean: number, std: number) => `${(100 * mean).toFixed(1)} ± ${(100 * std).toFixed(1)}`;
   const rows = Object.fromEntries(summary.results.map((r) => [r.share, {
     images: r.images, epochs: r.epochs, lr: String(r.lr), seeds: r.seeds.join(','),
+    ...(r.sweep.length > 1 ? { 'validation per lr': r.sweep.map((w) => `${w.lr}: ${(100 * w.valMean).toFixed(1)}`).join(', ') } : {}),
     'validation top-1': pm(r.valMean, r.valStd), 'test top-1': pm(r.testMean, r.testStd), 'test per seed': r.test.map((t) => (100 * t).toFixed(1)).join(' / '),
   }]));
   return [

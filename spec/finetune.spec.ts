@@ -22,7 +22,7 @@ import { classifyObjective } from '../objectives/classify';
 import { extractFeatures } from '../eval/extract-features';
 import { batchStream } from '../datapath/batches';
 import { openSource } from '../sources/open';
-import { finetune, FinetuneSummary } from '../pipelines/finetune';
+import { finetune, FinetuneSummary, summaryMarkdown } from '../pipelines/finetune';
 import { writeTar } from './sources-fixtures';
 import { rejects } from './eval-helpers';
 
@@ -171,6 +171,16 @@ test('a tiny fine-tuning run end to end: the loss falls, the summary and the cho
   assert.equal(result.curve.map((c: { step: number }) => c.step), [15, 30]);
   assert.equal(JSON.parse(model.metadata.chosen).step, result.best.step);
   assert.ok(fs.existsSync(path.join(out, 'val-curve.png')) && fs.existsSync(path.join(out, 'summary.md')));
+});
+
+test('summary.md shows every lr of a sweep with its validation mean, and no sweep column without one', () => {
+  const result = { share: '10%', images: 1000, epochs: 8, steps: 248, lr: 1e-3, seeds: [0, 1], val: [0.4, 0.42], test: [0.41, 0.43], bestEpoch: [8, 8], valMean: 0.41, valStd: 0.01, testMean: 0.42, testStd: 0.01, models: [] };
+  const summary = { kind: 'finetune', label: 'm', model: 'm', train: { source: 't', count: 1000 }, val: { source: 'v', count: 2000 }, test: { source: 's', count: 2000 }, settings: {}, results: [] } as unknown as FinetuneSummary;
+  const swept = summaryMarkdown({ ...summary, results: [{ ...result, sweep: [{ lr: 3e-4, valMean: 0.349, valStd: 0 }, { lr: 1e-3, valMean: 0.41, valStd: 0.01 }] }] });
+  assert.match(swept, /\| validation per lr \|/);
+  assert.match(swept, /\| 0\.0003: 34\.9, 0\.001: 41\.0 \| 41\.0 ± 1\.0 \| 42\.0 ± 1\.0 \| 41\.0 \/ 43\.0 \|/);
+  const single = summaryMarkdown({ ...summary, results: [{ ...result, sweep: [{ lr: 1e-3, valMean: 0.41, valStd: 0.01 }] }] });
+  assert.not.match(single, /validation per lr/);
 });
 
 test('stopped by --max-steps and resumed: the same chosen checkpoint and numbers as a straight run', async () => {
