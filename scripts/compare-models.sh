@@ -52,7 +52,7 @@ if [ "$FINETUNE" = 1 ]; then
   for pair in "random init=none" "MAE=$MAE" "refined=$REFINED" "MimCo=$OUT/mimco-s0/checkpoint/encoder.safetensors"; do
     label=${pair%%=*}; dir="$OUT/finetune/${label// /-}"
     seeds=0,1,2; [ "$label" = "random init" ] && seeds=0
-    [ -f "$dir/summary.json" ] || npx ts-node pipelines/finetune.ts --checkpoint "${pair#*=}" --preset vit-micro-p4 --label "$label" --label-share 10% --epochs 3 --seeds $seeds --out "$dir"
+    [ -f "$dir/summary.json" ] || npx ts-node pipelines/finetune.ts --checkpoint "${pair#*=}" --preset vit-micro-p4 --label "$label" --label-share 10% --epochs 3 --lr 1e-3 --seeds $seeds --out "$dir"
     finetune+=("$label=$dir/summary.json")
   done
 fi
