@@ -50,7 +50,7 @@ const FLAGS = {
   out: { description: 'run directory', default: 'runs/refine' },
   preset: vitPresetFlag('--checkpoint'),
   resume: { description: 'continue the run in this directory from its checkpoint' },
-  blocks: { description: 'head blocks, 0-based, comma-separated (default: last block + the rest of the last third)' },
+  blocks: { description: 'head blocks, 0-based, comma-separated (default: last block + the rest of the last third, the reference\'s rule; 3,4,5 scored 41.05 validation kNN against 4,5\'s 41.55, seed 0; README)' },
   'head-preset': { description: `head sizes: ${Object.keys(HEAD_PRESETS).join(', ')} (reference base for ViT-L/H)`, default: 'micro' },
   'queue-size': { description: 'NN queue entries per head (reference 65536, 5% of ImageNet-1K)', default: '4096' },
   stages: { description: "stages to run: '2,3', '2' (heads warm-up) or '3' (refine)", default: '2,3' },
