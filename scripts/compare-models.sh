@@ -47,13 +47,13 @@ evaluate --checkpoint "$OUT/mae-2ep-s0/checkpoint/encoder.safetensors" --label '
 reports+=("$OUT/eval/mae-2ep-s0/report.json")
 
 # fine-tuning on 10% of the labels (seeds 0-2; random init seed 0 only) with the schedule README's "Fine-tuning" chose on
-# validation (8 epochs, lr 1e-3): the checkpoint chosen on validation, test once
+# validation (16 epochs, lr 1e-3): the checkpoint chosen on validation, test once
 finetune=()
 if [ "$FINETUNE" = 1 ]; then
   for pair in "random init=none" "MAE=$MAE" "refined=$REFINED" "MimCo=$OUT/mimco-s0/checkpoint/encoder.safetensors"; do
     label=${pair%%=*}; dir="$OUT/finetune/${label// /-}"
     seeds=0,1,2; [ "$label" = "random init" ] && seeds=0
-    [ -f "$dir/summary.json" ] || npx ts-node pipelines/finetune.ts --checkpoint "${pair#*=}" --preset vit-micro-p4 --label "$label" --label-share 10% --epochs 8 --val-evals 4 --lr 1e-3 --seeds $seeds --out "$dir"
+    [ -f "$dir/summary.json" ] || npx ts-node pipelines/finetune.ts --checkpoint "${pair#*=}" --preset vit-micro-p4 --label "$label" --label-share 10% --epochs 16 --val-evals 4 --lr 1e-3 --seeds $seeds --out "$dir"
     finetune+=("$label=$dir/summary.json")
   done
 fi
