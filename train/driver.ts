@@ -21,7 +21,7 @@
  * skips all of it.
  */
 import * as tf from '@tensorflow/tfjs';
-import { concatMap, finalize, lastValueFrom, Subject, takeWhile, tap } from 'rxjs';
+import { concatMap, finalize, lastValueFrom, Observer, Subject, takeWhile, tap } from 'rxjs';
 import { fromPull, Valve } from '../lib/flow';
 import { CheckpointFiles, DEFAULT_KEEP_CHECKPOINTS, latestCheckpoint, writeCheckpoint } from '../runtime/checkpoint';
 import { resumeCommand } from '../runtime/cli';
@@ -88,7 +88,8 @@ export interface TrainOptions {
   keepCheckpoints?: number;
   logEvery: number;
   onNonFinite: 'stop' | 'skip';
-  sinks: { lossKeys: string[]; title: string };
+  /** `extra`: the user's own observers of the step records (rank 0's, as the files), subscribed before the first step. */
+  sinks: { lossKeys: string[]; title: string; extra?: Partial<Observer<StepRecord>>[] };
   /** The checkpoint's files at `step`, given the optimiser's moments and its step count. */
   checkpointFiles: (step: number, optimiser: { state: Record<string, HostTensor>; step: number }) => Promise<CheckpointFiles>;
   /** Runs once all stages are done, before the final checkpoint. */
@@ -144,6 +145,7 @@ export async function train(opts: TrainOptions): Promise<{ step: number; done: b
   const sinksDone = writes
     ? trainingSinks(records, { runDir: opts.runDir, total: totalSteps, lossKeys: opts.sinks.lossKeys, title: opts.sinks.title, resumedAtStep: opts.resume?.step ?? 0 })
     : lastValueFrom(records, { defaultValue: undefined }).then(() => undefined);
+  if (writes) opts.sinks.extra?.forEach((sink) => records.subscribe(sink));
   const data = opts.batches(step);
   try {
     let stageStart = 0;
