@@ -73,14 +73,14 @@ export function cifarBinary(opts: CifarBinaryOptions): CifarBinarySource {
         const r = index - firsts[f];
         await handles.get(f)!.read(record, 0, recordSize, r * recordSize);
         const name = path.basename(files[f], '.bin');
-        if (record[labelByte] >= numClasses) {
+        if (opts.labels !== 'ignored' && record[labelByte] >= numClasses) {
           onSkip(`${files[f]}#${r}`, `label byte outside the ${numClasses} ${variant} classes (0..${numClasses - 1}): ${record[labelByte]}`);
           continue;
         }
         yield {
           index,
           key: `${name}_${String(r).padStart(5, '0')}`,
-          label: record[labelByte],
+          label: opts.labels === 'ignored' ? -1 : record[labelByte],
           bytes: planarToHwc(record.subarray(header)),
           raw: { width: SIDE, height: SIDE },
           origin: `${files[f]}#${r}`,

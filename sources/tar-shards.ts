@@ -32,11 +32,15 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as zlib from 'zlib';
-import { pipeline } from 'stream';
-import fg from 'fast-glob';
+import { pipeline, Readable } from 'stream';
 import * as tar from 'tar-stream';
 import { Rng } from '../lib/rng';
+import { shardBytes, ShardFetchError, type RemoteOptions } from './shard-bytes';
+import { isRemoteShard, resolveShards } from './shard-spec';
 import type { EncodedSample } from './types';
+
+export { resolveShards } from './shard-spec';
+export type { RemoteOptions } from './shard-bytes';
 
 export interface ShuffleOptions {
   seed: number;
@@ -54,12 +58,23 @@ export interface SourceOptions {
   start?: number;
   /** Only the samples with these stable indices (a labelled subset); order, rank and start apply within them. */
   subset?: Int32Array;
+  /**
+   * 'required' (default): a sample needs a valid label (tar: a `.cls` below the class count),
+   * else it is skipped and counted. 'ignored': labels are neither read nor checked and every
+   * sample has label -1, so a label-free pipeline (MAE, MimCo) takes every image there is,
+   * also from unlabelled shards.
+   */
+  labels?: LabelPolicy;
+  /** Retries and timeouts of http(s):// shards. */
+  remote?: RemoteOptions;
 }
+
+export type LabelPolicy = 'required' | 'ignored';
 
 export type OnSkip = (origin: string, reason: string) => void;
 
 export interface TarShardsOptions extends SourceOptions {
-  /** Paths or fast-glob patterns. */
+  /** Paths, fast-glob patterns, URLs, `pipe:` commands, in webdataset's notation (see shard-spec.ts). */
   shards: string | string[];
   onSkip?: OnSkip;
   /** Labels must lie in [0, numClasses); default LABEL_LIMIT (no class list known). */
@@ -86,12 +101,12 @@ export const defaultOnSkip: OnSkip = (origin, reason) => console.warn(`[source] 
 export function tarShards(opts: TarShardsOptions): TarShardsSource {
   const shards = resolveShards(opts.shards);
   const onSkip = opts.onSkip ?? defaultOnSkip;
-  const numClasses = checkNumClasses(opts.numClasses);
+  const read = readConfig(opts);
   checkRank(opts); // fail now, not at the first read
   return {
     shards,
     [Symbol.asyncIterator]: () => {
-      let samples = readAll(shards, opts.shuffle, onSkip, numClasses);
+      let samples = readAll(shards, opts.shuffle, onSkip, read);
       if (opts.subset) samples = withIndices(samples, new Set(opts.subset));
       if (opts.shuffle) {
         const rng = new Rng(opts.shuffle.seed, opts.shuffle.epoch, 0x5b0f);
@@ -104,10 +119,15 @@ export function tarShards(opts: TarShardsOptions): TarShardsSource {
 
 /**
  * Number of valid samples in the shards (a header-only pass, cached per process). Where that
- * is none, the error says why (each shard's problem, or every sample's first one).
+ * is none, the error says why (each shard's problem, or every sample's first one). Remote
+ * shards are read once for it (image bodies streamed and dropped): the cost of one download.
  */
-export async function countSamples(shards: string | string[], numClasses?: number): Promise<number> {
-  const index = await sourceIndex(resolveShards(shards), checkNumClasses(numClasses));
+export async function countSamples(
+  shards: string | string[],
+  numClasses?: number,
+  opts: { labels?: LabelPolicy; remote?: RemoteOptions } = {},
+): Promise<number> {
+  const index = await sourceIndex(resolveShards(shards), readConfig({ ...opts, numClasses }));
   if (index.total === 0) {
     const why = index.problems.slice(0, 3).map((p) => `${p.origin}: ${p.reason}`);
     throw new Error(`no samples could be read from ${[shards].flat().join(', ')}${why.length ? `: ${why.join('; ')}${index.problems.length > 3 ? '; ...' : ''}` : ''}`);
@@ -115,23 +135,19 @@ export async function countSamples(shards: string | string[], numClasses?: numbe
   return index.total;
 }
 
-function checkNumClasses(numClasses: number | undefined): number {
-  const n = numClasses ?? LABEL_LIMIT;
-  if (!Number.isInteger(n) || n < 1 || n > LABEL_LIMIT) throw new Error(`numClasses must be an integer in [1, ${LABEL_LIMIT}], got ${numClasses}`);
-  return n;
+/** How shards are read: the same for the counting pass and the read, so the two agree. */
+interface ReadConfig {
+  numClasses: number;
+  labels: LabelPolicy;
+  remote: RemoteOptions;
 }
 
-/** Paths/globs -> sorted, de-duplicated shard paths. Throws, naming the pattern, if none match. */
-export function resolveShards(patterns: string | string[]): string[] {
-  const list = Array.isArray(patterns) ? patterns : [patterns];
-  const found = new Set<string>();
-  for (const pattern of list) {
-    // A literal existing path is taken as-is: file names may hold glob characters.
-    const matches = isFile(pattern) ? [pattern] : fg.sync(pattern, { onlyFiles: true });
-    if (matches.length === 0) throw new Error(`No tar shards match ${JSON.stringify(pattern)}`);
-    for (const m of matches) found.add(path.resolve(m));
-  }
-  return [...found].sort();
+function readConfig(opts: { numClasses?: number; labels?: LabelPolicy; remote?: RemoteOptions }): ReadConfig {
+  const n = opts.numClasses ?? LABEL_LIMIT;
+  if (!Number.isInteger(n) || n < 1 || n > LABEL_LIMIT) throw new Error(`numClasses must be an integer in [1, ${LABEL_LIMIT}], got ${opts.numClasses}`);
+  const labels = opts.labels ?? 'required';
+  if (labels !== 'required' && labels !== 'ignored') throw new Error(`labels must be 'required' or 'ignored', got ${JSON.stringify(labels)}`);
+  return { numClasses: n, labels, remote: opts.remote ?? {} };
 }
 
 /**
@@ -199,17 +215,17 @@ export async function* shuffleBuffer<T>(items: AsyncIterable<T>, size: number, r
 
 // ---------------------------------------------------------------------------------------------
 
-async function* readAll(shards: string[], shuffle: ShuffleOptions | undefined, onSkip: OnSkip, numClasses: number): AsyncGenerator<EncodedSample> {
+async function* readAll(shards: string[], shuffle: ShuffleOptions | undefined, onSkip: OnSkip, read: ReadConfig): AsyncGenerator<EncodedSample> {
   const order = shards.map((_, i) => i);
   if (shuffle) new Rng(shuffle.seed, shuffle.epoch, 0x5a4d).shuffle(order);
   // In sorted order the keys read so far say what is a duplicate and the running count is the
   // index; in shuffled order both come from the counting pass, as they must not depend on the epoch.
-  const index = shuffle ? await sourceIndex(shards, numClasses) : undefined;
+  const index = shuffle ? await sourceIndex(shards, read) : undefined;
   const seen = new Set<string>();
   let running = 0;
   for (const s of order) {
     let next = index ? index.firstIndex[s] : running;
-    for await (const item of readShard(shards[s], true, numClasses)) {
+    for await (const item of readShard(shards[s], true, read)) {
       if (item.kind === 'skip') {
         onSkip(item.origin, item.reason);
         continue;
@@ -240,9 +256,12 @@ interface SourceIndex {
 
 const indexCache = new Map<string, SourceIndex>();
 
-/** The counting pass over all shards (header-only), cached per process by path, size, mtime. */
-async function sourceIndex(shards: string[], numClasses: number): Promise<SourceIndex> {
-  const cacheKey = [numClasses, ...shards.map(statKey)].join('\0');
+/**
+ * The counting pass over all shards (header-only), cached per process by path, size, mtime
+ * (a remote shard by its URL or command: it is read once per process).
+ */
+async function sourceIndex(shards: string[], read: ReadConfig): Promise<SourceIndex> {
+  const cacheKey = [read.numClasses, read.labels, ...shards.map(statKey)].join('\0');
   let index = indexCache.get(cacheKey);
   if (!index) {
     const firstShard = new Map<string, number>();
@@ -251,7 +270,7 @@ async function sourceIndex(shards: string[], numClasses: number): Promise<Source
     for (let s = 0; s < shards.length; s++) {
       firstIndex.push(firstShard.size);
       let noted = false;
-      for await (const item of readShard(shards[s], false, numClasses)) {
+      for await (const item of readShard(shards[s], false, read)) {
         if (item.kind === 'sample' && !firstShard.has(item.key)) firstShard.set(item.key, s);
         if (item.kind === 'skip' && (!noted || item.origin === shards[s])) {
           problems.push({ origin: item.origin, reason: item.reason });
@@ -266,6 +285,7 @@ async function sourceIndex(shards: string[], numClasses: number): Promise<Source
 }
 
 function statKey(file: string): string {
+  if (isRemoteShard(file)) return file;
   const stat = fs.statSync(file);
   return `${file}\0${stat.size}\0${stat.mtimeMs}`;
 }
@@ -292,17 +312,31 @@ const LINK_TYPES: Record<string, string> = { symlink: 'symbolic link', link: 'ha
  * keepImages=false drains image bodies unread (the counting pass). A container error ends the
  * shard with a single skip item that says, in words, what is wrong with it.
  */
-async function* readShard(shard: string, keepImages: boolean, numClasses: number): AsyncGenerator<ShardItem> {
+async function* readShard(shard: string, keepImages: boolean, read: ReadConfig): AsyncGenerator<ShardItem> {
+  const { numClasses, labels } = read;
+  // A shard that cannot be fetched at all (404, a failing command, retries spent) stops the
+  // run: the stream errors it causes downstream must not pass for a damaged shard.
+  let fetchError: ShardFetchError | undefined;
+  const bytes = keepFetchError(shardBytes(shard, read.remote), (err) => (fetchError = err));
+  let head: { gzip: boolean; chunks: AsyncGenerator<Buffer> };
+  try {
+    head = await peekGzip(bytes);
+  } catch (err) {
+    if (fetchError) throw fetchError;
+    yield { kind: 'skip', origin: shard, reason: `${shardProblem(err as Error, namedGzip(shard))}; the rest of this shard is skipped` };
+    return;
+  }
+  // By name where there is one (a .tar.gz that is not gzip data is reported as such), else by content.
+  const gzipped = namedGzip(shard) || head.gzip;
+  const input = Readable.from(head.chunks, { objectMode: false });
   const extract = tar.extract();
-  const gzipped = /\.(tar\.gz|tgz)$/i.test(shard);
-  const file = fs.createReadStream(shard);
   // pipeline() destroys the extractor with any read or gunzip error, which then surfaces from
   // the entry iterator below; the callback keeps the first error, the one that says what broke.
   const sink = extract as unknown as NodeJS.WritableStream; // a streamx Writable
   let streamError: Error | undefined;
   const done = (err?: NodeJS.ErrnoException | null) => (streamError ??= err ?? undefined);
-  if (gzipped) pipeline(file, zlib.createGunzip(), sink, done);
-  else pipeline(file, sink, done);
+  if (gzipped) pipeline(input, zlib.createGunzip(), sink, done);
+  else pipeline(input, sink, done);
 
   const emitted = new Set<string>();
   let group: Group | undefined;
@@ -310,6 +344,11 @@ async function* readShard(shard: string, keepImages: boolean, numClasses: number
     const origin = `${shard}:${g.image?.member ?? g.key}`;
     if (g.unusable) return { kind: 'skip', origin, reason: g.unusable };
     if (!g.image) return { kind: 'skip', origin, reason: 'no image member' };
+    if (labels === 'ignored') {
+      if (emitted.has(g.key)) return { kind: 'skip', origin, reason: DUPLICATE };
+      emitted.add(g.key);
+      return { kind: 'sample', key: g.key, label: -1, bytes: g.image.bytes, origin };
+    }
     if (g.cls === undefined) return { kind: 'skip', origin, reason: 'missing label (.cls)' };
     const text = g.cls.trim();
     if (!/^\d+$/.test(text)) return { kind: 'skip', origin, reason: `bad label: ${JSON.stringify(g.cls)}` };
@@ -351,18 +390,19 @@ async function* readShard(shard: string, keepImages: boolean, numClasses: number
       } else if (IMAGE_EXTENSIONS.includes(ext) && !group.image) {
         group.image = { member: name, bytes: keepImages ? await readBody(entry) : undefined };
         if (!keepImages) entry.resume();
-      } else if (ext === 'cls') {
+      } else if (ext === 'cls' && labels === 'required') {
         group.cls = (await readBody(entry)).toString('utf8');
       } else {
         entry.resume(); // other members (json, txt, ...) are not used
       }
     }
   } catch (err) {
+    if (fetchError) throw fetchError;
     // The group being read when the error hit may be incomplete: it goes with the rest.
     yield { kind: 'skip', origin: shard, reason: `${shardProblem(streamError ?? (err as Error), gzipped)}; the rest of this shard is skipped` };
     return;
   } finally {
-    file.destroy();
+    input.destroy(); // stops the file read, the HTTP response or the command
   }
   if (group) yield finish(group);
 }
@@ -384,6 +424,46 @@ function shardProblem(err: NodeJS.ErrnoException, gzipped: boolean): string {
   return `unreadable ${detail}`;
 }
 
+function namedGzip(shard: string): boolean {
+  if (shard.startsWith('pipe:')) return false; // a command has no file name: judged by content
+  return /\.(tar\.gz|tgz)$/i.test(isRemoteShard(shard) ? shard.replace(/[?#].*$/, '') : shard);
+}
+
+async function* keepFetchError(bytes: AsyncGenerator<Buffer>, keep: (err: ShardFetchError) => void): AsyncGenerator<Buffer> {
+  try {
+    yield* bytes;
+  } catch (err) {
+    if (err instanceof ShardFetchError) keep(err);
+    throw err;
+  }
+}
+
+/** Reads the first two bytes (gzip's magic number 1f 8b) and hands back the whole stream. */
+async function peekGzip(bytes: AsyncGenerator<Buffer>): Promise<{ gzip: boolean; chunks: AsyncGenerator<Buffer> }> {
+  const first: Buffer[] = [];
+  let length = 0;
+  let ended = false;
+  while (length < 2) {
+    const r = await bytes.next();
+    if (r.done) {
+      ended = true;
+      break;
+    }
+    first.push(r.value);
+    length += r.value.length;
+  }
+  const start = Buffer.concat(first);
+  async function* chunks(): AsyncGenerator<Buffer> {
+    try {
+      if (start.length > 0) yield start;
+      if (!ended) yield* bytes;
+    } finally {
+      await bytes.return(undefined); // a reader that stops early stops the source
+    }
+  }
+  return { gzip: start[0] === 0x1f && start[1] === 0x8b, chunks: chunks() };
+}
+
 async function readBody(entry: AsyncIterable<unknown>): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of entry) chunks.push(chunk as Buffer);
@@ -392,10 +472,3 @@ async function readBody(entry: AsyncIterable<unknown>): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-function isFile(p: string): boolean {
-  try {
-    return fs.statSync(p).isFile();
-  } catch {
-    return false;
-  }
-}
