@@ -150,7 +150,9 @@ const STDERR_TAIL = 2000;
 /** `pipe:COMMAND`: run through the shell (as webdataset does); stdout is the shard. */
 async function* pipeBytes(shard: string): AsyncGenerator<Buffer> {
   const command = shard.slice('pipe:'.length);
-  const child = spawn(command, { shell: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  // Its own process group, so that stopping early stops the whole pipeline (`curl ... | zcat`),
+  // not only the shell; a reader killed outright leaves the commands to die of SIGPIPE.
+  const child = spawn(command, { shell: true, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   let stderr = Buffer.alloc(0);
   child.stderr.on('data', (chunk: Buffer) => {
     stderr = Buffer.concat([stderr, chunk]);
@@ -177,6 +179,14 @@ async function* pipeBytes(shard: string): AsyncGenerator<Buffer> {
     }
   } finally {
     // The reader stopped early (or the shard ended before the command): no zombie, no error.
-    if (!finished && child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    if (!finished && child.pid !== undefined) {
+      try {
+        process.kill(-child.pid, 'SIGTERM');
+      } catch {
+        // the group has exited already
+      }
+    }
+    child.stdout.destroy();
+    child.stderr.destroy();
   }
 }

@@ -1,0 +1,135 @@
+/**
+ * Remote shards against a loopback server serving the bundled shards (data/cifar10-mini): every
+ * way of failing that a retry can mend must give exactly the sample sequence read from disk
+ * (indices, keys, labels, bytes), shuffled, ranked and resumed included; the rest is a clear
+ * error naming the URL or command.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { countSamples as countSpec } from '../sources/count';
+import { openSource } from '../sources/open';
+import { countSamples, tarShards, type SourceOptions } from '../sources/tar-shards';
+import type { EncodedSample } from '../sources/types';
+import { collect } from './sources-fixtures';
+import { startShardServer, type ShardServer } from './sources-server';
+
+const DIR = path.resolve(__dirname, '..', 'data', 'cifar10-mini');
+const ON_DISK = path.join(DIR, 'train-{000000..000001}.tar.gz');
+const FAST = { retries: 4, backoffMs: 5, idleTimeoutMs: 2000 };
+
+let server: ShardServer;
+let disk: EncodedSample[] = [];
+const url = (mode: string, file = 'train-{000000..000001}.tar.gz') => `${server.base}/${mode}/${file}`;
+
+test.before(async () => {
+  server = await startShardServer(DIR, { dropAfter: 300 * 1024 });
+  disk = await collect(tarShards({ shards: ON_DISK, onSkip: (o, r) => assert.unreachable(`${o}: ${r}`) }));
+  assert.is(disk.length, 10000);
+});
+test.after(() => server.close());
+
+function assertSameSamples(got: EncodedSample[], want: EncodedSample[], what: string): void {
+  assert.is(got.length, want.length, `${what}: sample count`);
+  for (let i = 0; i < want.length; i++) {
+    const [g, w] = [got[i], want[i]];
+    if (g.index !== w.index || g.key !== w.key || g.label !== w.label || !g.bytes.equals(w.bytes)) {
+      assert.unreachable(`${what}: sample ${i} is ${g.key}#${g.index} (label ${g.label}), on disk ${w.key}#${w.index} (label ${w.label})`);
+    }
+  }
+}
+
+async function read(shards: string, opts: SourceOptions = {}): Promise<EncodedSample[]> {
+  const skips: string[] = [];
+  const got = await collect(tarShards({ ...opts, shards, remote: FAST, onSkip: (o, r) => skips.push(`${o}: ${r}`) }));
+  assert.equal(skips, [], `${shards}: nothing skipped`);
+  return got;
+}
+
+test('a brace range of URLs reads exactly what the same shards give on disk, in two requests', async () => {
+  server.requests.length = 0;
+  assertSameSamples(await read(url('ok')), disk, 'ok');
+  assert.equal(server.requests.map((r) => r.path), ['/ok/train-000000.tar.gz', '/ok/train-000001.tar.gz']);
+  assert.is(await countSamples(url('ok'), undefined, { remote: FAST }), 10000);
+});
+
+test('connections dropped mid-shard: resumed with Range from the byte offset, nothing lost or doubled', async () => {
+  server.requests.length = 0;
+  assertSameSamples(await read(url('drop')), disk, 'drop');
+  const ranges = server.requests.filter((r) => r.path === '/drop/train-000000.tar.gz').map((r) => r.range);
+  const size = fs.statSync(path.join(DIR, 'train-000000.tar.gz')).size;
+  // each try asks for the bytes from where the last one stopped (at most 300 KiB further on)
+  const offsets = ranges.map((r) => Number(/^bytes=(\d+)-$/.exec(r ?? 'bytes=0-')![1]));
+  assert.ok(offsets.length >= Math.ceil(size / (300 * 1024)), `${offsets.length} requests`);
+  assert.is(offsets[0], 0);
+  offsets.slice(1).forEach((o, i) => assert.ok(o > offsets[i] && o <= offsets[i] + 300 * 1024, `offsets ${offsets.join(', ')}`));
+});
+
+test('500 then 200, a slow server, a server that ignores Range: the same samples', async () => {
+  assertSameSamples(await read(url('flaky')), disk, 'flaky');
+  assertSameSamples(await read(url('slow', 'train-000001.tar.gz')), disk.slice(5000).map((s) => ({ ...s, index: s.index - 5000 })), 'slow');
+  server.requests.length = 0;
+  assertSameSamples(await read(url('norange')), disk, 'norange');
+  assert.is(server.requests.filter((r) => r.path === '/norange/train-000000.tar.gz').length, 2, 'cut once, then read again from the start');
+});
+
+test('shuffled, ranked and resumed: the same order as on disk, through drops', async () => {
+  const opts: SourceOptions = { shuffle: { seed: 11, epoch: 3, bufferSize: 500 }, rank: 1, worldSize: 2, start: 567 };
+  const two = '{test,val}-000000.tar.gz';
+  const want = await collect(tarShards({ ...opts, shards: path.join(DIR, two) }));
+  assert.is(want.length, 2000 - 567);
+  assertSameSamples(await read(url('drop', two), opts), want, 'drop, shuffled');
+  assertSameSamples(await read(url('norange', two), opts), want, 'norange, shuffled');
+});
+
+test('pipe: the command stdout is the shard; several specs joined by ::, sorted by their text', async () => {
+  const [a, b] = ['train-000000.tar.gz', 'train-000001.tar.gz'].map((f) => path.join(DIR, f));
+  assertSameSamples(await read(`pipe:cat ${b}::pipe:cat ${a}`), disk, 'pipe');
+  const braced = await read(`pipe:cat ${path.join(DIR, '{test,val}-000000.tar.gz')}`);
+  assert.equal(braced.map((s) => s.key), (await collect(tarShards({ shards: path.join(DIR, '{test,val}-000000.tar.gz') }))).map((s) => s.key), 'pipe with a brace list');
+  // gzip or not is judged by content (a command has no file name): a plain tar through a pipe
+  assertSameSamples(await read(`${url('ok', 'train-000000.tar.gz')}::pipe:gzip -dc < ${b}`), disk, 'url + pipe');
+});
+
+test('openSource and countSamples take URLs: kind tar, the class count from numClasses', async () => {
+  const src = openSource(url('ok'), { numClasses: 10, remote: FAST });
+  assert.is(src.kind, 'tar');
+  assert.is(src.numClasses, 10);
+  assert.is(src.classes, undefined, 'classes.txt is not fetched');
+  assert.is(await countSpec(url('drop', 'val-000000.tar.gz')), 2000);
+});
+
+test('fatal: 404, 403, 500 forever, a failing command: errors naming the URL or command', async () => {
+  const fails = async (shards: string) => collect(tarShards({ shards, remote: FAST, onSkip: () => {} })).then(() => 'no error', (e: Error) => e.message);
+  assert.is(await fails(url('ok', 'train-000009.tar.gz')), `${url('ok', 'train-000009.tar.gz')}: HTTP 404 Not Found (no such shard: check the URL and the brace range)`);
+  assert.match(await fails(url('status/403')), /status\/403\/train-000000\.tar\.gz: HTTP 403 Forbidden \(access denied/);
+  assert.match(await fails(url('status/503')), /status\/503\/train-000000\.tar\.gz: gave up after 5 failed tries in a row at byte 0 \(last: HTTP 503 Service Unavailable\)/);
+  assert.is(await fails('pipe:false'), 'pipe:false: the command exited with status 1 (nothing on stderr)');
+  assert.is(await fails('pipe:echo "no credentials" >&2; exit 3'), 'pipe:echo "no credentials" >&2; exit 3: the command exited with status 3; its stderr ends: no credentials');
+  // partway through: the samples before the failure came, then the error
+  let n = 0;
+  const partway = await (async () => {
+    for await (const _ of tarShards({ shards: `pipe:cat ${path.join(DIR, 'val-000000.tar.gz')} | head -c 300000; exit 7`, remote: FAST, onSkip: () => {} })) n++;
+  })().then(() => 'no error', (e: Error) => e.message);
+  assert.match(partway, /: the command exited with status 7/);
+  assert.ok(n > 0 && n < 2000, `${n} samples before the failure`);
+  // counting a source stops with the same message
+  assert.match(await countSamples('pipe:false').then(String, (e: Error) => e.message), /^pipe:false: the command exited with status 1/);
+});
+
+test('a shard replaced on the server between two tries is an error, not a splice', async () => {
+  const got = await collect(tarShards({ shards: url('changing'), remote: FAST, onSkip: () => {} })).then(() => 'no error', (e: Error) => e.message);
+  assert.match(got, /changing\/train-000000\.tar\.gz changed while it was being read \(first etag "v1".*after a retry etag "v2"/);
+});
+
+test('stopping early ends the download and the command', async () => {
+  let n = 0;
+  for await (const _ of tarShards({ shards: url('slow'), remote: FAST })) if (++n === 10) break;
+  const started = Date.now();
+  for await (const _ of tarShards({ shards: `pipe:cat ${path.join(DIR, 'val-000000.tar.gz')}; sleep 30`, remote: FAST })) if (++n === 20) break;
+  assert.is(n, 20);
+  assert.ok(Date.now() - started < 5000, 'the command is killed, not waited for');
+});
+
+test.run();
