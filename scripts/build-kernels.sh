@@ -8,6 +8,15 @@
 # spec/wasm-kernels.spec.ts checks the committed files match this output when the compiler is installed.
 set -eu
 CLANG="${CLANG:-clang-19}"
+case "${1:-}" in
+  '') ;;
+  -h | --help) sed -n '2,/^set -eu/{/^set -eu/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
+  *) echo "error: build-kernels.sh takes no arguments (got '$1'); CLANG=... picks the compiler" >&2; exit 2 ;;
+esac
+if ! command -v "$CLANG" >/dev/null 2>&1; then
+  echo "error: $CLANG not found. Install clang-19 and lld-19 (Debian: apt-get install clang-19 lld-19) or set CLANG to a clang with relaxed-SIMD support. Nothing needs it to run: the built .wasm files are committed." >&2
+  exit 1
+fi
 cd "$(dirname "$0")/../models/kernels"
 for src in *.c; do
   name="${src%.c}"

@@ -5,4 +5,13 @@
  */
 import { buildMpiShim } from '../runtime/collective-mpi';
 
-console.log(buildMpiShim());
+if (process.argv.includes('--help') || process.argv.includes('-h')) {
+  console.log('usage: npm run build:mpi-shim   (MPICC=... for another MPI\'s compiler wrapper; prints the built library\'s path)');
+} else {
+  try {
+    console.log(buildMpiShim());
+  } catch (err) {
+    console.error(`error: ${(err as Error).message}`);
+    process.exit(1);
+  }
+}
