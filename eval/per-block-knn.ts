@@ -47,7 +47,7 @@ export interface PerBlockKnnOptions {
   label: string;
   trainLimit?: number;
   testLimit?: number;
-  /** Default: testLimit (the validation split is read like the test split). */
+  /** Default: all (every pipeline's --eval-val-limit 0). */
   valLimit?: number;
   k?: number;
   temperature?: number;
@@ -97,7 +97,7 @@ export async function perBlockKnn(model: VisionTransformer, opts: PerBlockKnnOpt
     return set;
   };
   const train = await extract(opts.train, opts.trainLimit, 'train');
-  const val = valSource ? await extract(valSource, opts.valLimit ?? opts.testLimit, 'validation') : undefined;
+  const val = valSource ? await extract(valSource, opts.valLimit, 'validation') : undefined;
   const test = await extract(opts.test, opts.testLimit, 'test');
   const knn = { k: opts.k ?? KNN_DEFAULTS.k, temperature: opts.temperature ?? KNN_DEFAULTS.temperature, standardise: opts.standardise ?? KNN_DEFAULTS.standardise };
   const perBlock = async (queries: FeatureSet): Promise<number[]> => {
@@ -164,4 +164,15 @@ export async function writeKnnSummary(
     ]),
   });
   console.log(`[knn] wrote ${path.join(dir, `${name}.json`)} and ${path.join(dir, `${name}-knn.png`)}`);
+}
+
+/** knn-during.json and a per-block kNN-over-steps chart (SVG + PNG): the paper's training-time metric. */
+export async function writeKnnCurve(runDir: string, points: { step: number; report: KnnReport }[]): Promise<void> {
+  writeJsonReport(path.join(runDir, 'knn-during.json'), { points });
+  await writeChart(path.join(runDir, 'knn-during'), {
+    title: 'Per-block kNN top-1 during refinement (EMA encoder; step 0 = MIM checkpoint)',
+    xLabel: 'step',
+    yLabel: 'kNN top-1 (%)',
+    series: points[0].report.blocks.map((b, i) => ({ name: `block ${b}`, points: points.map((p) => [p.step, 100 * p.report.top1[i]] as [number, number]) })),
+  });
 }

@@ -1,11 +1,15 @@
 /**
  * Command-line flags for the pipelines: node's parseArgs (strict, so an unknown flag is an
- * error) plus descriptions for --help and typed, validated reads of numbers and lists.
- * A number read names its flag and the accepted range when it is refused; a size that
- * allocates memory is also held to what the machine has, before anything is allocated.
+ * error) plus descriptions for --help, config files (--config FILE, YAML or JSON, keys are flag
+ * names; the command line wins), and typed, validated reads of numbers and lists. A flag given
+ * twice, a renamed flag and a number in any notation but decimal are refused by name; a number
+ * read names its flag and the accepted range when it is refused; a size that allocates memory
+ * is also held to what the machine has, before anything is allocated.
  */
+import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { parseArgs } from 'node:util';
+import YAML from 'yaml';
 
 export interface FlagSpec {
   description: string;
@@ -17,14 +21,98 @@ export type Flags<S extends Record<string, FlagSpec>> = {
   [K in keyof S]: S[K]['boolean'] extends true ? boolean : string | undefined;
 };
 
+/** Old flag names and what replaced them ("--stage2-lr"), so an old command gets a sentence instead of "unknown option". */
+export type RenamedFlags = Readonly<Record<string, string>>;
+
+export interface ReadFlags<S extends Record<string, FlagSpec>> {
+  flags: Flags<S>;
+  /** The flags given on the command line or in the --config file (not filled in from their defaults). */
+  explicit: Set<string>;
+}
+
 /** Parses argv; prints usage and exits on --help, throws a clear error on a bad flag. */
 export function parseFlags<S extends Record<string, FlagSpec>>(usage: string, spec: S, argv = process.argv.slice(2)): Flags<S> {
-  const { values } = parse(usage, spec, argv);
+  return readFlags(usage, spec, argv).flags;
+}
+
+/**
+ * Parses argv over `spec`, with the --config file's values (when the spec has --config) under
+ * the command line's: defaults < config file < command line. Prints usage and exits on --help.
+ */
+export function readFlags<S extends Record<string, FlagSpec>>(usage: string, spec: S, argv = process.argv.slice(2), renamed: RenamedFlags = {}): ReadFlags<S> {
+  checkNames(argv, spec, renamed);
+  const { values, tokens } = parse(usage, spec, argv);
   if (values.help) {
     console.log(helpText(usage, spec));
     process.exit(0);
   }
-  return values as Flags<S>;
+  const explicit = new Set(tokens.flatMap((t) => (t.kind === 'option' ? [t.name] : [])));
+  const flags: Record<string, string | boolean | undefined> = { ...values };
+  delete flags.help;
+  if (typeof values.config === 'string') {
+    for (const [name, value] of Object.entries(readConfigFile(values.config, spec, renamed))) {
+      if (explicit.has(name)) continue; // the command line wins
+      flags[name] = value;
+      explicit.add(name);
+    }
+  }
+  return { flags: flags as Flags<S>, explicit };
+}
+
+/** A flag given twice, or by an old name, is refused before parsing (parseArgs keeps the last silently). */
+function checkNames(argv: string[], spec: Record<string, FlagSpec>, renamed: RenamedFlags): void {
+  const seen = new Map<string, string>();
+  for (let i = 0; i < argv.length; i++) {
+    if (!argv[i].startsWith('--') || argv[i] === '--') continue;
+    const [name, inline] = argv[i].slice(2).split(/=(.*)/s);
+    if (name in renamed && !(name in spec)) throw new Error(`--${name} was renamed: use ${renamed[name]} (docs/flags.md)`);
+    const value = inline ?? (spec[name] && !spec[name].boolean ? argv[i + 1] : '');
+    if (seen.has(name)) throw new Error(`--${name} is given twice (${seen.get(name) || 'on'} and ${value || 'on'}): give it once`);
+    seen.set(name, value ?? '');
+  }
+}
+
+/** A config file's flags as command-line strings; unknown keys and wrong types are refused naming the file and key. */
+export function readConfigFile(file: string, spec: Record<string, FlagSpec>, renamed: RenamedFlags = {}): Record<string, string | boolean> {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new Error(`--config ${file}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  let doc: unknown;
+  try {
+    doc = YAML.parse(text, { uniqueKeys: true });
+  } catch (err) {
+    throw new Error(`--config ${file}: not valid YAML or JSON (${(err as Error).message.split('\n')[0]})`);
+  }
+  if (doc === null || doc === undefined) return {};
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw new Error(`--config ${file}: expected a mapping of flag names to values, got ${Array.isArray(doc) ? 'a list' : typeof doc}`);
+  const out: Record<string, string | boolean> = {};
+  for (const [rawKey, value] of Object.entries(doc as Record<string, unknown>)) {
+    const key = rawKey.replace(/^--/, '');
+    if (key in renamed && !(key in spec)) throw new Error(`--config ${file}: key '${rawKey}' was renamed: use ${renamed[key].replace(/^--/, '')}`);
+    if (!(key in spec) || key === 'config') throw new Error(`--config ${file}: '${rawKey}' is not a flag of this pipeline (--help lists them)`);
+    if (spec[key].boolean) {
+      if (typeof value !== 'boolean') throw new Error(`--config ${file}: '${key}' is an on/off flag: expected true or false, got ${JSON.stringify(value)}`);
+      out[key] = value;
+    } else if (typeof value === 'string' || typeof value === 'number') {
+      out[key] = String(value);
+    } else if (Array.isArray(value) && value.every((v) => typeof v === 'string' || typeof v === 'number')) {
+      out[key] = value.join(',');
+    } else {
+      throw new Error(`--config ${file}: '${key}' expects a value like the flag's (a string, number or list), got ${JSON.stringify(value)}`);
+    }
+  }
+  return out;
+}
+
+/** The resolved flags as a config file that repeats the run (`--config RUN/config.yaml`); every value a string, so it reads back exactly. */
+export function configYaml(flags: Record<string, string | boolean | undefined>, header: string[], omit: readonly string[] = []): string {
+  const doc: Record<string, string | boolean> = {};
+  for (const [k, v] of Object.entries(flags)) if (v !== undefined && !omit.includes(k)) doc[k] = v;
+  const body = YAML.stringify(doc, { defaultStringType: 'QUOTE_DOUBLE', defaultKeyType: 'PLAIN' });
+  return `${header.map((line) => `# ${line}`).join('\n')}\n${body}`;
 }
 
 /**
@@ -64,7 +152,7 @@ function parse(usage: string, spec: Record<string, FlagSpec>, argv: string[]) {
 type FlagValues = Record<string, string | boolean | undefined>;
 
 /** Flags of this invocation only, never taken from a checkpoint. */
-const PER_INVOCATION = new Set(['resume', 'out', 'max-steps']);
+const PER_INVOCATION = new Set(['resume', 'out', 'max-steps', 'config', 'overwrite', 'allow-data-change', 'view']);
 
 /**
  * The flags of a resumed run. Those in `fixed` (what defines shapes and the data order: model,
@@ -120,6 +208,8 @@ export function helpText(usage: string, spec: Record<string, FlagSpec>): string 
 
 export interface NumOptions {
   min?: number;
+  /** Exclusive lower bound: "a number > 0" (a length of 0 steps is not a schedule). */
+  above?: number;
   max?: number;
   integer?: boolean;
   /**
@@ -137,6 +227,9 @@ export function memoryBudget(): number {
   return total / 2;
 }
 
+/** Decimal notation only: Number() also takes '0x4', '0b1', ' 4' and '', which a user never means as a count. */
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
+
 /** A number flag, checked finite and within [min, max] (and the memory budget with bytesEach). */
 export function num(name: string, value: string | undefined, opts: NumOptions = {}): number {
   // an integer beyond 2^53 no longer names one value (1e300 is "an integer" to JavaScript)
@@ -152,13 +245,15 @@ export function num(name: string, value: string | undefined, opts: NumOptions = 
   const n = Number(value);
   const bad =
     value === undefined ||
-    value.trim() === '' ||
+    !DECIMAL.test(value) ||
     !Number.isFinite(n) ||
     (opts.integer && !Number.isInteger(n)) ||
     (opts.min !== undefined && n < opts.min) ||
+    (opts.above !== undefined && n <= opts.above) ||
     (opts.integer && opts.min === undefined && n < -Number.MAX_SAFE_INTEGER) ||
     (max !== undefined && n > max);
-  if (bad) throw new Error(`--${name}: expected ${rangeText({ ...opts, max })}${why}, got '${value}'`);
+  const notation = value !== undefined && value.trim() !== '' && !DECIMAL.test(value) && Number.isFinite(n) ? ' in decimal notation' : '';
+  if (bad) throw new Error(`--${name}: expected ${rangeText({ ...opts, max })}${notation}${why}, got '${value}'`);
   return n;
 }
 
@@ -166,6 +261,7 @@ export function num(name: string, value: string | undefined, opts: NumOptions = 
 function rangeText(opts: NumOptions): string {
   const what = opts.integer ? 'integer' : 'number';
   const { min, max } = opts;
+  if (opts.above !== undefined) return `a${opts.integer ? 'n' : ''} ${what} > ${opts.above}${max !== undefined ? ` and <= ${max}` : ''}`;
   if (min === undefined && max === Number.MAX_SAFE_INTEGER) return `an integer of magnitude <= ${max}`;
   if (min !== undefined && max !== undefined) return `a${opts.integer ? 'n' : ''} ${what} in [${min}, ${max}]`;
   if (min !== undefined) return `a${opts.integer ? 'n' : ''} ${what} >= ${min}`;

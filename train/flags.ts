@@ -1,18 +1,117 @@
-/** The flags every training pipeline takes for the driver (train/driver.ts), and the lr scaling they share. */
-import { num } from '../runtime/cli';
+/**
+ * One flag vocabulary: the groups every pipeline draws its flags from (run, data, model,
+ * optimiser and schedule, kNN and evaluation), so one concept has one name and one meaning
+ * everywhere; a pipeline sets its defaults, never its own spelling. docs/flags.md is generated
+ * from the pipelines' --help (scripts/make-flags-doc.ts) and lists the renamed flags.
+ */
+import { num, RenamedFlags } from '../runtime/cli';
 import { DEFAULT_KEEP_CHECKPOINTS } from '../runtime/checkpoint';
+import { VIT_PRESETS } from '../models/vit';
 
-export const DRIVER_FLAGS = {
-  'checkpoint-minutes': { description: 'write a checkpoint at least this often', default: '5' },
-  'keep-checkpoints': { description: 'checkpoints kept: the latest in checkpoint/, older ones as checkpoint.step-<n>', default: String(DEFAULT_KEEP_CHECKPOINTS) },
-  'max-steps': { description: 'stop after this many steps in this invocation (checkpointed; continue with --resume)', default: '0' },
-  'log-every': { description: 'read the step metrics from the device every this many steps (they are all logged)', default: '10' },
-  'on-nonfinite': {
-    description: "a NaN/Inf loss or gradient norm: 'stop' (before the next checkpoint, naming the step and the last good checkpoint) or 'skip' the step's update (reads loss and gradient norm every step: one host sync a step)",
-    default: 'stop',
-  },
+/** Where the bundled demonstration's files are: the defaults of every pipeline. */
+export const BUNDLED = {
+  mae: 'checkpoints/mae-vit-micro-p4/encoder.safetensors',
+  refined: 'checkpoints/refined-vit-micro-p4/encoder.safetensors',
+  train: 'data/cifar10-mini/train-*.tar.gz',
+  test: 'data/cifar10-mini/test-*.tar.gz',
 } as const;
 
+/** Old names of flags and what replaced them; a command with one is refused naming the new name. */
+export const RENAMED: RenamedFlags = {
+  lr2: '--stage2-lr',
+  lr3: '--stage3-lr',
+  topk2: '--stage2-topk',
+  topk3: '--stage3-topk',
+  'encoder-wd': '--weight-decay',
+  'head-wd': '--head-weight-decay',
+  'global-scale': '--crop-scale',
+  'local-scale': '--local-crop-scale',
+  warmup: '--warmup-share (a share of the schedule)',
+  'warmup-epochs': '--warmup-share (a share of the schedule: 5 of 100 epochs is 0.05)',
+  blr: '--lr (the lr of a batch of 256 under --lr-scaling linear, this pipeline\'s default)',
+  k: '--knn-k',
+  'knn-train-limit': '--eval-train-limit',
+  'knn-val-limit': '--eval-val-limit',
+  'knn-test-limit': '--eval-test-limit',
+  'train-limit': '--eval-train-limit',
+  'val-limit': '--eval-val-limit (0: all)',
+  'test-limit': '--eval-test-limit',
+  'random-init': '--checkpoint none',
+  init: '--checkpoint (the student\'s starting weights; none for a random init)',
+  seeds: '--seed (a list runs one run per seed)',
+  jitter: '--jitter-strength',
+  steps: '--epochs',
+};
+
+/** Every pipeline: where it writes, and a config file of flags. */
+export function runFlags(pipeline: string) {
+  return {
+    config: { description: 'YAML or JSON file of flags (keys are flag names); flags on the command line win' },
+    out: { description: 'run folder: everything this run writes goes here', default: `runs/${pipeline}` },
+  } as const;
+}
+
+/** Every training pipeline: continuing, replacing and checkpointing a run. */
+export const TRAINING_RUN_FLAGS = {
+  resume: { description: 'continue the run in this folder from its newest checkpoint' },
+  overwrite: { description: 'start anew in an --out that holds another run, moving that run aside (never deleted)', boolean: true },
+  'allow-data-change': { description: 'with --resume: continue although the training data changed since the run began', boolean: true },
+  'checkpoint-minutes': { description: 'write a checkpoint at least this often, minutes (>= 0)', default: '5' },
+  'keep-checkpoints': { description: 'checkpoints kept: the newest in checkpoint/, older ones beside it (1-1000)', default: String(DEFAULT_KEEP_CHECKPOINTS) },
+  'max-steps': { description: 'stop after this many steps in this invocation, checkpointed (0: no limit)', default: '0' },
+  'log-every': { description: 'read the step metrics from the device every this many steps (>= 1)', default: '10' },
+  'on-nonfinite': { description: "a NaN/Inf loss or gradient: 'stop' (naming the step) or 'skip' the update (a host sync a step)", default: 'stop' },
+} as const;
+
+/** Images: tar shards (globs, brace ranges), an image folder or CIFAR .bin files. */
+export function dataFlags(d: { train?: string; val?: boolean; test?: string | false; numClasses?: boolean } = {}) {
+  return {
+    train: { description: 'training images: tar shards (glob), an image folder or CIFAR .bin files', default: d.train ?? BUNDLED.train },
+    ...(d.val === false
+      ? {}
+      : { val: { description: "validation images held out from --train (default: the val-* shards beside it; 'none': no validation)" } }),
+    ...(d.test === false ? {} : { test: { description: 'test images: measured once, at the end', default: d.test ?? BUNDLED.test } }),
+    ...(d.numClasses ? { 'num-classes': { description: 'class count of tar shards without a classes.txt beside them' } } : {}),
+  } as const;
+}
+
+/** The model a run starts from. */
+export function modelFlags(d: { checkpoint: string; what?: string }) {
+  return {
+    checkpoint: { description: `${d.what ?? 'the encoder to start from'}: safetensors or .pth (timm/HF names); 'none': random init`, default: d.checkpoint },
+    preset: { description: `ViT size when the checkpoint holds no config, or of 'none': ${Object.keys(VIT_PRESETS).join(', ')}` },
+  } as const;
+}
+
+/** The optimiser (AdamW) and its schedule (linear warm-up, then cosine). */
+export function optimiserFlags(d: { batch: string; lr?: string; lrScaling: 'none' | 'linear'; weightDecay: string; warmupShare: string; layerDecay?: string; minLr?: string }) {
+  return {
+    batch: { description: 'global batch size (split over the ranks under mpirun; >= 2)', default: d.batch },
+    ...(d.lr === undefined ? {} : { lr: { description: 'peak lr; under --lr-scaling linear the lr of a batch of 256', default: d.lr } }),
+    'lr-scaling': { description: "'none': the lr flags are peak lrs; 'linear': peak = lr x batch / 256 (Goyal et al.)", default: d.lrScaling },
+    'min-lr': { description: 'lr at the end of the cosine (>= 0)', default: d.minLr ?? '1e-6' },
+    'warmup-share': { description: 'share of the schedule (of each stage) in linear warm-up (0-1)', default: d.warmupShare },
+    'weight-decay': { description: 'AdamW weight decay of the encoder (not on biases, norms, tokens; >= 0)', default: d.weightDecay },
+    ...(d.layerDecay === undefined ? {} : { 'layer-decay': { description: 'layer-wise lr decay: block i gets lr x decay^(depth - i) (0-1; 1: none)', default: d.layerDecay } }),
+    'clip-grad': { description: 'clip the global gradient norm to this (0: off)', default: '0' },
+  } as const;
+}
+
+/** kNN and the evaluation sizes, for the pipelines that evaluate. */
+export function evalFlags(d: { trainLimit: string; testLimit: string; skip?: boolean }) {
+  return {
+    'knn-k': { description: 'kNN neighbours (reference 20)', default: '20' },
+    'knn-temperature': { description: 'kNN vote temperature (reference 0.07)', default: '0.07' },
+    'eval-train-limit': { description: 'training images the evaluation uses as its memory (0: all)', default: d.trainLimit },
+    'eval-val-limit': { description: 'validation images the evaluation uses (0: all)', default: '0' },
+    'eval-test-limit': { description: 'test images the evaluation uses (0: all)', default: d.testLimit },
+    ...(d.skip ? { 'skip-knn': { description: 'skip the kNN evaluations', boolean: true } } : {}),
+  } as const;
+}
+
+export type TrainingRunFlagValues = { [K in keyof typeof TRAINING_RUN_FLAGS]?: string | boolean };
+
+/** The driver's options from the run flags (train/driver.ts). */
 export function driverFlags(f: { 'checkpoint-minutes'?: string; 'keep-checkpoints'?: string; 'max-steps'?: string; 'log-every'?: string; 'on-nonfinite'?: string }) {
   const onNonFinite = f['on-nonfinite'];
   if (onNonFinite !== 'stop' && onNonFinite !== 'skip') throw new Error(`--on-nonfinite: expected stop or skip, got '${onNonFinite}'`);
@@ -22,6 +121,17 @@ export function driverFlags(f: { 'checkpoint-minutes'?: string; 'keep-checkpoint
     maxSteps: num('max-steps', f['max-steps'], { integer: true, min: 0 }),
     logEvery: num('log-every', f['log-every'], { integer: true, min: 1 }),
     onNonFinite: onNonFinite as 'stop' | 'skip',
+  };
+}
+
+/** The kNN options of a pipeline's evaluation flags (eval/per-block-knn.ts). */
+export function knnFlags(f: { 'knn-k'?: string; 'knn-temperature'?: string; 'eval-train-limit'?: string; 'eval-val-limit'?: string; 'eval-test-limit'?: string }) {
+  return {
+    k: num('knn-k', f['knn-k'], { integer: true, min: 1, max: 10000 }),
+    temperature: num('knn-temperature', f['knn-temperature'], { min: 1e-4 }),
+    trainLimit: num('eval-train-limit', f['eval-train-limit'], { integer: true, min: 0 }) || undefined,
+    valLimit: num('eval-val-limit', f['eval-val-limit'], { integer: true, min: 0 }) || undefined,
+    testLimit: num('eval-test-limit', f['eval-test-limit'], { integer: true, min: 0 }) || undefined,
   };
 }
 

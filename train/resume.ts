@@ -3,11 +3,13 @@
  * (runtime/cli.ts mergeResumeFlags): the flags in `fixed` define shapes and data order (model,
  * heads, batch, seed, views, ...) and always come from the checkpoint (giving another value is
  * an error); the others (lr, schedule length, logging, checkpoint interval, evaluation) may be
- * given anew. The merge is printed.
+ * given anew. The merge is printed. A checkpoint written before a flag was renamed has its old
+ * name read as the new one.
  */
 import { readTrainState, hostTensors } from '../runtime/checkpoint';
-import { explicitFlags, FlagSpec, mergeResumeFlags } from '../runtime/cli';
+import { mergeResumeFlags } from '../runtime/cli';
 import type { HostTensor } from '../models/params';
+import { RENAMED } from './flags';
 
 export interface Resumed<F> {
   /** Flags to run with. */
@@ -21,17 +23,25 @@ export interface Resumed<F> {
   optimiserStep?: number;
 }
 
+type FlagValues = Record<string, string | boolean | undefined>;
+
 /** Reads the run's newest complete checkpoint and merges its flags with the command line's. */
-export function resumeRun<F extends Record<string, string | boolean | undefined>>(
-  name: string,
-  runDir: string,
-  cli: { usage: string; spec: Record<string, FlagSpec>; flags: F; argv: string[] },
-  fixed: readonly string[],
-): Resumed<F> {
+export function resumeRun<F extends FlagValues>(name: string, runDir: string, given: { flags: F; explicit: ReadonlySet<string> }, fixed: readonly string[]): Resumed<F> {
   const state = readTrainState(runDir);
-  const merged = mergeResumeFlags((state.meta.flags ?? {}) as F, cli.flags, explicitFlags(cli.usage, cli.spec, cli.argv), fixed, runDir);
+  const saved = renamedKeys((state.meta.flags ?? {}) as FlagValues);
+  const merged = mergeResumeFlags(saved as F, given.flags, given.explicit, fixed, runDir);
   const step = state.meta.step as number;
   console.log(`[${name}] resuming ${runDir} at step ${step} from ${state.dir}`);
   merged.lines.forEach((line) => console.log(`[${name}] ${line}`));
   return { flags: merged.flags, step, meta: state.meta, tensors: hostTensors(state.tensors), file: state.file, optimiserStep: state.meta.optimiserStep as number | undefined };
+}
+
+/** Saved flags under today's names, where a rename was one name for another ('lr2' -> 'stage2-lr'). */
+function renamedKeys(saved: FlagValues): FlagValues {
+  const out: FlagValues = {};
+  for (const [k, v] of Object.entries(saved)) {
+    const plain = /^--([a-z0-9-]+)$/.exec(RENAMED[k] ?? '');
+    out[plain && !(plain[1] in saved) ? plain[1] : k] = v;
+  }
+  return out;
 }

@@ -1,0 +1,176 @@
+/**
+ * Opening a run, once for every training pipeline: flags (command line over --config over the
+ * defaults), the run folder's owner, resume, then (start) ranks, backend, lock, run.json and
+ * config.yaml. A pipeline reads and checks all of its flags between open and start, so a bad
+ * flag is refused before any work and before anything is written.
+ *
+ *   const run = openRun(DEFINITION, argv);          // flags, folder check, resume merge
+ *   const f = run.flags; ...check every flag...
+ *   using ctx = await run.start({ batch });         // ranks, backend, lock, run.json, config.yaml
+ *
+ * A run folder belongs to one run: a new run into a folder that holds another run's checkpoint
+ * or metrics is refused (continue it with --resume, pick a new --out, or --overwrite, which
+ * moves the old run aside and never deletes it), and --resume refuses another pipeline's run.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { configYaml, Flags, FlagSpec, readFlags, resumeCommand } from '../runtime/cli';
+import { checkOutDir } from '../runtime/out-dir';
+import { lockRunDir } from '../runtime/run-lock';
+import { BackendInfo, initBackend } from '../runtime/backend';
+import { localBatchSize, openCollective, pinLocalGpu } from '../runtime/collective';
+import { broadcastHostTensors, broadcastVariables, checkSameOnAllRanks } from '../runtime/data-parallel';
+import { writeFileAtomic } from '../lib/atomic-file';
+import type { Collective } from '../lib/collective';
+import type { ParamSet } from '../models/params';
+import { countSamples } from '../sources/count';
+import { driverFlags, RENAMED } from './flags';
+import { Resumed, resumeRun } from './resume';
+
+export interface RunDefinition<S extends Record<string, FlagSpec>> {
+  /** The pipeline's name: log prefix, and the owner recorded in run.json ("refine"). */
+  name: string;
+  /** The script, for the commands a run prints (pipelines/refine.ts). */
+  script: string;
+  usage: string;
+  flags: S;
+  /** Flags a resumed run keeps from its checkpoint: what defines shapes, data and its order. */
+  fixedOnResume: readonly string[];
+}
+
+/** The run's identity: which pipeline owns the folder, and how it was started. */
+export const RUN_FILE = 'run.json';
+/** The resolved flags; `--config RUN/config.yaml` repeats the run. */
+export const CONFIG_FILE = 'config.yaml';
+/** Flags of one invocation, never written into config.yaml (a repeat must not resume or stop early). */
+const NOT_REPEATED = ['config', 'resume', 'overwrite', 'allow-data-change', 'max-steps'];
+
+export interface RunContext extends Disposable {
+  dp: Collective;
+  /** This rank's rows of each global batch. */
+  localBatch: number;
+  backend: BackendInfo;
+}
+
+export interface OpenedRun<S extends Record<string, FlagSpec>> {
+  /** The flags to run with: on --resume, merged with the checkpoint's. */
+  flags: Flags<S>;
+  /** Flags given on the command line or in --config. */
+  explicit: Set<string>;
+  runDir: string;
+  resumed?: Resumed<Flags<S>>;
+  /** The driver's options shared by every training pipeline (spread into train()). */
+  driver(): { name: string; script: string; runDir: string; resume?: Resumed<Flags<S>> } & ReturnType<typeof driverFlags>;
+  /** Ranks, backend, the folder's lock (released on dispose), run.json and config.yaml. */
+  start(opts?: { batch?: number }): Promise<RunContext>;
+  /** Samples an epoch of `source` and the steps an epoch of `batch` makes (at least one). */
+  dataSize(source: string, batch: number, numClasses?: number): Promise<{ samplesPerEpoch: number; stepsPerEpoch: number }>;
+  /** With several ranks: rank 0's host state (NN queues) on every rank. */
+  shareState<T extends Record<string, { shape: number[]; data: Float32Array | Int32Array }>>(ctx: RunContext, what: string, exportState: () => Promise<T>, importState: (state: T) => void): Promise<void>;
+  /** With several ranks: the same flags and data everywhere, then rank 0's parameters on every rank. */
+  shareFromRank0(ctx: RunContext, sets: ParamSet[], what: string, check?: Record<string, unknown>): Promise<void>;
+}
+
+/** Reads the flags, checks the run folder and merges a resumed run's flags; writes nothing. */
+export function openRun<S extends Record<string, FlagSpec>>(def: RunDefinition<S>, argv: string[]): OpenedRun<S> {
+  const given = readFlags(def.usage, def.flags, argv, RENAMED);
+  const g = given.flags as Record<string, string | boolean | undefined>;
+  const runDir = (g.resume as string | undefined) ?? (g.out as string);
+  if (g.resume !== undefined) {
+    if (given.explicit.has('overwrite')) throw new Error('--overwrite: a resumed run continues in its folder; give --resume or --overwrite, not both');
+    checkOwner(runDir, def.name);
+  } else {
+    if (given.explicit.has('allow-data-change')) throw new Error('--allow-data-change: only a resumed run (--resume) can meet changed data');
+    checkOutDir(runDir);
+    claimFolder(runDir, def, g.overwrite === true);
+  }
+  const resumed = g.resume !== undefined ? resumeRun(def.name, runDir, { flags: given.flags, explicit: given.explicit }, def.fixedOnResume) : undefined;
+  const flags = resumed?.flags ?? given.flags;
+  const f = flags as Record<string, string | boolean | undefined>;
+  const driver = driverFlags(f);
+  return {
+    flags,
+    explicit: given.explicit,
+    runDir,
+    resumed,
+    driver: () => ({ name: def.name, script: def.script, runDir, resume: resumed, ...driver }),
+    async start(opts = {}) {
+      pinLocalGpu();
+      const dp = openCollective();
+      const localBatch = opts.batch === undefined ? 0 : localBatchSize(opts.batch, dp.worldSize);
+      const backend = await initBackend();
+      // one run at a time in a run folder; every file of the run is rank 0's
+      const lock = dp.rank === 0 ? lockRunDir(runDir) : undefined;
+      if (dp.rank === 0) {
+        const started = resumed ? readRunFile(runDir)?.started ?? null : new Date().toISOString();
+        writeFileAtomic(path.join(runDir, RUN_FILE), JSON.stringify({ pipeline: def.name, script: def.script, started, resumedAt: resumed ? new Date().toISOString() : undefined, ranks: dp.worldSize, backend: backend.tfBackend }, null, 2) + '\n');
+        const repeat = `npx ts-node ${def.script} --config ${path.join(runDir, CONFIG_FILE)}`;
+        writeFileAtomic(path.join(runDir, CONFIG_FILE), configYaml(f, [`${def.name} run, flags resolved; repeat it with: ${repeat} --out NEW_FOLDER`], NOT_REPEATED));
+      }
+      return { dp, localBatch, backend, [Symbol.dispose]: () => lock?.() };
+    },
+    async dataSize(source, batch, numClasses) {
+      const samplesPerEpoch = await countSamples(source, { numClasses });
+      const stepsPerEpoch = Math.floor(samplesPerEpoch / batch);
+      if (stepsPerEpoch < 1) throw new Error(`--train ${source}: ${samplesPerEpoch} samples, fewer than one batch of ${batch} (lower --batch)`);
+      return { samplesPerEpoch, stepsPerEpoch };
+    },
+    async shareState(ctx, what, exportState, importState) {
+      if (ctx.dp.worldSize <= 1) return;
+      const state = await exportState();
+      await broadcastHostTensors(ctx.dp, state, what);
+      importState(state);
+    },
+    async shareFromRank0(ctx, sets, what, check = {}) {
+      if (ctx.dp.worldSize <= 1) return;
+      await checkSameOnAllRanks(ctx.dp, { flags: f, step: resumed?.step ?? 0, ...check });
+      const variables = sets.flatMap((ps) => ps.names().map((n) => [n, ps.get(n)] as [string, tf.Variable]));
+      await broadcastVariables(ctx.dp, variables, what);
+      console.log(`[${def.name}] rank ${ctx.dp.rank} of ${ctx.dp.worldSize}: ${ctx.localBatch} rows of each global batch`);
+    },
+  };
+}
+
+function readRunFile(runDir: string): { pipeline?: string; started?: string } | undefined {
+  const file = path.join(runDir, RUN_FILE);
+  if (!fs.existsSync(file)) return undefined;
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch {
+    throw new Error(`${file}: not valid JSON; the folder's owner is unknown (move the file away to continue)`);
+  }
+}
+
+/** A resumed run must be this pipeline's. */
+function checkOwner(runDir: string, pipeline: string): void {
+  const owner = readRunFile(runDir)?.pipeline;
+  if (owner !== undefined && owner !== pipeline) throw new Error(`--resume ${runDir}: the folder holds a ${owner} run, not a ${pipeline} run; resume it with its own pipeline`);
+}
+
+/** What in `runDir` belongs to an earlier run (a checkpoint, metrics), or [] when nothing would be lost. */
+function earlierRun(runDir: string): string[] {
+  if (!fs.existsSync(runDir)) return [];
+  return fs.readdirSync(runDir).filter((name) => name === 'metrics.jsonl' || name === 'checkpoint' || name.startsWith('checkpoint.'));
+}
+
+/**
+ * A fresh run may only write into a folder that holds no other run; --overwrite moves the
+ * other run aside (to <folder>.replaced-<time>) once nothing holds its lock.
+ */
+function claimFolder(runDir: string, def: RunDefinition<Record<string, FlagSpec>>, overwrite: boolean): void {
+  const found = earlierRun(runDir);
+  if (found.length === 0) return;
+  const owner = readRunFile(runDir)?.pipeline ?? 'earlier';
+  if (!overwrite) {
+    throw new Error(
+      `--out ${runDir} holds ${owner === 'earlier' ? 'an earlier' : `a ${owner}`} run (${found.join(', ')}): ` +
+        `${owner === def.name || owner === 'earlier' ? `continue it with ${resumeCommand(def.script, runDir)}, ` : ''}choose another --out, or pass --overwrite to move it aside`,
+    );
+  }
+  // a live run keeps its folder: taking the lock is the check, and it is released at once
+  lockRunDir(runDir, () => {})();
+  const aside = `${runDir.replace(/\/+$/, '')}.replaced-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+  fs.renameSync(runDir, aside);
+  console.log(`[${def.name}] --overwrite: the earlier run in ${runDir} is now ${aside}`);
+}
