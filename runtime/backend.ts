@@ -6,7 +6,11 @@
  * next, with the reason logged. TFJS_BACKEND=gpu|webgpu|node|wasm forces one (webgpu then also
  * takes a software adapter, such as the lavapipe of `npm run setup:vulkan`) and a failure stops.
  * WEBGPU_FUSED=1 adds the fused WGSL kernels on webgpu, WEBGPU_MATMUL=1 the tiled WGSL matMul
- * (models/kernels-webgpu).
+ * (models/kernels-webgpu); WEBGPU_PRECISION=mixed (or initBackend's `precision`) runs the
+ * linear layers' matMuls with f16 operands where the adapter allows (runtime/webgpu.ts
+ * choosePrecision: tensor cores through subgroup matrices, else f16 tiles on shader-f16), and
+ * the log line names the path taken and why. WEBGPU_POOL_MIB caps the GPU memory tfjs-webgpu
+ * keeps in freed buffers for reuse (models/kernels-webgpu/buffer-pool.ts).
  */
 import * as tf from '@tensorflow/tfjs';
 import { match } from 'ts-pattern';
@@ -14,7 +18,9 @@ import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { kernelsUseRelaxedSimd, registerWasmKernels } from '../models/kernels';
 import { registerMatMulKernels, registerWebGpuKernels, WGSL_KERNELS } from '../models/kernels-webgpu';
 import { enableWasmThreads } from './wasm-threads';
-import { AdapterSummary, adapterLine, startWebGpu, WebGpuDeviceError } from './webgpu';
+import { boundBufferPool, BufferPoolStats } from '../models/kernels-webgpu/buffer-pool';
+import { registerMixedMatMulKernels } from '../models/kernels-webgpu/matmul-f16';
+import { AdapterSummary, adapterLine, capabilitiesLine, choosePrecision, GpuCapabilities, Precision, PrecisionPath, startWebGpu, WebGpuDeviceError } from './webgpu';
 
 export { destroyDeviceIfAsked } from './webgpu';
 
@@ -38,6 +44,19 @@ export interface BackendInfo {
   fusedWgsl?: boolean;
   /** The tiled WGSL matMul takes the linear layers (webgpu with WEBGPU_MATMUL=1). */
   wgslMatMul?: boolean;
+  /** Features, subgroup sizes and matrix configs of the WebGPU adapter (webgpu only). */
+  capabilities?: GpuCapabilities;
+  /** The matMul precision taken and why (webgpu only). */
+  precision?: PrecisionPath;
+  /** The freed-buffer pool's cap and peaks so far (webgpu only; read it when reporting). */
+  pool?: () => BufferPoolStats;
+}
+
+export interface BackendOptions {
+  /** 'mixed': f16 matMul operands on webgpu where the adapter allows (default WEBGPU_PRECISION, else fp32). */
+  precision?: Precision;
+  /** MiB of freed GPU buffers kept for reuse (default WEBGPU_POOL_MIB, else 2048). */
+  poolMiB?: number;
 }
 
 let active: BackendInfo | undefined;
@@ -51,7 +70,7 @@ function tryRequire(name: string): boolean {
   }
 }
 
-async function tryBackend(choice: BackendChoice, forced: boolean, log: (line: string) => void): Promise<BackendInfo | undefined> {
+async function tryBackend(choice: BackendChoice, forced: boolean, log: (line: string) => void, opts: BackendOptions): Promise<BackendInfo | undefined> {
   return match(choice)
     .with('gpu', async () =>
       tryRequire('@tensorflow/tfjs-node-gpu') && (await tf.setBackend('tensorflow'))
@@ -71,7 +90,12 @@ async function tryBackend(choice: BackendChoice, forced: boolean, log: (line: st
       if (fusedWgsl) registerWebGpuKernels();
       const wgslMatMul = process.env.WEBGPU_MATMUL === '1';
       if (wgslMatMul) registerMatMulKernels();
-      return { choice, tfBackend: 'webgpu', threads: 0, poolThreads: 0, fusedKernels: 0, adapter: start.adapter, fusedWgsl, wgslMatMul };
+      const precision = choosePrecision(opts.precision ?? precisionFromEnv(), start.capabilities);
+      // registered last: in front of the tiled matMul, which takes what it leaves
+      if (precision.matMul !== 'fp32') registerMixedMatMulKernels(precision);
+      const pool = boundBufferPool(tf.backend(), opts.poolMiB ?? poolMiBFromEnv());
+      log(`[backend] WebGPU capabilities: ${capabilitiesLine(start.capabilities)}`);
+      return { choice, tfBackend: 'webgpu', threads: 0, poolThreads: 0, fusedKernels: 0, adapter: start.adapter, fusedWgsl, wgslMatMul, capabilities: start.capabilities, precision, pool };
     })
     .with('node', async () =>
       tryRequire('@tensorflow/tfjs-node') && (await tf.setBackend('tensorflow'))
@@ -92,11 +116,24 @@ async function tryBackend(choice: BackendChoice, forced: boolean, log: (line: st
     .exhaustive();
 }
 
+function precisionFromEnv(): Precision {
+  const v = process.env.WEBGPU_PRECISION ?? 'fp32';
+  if (v !== 'fp32' && v !== 'mixed') throw new Error(`WEBGPU_PRECISION=${v}: expected fp32 or mixed`);
+  return v;
+}
+
+function poolMiBFromEnv(): number {
+  const v = process.env.WEBGPU_POOL_MIB ?? '2048';
+  const n = Number(v);
+  if (!(n >= 0) || !Number.isFinite(n)) throw new Error(`WEBGPU_POOL_MIB=${v}: expected a number of MiB >= 0`);
+  return n;
+}
+
 /**
  * Picks and initialises the backend once per process and logs which one runs.
  * `log` may be silenced by tests.
  */
-export async function initBackend(log: (line: string) => void = console.log): Promise<BackendInfo> {
+export async function initBackend(log: (line: string) => void = console.log, opts: BackendOptions = {}): Promise<BackendInfo> {
   if (active) return active;
   const forced = process.env.TFJS_BACKEND;
   if (forced !== undefined && !CHOICES.includes(forced as BackendChoice)) {
@@ -104,7 +141,7 @@ export async function initBackend(log: (line: string) => void = console.log): Pr
   }
   const order: BackendChoice[] = forced ? [forced as BackendChoice] : CHOICES;
   for (const choice of order) {
-    const info = await tryBackend(choice, forced !== undefined, log);
+    const info = await tryBackend(choice, forced !== undefined, log, opts);
     if (info) {
       active = info;
       log(`[backend] ${info.tfBackend} (${describeBackend(info)})`);
@@ -116,7 +153,8 @@ export async function initBackend(log: (line: string) => void = console.log): Pr
 
 function describeBackend(info: BackendInfo): string {
   if (info.adapter) {
-    return `${adapterLine(info.adapter)}${info.fusedWgsl ? `, fused WGSL kernels (${WGSL_KERNELS.join(', ')})` : ''}${info.wgslMatMul ? ', tiled WGSL matMul' : ''}`;
+    const precision = info.precision ? `, precision ${info.precision.matMul === 'fp32' ? 'fp32' : `mixed (${info.precision.matMul})`}: ${info.precision.reason}` : '';
+    return `${adapterLine(info.adapter)}${info.fusedWgsl ? `, fused WGSL kernels (${WGSL_KERNELS.join(', ')})` : ''}${info.wgslMatMul ? ', tiled WGSL matMul' : ''}${precision}`;
   }
   if (info.choice !== 'wasm') return info.choice;
   const fused = info.fusedKernels ? `, fused kernels on ${info.fusedKernels}${kernelsUseRelaxedSimd() ? ', relaxed SIMD' : ''}` : '';

@@ -15,11 +15,24 @@
  *   caused it, so the calls tfjs makes (shader module, pipeline, program run) are wrapped to
  *   throw at once, naming the tfjs program (the op). A lost device makes every later op and
  *   read throw.
+ * - Quiet probing: unless WebGPU is forced, the adapter is first looked for in a child process
+ *   whose stderr is dropped. Dawn, the Vulkan loader and Mesa's WSI write to the process's
+ *   native stderr (seen on a machine with a Vulkan loader and no driver: "error:
+ *   XDG_RUNTIME_DIR is invalid or not set" twice, "vkCreateInstance: Found no drivers!" and a
+ *   Dawn source line), which Node cannot redirect in-process; only a hardware adapter brings
+ *   Dawn into this process.
+ * - Features: the instance is created with Dawn's toggles allow_unsafe_apis (the experimental
+ *   chromium-experimental-subgroup-matrix, tensor cores through VK_KHR_cooperative_matrix) and
+ *   vulkan_enable_f16_on_nvidia (NVIDIA drivers before 615.71 otherwise withhold shader-f16),
+ *   and the device asks for shader-f16, subgroups and subgroup matrices where the adapter
+ *   offers them. WGSL `enable` lines must open a module, and tfjs prepends its own
+ *   declarations to a program's code, so shader modules get their `enable` lines hoisted.
  * - Software Vulkan (tests, CI): scripts/setup-vulkan.sh extracts Mesa 25's lavapipe and the
  *   Vulkan loader into .cache/vulkan; they are used only when WebGPU is forced. The loader
  *   and the newer libdrm are loaded here by absolute path before Dawn starts (LD_LIBRARY_PATH
  *   is read only when a process starts), so no environment has to be set by hand.
  */
+import { execFile } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -33,6 +46,44 @@ export interface AdapterSummary {
   /** A CPU implementation (lavapipe, SwiftShader, WARP), not a GPU. */
   software: boolean;
 }
+
+/** One matrix size the adapter's subgroups multiply (Dawn's GPUSubgroupMatrixConfig). */
+export interface SubgroupMatrixConfig {
+  componentType: string;
+  resultComponentType: string;
+  M: number;
+  N: number;
+  K: number;
+}
+
+/** What the adapter offers beyond core WebGPU, and what the device was given. */
+export interface GpuCapabilities {
+  /** Every feature the adapter offers, sorted. */
+  adapterFeatures: string[];
+  /** The features the device was created with. */
+  deviceFeatures: string[];
+  /** Empty where the adapter has no chromium-experimental-subgroup-matrix. */
+  subgroupMatrixConfigs: SubgroupMatrixConfig[];
+  subgroupMinSize?: number;
+  subgroupMaxSize?: number;
+  /** The limits a train step runs into. */
+  limits: Record<string, number>;
+}
+
+/**
+ * Dawn instance toggles: allow_unsafe_apis exposes the experimental subgroup-matrix feature,
+ * vulkan_enable_f16_on_nvidia shader-f16 on NVIDIA drivers older than 615.71 (and with it the
+ * f16 matrix configs). One flag, comma-separated, as dawn.node parses it.
+ */
+export const DAWN_FLAGS = ['enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia'];
+
+/** Features the device asks for where the adapter has them. */
+export const OPTIONAL_FEATURES = ['timestamp-query', 'shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix'];
+
+const LIMITS = [
+  'maxComputeWorkgroupStorageSize', 'maxComputeWorkgroupsPerDimension', 'maxStorageBufferBindingSize', 'maxBufferSize',
+  'maxComputeWorkgroupSizeX', 'maxComputeInvocationsPerWorkgroup', 'maxStorageBuffersPerShaderStage',
+] as const;
 
 /** Where scripts/setup-vulkan.sh puts lavapipe; SOFTWARE_VULKAN_DIR overrides (the device kit). */
 export function softwareVulkanDir(): string {
@@ -67,7 +118,7 @@ function useSoftwareVulkan(log: (line: string) => void): void {
   if (!process.env.VK_ICD_FILENAMES && !process.env.VK_DRIVER_FILES) {
     process.env.VK_ADD_DRIVER_FILES = [process.env.VK_ADD_DRIVER_FILES, icd].filter(Boolean).join(path.delimiter);
   }
-  process.env.XDG_RUNTIME_DIR ??= os.tmpdir();
+  process.env.XDG_RUNTIME_DIR ||= os.tmpdir();
   log(`[backend] software Vulkan (lavapipe) from ${dir} offered to Dawn`);
 }
 
@@ -77,14 +128,21 @@ interface DawnModule {
 }
 
 /** dawn.node: DAWN_NODE names the file (the device kit), else the `webgpu` package. */
-function loadDawn(): DawnModule {
-  if (process.env.DAWN_NODE) return require(process.env.DAWN_NODE) as DawnModule;
-  return require('webgpu') as DawnModule;
+function dawnPath(): string {
+  return process.env.DAWN_NODE ?? require.resolve('webgpu');
 }
 
-function describe(adapter: GPUAdapter): AdapterSummary {
-  // GPUAdapter.info is newer than the @webgpu/types that tfjs-backend-webgpu pins
-  const info = (adapter as unknown as { info: GPUAdapterInfo & { isFallbackAdapter?: boolean } }).info;
+/** GPUAdapter.info with Dawn's additions (newer than the @webgpu/types that tfjs-backend-webgpu pins). */
+interface DawnAdapterInfo extends GPUAdapterInfo {
+  isFallbackAdapter?: boolean;
+  subgroupMinSize?: number;
+  subgroupMaxSize?: number;
+  subgroupMatrixConfigs?: SubgroupMatrixConfig[];
+}
+
+const adapterInfo = (adapter: GPUAdapter) => (adapter as unknown as { info: DawnAdapterInfo }).info;
+
+function summarise(info: Pick<DawnAdapterInfo, 'vendor' | 'architecture' | 'device' | 'description' | 'isFallbackAdapter'>): AdapterSummary {
   const text = `${info.vendor} ${info.architecture} ${info.device} ${info.description}`;
   return {
     vendor: info.vendor,
@@ -95,6 +153,66 @@ function describe(adapter: GPUAdapter): AdapterSummary {
   };
 }
 
+function capabilities(adapter: GPUAdapter, device: GPUDevice): GpuCapabilities {
+  const info = adapterInfo(adapter);
+  return {
+    adapterFeatures: [...adapter.features].sort(),
+    deviceFeatures: [...device.features].sort(),
+    // plain objects (Dawn's are wrappers whose fields JSON.stringify does not see)
+    subgroupMatrixConfigs: (info.subgroupMatrixConfigs ?? []).map((c) => ({ componentType: c.componentType, resultComponentType: c.resultComponentType, M: c.M, N: c.N, K: c.K })),
+    subgroupMinSize: info.subgroupMinSize,
+    subgroupMaxSize: info.subgroupMaxSize,
+    limits: Object.fromEntries(LIMITS.map((k) => [k, device.limits[k]])),
+  };
+}
+
+export type Precision = 'fp32' | 'mixed';
+
+/**
+ * How matMuls run: 'fp32' (tfjs's or the tiled WGSL kernel), 'subgroup-matrix' (f16 tiles on
+ * the tensor cores through chromium-experimental-subgroup-matrix, f32 accumulate) or
+ * 'f16-tiles' (f16 operands in workgroup memory, f32 multiply-accumulate on the ordinary ALUs:
+ * the same rounding of the operands without tensor cores, for adapters with shader-f16 only,
+ * lavapipe among them).
+ */
+export interface PrecisionPath {
+  requested: Precision;
+  matMul: 'fp32' | 'subgroup-matrix' | 'f16-tiles';
+  /** The matrix size the subgroup-matrix kernel uses, and the subgroup size (its workgroup). */
+  config?: SubgroupMatrixConfig;
+  lanes?: number;
+  reason: string;
+}
+
+/** The precision path the adapter allows for `requested`, with the reason (for the log line). */
+export function choosePrecision(requested: Precision, c: GpuCapabilities): PrecisionPath {
+  if (requested === 'fp32') return { requested, matMul: 'fp32', reason: 'fp32 asked (WEBGPU_PRECISION=mixed for f16 matMuls)' };
+  if (!c.deviceFeatures.includes('shader-f16')) return { requested, matMul: 'fp32', reason: 'the adapter lacks shader-f16' };
+  // f16 operands, f32 results, 8 or 16 deep: what the kernel is written for
+  const config = c.subgroupMatrixConfigs
+    .filter((m) => m.componentType === 'f16' && m.resultComponentType === 'f32' && m.M === m.N && m.N === m.K && (m.M === 8 || m.M === 16))
+    .sort((a, b) => b.M * b.N * b.K - a.M * a.N * a.K)[0];
+  // the kernel's workgroup is one subgroup: its size must be fixed
+  const lanes = c.subgroupMinSize === c.subgroupMaxSize ? c.subgroupMaxSize : undefined;
+  const matrices = c.deviceFeatures.includes('chromium-experimental-subgroup-matrix') && c.deviceFeatures.includes('subgroups');
+  if (config && matrices && lanes !== undefined && lanes <= 128) {
+    return { requested, matMul: 'subgroup-matrix', config, lanes, reason: `subgroup matrices f16 ${config.M}x${config.N}x${config.K}, f32 accumulate, ${lanes}-lane subgroups` };
+  }
+  const why = !c.adapterFeatures.includes('chromium-experimental-subgroup-matrix')
+    ? 'the adapter lacks chromium-experimental-subgroup-matrix'
+    : !config
+      ? 'the adapter offers no square f16 -> f32 subgroup matrix of 8 or 16'
+      : `the subgroup size varies (${c.subgroupMinSize}-${c.subgroupMaxSize})`;
+  return { requested, matMul: 'f16-tiles', reason: `${why}: f16 tiles, f32 multiply-accumulate on the ALUs (no tensor cores)` };
+}
+
+/** One line: the features that decide the precision path, and the matrix sizes. */
+export function capabilitiesLine(c: GpuCapabilities): string {
+  const has = (f: string) => `${f} ${c.adapterFeatures.includes(f) ? 'yes' : 'no'}`;
+  const configs = c.subgroupMatrixConfigs.map((m) => `${m.componentType}->${m.resultComponentType} ${m.M}x${m.N}x${m.K}`).join(', ');
+  return `${['shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix'].map(has).join(', ')}; subgroup size ${c.subgroupMinSize ?? '?'}-${c.subgroupMaxSize ?? '?'}; subgroup matrix configs: ${configs || 'none'}`;
+}
+
 export function adapterLine(a: AdapterSummary): string {
   return `${a.software ? 'software' : 'hardware'} adapter: ${[a.vendor, a.architecture, a.device].filter(Boolean).join(' / ')}${a.description ? ` (${a.description})` : ''}`;
 }
@@ -102,8 +220,14 @@ export function adapterLine(a: AdapterSummary): string {
 /** Thrown by every later op or read once the device has reported an error or was lost. */
 export class WebGpuDeviceError extends Error {}
 
-/** The device the backend runs on (for the test hook below). */
+/** The device the backend runs on (the test hook below, and the kernels that run their own pipelines). */
 let startedDevice: GPUDevice | undefined;
+let startedCapabilities: GpuCapabilities | undefined;
+
+/** The started WebGPU device and what it offers (undefined before startWebGpu succeeded). */
+export function webGpuDevice(): { device: GPUDevice; capabilities: GpuCapabilities } | undefined {
+  return startedDevice && startedCapabilities && { device: startedDevice, capabilities: startedCapabilities };
+}
 
 /**
  * Test hook (spec/webgpu-lost.spec.ts): with WEBGPU_DESTROY_AFTER_STEP=N the training driver's
@@ -117,8 +241,40 @@ export function destroyDeviceIfAsked(step: number): void {
 }
 
 export type WebGpuStart =
-  | { ok: true; adapter: AdapterSummary }
+  | { ok: true; adapter: AdapterSummary; capabilities: GpuCapabilities }
   | { ok: false; reason: string; adapter?: AdapterSummary };
+
+/**
+ * Looks for an adapter in a child process (same Node, same dawn.node, same toggles) and drops
+ * its stderr: the adapter's summary, or null where there is none. Only the answer comes back.
+ */
+function probeQuietly(dawnPath: string): Promise<AdapterSummary | null> {
+  const code = `
+    const os = require('os');
+    try { process.dlopen({ exports: {} }, 'libvulkan.so.1', os.constants.dlopen.RTLD_NOW | os.constants.dlopen.RTLD_GLOBAL | 0x1000); } catch (e) {}
+    const done = (v) => { process.stdout.write(JSON.stringify(v)); process.exit(0); };
+    require(process.env.PROBE_DAWN).create(JSON.parse(process.env.PROBE_FLAGS)).requestAdapter({ powerPreference: 'high-performance' }).then((a) => {
+      if (!a) return done(null);
+      const i = a.info;
+      done({ vendor: i.vendor, architecture: i.architecture, device: i.device, description: i.description, isFallbackAdapter: i.isFallbackAdapter === true });
+    }, () => done(null));`;
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      ['-e', code],
+      // Mesa's WSI insists on an XDG_RUNTIME_DIR; a missing one is only a complaint on stderr
+      { env: { ...process.env, PROBE_DAWN: dawnPath, PROBE_FLAGS: JSON.stringify(DAWN_FLAGS), XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR || os.tmpdir() }, timeout: 60_000 },
+      (_err, stdout) => {
+        try {
+          const info = JSON.parse(stdout) as DawnAdapterInfo | null;
+          resolve(info ? summarise(info) : null);
+        } catch {
+          resolve(null);
+        }
+      },
+    );
+  });
+}
 
 /**
  * Finds an adapter and, when it is acceptable (hardware, or any adapter with allowSoftware),
@@ -131,7 +287,15 @@ export async function startWebGpu(opts: { allowSoftware: boolean; log: (line: st
   }
   let dawn: DawnModule;
   try {
-    dawn = loadDawn();
+    const file = dawnPath();
+    if (!opts.allowSoftware) {
+      // not forced: a software or missing adapter must leave no trace on stderr
+      const found = await probeQuietly(file);
+      if (!found) return { ok: false, reason: 'no WebGPU adapter (no Vulkan/Metal/D3D12 driver found; see README "GPU")' };
+      if (found.software) return softwareOnly(found);
+    }
+    process.env.XDG_RUNTIME_DIR ||= os.tmpdir();
+    dawn = require(file) as DawnModule;
   } catch (e) {
     return { ok: false, reason: `dawn.node (package webgpu) does not load on ${process.platform}-${process.arch}: ${(e as Error).message}` };
   }
@@ -142,30 +306,25 @@ export async function startWebGpu(opts: { allowSoftware: boolean; log: (line: st
   }
 }
 
+function softwareOnly(summary: AdapterSummary): WebGpuStart {
+  return { ok: false, adapter: summary, reason: `the only WebGPU adapter is a software one (${adapterLine(summary)}); TFJS_BACKEND=webgpu uses it anyway` };
+}
+
 async function startOnDawn(dawn: DawnModule, allowSoftware: boolean): Promise<WebGpuStart> {
   const g = globalThis as unknown as { navigator?: { gpu?: GPU } };
-  const gpu = dawn.create([]);
+  const gpu = dawn.create(DAWN_FLAGS);
   const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
   if (!adapter) {
     return { ok: false, reason: 'no WebGPU adapter (no Vulkan/Metal/D3D12 driver found; see README "GPU")' };
   }
-  const summary = describe(adapter);
-  if (summary.software && !allowSoftware) {
-    return { ok: false, adapter: summary, reason: `the only WebGPU adapter is a software one (${adapterLine(summary)}); TFJS_BACKEND=webgpu uses it anyway` };
-  }
+  const summary = summarise(adapterInfo(adapter));
+  if (summary.software && !allowSoftware) return softwareOnly(summary);
   const limits = adapter.limits;
   const device = await adapter.requestDevice({
-    requiredFeatures: adapter.features.has('timestamp-query') ? ['timestamp-query'] : [],
+    // the experimental names are not in @webgpu/types' GPUFeatureName
+    requiredFeatures: OPTIONAL_FEATURES.filter((f) => adapter.features.has(f)) as GPUFeatureName[],
     // as tfjs's own factory: the adapter's maxima, not WebGPU's small defaults
-    requiredLimits: {
-      maxComputeWorkgroupStorageSize: limits.maxComputeWorkgroupStorageSize,
-      maxComputeWorkgroupsPerDimension: limits.maxComputeWorkgroupsPerDimension,
-      maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize,
-      maxBufferSize: limits.maxBufferSize,
-      maxComputeWorkgroupSizeX: limits.maxComputeWorkgroupSizeX,
-      maxComputeInvocationsPerWorkgroup: limits.maxComputeInvocationsPerWorkgroup,
-      maxStorageBuffersPerShaderStage: limits.maxStorageBuffersPerShaderStage,
-    },
+    requiredLimits: Object.fromEntries(LIMITS.map((k) => [k, limits[k]])),
   });
   // tfjs-backend-webgpu checks navigator.gpu when imported and when its backend is constructed
   Object.assign(globalThis, dawn.globals);
@@ -175,10 +334,24 @@ async function startOnDawn(dawn: DawnModule, allowSoftware: boolean): Promise<We
   const backend = new WebGPUBackend(device, (adapter as unknown as { info: GPUAdapterInfo }).info);
   throwOnDeviceErrors(device, backend);
   startedDevice = device;
+  startedCapabilities = capabilities(adapter, device);
   tf.removeBackend('webgpu');
   tf.registerBackend('webgpu', () => backend, 3);
   chunkAddN();
-  return { ok: true, adapter: summary };
+  return { ok: true, adapter: summary, capabilities: startedCapabilities };
+}
+
+/**
+ * WGSL wants its `enable` directives before any declaration; tfjs-backend-webgpu prepends its
+ * own declarations to a program's code. Moves every `enable ...;` line to the top, once each.
+ */
+export function hoistEnables(code: string): string {
+  const enables = new Set<string>();
+  const rest = code.replace(/^[ \t]*enable[ \t]+[\w, \t]+;[ \t]*$/gm, (line) => {
+    enables.add(line.trim());
+    return '';
+  });
+  return enables.size ? `${[...enables].join('\n')}\n${rest}` : code;
 }
 
 /**
@@ -238,9 +411,9 @@ function throwOnDeviceErrors(device: GPUDevice, backend: import('@tensorflow/tfj
     throw failed;
   };
   const wrapDevice = <K extends 'createShaderModule' | 'createComputePipeline'>(name: K) => {
-    const original = device[name].bind(device) as (d: { label?: string }) => unknown;
-    (device as unknown as Record<string, unknown>)[name] = (descriptor: { label?: string }) => {
-      const out = original(descriptor);
+    const original = device[name].bind(device) as (d: { label?: string; code?: string }) => unknown;
+    (device as unknown as Record<string, unknown>)[name] = (descriptor: { label?: string; code?: string }) => {
+      const out = original(descriptor.code === undefined ? descriptor : { ...descriptor, code: hoistEnables(descriptor.code) });
       check(`${descriptor.label ?? 'unnamed program'} (${name})`);
       return out;
     };
