@@ -133,7 +133,8 @@ export function compareSteps(gpu: StepResult, ref: StepResult): Comparison {
 
 /** Runs both steps, prints the comparison (last line: the max relative difference), exit 1 above the tolerance. */
 export async function main() {
-  const { values } = parseArgs({ options: { tolerance: { type: 'string', default: '1e-4' } } });
+  const { values } = parseArgs({ options: { tolerance: { type: 'string', default: '1e-4' }, help: { type: 'boolean' } } });
+  if (values.help) return console.log('usage: npm run check:webgpu [-- --tolerance 1e-4]   (a GPU, or the software Vulkan of npm run setup:vulkan)');
   const [gpu, ref] = await Promise.all([runStep('webgpu'), runStep('wasm')]);
   const c = compareSteps(gpu, ref);
   console.log(`webgpu adapter: ${c.adapter ?? 'none'}`);
@@ -147,6 +148,7 @@ export async function main() {
 if (require.main === module) {
   main().catch((err) => {
     console.error(err.message);
+    if (/no WebGPU adapter/.test(err.message)) console.error('Without a GPU: `npm run setup:vulkan` puts a software Vulkan driver (lavapipe) into .cache/vulkan, which this check then uses.');
     process.exit(1);
   });
 }
