@@ -11,6 +11,7 @@
 import { Valve, fromPull, PullQueue } from '../lib/flow';
 import { spawnWorker, siblingModule } from '../lib/worker';
 import { openSource, OpenOptions } from '../sources/open';
+import type { LabelPolicy } from '../sources/tar-shards';
 import { decode } from '../operators/decode';
 import { batchViews } from '../operators/batch';
 import { multiView } from '../operators/multi-view';
@@ -83,6 +84,8 @@ export interface EpochBatchesOptions {
   worldSize?: number;
   /** Only these stable sample indices (a labelled subset), see SourceOptions. */
   subset?: Int32Array;
+  /** 'ignored' for a label-free pipeline (MAE, MimCo): every decodable image, labels -1 (see SourceOptions). */
+  labels?: LabelPolicy;
 }
 
 /**
@@ -101,6 +104,7 @@ export async function* epochBatches(opts: EpochBatchesOptions): AsyncGenerator<{
       rank: opts.rank,
       worldSize: opts.worldSize,
       subset: opts.subset,
+      labels: opts.labels,
       start: skipSteps * batchSize,
       transform: { kind: 'views', seed, epoch, views: opts.views },
       batchSize,

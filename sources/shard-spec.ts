@@ -10,7 +10,7 @@
  *   local files:    a path, or a fast-glob pattern (`*`, `?`, `[...]`) after the braces are expanded
  *
  * These are the conventions of the Python `braceexpand` package that webdataset uses: `{a}` and
- * `{}` stay literal, as does a brace without its partner; `\{`, `\}` and `\,` are literal
+ * `{}` stay literal, a brace without its partner is an error; `\{`, `\}` and `\,` are literal
  * characters (the backslash is removed).
  *
  * Local names from a brace expansion work like glob alternatives: those that exist are taken
@@ -51,6 +51,13 @@ export function splitSpecs(spec: string): string[] {
 
 /** Brace expansion as Python's braceexpand does it (see the file comment), in order. */
 export function braceExpand(pattern: string): string[] {
+  let depth = 0;
+  for (let i = 0; i < pattern.length && depth >= 0; i++) {
+    if (pattern[i] === '\\') i++;
+    else if (pattern[i] === '{') depth++;
+    else if (pattern[i] === '}') depth--;
+  }
+  if (depth !== 0) throw new Error(`${JSON.stringify(pattern)}: unbalanced braces (write \\{ or \\} for a literal one)`);
   return expand(pattern, pattern).map((s) => s.replace(/\\([{},\\])/g, '$1'));
 }
 
@@ -62,7 +69,6 @@ function expand(s: string, whole: string): string[] {
     }
     if (s[open] !== '{') continue;
     const close = closingBrace(s, open);
-    if (close < 0) continue; // no partner: a literal '{'
     const body = s.slice(open + 1, close);
     const items = listItems(body) ?? rangeItems(body, whole);
     if (!items) continue; // `{a}`, `{}`: literal; a brace expression may still follow, or sit inside
