@@ -1,5 +1,5 @@
 """torchvision twin of bench/data-path.ts: the same 2-global-view MIM-Refiner augmentation
-(REFERENCE.md "Augmentation", BYOL order) over the same JPEG folder, with a DataLoader of
+(docs/method.md "Views", BYOL order) over the same JPEG folder, with a DataLoader of
 2 worker processes. Prints one line `torchvision images/s: <rate>` for the TS bench to parse.
 
 usage: /usr/bin/python3 bench/data-path-torch.py <folder> [--size 224] [--batch 64]

@@ -3,7 +3,7 @@
  * position, masked ones as a learnable mask token plus their position embedding (SimMIM/BEiT
  * style: the student has to emit a feature at each masked position, so each must have a token),
  * and two projection heads (Linear-GELU-Linear) from its width to the teacher's, one for patch
- * tokens and one for the CLS token. The head's shape is our choice (REFERENCE.md names only "a
+ * tokens and one for the CLS token. The head's shape is our choice (the paper names only "a
  * projection"): two layers with a GELU is the smallest non-linear head, and a head at all spares
  * the encoder's own tokens from having to be the teacher's features (as SimCLR/MoCo heads do).
  * Parameter names: mask_token, patch_head.{0,2}, global_head.{0,2} (nn.Sequential

@@ -54,7 +54,7 @@ export interface NnaRefineOptions {
   /** 'joint': a head's BatchNorms normalise global and local views together (reference); 'separate': each view group apart. */
   bnViews?: BnViews;
   /**
-   * 'local' (default): each global view's z pairs with every local view's prediction (the paper, REFERENCE.md).
+   * 'local' (default): each global view's z pairs with every local view's prediction (the paper; docs/deviations.md).
    * 'reference-code': as the reference's nnclr_loss.py indexes its local loop, predicted[:, ii] for ii < numLocal:
    * the first numLocal views (the global views, each once with itself, then local views 0..numLocal-3).
    */

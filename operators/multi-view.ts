@@ -46,7 +46,7 @@ function scaledJitter(strength: number): typeof REFINER_JITTER {
 }
 
 /**
- * MIM-Refiner's BYOL-style multi-crop (REFERENCE.md "Augmentation"): 2 global views (view 0
+ * MIM-Refiner's BYOL-style multi-crop (docs/method.md, "Views"): 2 global views (view 0
  * always blurred and never solarized, view 1 blurred with p 0.1 and solarized with p 0.2)
  * and `numLocal` small crops.
  * The reference's blur sigma (0.1, 2.0) px is for 224 px global and 96 px local views; other

@@ -2,7 +2,7 @@
  * Runs @tensorflow/tfjs-backend-wasm 4.22.0 on several threads in Node.
  *
  * The package ships a threaded+SIMD build, but its Node bundle never uses it (see
- * ../shared/NOTES-wasm-threads.md, beside the repository, for the four obstacles). Its init() is private, so instead
+ * docs/cpu-performance.md, "Threads", for the four obstacles). Its init() is private, so instead
  * of patching node_modules this loader builds the threaded module itself from files the package
  * publishes, wraps it in the package's exported BackendWasm, and registers that instance as
  * the 'wasm' backend. How each obstacle is handled here:

@@ -1,5 +1,5 @@
 """Writes spec/fixtures/mimco-loss.json: reference values and gradients of MimCo's
-reconstruction loss (arXiv 2209.03063; shared/REFERENCE.md section 3) for
+reconstruction loss (arXiv 2209.03063; docs/method.md "MimCo") for
 spec/mimco-loss.spec.ts.
 
 Run from the repository root:  /usr/bin/python3 scripts/make-mimco-fixture.py

@@ -1,6 +1,6 @@
 """Writes spec/fixtures/nna-loss.safetensors: reference values and gradients of the
-Nearest-Neighbour Alignment (NNA) loss of MIM-Refiner (arXiv 2402.10093; shared/REFERENCE.md
-section 1) for spec/nna-loss.spec.ts.
+Nearest-Neighbour Alignment (NNA) loss of MIM-Refiner (arXiv 2402.10093; docs/method.md
+"The NNA loss") for spec/nna-loss.spec.ts.
 
 Run from the repository root:  /usr/bin/python3 scripts/make-nna-fixture.py
 
