@@ -14,7 +14,7 @@
  * the decode stage). A class is a first-level folder with at least one image in it. Nothing
  * is left out silently: every entry not taken is reported through onSkip with its reason (not
  * an image file, not a file or folder, unreadable, a broken symbolic link, a second path to a
- * file or folder already listed, a first-level folder without images).
+ * file already listed, a first-level folder without images).
  *
  * Because files are randomly accessible, shuffling is a full seeded permutation per epoch
  * (no buffer); rank and start mean the same as for tar shards (see selectForRank).
@@ -88,9 +88,10 @@ interface Listed {
 const idOf = (stat: fs.Stats, rel: string) => (stat.ino !== 0 ? `${stat.dev}:${stat.ino}` : rel);
 
 /**
- * Every image file below root, breadth first in sorted order, following symbolic links. A
- * folder reached a second time (a link to a folder already listed, a loop back to a parent)
- * is not listed again; its entries are reported, so that nothing it holds goes unaccounted.
+ * Every image file below root, breadth first in sorted order (so the shortest path to a file
+ * is the one listed), following symbolic links. A folder reached a second time (a link to a
+ * folder already listed, a loop back to a parent) is not listed again; the files below it are
+ * reported, so that nothing it holds goes unaccounted.
  */
 function listFolder(root: string, onSkip: OnSkip): { images: Listed[]; firstLevelFolders: string[] } {
   const images: Listed[] = [];
@@ -138,16 +139,32 @@ function listFolder(root: string, onSkip: OnSkip): { images: Listed[]; firstLeve
   return { images, firstLevelFolders };
 }
 
+/**
+ * A folder listed already, reached again through a symbolic link: each file below it is
+ * reported once as a second path of the file listed (a loop back to a parent would otherwise
+ * be listed about 40 times over, up to the system's link limit).
+ */
 function reportReachedAgain(folder: string, earlier: string, onSkip: OnSkip): void {
-  const reason = `in a folder reached again through a symbolic link: the same folder as ${earlier}`;
-  let names: string[];
-  try {
-    names = fs.readdirSync(folder).sort();
-  } catch {
-    names = [];
-  }
-  if (names.length === 0) onSkip(folder, reason);
-  for (const name of names) onSkip(path.join(folder, name), reason);
+  const seen = new Set<string>();
+  const walk = (abs: string, below: string) => {
+    const stat = fs.statSync(abs, { throwIfNoEntry: false });
+    if (!stat || seen.has(idOf(stat, abs))) return;
+    seen.add(idOf(stat, abs));
+    let names: string[] = [];
+    try {
+      names = fs.readdirSync(abs).sort();
+    } catch {
+      // unreadable: reported where it was listed
+    }
+    if (names.length === 0 && below === '') onSkip(abs, `the same folder as another path (a symbolic link): ${earlier}`);
+    for (const name of names) {
+      const full = path.join(abs, name);
+      const rel = below ? `${below}/${name}` : name;
+      if (fs.statSync(full, { throwIfNoEntry: false })?.isDirectory()) walk(full, rel);
+      else onSkip(full, `the same file as another path (a symbolic or hard link): ${earlier === '.' ? rel : `${earlier}/${rel}`}`);
+    }
+  };
+  walk(folder, '');
 }
 
 function kindOf(stat: fs.Stats): string {

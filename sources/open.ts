@@ -100,7 +100,7 @@ export function evalClassCount(train: string, test: string, numClasses?: number)
   if (na !== nb) throw new Error(`train ${train} has ${na} classes but test ${test} has ${nb}: labels would not mean the same classes`);
   if (a.classes && b.classes && a.classes.some((c, i) => c !== b.classes![i])) {
     const i = a.classes.findIndex((c, j) => c !== b.classes![j]);
-    throw new Error(`train ${train} and test ${test} name their classes differently (class ${i}: '${a.classes[i]}' vs '${b.classes[i]}')`);
+    throw new Error(`train ${train} and test ${test} name their classes differently (class ${i}: ${JSON.stringify(a.classes[i])} vs ${JSON.stringify(b.classes[i])})`);
   }
   return na;
 }
