@@ -64,8 +64,9 @@ export function writeRunStatus(runDir: string, update: RunStatusUpdate): RunStat
     updated: new Date().toISOString(),
   } as RunStatus;
   if (!status.command) status.command = process.argv.slice(1).join(' ');
-  writeFileAtomic(path.join(runDir, STATUS_FILE), JSON.stringify(status, null, 1) + '\n');
-  return status;
+  const text = JSON.stringify(status, null, 1);
+  writeFileAtomic(path.join(runDir, STATUS_FILE), text + '\n');
+  return JSON.parse(text) as RunStatus;
 }
 
 /** The run's status.json, or undefined where it is missing or not a status (half written by another tool, edited by hand). */

@@ -6,6 +6,8 @@
  * be read is left out of the answer (and said so in `problems`), never an exception.
  *
  * Status, from the most certain sign to the least:
+ * Identity (pipeline, start, ranks, backend) from status.json, else run.json (train/run.ts).
+ *
  *   running   run.lock (runtime/run-lock.ts) held by a live process
  *   finished / failed / stopped   status.json (view/run-status.ts) where the pipeline wrote one
  *   stopped   a lock or status.json 'running' left by a process that is gone (killed)
@@ -142,8 +144,11 @@ export function runSummary(dir: string, id: string): RunSummary {
   const checkpointStep = newestCheckpointStep(dir);
   const metrics = metricsEnds(path.join(dir, METRICS_FILE));
   if (metrics.cutOff) problems.push('metrics.jsonl ends in a cut-off line (a write in progress, or a run killed mid-line)');
-  const pipeline = status?.pipeline ?? pipelineOf(lock?.command) ?? pipelineOf(status?.command) ?? 'unknown';
-  const resume = status?.resume ?? (checkpointStep !== undefined ? resumeCommandFor(pipeline, dir) : undefined);
+  // run.json (train/run.ts): the pipeline that owns the folder, how and when it started
+  const identity = readJson<{ pipeline?: string; script?: string; started?: string; ranks?: number; backend?: string }>(path.join(dir, 'run.json'));
+  const pipeline = status?.pipeline ?? identity?.pipeline ?? pipelineOf(lock?.command) ?? pipelineOf(status?.command) ?? 'unknown';
+  const script = identity?.script ?? (pipeline === 'unknown' ? 'pipelines/<pipeline>.ts' : `pipelines/${pipeline}.ts`);
+  const resume = status?.resume ?? (checkpointStep !== undefined ? resumeCommandFor(script, dir) : undefined);
   const finishedFiles = ['result.json', 'summary.json', 'knn.json'].some((f) => fs.existsSync(path.join(dir, f)));
 
   let state: RunSummary['status'];
@@ -169,10 +174,10 @@ export function runSummary(dir: string, id: string): RunSummary {
     status: state,
     ...(message ? { message } : {}),
     ...(resume && (state === 'stopped' || state === 'failed') ? { resume } : {}),
-    backend: status?.backend,
+    backend: status?.backend ?? identity?.backend,
     adapter: status?.adapter,
-    ranks: status?.ranks,
-    started: status?.started ?? lock?.started ?? (typeof metrics.first?.time === 'string' ? metrics.first.time : undefined),
+    ranks: status?.ranks ?? identity?.ranks,
+    started: status?.started ?? identity?.started ?? lock?.started ?? (typeof metrics.first?.time === 'string' ? metrics.first.time : undefined),
     step,
     totalSteps,
     stepsPerSecond,
@@ -366,8 +371,7 @@ function pipelineOf(command: string | undefined): string | undefined {
   return command?.match(/pipelines\/([\w-]+)\.ts/)?.[1];
 }
 
-function resumeCommandFor(pipeline: string, dir: string): string {
-  const script = pipeline === 'unknown' ? 'pipelines/<pipeline>.ts' : `pipelines/${pipeline}.ts`;
+function resumeCommandFor(script: string, dir: string): string {
   const quoted = /^[\w@%+=:,./-]+$/.test(dir) ? dir : `'${dir.replace(/'/g, `'\\''`)}'`;
   return `npx ts-node ${script} --resume ${quoted}`;
 }
