@@ -130,7 +130,9 @@ export async function countSamples(
   const index = await sourceIndex(resolveShards(shards), readConfig({ ...opts, numClasses }));
   if (index.total === 0) {
     const why = index.problems.slice(0, 3).map((p) => `${p.origin}: ${p.reason}`);
-    throw new Error(`no samples could be read from ${[shards].flat().join(', ')}${why.length ? `: ${why.join('; ')}${index.problems.length > 3 ? '; ...' : ''}` : ''}`);
+    const labelled = index.problems.some((p) => /^(missing label|bad label|label outside)/.test(p.reason));
+    const hint = labelled ? ` (a pipeline that does not use labels reads unlabelled samples with labels: 'ignored')` : '';
+    throw new Error(`no samples could be read from ${[shards].flat().join(', ')}${why.length ? `: ${why.join('; ')}${index.problems.length > 3 ? '; ...' : ''}` : ''}${hint}`);
   }
   return index.total;
 }
