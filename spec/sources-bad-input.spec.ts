@@ -126,7 +126,7 @@ test("unlabelled shards: refused with a hint for labelled use, every image taken
   const spec = path.join(d, 'u.tar');
 
   const skips: string[] = [];
-  assert.equal(await collect(tarShards({ shards: spec, onSkip: (o, r) => skips.push(r.split(': ')[0]) })), []);
+  assert.equal(await collect(tarShards({ shards: spec, onSkip: (_, r) => skips.push(r.split(': ')[0]) })), []);
   assert.equal(skips, ['missing label (.cls)', 'missing label (.cls)', 'missing label (.cls)', 'missing label (.cls)', 'bad label', 'label outside the label limit 65536 (no classes.txt beside the shards)', 'no image member']);
   const refused = await countSpec(spec).then(String, (e: Error) => e.message);
   assert.match(refused, /^no samples could be read from .*u\.tar: .*missing label \(\.cls\).* \(a pipeline that does not use labels reads unlabelled samples with labels: 'ignored'\)$/);
