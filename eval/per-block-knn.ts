@@ -12,7 +12,7 @@ import { VisionTransformer } from '../models/vit';
 import { writeChart } from '../sinks/charts';
 import { ExtractOptions, extractFeatures, FeatureSet, Pooling } from './extract-features';
 import { cachedFeatures } from './feature-cache';
-import { KNN_DEFAULTS, knnClassify } from './knn';
+import { KNN_DEFAULTS, knnClassify, KnnOptions } from './knn';
 import { featureMatrix } from './features';
 import { checkValidationDisjoint, defaultValidation } from './validation';
 import { writeJsonReport } from './report';
@@ -100,16 +100,8 @@ export async function perBlockKnn(model: VisionTransformer, opts: PerBlockKnnOpt
   const val = valSource ? await extract(valSource, opts.valLimit, 'validation') : undefined;
   const test = await extract(opts.test, opts.testLimit, 'test');
   const knn = { k: opts.k ?? KNN_DEFAULTS.k, temperature: opts.temperature ?? KNN_DEFAULTS.temperature, standardise: opts.standardise ?? KNN_DEFAULTS.standardise };
-  const perBlock = async (queries: FeatureSet): Promise<number[]> => {
-    const top1: number[] = [];
-    for (let i = 0; i < blocks.length; i++) {
-      const at = (set: FeatureSet) => featureMatrix(set.features[i], set.count, set.dim);
-      top1.push((await knnClassify(at(train), train.labels, at(queries), queries.labels, knn)).accuracy);
-    }
-    return top1;
-  };
-  const top1 = await perBlock(test);
-  const valTop1 = val ? await perBlock(val) : undefined;
+  const top1 = await knnTop1PerBlock(train, test, knn);
+  const valTop1 = val ? await knnTop1PerBlock(train, val, knn) : undefined;
   const last = blocks.length - 1;
   const report: KnnReport = {
     label: opts.label,
@@ -132,6 +124,19 @@ export async function perBlockKnn(model: VisionTransformer, opts: PerBlockKnnOpt
   log(`[knn] ${opts.label}: test top-1 per block ${curve(top1)}`);
   log(`[knn] ${opts.label}: last block ${report.lastBlock}: ${pct(report.last)}%` + (report.chosenBlock !== undefined ? ` | block chosen on validation ${report.chosenBlock}: ${pct(report.chosen!)}%` : ' | no validation split: no block chosen'));
   return report;
+}
+
+/**
+ * kNN top-1 of `queries` against `train`, one per block of the sets (extracted at the same
+ * blocks): the one per-block kNN loop, also of eval/evaluate.ts, whose sets serve other tasks too.
+ */
+export async function knnTop1PerBlock(train: FeatureSet, queries: FeatureSet, knn: KnnOptions): Promise<number[]> {
+  const top1: number[] = [];
+  for (let i = 0; i < train.features.length; i++) {
+    const at = (set: FeatureSet) => featureMatrix(set.features[i], set.count, set.dim);
+    top1.push((await knnClassify(at(train), train.labels, at(queries), queries.labels, knn)).accuracy);
+  }
+  return top1;
 }
 
 /**

@@ -1,83 +1,195 @@
 /**
  * Per-block kNN evaluation of a checkpoint (eval/per-block-knn.ts, as MIM-Refiner computes it):
- * one kNN per block on validation and test, printed, written as JSON and drawn as per-block
- * curves, leading with the last block and the block chosen on validation.
+ * one kNN per block on validation and test, printed, written as knn.json and drawn as per-block
+ * curves, leading with the last block and the block chosen on validation. Each model's run
+ * folder is its own (runs/knn/<label>), with run.json and config.yaml beside the results.
  *
- *   npx ts-node pipelines/knn.ts --checkpoint checkpoints/mae-vit-micro-p4/encoder.safetensors
- *   npx ts-node pipelines/knn.ts --random-init --preset vit-micro-p4     # the baseline
+ *   npx ts-node pipelines/knn.ts                                          # the bundled MAE
+ *   npx ts-node pipelines/knn.ts --checkpoint none --preset vit-micro-p4  # the random-init baseline
+ *
+ * Also the run setup of pipelines/eval.ts: the evaluated model from the model flags, and the
+ * run folder (one pipeline's, one model's) with its lock, run.json and config.yaml.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { initBackend } from '../runtime/backend';
-import { num, parseFlags, runMain } from '../runtime/cli';
+import { configYaml, num, oneOf, readFlags, RenamedFlags, runMain } from '../runtime/cli';
 import { checkOutDir } from '../runtime/out-dir';
+import { lockRunDir } from '../runtime/run-lock';
+import { vitPresetFallback } from '../runtime/vit-flag';
+import { writeFileAtomic } from '../lib/atomic-file';
+import { slug } from '../lib/format';
+import { VisionTransformer, VIT_PRESETS } from '../models/vit';
 import { evalClassCount } from '../sources/open';
 import { LABEL_LIMIT } from '../sources/tar-shards';
-import { loadEncoder } from '../runtime/checkpoint';
-import { VisionTransformer, VIT_PRESETS } from '../models/vit';
 import { checkpointKey, randomInitKey } from '../eval/feature-cache';
-import { KNN_DEFAULTS, onOff } from '../eval/knn';
+import { onOff } from '../eval/knn';
 import { perBlockKnn, writeKnnSummary } from '../eval/per-block-knn';
+import { BUNDLED, dataFlags, evalFlags, knnFlags, modelFlags, RENAMED, runFlags } from '../train/flags';
+import { CONFIG_FILE, RUN_FILE } from '../train/run';
+import { loadModel } from '../train/model';
 
-const USAGE = 'Per-block kNN top-1 of a ViT checkpoint.\n  npx ts-node pipelines/knn.ts --checkpoint FILE [options]';
-const FLAGS = {
-  checkpoint: { description: 'encoder safetensors (timm names)', default: 'checkpoints/mae-vit-micro-p4/encoder.safetensors' },
-  'random-init': { description: 'evaluate a randomly initialised ViT of --preset instead', boolean: true },
-  preset: { description: `ViT size for --random-init or a checkpoint without config: ${Object.keys(VIT_PRESETS).join(', ')}`, default: 'vit-micro-p4' },
-  train: { description: 'train (memory) images', default: 'data/cifar10-mini/train-*.tar.gz' },
-  test: { description: 'held-out images', default: 'data/cifar10-mini/test-*.tar.gz' },
-  'train-limit': { description: 'use the first N train images (0: all)', default: '0' },
-  'test-limit': { description: 'use the first N test images (0: all)', default: '0' },
-  val: { description: "validation images, training images held out from training (default: the val-* shards beside --train; 'none': no validation)" },
-  'val-limit': { description: 'use the first N validation images (0: as --test-limit)', default: '0' },
-  k: { description: 'neighbours (reference 20; 10 is the other setting its paper reports)', default: String(KNN_DEFAULTS.k) },
-  temperature: { description: 'vote temperature (reference 0.07)', default: String(KNN_DEFAULTS.temperature) },
-  standardise: { description: "'on': standardise features with the train set's per-dimension mean and std before L2 normalisation (the reference's kNN); 'off': L2 only (DINO's, this project's earlier kNN)", default: 'on' },
-  pooling: { description: "'cls' or 'avg' (mean of patch tokens)", default: 'cls' },
-  seed: { description: 'seed of the random init', default: '0' },
-  'num-classes': { description: 'class count of tar shards without classes.txt beside them (labels outside it are skipped and counted)' },
-  out: { description: 'directory for knn.json and knn-knn.png', default: 'runs/knn' },
+/** The flags both evaluation pipelines add to the shared vocabulary (help lines within 120 characters). */
+export const EVAL_MODEL_FLAGS = {
+  ...modelFlags({ checkpoint: BUNDLED.mae }),
+  checkpoint: { description: "the encoder to evaluate: safetensors or .pth (timm/HF names); 'none': random init", default: BUNDLED.mae },
+  preset: { description: `ViT size of 'none' or of a checkpoint without config (${Object.keys(VIT_PRESETS).slice(0, 3).join(', ')}, ...)` },
+  seed: { description: "seed of 'none' (default 0); of a checkpoint, the seed that trained it, for the report" },
+  label: { description: 'model name in tables, charts and the default --out (default: the checkpoint folder)' },
 } as const;
+export const KNN_STANDARDISE_FLAG = { description: "kNN on features standardised with train statistics (the reference's) 'on', or L2 only 'off'", default: 'on' } as const;
+export const POOLING_FLAG = { description: "'cls' or 'avg' (mean of patch tokens)", default: 'cls' } as const;
+export const POOLINGS = ['cls', 'avg'] as const;
 
-async function main() {
-  const f = parseFlags(USAGE, FLAGS);
-  // Every flag and input is checked before the (slow) backend start and model load.
-  if (f.pooling !== 'cls' && f.pooling !== 'avg') throw new Error(`--pooling: expected cls or avg, got '${f.pooling}'`);
-  const standardise = onOff('standardise', f.standardise!);
-  const preset = VIT_PRESETS[f.preset!];
-  if (!preset) throw new Error(`--preset: unknown '${f.preset}' (one of ${Object.keys(VIT_PRESETS).join(', ')})`);
-  const seed = num('seed', f.seed, { integer: true, min: 0 });
-  const trainLimit = num('train-limit', f['train-limit'], { integer: true, min: 0 }) || undefined;
-  const testLimit = num('test-limit', f['test-limit'], { integer: true, min: 0 }) || undefined;
-  const valLimit = num('val-limit', f['val-limit'], { integer: true, min: 0 }) || undefined;
-  const k = num('k', f.k, { integer: true, min: 1, max: 10_000 });
-  const temperature = num('temperature', f.temperature, { min: 1e-6, max: 1e6 });
-  // the data's own class count (classes.txt, class folders, CIFAR) needs no flag; the flag's is checked against it
-  const numClasses = f['num-classes'] === undefined ? undefined : num('num-classes', f['num-classes'], { integer: true, min: 1, max: LABEL_LIMIT });
+const USAGE = [
+  'Per-block kNN top-1 of a ViT checkpoint on validation and test.',
+  '  npx ts-node pipelines/knn.ts [--checkpoint FILE | --checkpoint none --preset vit-micro-p4] [options]',
+].join('\n');
+const FLAGS = {
+  ...runFlags('knn'),
+  out: { description: 'run folder: everything this run writes goes here (default: runs/knn/<label as a folder name>)' },
+  ...dataFlags({ numClasses: true }),
+  ...EVAL_MODEL_FLAGS,
+  ...evalFlags({ trainLimit: '0', testLimit: '0' }),
+  'knn-standardise': KNN_STANDARDISE_FLAG,
+  pooling: POOLING_FLAG,
+} as const;
+const DEFINITION = { name: 'knn', script: 'pipelines/knn.ts' };
+/** This pipeline's own old names, beside the vocabulary's. */
+const KNN_RENAMED: RenamedFlags = { ...RENAMED, temperature: '--knn-temperature', standardise: '--knn-standardise' };
+
+export async function knn(argv: string[]): Promise<string> {
+  const { flags: f } = readFlags(USAGE, FLAGS, argv, KNN_RENAMED);
+  // every flag and input is checked before the (slow) backend start and model load
+  const pooling = oneOf('pooling', f.pooling, POOLINGS);
+  const standardise = onOff('knn-standardise', f['knn-standardise']!);
+  const { k, temperature, trainLimit, valLimit, testLimit } = knnFlags(f);
+  const numClasses = numClassesFlag(f['num-classes']);
   evalClassCount(f.train!, f.test!, numClasses);
-  if (!f['random-init'] && !fs.statSync(f.checkpoint!, { throwIfNoEntry: false })?.isFile()) throw new Error(`--checkpoint ${f.checkpoint}: no such file`);
-  checkOutDir(f.out!);
-  const modelKey = f['random-init'] ? randomInitKey(f.preset!, seed) : checkpointKey(f.checkpoint!);
-  await initBackend();
-  const fallback = { ...preset, act: 'gelu' as const, posEmbed: 'sincos' as const };
-  const model = f['random-init'] ? new VisionTransformer(fallback, seed) : loadEncoder(f.checkpoint!, fallback);
-  const label = f['random-init'] ? `random init (${f.preset})` : path.basename(path.dirname(path.resolve(f.checkpoint!)));
-  const report = await perBlockKnn(model, {
-    train: f.train!,
-    test: f.test!,
-    label,
-    trainLimit,
-    testLimit,
-    val: f.val === 'none' ? null : f.val,
-    valLimit,
-    k,
-    temperature,
-    standardise,
-    pooling: f.pooling,
-    cacheKey: modelKey,
-    numClasses,
-  });
-  await writeKnnSummary(f.out!, [report], { title: `Per-block kNN top-1: ${label}`, name: 'knn', extra: { checkpoint: f['random-init'] ? null : f.checkpoint } });
+  const model = evaluatedModel(f);
+  const runDir = f.out ?? path.join('runs/knn', slug(model.label));
+  checkEvalFolder(runDir, DEFINITION.name, model.id);
+  const backend = await initBackend();
+  using _run = startEvalRun(runDir, DEFINITION, { ...f, out: runDir }, { model: model.id, label: model.label, backend: backend.tfBackend });
+  const encoder = loadEvaluatedModel(model);
+  try {
+    const report = await perBlockKnn(encoder, {
+      train: f.train!, test: f.test!, val: f.val === 'none' ? null : f.val, label: model.label,
+      trainLimit, valLimit, testLimit, k, temperature, standardise, pooling, cacheKey: model.cacheKey, numClasses,
+    });
+    const extra = { checkpoint: model.checkpoint === 'none' ? null : model.checkpoint, ...(model.seed !== undefined ? { seed: model.seed } : {}) };
+    await writeKnnSummary(runDir, [report], { title: `Per-block kNN top-1: ${model.label}`, name: 'knn', extra });
+  } finally {
+    encoder.dispose();
+  }
+  return runDir;
 }
 
-if (require.main === module) runMain(main);
+/** What an evaluation evaluates, from its model flags. */
+export interface EvaluatedModel {
+  /** The checkpoint file, or 'none' (a random init of `preset`). */
+  checkpoint: string;
+  preset?: string;
+  /** The random init's seed; of a checkpoint, the seed that trained it where --seed says so. */
+  seed?: number;
+  label: string;
+  /** The feature cache's model key: checkpointKey(file) or randomInitKey(preset, seed). */
+  cacheKey: string;
+  /** The model as run.json names it: a run folder holds one model's results. */
+  id: string;
+}
+
+/** The model flags checked (the file exists, 'none' has a preset), before the backend starts. */
+export function evaluatedModel(f: { checkpoint?: string; preset?: string; seed?: string; label?: string }): EvaluatedModel {
+  const checkpoint = f.checkpoint!;
+  const random = checkpoint === 'none';
+  vitPresetFallback('preset', f.preset);
+  if (random && f.preset === undefined) throw new Error('--checkpoint none: pass --preset to say which ViT to initialise at random');
+  if (!random && !fs.statSync(checkpoint, { throwIfNoEntry: false })?.isFile()) {
+    throw new Error(`--checkpoint ${checkpoint}: no such file (--checkpoint none evaluates a random init of --preset)`);
+  }
+  const seed = f.seed === undefined ? (random ? 0 : undefined) : num('seed', f.seed, { integer: true, min: 0 });
+  return {
+    checkpoint,
+    preset: f.preset,
+    seed,
+    label: f.label ?? (random ? `random init (${f.preset})` : checkpointLabel(checkpoint)),
+    cacheKey: random ? randomInitKey(f.preset!, seed!) : checkpointKey(checkpoint),
+    id: random ? `random init of ${f.preset}, seed ${seed}` : path.resolve(checkpoint),
+  };
+}
+
+export function loadEvaluatedModel(m: EvaluatedModel): VisionTransformer {
+  return loadModel({ flag: 'checkpoint', file: m.checkpoint, presetFlag: 'preset', preset: m.preset, seed: m.seed });
+}
+
+/**
+ * A checkpoint's name: its folder ('checkpoints/mae-vit-micro-p4/encoder.safetensors' ->
+ * 'mae-vit-micro-p4'); in a run's checkpoint folder the run's, with the step and the file where
+ * they tell checkpoints apart ('runs/refine/checkpoint/encoder-ema.safetensors' -> 'refine encoder-ema').
+ */
+export function checkpointLabel(file: string): string {
+  const dir = path.dirname(path.resolve(file));
+  const folder = path.basename(dir);
+  const stem = path.basename(file).replace(/\.(safetensors|pth|pt|bin)$/, '');
+  if (folder !== 'checkpoint' && !folder.startsWith('checkpoint.')) return folder;
+  const step = folder === 'checkpoint' ? [] : [folder.slice('checkpoint.'.length)];
+  return [path.basename(path.dirname(dir)), ...step, ...(stem === 'encoder' ? [] : [stem])].join(' ');
+}
+
+/** --num-classes: the class count of tar shards without classes.txt. */
+export function numClassesFlag(value: string | undefined): number | undefined {
+  return value === undefined ? undefined : num('num-classes', value, { integer: true, min: 1, max: LABEL_LIMIT });
+}
+
+function readRunJson(runDir: string): { pipeline?: string; model?: string } | undefined {
+  const file = path.join(runDir, RUN_FILE);
+  if (!fs.existsSync(file)) return undefined;
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch {
+    throw new Error(`${file}: not valid JSON; the folder's owner is unknown (move the file away, or choose another --out)`);
+  }
+}
+
+/**
+ * An evaluation's run folder holds one pipeline's results of one model (a re-run of that model
+ * replaces them): a folder of another pipeline, or of another model, is refused, as nothing
+ * already written may be lost. Writes nothing.
+ */
+export function checkEvalFolder(runDir: string, pipeline: string, model: string): void {
+  checkOutDir(runDir);
+  const run = readRunJson(runDir);
+  if (run?.pipeline !== undefined && run.pipeline !== pipeline) {
+    throw new Error(`--out ${runDir} holds a ${run.pipeline} run (${RUN_FILE}), not a ${pipeline} run: choose another --out`);
+  }
+  if (run?.model !== undefined && run.model !== model) {
+    throw new Error(`--out ${runDir} holds the ${pipeline} results of ${run.model}, not of ${model}: choose another --out (or --label)`);
+  }
+}
+
+/** Locks the run folder (released on dispose), then writes run.json and config.yaml. */
+export function startEvalRun(runDir: string, def: { name: string; script: string }, flags: Record<string, string | boolean | undefined>, info: EvalRunInfo): Disposable {
+  const lock = lockRunDir(runDir);
+  writeEvalRunFiles(runDir, def, flags, info);
+  return lock;
+}
+
+/** What run.json says of an evaluation, besides its pipeline. */
+export interface EvalRunInfo {
+  /** EvaluatedModel.id, or what a comparison compares. */
+  model: string;
+  label?: string;
+  /** The tfjs backend of a run that evaluates. */
+  backend?: string;
+}
+
+/** run.json (the folder's pipeline and model) and config.yaml, which repeats the run. */
+export function writeEvalRunFiles(runDir: string, def: { name: string; script: string }, flags: Record<string, string | boolean | undefined>, info: EvalRunInfo): void {
+  const run = { pipeline: def.name, script: def.script, started: new Date().toISOString(), ...info };
+  writeFileAtomic(path.join(runDir, RUN_FILE), JSON.stringify(run, null, 2) + '\n');
+  const repeat = `npx ts-node ${def.script} --config ${path.join(runDir, CONFIG_FILE)}`;
+  writeFileAtomic(path.join(runDir, CONFIG_FILE), configYaml(flags, [`${def.name} run, flags resolved; repeat it with: ${repeat}`], ['config']));
+}
+
+if (require.main === module) runMain(() => knn(process.argv.slice(2)).then(() => undefined));

@@ -17,7 +17,7 @@ import type { EvalReport } from '../eval/report';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eval-compare-'));
 // 100 train, 60 validation and 60 test images, no feature cache: every run extracts anew
-const tiny = ['--tasks', 'knn,linear,lowshot,kmeans', '--shots', '1,2', '--train-limit', '100', '--test-limit', '60', '--no-cache'];
+const tiny = ['--tasks', 'knn,linear,lowshot,kmeans', '--shots', '1,2', '--eval-train-limit', '100', '--eval-val-limit', '60', '--eval-test-limit', '60', '--no-cache'];
 const randomInit = (seed: number, out: string) => runEval(['--checkpoint', 'none', '--preset', 'vit-micro-p4', '--seed', String(seed), ...tiny, '--out', path.join(dir, out)]);
 const report = (out: string): EvalReport => JSON.parse(fs.readFileSync(path.join(dir, out, 'report.json'), 'utf8'));
 /** The report without its wall-clock times. */

@@ -1,8 +1,8 @@
 /**
- * pipelines/eval.ts end to end on a tiny random-init ViT over a few hundred bundled images:
- * every task reports numbers in [0, 1], choices are made on the validation split (never on
- * test), the second run takes its features from the cache, a corrupt cache file is
- * re-extracted, and the outputs (JSON, markdown, charts) are written.
+ * The evaluation library (eval/evaluate.ts, eval/reports.ts) end to end on a tiny random-init
+ * ViT over a few hundred bundled images: every task reports numbers in [0, 1], choices are made
+ * on the validation split (never on test), the second run takes its features from the cache, a
+ * corrupt cache file is re-extracted, and the outputs (JSON, markdown, charts) are written.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -16,7 +16,9 @@ import { tarShards } from '../sources/tar-shards';
 import type { EncodedSample } from '../sources/types';
 import { writeShard } from '../scripts/make-bundled-data';
 import { rejects } from './eval-helpers';
-import { compareReports, evaluate, EvalOptions, EvalReport, parseBlocks, parseTasks, TASKS, writeEvalOutputs } from '../pipelines/eval';
+import { evaluate, EvalOptions, parseBlocks, parseTasks, TASKS } from '../eval/evaluate';
+import { compareReports, writeEvalOutputs } from '../eval/reports';
+import type { EvalReport } from '../eval/report';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eval-pipeline-'));
 const cacheDir = path.join(dir, 'cache');
