@@ -4,7 +4,7 @@
  * pauses the file read, the TCP connection or the command's stdout.
  *
  * HTTP: a dropped connection, a stalled one (no byte for idleTimeoutMs), a 5xx, 408 or 429 is
- * retried with exponential backoff. The stream goes on where it stopped: the next request asks
+ * retried, with exponential backoff while tries deliver nothing. The stream goes on where it stopped: the next request asks
  * for `Range: bytes=<offset>-`; a server that answers 206 sends the rest, one that ignores the
  * range (200) sends the whole shard again and the bytes already delivered are dropped. The
  * parser therefore sees exactly the bytes of the file, so no sample is lost or read twice and
@@ -22,9 +22,12 @@ import * as https from 'https';
 import { spawn } from 'child_process';
 
 export interface RemoteOptions {
-  /** Failed tries in a row without receiving a byte, after which a URL is given up (default 8). */
+  /** Retries of tries that deliver no byte, in a row, before a URL is given up (default 8). */
   retries?: number;
-  /** Wait before the first retry in ms, doubled for each further failed try in a row (default 500, at most 30 s). */
+  /**
+   * Wait before retrying a try that delivered nothing, in ms, doubled for each further one in a
+   * row (default 500, at most 30 s). A try cut off after delivering bytes is resumed at once.
+   */
   backoffMs?: number;
   /** A connection that delivers no byte for this long is dropped and retried (default 60 s). */
   idleTimeoutMs?: number;
@@ -113,11 +116,13 @@ async function* httpBytes(url: string, opts: RemoteOptions): AsyncGenerator<Buff
       return;
     } catch (err) {
       if (err instanceof ShardFetchError) throw err;
-      failures = progressed ? 1 : failures + 1;
+      // A try that delivered bytes before it failed is resumed at once; tries that deliver
+      // nothing back off, and too many of them in a row end the shard.
+      failures = progressed ? 0 : failures + 1;
       if (failures > retries) {
-        throw new ShardFetchError(`${url}: gave up after ${retries + 1} failed tries in a row at byte ${offset} (last: ${(err as Error).message})`);
+        throw new ShardFetchError(`${url}: gave up after ${failures} failed tries in a row without data, at byte ${offset} (last: ${(err as Error).message})`);
       }
-      await new Promise((resolve) => setTimeout(resolve, Math.min(30_000, backoffMs * 2 ** (failures - 1))));
+      if (failures > 0) await new Promise((resolve) => setTimeout(resolve, Math.min(30_000, backoffMs * 2 ** (failures - 1))));
     } finally {
       if (res && !res.complete) res.destroy(); // also when the reader stops early
     }

@@ -104,7 +104,7 @@ test('fatal: 404, 403, 500 forever, a failing command: errors naming the URL or 
   const fails = async (shards: string) => collect(tarShards({ shards, remote: FAST, onSkip: () => {} })).then(() => 'no error', (e: Error) => e.message);
   assert.is(await fails(url('ok', 'train-000009.tar.gz')), `${url('ok', 'train-000009.tar.gz')}: HTTP 404 Not Found (no such shard: check the URL and the brace range)`);
   assert.match(await fails(url('status/403')), /status\/403\/train-000000\.tar\.gz: HTTP 403 Forbidden \(access denied/);
-  assert.match(await fails(url('status/503')), /status\/503\/train-000000\.tar\.gz: gave up after 5 failed tries in a row at byte 0 \(last: HTTP 503 Service Unavailable\)/);
+  assert.match(await fails(url('status/503')), /status\/503\/train-000000\.tar\.gz: gave up after 5 failed tries in a row without data, at byte 0 \(last: HTTP 503 Service Unavailable\)/);
   assert.is(await fails('pipe:false'), 'pipe:false: the command exited with status 1 (nothing on stderr)');
   assert.is(await fails('pipe:echo "no credentials" >&2; exit 3'), 'pipe:echo "no credentials" >&2; exit 3: the command exited with status 3; its stderr ends: no credentials');
   // partway through: the samples before the failure came, then the error

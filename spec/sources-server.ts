@@ -8,6 +8,7 @@
  *   /norange/F     ignores Range (always 200 with the whole file); the first response is cut off
  *   /cut/F         the first half of F, as a complete response (a truncated file on the server)
  *   /changing/F    as /drop, but the ETag changes after the first response
+ *   /stall/F       sends `dropAfter` bytes, then nothing more (the connection stays open)
  *   /status/NNN/F  always answers NNN
  */
 import * as fs from 'fs';
@@ -63,6 +64,10 @@ export async function startShardServer(dir: string, opts: { dropAfter?: number; 
       res.writeHead(206, { ...headers, 'content-length': body.length - start, 'content-range': `bytes ${start}-${body.length - 1}/${body.length}` });
     } else res.writeHead(200, { ...headers, 'content-length': body.length });
     const rest = body.subarray(start);
+    if (mode === 'stall') {
+      res.write(rest.subarray(0, Math.min(rest.length, count === 1 ? dropAfter : 0)));
+      return;
+    }
     const cutAt = mode === 'drop' || mode === 'changing' || (mode === 'norange' && count === 1) ? dropAfter : Infinity;
     if (rest.length > cutAt) {
       res.write(rest.subarray(0, cutAt), () => res.socket?.destroy());
