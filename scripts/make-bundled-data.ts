@@ -56,7 +56,7 @@ async function perClassRange(shards: string, from: number, count: number, classe
 }
 
 /** A WebDataset tar (gzipped when the name ends in .gz) with fixed mtimes: byte-for-byte repeatable. */
-export async function writeShard(file: string, samples: EncodedSample[]): Promise<void> {
+export async function writeShard(file: string, samples: EncodedSample[], imageExt: 'jpg' | 'png' = 'jpg'): Promise<void> {
   const pack = tar.pack();
   const mtime = new Date(0);
   const sink = fs.createWriteStream(file);
@@ -66,7 +66,7 @@ export async function writeShard(file: string, samples: EncodedSample[]): Promis
   const add = (name: string, body: Buffer) =>
     new Promise<void>((resolve, reject) => pack.entry({ name, mtime, mode: 0o644 }, body, (err) => (err ? reject(err) : resolve())));
   for (const s of samples) {
-    await add(`${s.key}.jpg`, s.bytes);
+    await add(`${s.key}.${imageExt}`, s.bytes);
     await add(`${s.key}.cls`, Buffer.from(String(s.label)));
   }
   pack.finalize();

@@ -1,7 +1,8 @@
 /**
- * scripts/make-cifar10-splits.ts from a fresh clone: the full CIFAR-10 shards are not bundled, so
- * the source folder is a required flag, and each way of getting it wrong names the flag, the
- * folder and what is missing. The long-tail profile gives CIFAR-10-LT's published counts.
+ * scripts/make-cifar10-splits.ts from a fresh clone: the full CIFAR-10 training images are not
+ * bundled, so their folder (the project's shards or the official binary archive) is a required
+ * flag, and each way of getting it wrong names the flag, the folder and what is missing. The
+ * long-tail profile gives the counts of the 3,800-image head.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -13,7 +14,7 @@ import { longTailCount, splitArgs } from '../scripts/make-cifar10-splits';
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cifar-splits-'));
 
 test('--source is required, and the error says what to pass', () => {
-  assert.throws(() => splitArgs([]), /--source is required: the folder of the full CIFAR-10 train shards/);
+  assert.throws(() => splitArgs([]), /--source is required: the folder of the full CIFAR-10 training images/);
   assert.throws(() => splitArgs(['../shared/data/cifar10']), /unexpected argument \.\.\/shared\/data\/cifar10: give the folders as --source DIR/);
   assert.is(splitArgs(['--help']), 'help');
 });
@@ -26,15 +27,26 @@ test('a --source that is not a folder of train shards with classes.txt is named 
   const noShards = fs.mkdtempSync(path.join(tmp, 'no-shards-'));
   fs.writeFileSync(path.join(noShards, 'classes.txt'), 'a\nb\n');
   fs.writeFileSync(path.join(noShards, 'cifar10-test-000000.tar'), '');
-  assert.throws(() => splitArgs(['--source', noShards]), /no cifar10-train-\*\.tar shards in/);
+  assert.throws(() => splitArgs(['--source', noShards]), /no cifar10-train-\*\.tar shards and no data_batch_\*\.bin files in/);
+  const noMeta = fs.mkdtempSync(path.join(tmp, 'no-meta-'));
+  fs.writeFileSync(path.join(noMeta, 'data_batch_1.bin'), '');
+  assert.throws(() => splitArgs(['--source', noMeta]), /no batches\.meta\.txt \(the class names\) beside the data_batch_\*\.bin files/);
 });
 
 test('a complete --source is taken; --data defaults to the repository data/ folder', () => {
   const good = fs.mkdtempSync(path.join(tmp, 'good-'));
   fs.writeFileSync(path.join(good, 'classes.txt'), 'a\nb\n');
   fs.writeFileSync(path.join(good, 'cifar10-train-000000.tar'), '');
-  assert.equal(splitArgs(['--source', good]), { source: good, data: path.resolve(__dirname, '..', 'data') });
-  assert.equal(splitArgs(['--source', good, '--data', tmp]), { source: good, data: tmp });
+  const data = path.resolve(__dirname, '..', 'data');
+  assert.equal(splitArgs(['--source', good]), { train: path.join(good, 'cifar10-train-*.tar'), imageExt: 'jpg', data });
+  assert.equal(splitArgs(['--source', good, '--data', tmp]), { train: path.join(good, 'cifar10-train-*.tar'), imageExt: 'jpg', data: tmp });
+});
+
+test('the official binary archive is taken too, its raw pixels written as PNG', () => {
+  const bin = fs.mkdtempSync(path.join(tmp, 'cifar-10-batches-bin-'));
+  for (const f of ['data_batch_1.bin', 'data_batch_2.bin', 'test_batch.bin']) fs.writeFileSync(path.join(bin, f), '');
+  fs.writeFileSync(path.join(bin, 'batches.meta.txt'), 'a\nb\n');
+  assert.equal(splitArgs(['--source', bin]), { train: path.join(bin, 'data_batch_*.bin'), imageExt: 'png', data: path.resolve(__dirname, '..', 'data') });
 });
 
 test('long-tail counts: 3,800 images at the head, imbalance 100, 9,427 in all', () => {
