@@ -57,7 +57,7 @@ const FLAGS = {
   ...evalFlags({ trainLimit: '5000', testLimit: '2000', skip: true }),
 } as const;
 
-const DEFINITION = {
+export const DEFINITION = {
   name: 'mimco',
   script: 'pipelines/mimco.ts',
   usage: 'MimCo: pretrain a ViT student to reconstruct a frozen contrastive teacher from masked input.\n  npx ts-node pipelines/mimco.ts [options]',

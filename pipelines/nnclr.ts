@@ -31,7 +31,7 @@ const FLAGS = {
   temperature: { description: 'InfoNCE temperature (> 0)', default: '0.1' },
   seed: { description: 'seed of head, queue, views and NN picks', default: '0' },
 } as const;
-const DEFINITION = { name: 'nnclr', script: 'pipelines/nnclr.ts', usage: 'NNCLR on the last block.\n  npx ts-node pipelines/nnclr.ts [options]', flags: FLAGS, fixedOnResume: ['checkpoint', 'preset', 'train', 'batch', 'queue-size', 'seed'] };
+export const DEFINITION = { name: 'nnclr', script: 'pipelines/nnclr.ts', usage: 'NNCLR on the last block.\n  npx ts-node pipelines/nnclr.ts [options]', flags: FLAGS, fixedOnResume: ['checkpoint', 'preset', 'train', 'batch', 'queue-size', 'seed'] };
 
 export async function nnclr(argv: string[]): Promise<string> {
   const run = openRun(DEFINITION, argv);

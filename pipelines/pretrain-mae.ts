@@ -37,7 +37,7 @@ const FLAGS = {
   'snapshot-epochs': { description: 'comma-separated epochs after which to keep a copy of the encoder', default: '' },
 } as const;
 
-const DEFINITION = {
+export const DEFINITION = {
   name: 'mae',
   script: 'pipelines/pretrain-mae.ts',
   usage: 'MAE pretraining of a ViT.\n  npx ts-node pipelines/pretrain-mae.ts [options]',

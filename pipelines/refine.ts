@@ -70,7 +70,7 @@ const FLAGS = {
   'knn-every': { description: "also track the EMA encoder's per-block kNN every this many epochs of stage 3 (0: off)", default: '0' },
 } as const;
 
-const DEFINITION = {
+export const DEFINITION = {
   name: 'refine',
   script: 'pipelines/refine.ts',
   usage: 'MIM-Refiner: refine a MIM-pretrained ViT with NNA heads on intermediate blocks.\n  npx ts-node pipelines/refine.ts [options]',

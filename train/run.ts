@@ -102,12 +102,7 @@ export function openRun<S extends Record<string, FlagSpec>>(def: RunDefinition<S
       const backend = await initBackend();
       // one run at a time in a run folder; every file of the run is rank 0's
       const lock = dp.rank === 0 ? lockRunDir(runDir) : undefined;
-      if (dp.rank === 0) {
-        const started = resumed ? readRunFile(runDir)?.started ?? null : new Date().toISOString();
-        writeFileAtomic(path.join(runDir, RUN_FILE), JSON.stringify({ pipeline: def.name, script: def.script, started, resumedAt: resumed ? new Date().toISOString() : undefined, ranks: dp.worldSize, backend: backend.tfBackend }, null, 2) + '\n');
-        const repeat = `npx ts-node ${def.script} --config ${path.join(runDir, CONFIG_FILE)}`;
-        writeFileAtomic(path.join(runDir, CONFIG_FILE), configYaml(f, [`${def.name} run, flags resolved; repeat it with: ${repeat} --out NEW_FOLDER`], NOT_REPEATED));
-      }
+      if (dp.rank === 0) writeRunFiles(runDir, def, f, { resumed: resumed !== undefined, ranks: dp.worldSize, backend: backend.tfBackend });
       return { dp, localBatch, backend, [Symbol.dispose]: () => lock?.() };
     },
     async dataSize(source, batch, numClasses) {
@@ -132,6 +127,20 @@ export function openRun<S extends Record<string, FlagSpec>>(def: RunDefinition<S
   };
 }
 
+/** run.json (the folder's owner, when it started) and config.yaml (the resolved flags, to repeat the run). */
+export function writeRunFiles(
+  runDir: string,
+  def: { name: string; script: string },
+  flags: Record<string, string | boolean | undefined>,
+  info: { resumed: boolean; ranks: number; backend: string },
+): void {
+  const started = info.resumed ? readRunFile(runDir)?.started ?? null : new Date().toISOString();
+  const run = { pipeline: def.name, script: def.script, started, resumedAt: info.resumed ? new Date().toISOString() : undefined, ranks: info.ranks, backend: info.backend };
+  writeFileAtomic(path.join(runDir, RUN_FILE), JSON.stringify(run, null, 2) + '\n');
+  const repeat = `npx ts-node ${def.script} --config ${path.join(runDir, CONFIG_FILE)}`;
+  writeFileAtomic(path.join(runDir, CONFIG_FILE), configYaml(flags, [`${def.name} run, flags resolved; repeat it with: ${repeat} --out NEW_FOLDER`], NOT_REPEATED));
+}
+
 function readRunFile(runDir: string): { pipeline?: string; started?: string } | undefined {
   const file = path.join(runDir, RUN_FILE);
   if (!fs.existsSync(file)) return undefined;
@@ -143,7 +152,7 @@ function readRunFile(runDir: string): { pipeline?: string; started?: string } | 
 }
 
 /** A resumed run must be this pipeline's. */
-function checkOwner(runDir: string, pipeline: string): void {
+export function checkOwner(runDir: string, pipeline: string): void {
   const owner = readRunFile(runDir)?.pipeline;
   if (owner !== undefined && owner !== pipeline) throw new Error(`--resume ${runDir}: the folder holds a ${owner} run, not a ${pipeline} run; resume it with its own pipeline`);
 }
