@@ -231,8 +231,12 @@ function halfToFloatTable(): Float32Array {
   return (f16Table = t);
 }
 
-function decodeData(e: HeaderEntry, raw: ArrayBuffer, file: string, key: string): Float32Array | Int32Array {
-  switch (e.dtype) {
+/**
+ * Elements of `dtype` (little-endian, in a fresh ArrayBuffer) as float32 or int32, as the reader
+ * returns them; also used for the storages of PyTorch checkpoints.
+ */
+export function decodeTensorBytes(dtype: SafetensorsDtype, raw: ArrayBuffer, file: string, key: string): Float32Array | Int32Array {
+  switch (dtype) {
     case 'F32':
       return new Float32Array(raw);
     case 'I32':
@@ -283,7 +287,7 @@ function readContents(src: ByteSource, file: string, keys?: Iterable<string>): S
     // A fresh ArrayBuffer per tensor: aligned for typed-array views whatever N was.
     const raw = new ArrayBuffer(end - begin);
     src.readInto(base + begin, new Uint8Array(raw));
-    tensors.set(key, { dtype: e.dtype, shape: e.shape, data: decodeData(e, raw, file, key) });
+    tensors.set(key, { dtype: e.dtype, shape: e.shape, data: decodeTensorBytes(e.dtype, raw, file, key) });
   }
   return { tensors, metadata: header.metadata };
 }

@@ -1,7 +1,7 @@
 /**
  * Vision Transformer (Dosovitskiy et al. 2021) in timm's layout and parameter names
  * (patch_embed.proj, cls_token, pos_embed, blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,
- * mlp.fc2}, norm), pre-norm blocks, LayerNorm eps 1e-6, so checkpoints move to and from
+ * mlp.fc2}, norm), pre-norm blocks, LayerNorm eps 1e-6 (or the config's normEps), so checkpoints move to and from
  * PyTorch. One forward returns the tokens after any set of blocks (timm's
  * get_intermediate_layers), and takes an optional per-sample set of visible patches (MAE's
  * token dropping) and stochastic depth (timm's drop_path_rate) while training. The classifier
@@ -24,6 +24,8 @@ export interface VitConfig {
   act: Activation;
   /** 'sincos': fixed 2-D sin-cos (MAE); 'learned': trainable (timm default). */
   posEmbed: 'sincos' | 'learned';
+  /** LayerNorm eps; absent: timm's 1e-6 (Hugging Face's ViT and ViTMAE use 1e-12). */
+  normEps?: number;
 }
 
 export const VIT_PRESETS: Record<string, Omit<VitConfig, 'act' | 'posEmbed'>> = {
@@ -55,6 +57,84 @@ export function sincosPosEmbed(dim: number, gridSize: number): Float32Array {
           out[row + half * 2 * quarter + quarter + i] = Math.cos(pos * omega);
         }
       }
+    }
+  }
+  return out;
+}
+
+/**
+ * Largest |difference| between a position embedding [1 + g^2, dim] (CLS row first) and the fixed
+ * 2-D sin-cos table of that grid: near 0 for MAE's fixed embedding (up to the rounding of the
+ * dtype it was stored in), order 1 for a learned one.
+ */
+export function sincosDistance(pos: Float32Array, dim: number, gridSize: number): number {
+  if (dim % 4 !== 0 || pos.length !== (1 + gridSize * gridSize) * dim) return Infinity;
+  const table = sincosPosEmbed(dim, gridSize);
+  let worst = 0;
+  for (let i = 0; i < table.length; i++) worst = Math.max(worst, Math.abs(table[i] - pos[i]));
+  return worst;
+}
+
+/** Cubic convolution kernel with parameter a (PyTorch: -0.75 plain bicubic, -0.5 antialiased). */
+function cubicKernel(x: number, a: number): number {
+  x = Math.abs(x);
+  if (x <= 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
+  if (x < 2) return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a;
+  return 0;
+}
+
+/**
+ * Taps (source index, weight) of each output position along one axis of PyTorch's bicubic
+ * F.interpolate (align_corners=False) from `from` to `to` samples. Plain: source coordinate
+ * (o + 0.5) * from / to - 0.5, the 4 taps around it, a = -0.75, taps beyond the border clamped
+ * to it. antialias=True (PyTorch's _upsample_bicubic2d_aa, as PIL): a = -0.5 stretched by the
+ * scale when shrinking, taps beyond the border dropped, weights normalised to sum 1.
+ */
+function bicubicTaps(from: number, to: number, antialias: boolean): Array<Array<{ index: number; weight: number }>> {
+  const scale = from / to;
+  return Array.from({ length: to }, (_, o) => {
+    if (!antialias) {
+      const src = (o + 0.5) * scale - 0.5;
+      const base = Math.floor(src);
+      const t = src - base;
+      return [t + 1, t, 1 - t, 2 - t].map((x, k) => ({ index: Math.min(Math.max(base - 1 + k, 0), from - 1), weight: cubicKernel(x, -0.75) }));
+    }
+    const support = scale >= 1 ? 2 * scale : 2;
+    const invScale = scale >= 1 ? 1 / scale : 1;
+    const center = scale * (o + 0.5);
+    const first = Math.max(Math.trunc(center - support + 0.5), 0);
+    const end = Math.min(Math.trunc(center + support + 0.5), from);
+    const taps = [];
+    for (let j = first; j < end; j++) taps.push({ index: j, weight: cubicKernel((j - center + 0.5) * invScale, -0.5) });
+    const total = taps.reduce((a, t) => a + t.weight, 0);
+    return total === 0 ? taps : taps.map((t) => ({ index: t.index, weight: t.weight / total }));
+  });
+}
+
+/**
+ * A learned position embedding [1 + g0^2, dim] (CLS row first, kept as it is) resampled to a
+ * g1 x g1 grid as timm's resample_abs_pos_embed does: F.interpolate(mode='bicubic',
+ * align_corners=False) over the patch rows, with timm's `antialias` (true when timm loads
+ * pretrained weights at another image size, its checkpoint_filter_fn; false in its older
+ * resize_pos_embed). Computed in float64.
+ */
+export function resamplePosEmbed(pos: Float32Array, dim: number, fromGrid: number, toGrid: number, antialias = true): Float32Array {
+  if (pos.length !== (1 + fromGrid * fromGrid) * dim) throw new Error(`position embedding of ${pos.length} values is not [1 + ${fromGrid}^2, ${dim}]`);
+  const taps = bicubicTaps(fromGrid, toGrid, antialias);
+  const out = new Float32Array((1 + toGrid * toGrid) * dim);
+  out.set(pos.subarray(0, dim));
+  const acc = new Float64Array(dim);
+  for (let oy = 0; oy < toGrid; oy++) {
+    for (let ox = 0; ox < toGrid; ox++) {
+      acc.fill(0);
+      for (const ty of taps[oy]) {
+        for (const tx of taps[ox]) {
+          const w = ty.weight * tx.weight;
+          const row = (1 + ty.index * fromGrid + tx.index) * dim;
+          for (let c = 0; c < dim; c++) acc[c] += w * pos[row + c];
+        }
+      }
+      out.set(acc, (1 + oy * toGrid + ox) * dim);
     }
   }
   return out;
@@ -159,11 +239,11 @@ export class VisionTransformer {
 
   /** One pre-norm block on rows x [B*T, D] (`drop`: per-sample branch scales, see dropPathScales). */
   block(i: number, x: tf.Tensor2D, batch: number, drop?: BranchScales): tf.Tensor2D {
-    return transformerBlock(this.params, `blocks.${i}`, x, batch, this.cfg.numHeads, this.cfg.act, drop);
+    return transformerBlock(this.params, `blocks.${i}`, x, batch, this.cfg.numHeads, this.cfg.act, drop, this.cfg.normEps);
   }
 
   finalNorm(rows: tf.Tensor2D): tf.Tensor2D {
-    return layerNorm(rows, this.params.get('norm.weight') as tf.Tensor1D, this.params.get('norm.bias') as tf.Tensor1D, 1e-6);
+    return layerNorm(rows, this.params.get('norm.weight') as tf.Tensor1D, this.params.get('norm.bias') as tf.Tensor1D, this.cfg.normEps ?? 1e-6);
   }
 
   /**
@@ -246,7 +326,7 @@ export class ClassifierHead {
   /** Logits [B, C] of features [B, D] pooled from the last block's tokens (before any norm) with this.pooling. */
   logits(pooled: tf.Tensor2D): tf.Tensor2D {
     const P = (name: string) => this.params.get(name) as unknown as tf.Tensor1D;
-    const normed = this.pooling === 'avg' ? layerNorm(pooled, P('fc_norm.weight'), P('fc_norm.bias'), 1e-6) : this.encoder.finalNorm(pooled);
+    const normed = this.pooling === 'avg' ? layerNorm(pooled, P('fc_norm.weight'), P('fc_norm.bias'), this.encoder.cfg.normEps ?? 1e-6) : this.encoder.finalNorm(pooled);
     return linear(normed, this.params.get('head.weight') as tf.Tensor2D, P('head.bias'));
   }
 
@@ -313,13 +393,14 @@ export function transformerBlock(
   numHeads: number,
   act: Activation,
   drop?: BranchScales,
+  eps = 1e-6,
 ): tf.Tensor2D {
   const P = <T extends tf.Tensor>(name: string) => ps.get(`${prefix}.${name}`) as unknown as T;
-  const h1 = layerNorm(x, P('norm1.weight'), P('norm1.bias'), 1e-6);
+  const h1 = layerNorm(x, P('norm1.weight'), P('norm1.bias'), eps);
   const qkv = linear(h1, P('attn.qkv.weight'), P('attn.qkv.bias'));
   const merged = attention(qkv, batch, numHeads);
   const x1 = tf.add(x, scaleBranch(linear(merged, P('attn.proj.weight'), P('attn.proj.bias')), drop?.attn, batch)) as tf.Tensor2D;
-  const h2 = layerNorm(x1, P('norm2.weight'), P('norm2.bias'), 1e-6);
+  const h2 = layerNorm(x1, P('norm2.weight'), P('norm2.bias'), eps);
   const mid = gelu(linear(h2, P('mlp.fc1.weight'), P('mlp.fc1.bias')), act) as tf.Tensor2D;
   return tf.add(x1, scaleBranch(linear(mid, P('mlp.fc2.weight'), P('mlp.fc2.bias')), drop?.mlp, batch)) as tf.Tensor2D;
 }

@@ -1,6 +1,7 @@
 /**
  * Checkpoints. An encoder is one safetensors file with timm's key names and nothing else, so
- * it loads in PyTorch/timm as it is; its ViT config rides in the safetensors metadata. The
+ * it loads in PyTorch/timm as it is; its ViT config rides in the safetensors metadata. Encoders
+ * from elsewhere (timm or Hugging Face safetensors, PyTorch .pth) load too (loadEncoder). The
  * training state (decoder or heads, optimiser moments, queues, step, RNG) sits beside it in
  * state.safetensors. A run's checkpoint folder is written under a temporary name, marked
  * complete by a manifest written last and swapped in by rename; the previous ones stay beside
@@ -11,7 +12,8 @@ import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import { fsyncDir, writeFileAtomic } from '../lib/atomic-file';
 import { readSafetensors, writeSafetensors, TensorToWrite, LoadedTensor } from '../models/safetensors';
-import { VisionTransformer, VitConfig, VIT_PRESETS } from '../models/vit';
+import { VisionTransformer, VitConfig, VIT_PRESETS, resamplePosEmbed, sincosDistance, sincosPosEmbed } from '../models/vit';
+import { HF_LAYER_NORM_EPS, inferVitConfig, mappedShape, mapToTimmNames, openCheckpoint, parseVitMetadata, readHfConfig, sincosTolerance } from '../models/checkpoint-formats';
 import { HostTensor } from '../models/params';
 
 /** Keys a timm/MAE checkpoint may carry that the encoder does not use. */
@@ -28,33 +30,151 @@ export function hostTensors(tensors: Map<string, LoadedTensor>): Map<string, Hos
   return out;
 }
 
+export interface LoadEncoderOptions {
+  /**
+   * Architecture for a file without a 'vit' config in its metadata (a preset flag's value): it
+   * wins over the config inferred from the tensors; the position embedding's kind (learned or
+   * fixed sin-cos) is still read from the file.
+   */
+  preset?: VitConfig;
+  /** The pipeline's flag that gives `preset`, named in errors (default '--preset'). */
+  presetFlag?: string;
+  /** Image size to run at (default: the config's); a file made at another size has its position embedding resampled. */
+  imgSize?: number;
+  /**
+   * Resampling a learned position embedding: bicubic with antialiasing, as timm does when it
+   * loads pretrained weights at another image size (default true); false as timm's older resize_pos_embed.
+   */
+  antialias?: boolean;
+  /** Receives the line that says what was read, inferred and resampled (default console.log). */
+  log?: (line: string) => void;
+}
+
 /**
- * Builds a ViT from an encoder file. The config comes from the file's metadata; a file
- * without it (for example converted from PyTorch) needs `fallback` (a preset or flags), and
- * the error without one names `fallbackFlag`, the pipeline's flag that gives it.
- * Every key and shape is checked before any weight is loaded.
+ * Builds a ViT from an encoder checkpoint: safetensors or a torch.save .pth/.pt/.bin (weights
+ * at the top level or under 'model' / 'state_dict' / ...), with timm or Hugging Face ViT /
+ * ViTMAE key names (see models/checkpoint-formats). The config comes from the file's metadata
+ * 'vit', else `preset`, else the tensors' shapes (heads by width as timm's presets; a
+ * Hugging Face config.json beside the file gives them when present). A position embedding made
+ * for another grid than the run's image size is resampled: a learned one bicubically as timm's
+ * resample_abs_pos_embed (it stays learned), MAE's fixed 2-D sin-cos (recognised by comparison
+ * with the table) regenerated exactly at the new grid. Every key and shape is checked before
+ * any weight is loaded. The positional form loadEncoder(file, fallback, fallbackFlag) is kept.
  */
-export function loadEncoder(file: string, fallback?: VitConfig, fallbackFlag = '--preset'): VisionTransformer {
-  if (!fs.existsSync(file)) throw new Error(`${file}: checkpoint not found`);
-  const { tensors, metadata } = readSafetensors(file);
-  assertFinite(tensors, file);
-  let cfg: VitConfig | undefined = fallback;
-  if (metadata.vit) {
-    try {
-      cfg = { ...JSON.parse(metadata.vit) } as VitConfig;
-    } catch {
-      throw new Error(`${file}: metadata 'vit' is not valid JSON`);
+export function loadEncoder(file: string, options?: LoadEncoderOptions): VisionTransformer;
+export function loadEncoder(file: string, fallback?: VitConfig, fallbackFlag?: string): VisionTransformer;
+export function loadEncoder(file: string, second?: LoadEncoderOptions | VitConfig, fallbackFlag?: string): VisionTransformer {
+  const opts: LoadEncoderOptions = second && 'embedDim' in second ? { preset: second } : { ...(second as LoadEncoderOptions | undefined) };
+  if (fallbackFlag !== undefined) opts.presetFlag = fallbackFlag;
+  const presetFlag = opts.presetFlag ?? '--preset';
+  const log = opts.log ?? ((line: string) => console.log(line));
+  const fail = (detail: string): never => {
+    throw new Error(`${file}: ${detail}`);
+  };
+
+  const { source, metadata, found } = openCheckpoint(file);
+  const mapping = mapToTimmNames([...source.entries.keys()], file);
+  if (mapping.sources.has('fc_norm.weight') && !mapping.sources.has('norm.weight')) {
+    // timm's global_pool 'avg' models (MAE fine-tuned) have fc_norm in place of the final norm
+    for (const p of ['weight', 'bias']) {
+      mapping.sources.set(`norm.${p}`, mapping.sources.get(`fc_norm.${p}`)!);
+      mapping.sources.delete(`fc_norm.${p}`);
     }
   }
-  if (!cfg) throw new Error(`${file}: no ViT config in the file's metadata; pass ${fallbackFlag} (one of ${Object.keys(VIT_PRESETS).join(', ')})`);
-  const model = new VisionTransformer(cfg);
+  const names = [...mapping.sources.keys()];
+  const inferred = inferVitConfig((n) => mappedShape(mapping, source, n), names, file);
+  const notes = [found, mapping.layout === 'timm' ? "timm's key names" : "Hugging Face ViT key names mapped to timm's (query, key, value fused into qkv)"];
+  if (mapping.sources.get('norm.weight')?.[0].endsWith('fc_norm.weight')) {
+    notes.push("no final norm but fc_norm (a timm global_pool 'avg' model): fc_norm taken as the final norm");
+  }
+
+  // the tensors this encoder uses, read and (q, k, v) concatenated
+  const wanted = names.filter((n) => !FOREIGN_KEYS.test(n));
+  const ignored = [...mapping.ignored, ...names.filter((n) => FOREIGN_KEYS.test(n)).flatMap((n) => mapping.sources.get(n)!)];
+  const read = source.read([...new Set(wanted.flatMap((n) => mapping.sources.get(n)!))]);
+  const tensors = new Map<string, LoadedTensor>();
+  for (const name of wanted) {
+    const parts = mapping.sources.get(name)!.map((k) => read.get(k)!);
+    tensors.set(name, parts.length === 1 ? parts[0] : concatRows(parts));
+  }
+  assertFinite(tensors, file);
+
+  // position embedding: its kind, its CLS row, its grid
+  const d = inferred.cfg.embedDim;
+  const pos = tensors.get('pos_embed')!;
+  let posData = pos.data instanceof Float32Array ? pos.data : Float32Array.from(pos.data);
+  if (inferred.posEmbedWithoutCls) {
+    // timm's no_embed_class: the class token is added without a position, the same as a zero row
+    const withCls = new Float32Array(posData.length + d);
+    withCls.set(posData, d);
+    posData = withCls;
+    notes.push('pos_embed has no class-token row (no_embed_class): a zero row put first');
+  }
+  const distance = sincosDistance(posData, d, inferred.grid);
+  const detected: VitConfig['posEmbed'] = distance <= sincosTolerance(pos.dtype) ? 'sincos' : 'learned';
+  const posNote =
+    detected === 'sincos'
+      ? `fixed 2-D sin-cos position embedding (pos_embed within ${distance.toExponential(1)} of the table)`
+      : 'learned position embedding (pos_embed is not the 2-D sin-cos table)';
+
+  const hf = mapping.layout === 'Hugging Face' ? readHfConfig(file, d) : undefined;
+  let cfg: VitConfig;
+  if (metadata.vit !== undefined) {
+    cfg = parseVitMetadata(metadata.vit, file);
+    notes.push(`config from its metadata 'vit'`);
+  } else if (opts.preset) {
+    cfg = { ...opts.preset, posEmbed: detected };
+    notes.push(`config from ${presetFlag}; ${posNote}`);
+  } else {
+    const numHeads =
+      hf?.numHeads ??
+      inferred.cfg.numHeads ??
+      fail(`no 'vit' config in its metadata, and width ${d} has no timm default head count (not a multiple of 64): pass ${presetFlag} (one of ${Object.keys(VIT_PRESETS).join(', ')})`);
+    cfg = { ...inferred.cfg, numHeads, act: hf?.act ?? inferred.cfg.act, posEmbed: detected };
+    notes.push(`no 'vit' metadata: config inferred from the tensors: ${[...inferred.notes, hf?.note ?? inferred.headsNote].join(', ')}; ${posNote}`);
+  }
+  if (mapping.layout === 'Hugging Face' && cfg.normEps === undefined) {
+    // the file's model normalised with Hugging Face's eps, not timm's
+    cfg = { ...cfg, normEps: hf?.normEps ?? HF_LAYER_NORM_EPS };
+    notes.push(`LayerNorm eps ${cfg.normEps} (Hugging Face's${hf?.normEps ? ', from config.json' : ' default'})`);
+  }
+
+  const imgSize = opts.imgSize ?? cfg.imgSize;
+  if (!Number.isInteger(imgSize) || imgSize <= 0 || imgSize % cfg.patchSize !== 0) {
+    fail(`image size ${imgSize} is not a positive multiple of the checkpoint's patch size ${cfg.patchSize}`);
+  }
+  const grid = imgSize / cfg.patchSize;
+  if (grid !== inferred.grid) {
+    posData = cfg.posEmbed === 'sincos' ? sincosPosEmbed(d, grid) : resamplePosEmbed(posData, d, inferred.grid, grid, opts.antialias ?? true);
+    notes.push(
+      cfg.posEmbed === 'sincos'
+        ? `sin-cos position embedding regenerated for ${grid}x${grid} patches (image size ${imgSize}; the file's is ${inferred.grid * cfg.patchSize})`
+        : `learned position embedding resampled bicubically from ${inferred.grid}x${inferred.grid} to ${grid}x${grid} patches (image size ${imgSize}${opts.antialias === false ? ', no antialiasing' : ', antialiased'}), as timm's resample_abs_pos_embed`,
+    );
+  }
+  tensors.set('pos_embed', { dtype: 'F32', shape: [1, 1 + grid * grid, d], data: posData });
+  if (ignored.length > 0) notes.push(`left out ${ignored.length} tensor(s) the encoder does not use (${ignored.slice(0, 4).join(', ')}${ignored.length > 4 ? ', ...' : ''})`);
+
+  const model = new VisionTransformer({ ...cfg, imgSize });
   try {
     model.params.importTimm(hostTensors(tensors), file, FOREIGN_KEYS);
   } catch (err) {
     model.dispose();
     throw err;
   }
+  log(`[checkpoint] ${file}: ${notes.join('; ')}`);
   return model;
+}
+
+/** Tensors [n_i, ...rest] stacked on dim 0 (Hugging Face's query, key, value into timm's qkv). */
+function concatRows(parts: LoadedTensor[]): LoadedTensor {
+  const data = new Float32Array(parts.reduce((a, p) => a + p.data.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    data.set(p.data, at);
+    at += p.data.length;
+  }
+  return { dtype: parts[0].dtype, shape: [parts.reduce((a, p) => a + p.shape[0], 0), ...parts[0].shape.slice(1)], data };
 }
 
 export interface TrainState {
