@@ -85,7 +85,7 @@ export async function mimco(argv: string[]): Promise<string> {
   const clipGradNorm = num('clip-grad', f['clip-grad'], { min: 0 });
   const act = oneOf('act', f.act, ['gelu', 'gelu_tanh'] as const);
   const knn = { train: f.train!, test: f.test!, val: f.val === 'none' ? null : f.val, ...knnFlags(f) };
-  using ctx = await run.start({ batch });
+  const ctx = await run.start({ batch });
   const { dp } = ctx;
 
   // ---- teacher (frozen) and student, checked against each other before anything is written
@@ -103,6 +103,7 @@ export async function mimco(argv: string[]): Promise<string> {
   const teacherBlock = f['teacher-block'] === undefined ? tc.depth - 1 : num('teacher-block', f['teacher-block'], { integer: true, min: 0 });
   if (teacherBlock >= tc.depth) throw new Error(`--teacher-block: block ${teacherBlock} does not exist in ${f.teacher} (blocks 0..${tc.depth - 1})`);
   const { samplesPerEpoch, stepsPerEpoch } = await run.dataSize(f.train!, batch);
+  using _claim = run.claim(ctx);
   const totalSteps = Math.max(1, Math.round(epochs * stepsPerEpoch));
   const warmupSteps = Math.round(warmupShare * totalSteps);
   const peakLr = scaledLr(lr, batch, lrScaling);

@@ -38,7 +38,7 @@ export async function nnclr(argv: string[]): Promise<string> {
   const { flags: f, resumed } = run;
   const [seed, batch] = [num('seed', f.seed, { integer: true, min: 0 }), num('batch', f.batch, { integer: true, min: 2, max: 65536 })];
   const [epochs, lr, temperature] = [num('epochs', f.epochs, { above: 0 }), num('lr', f.lr, { min: 0 }), num('temperature', f.temperature, { min: 1e-4 })];
-  using _ctx = await run.start({ batch });
+  using _claim = run.claim(await run.start({ batch }));
   const encoder = loadModel({ flag: 'checkpoint', file: f.checkpoint!, presetFlag: 'preset', preset: f.preset, seed });
   const { depth, embedDim, imgSize: size, act } = encoder.cfg;
   const head = new NnaHead(embedDim, HEAD_PRESETS.tiny, act, seed);

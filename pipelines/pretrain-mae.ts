@@ -70,7 +70,8 @@ export async function pretrainMae(argv: string[]): Promise<string> {
   const wd = num('weight-decay', f['weight-decay'], { min: 0 });
   const clipGradNorm = num('clip-grad', f['clip-grad'], { min: 0 });
 
-  using ctx = await run.start({ batch });
+  const ctx = await run.start({ batch });
+  using _claim = run.claim(ctx);
   const { dp } = ctx;
   const { samplesPerEpoch, stepsPerEpoch } = await run.dataSize(f.train!, batch);
   const totalSteps = epochs * stepsPerEpoch;

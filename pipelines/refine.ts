@@ -130,7 +130,7 @@ export async function refine(argv: string[]): Promise<string> {
   const run = openRun(DEFINITION, argv);
   const { flags: f, runDir, resumed } = run;
   const s = settings(f, run.explicit);
-  using ctx = await run.start({ batch: s.batch });
+  const ctx = await run.start({ batch: s.batch });
   const { dp } = ctx;
 
   // ---- model: the MIM encoder, one head + queue per chosen block, an EMA copy
@@ -149,6 +149,7 @@ export async function refine(argv: string[]): Promise<string> {
   const emaEncoder = new VisionTransformer(encoder.cfg);
   const globalSize = f['global-size'] ? num('global-size', f['global-size'], { integer: true, min: imgSize, max: imgSize }) : imgSize;
   const localSize = f['local-size'] ? num('local-size', f['local-size'], { integer: true, min: patchSize, max: imgSize }) : Math.max(patchSize, Math.round(imgSize / 2 / patchSize) * patchSize);
+  using _claim = run.claim(ctx);
   console.log(`[refine] ${f.checkpoint}: ViT depth ${depth}, width ${embedDim}; heads on blocks ${headBlocks.join(', ')}; backend ${ctx.backend.tfBackend}`);
 
   // ---- schedule: stage 2 trains the heads on the frozen encoder; stage 3 the encoder (layer-wise

@@ -48,7 +48,7 @@ async function writeSplits(): Promise<void> {
 const run = (out: string, extra: string[] = []) =>
   finetune([
     '--checkpoint', checkpoint, '--train', path.join(data, 'train-*.tar'), '--test', path.join(data, 'test-*.tar'), '--out', out,
-    '--label-share', '5', '--epochs', '3', '--seeds', '3', '--batch', '5', '--lr', '3e-3', '--val-evals', '2', '--log-every', '5', ...extra,
+    '--label-share', '5', '--epochs', '3', '--seed', '3', '--batch', '5', '--lr', '3e-3', '--val-evals', '2', '--log-every', '5', ...extra,
   ]);
 
 test.before(async () => {

@@ -26,7 +26,8 @@ const tiny = (over: Partial<VitConfig> = {}): VitConfig => ({ imgSize: 16, patch
 const teacherFile = path.join(dir, 'teacher.safetensors');
 const coarseTeacherFile = path.join(dir, 'teacher-p8.safetensors');
 // 2000 bundled test images, batch 8: 250 steps per epoch, 4 steps in all
-const common = ['--teacher', teacherFile, '--init', 'none', '--head-warmup-epochs', '0', '--train', 'data/cifar10-mini/test-*.tar.gz', '--batch', '8', '--epochs', '0.016', '--warmup-epochs', '0.004', '--blr', '1e-2', '--skip-knn', '--seed', '3'];
+const base = ['--teacher', teacherFile, '--head-warmup-epochs', '0', '--train', 'data/cifar10-mini/test-*.tar.gz', '--batch', '8', '--epochs', '0.016', '--warmup-share', '0.25', '--lr', '1e-2', '--skip-knn', '--seed', '3'];
+const common = [...base, '--checkpoint', 'none', '--preset', 'vit-micro-p4'];
 
 function rows(run: string): Record<string, number>[] {
   return fs.readFileSync(path.join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
@@ -143,8 +144,8 @@ test('--init: the student starts from the given encoder, a from-scratch student 
   model.dispose();
   const fromFile = new Map([...readSafetensors(initFile).tensors].map(([k, t]) => [k, Array.from(t.data as Float32Array)]));
   // one step at lr 0 (no update, no weight decay): the checkpoint holds the weights the student started from
-  const atLrZero = ['--blr', '0', '--min-lr', '0', '--max-steps', '1'];
-  const run = await mimco([...common, ...atLrZero, '--init', initFile, '--out', path.join(dir, 'init')]);
+  const atLrZero = ['--lr', '0', '--min-lr', '0', '--max-steps', '1'];
+  const run = await mimco([...base, ...atLrZero, '--checkpoint', initFile, '--out', path.join(dir, 'init')]);
   const started = weights(run);
   assert.equal([...started.keys()].sort(), [...fromFile.keys()].sort());
   for (const [k, v] of started) assert.equal(Array.from(v), fromFile.get(k), k);
@@ -154,7 +155,7 @@ test('--init: the student starts from the given encoder, a from-scratch student 
 
 test('--head-warmup-epochs: the heads and mask token train alone first, the student stays as it was loaded', async () => {
   // 250 steps an epoch: 0.008 epoch = 2 steps of the heads alone, then the MimCo stage
-  const run = await mimco([...common, '--init', initFile, '--head-warmup-epochs', '0.008', '--max-steps', '2', '--out', path.join(dir, 'heads')]);
+  const run = await mimco([...base, '--checkpoint', initFile, '--head-warmup-epochs', '0.008', '--max-steps', '2', '--out', path.join(dir, 'heads')]);
   const fromFile = readSafetensors(initFile).tensors;
   for (const [k, v] of weights(run)) assert.equal(Array.from(v), Array.from(fromFile.get(k)!.data as Float32Array), k);
   // the heads as the run built them (seed 3 + 1; teacher width 32, hidden 64) moved, the mask token among them
@@ -173,16 +174,16 @@ test('--head-warmup-epochs: the heads and mask token train alone first, the stud
 test('a teacher or --init on another patch grid, a missing --init, a missing or corrupt teacher, a bad block and a bad crop scale are refused before training', async () => {
   const refused = async (extra: string[], pattern: RegExp, out: string) => {
     try {
-      await mimco([...common, '--out', path.join(dir, out), ...extra]);
+      await mimco([...(extra.includes('--checkpoint') ? base : common), '--out', path.join(dir, out), ...extra]);
       assert.unreachable('should have thrown');
     } catch (err) {
       assert.match((err as Error).message, pattern);
       assert.not.ok(fs.existsSync(path.join(dir, out)), 'a run directory was created');
     }
   };
-  await refused(['--teacher', coarseTeacherFile], /student --preset vit-micro-p4 \(32 px, patch 4: 8x8 patches, width 128\) does not match the teacher .*teacher-p8\.safetensors \(32 px, patch 8: 4x4 patches, width 32\)/, 'd');
-  await refused(['--init', coarseTeacherFile], /student --init .*teacher-p8\.safetensors \(32 px, patch 8: 4x4 patches, width 32\) does not match the teacher .*teacher\.safetensors \(32 px, patch 4/, 'j');
-  await refused(['--init', path.join(dir, 'nope-init.safetensors')], /nope-init\.safetensors: checkpoint not found/, 'k');
+  await refused(['--teacher', coarseTeacherFile], /student --checkpoint none \(32 px, patch 4: 8x8 patches, width 128\) does not match the teacher .*teacher-p8\.safetensors \(32 px, patch 8: 4x4 patches, width 32\)/, 'd');
+  await refused(['--checkpoint', coarseTeacherFile], /student --checkpoint .*teacher-p8\.safetensors \(32 px, patch 8: 4x4 patches, width 32\) does not match the teacher .*teacher\.safetensors \(32 px, patch 4/, 'j');
+  await refused(['--checkpoint', path.join(dir, 'nope-init.safetensors')], /nope-init\.safetensors: checkpoint not found/, 'k');
   await refused(['--teacher', path.join(dir, 'nope.safetensors')], /nope\.safetensors: checkpoint not found/, 'e');
   const corrupt = path.join(dir, 'corrupt.safetensors');
   fs.writeFileSync(corrupt, Buffer.from('not a safetensors file at all'));

@@ -164,7 +164,7 @@ mpiTest('mpirun -np 2 refine, killed and resumed, = one process with the same gl
 mpiTest('mpirun -np 2 MAE = one process with the same global batch (each rank masks its rows of the global plan; losses and gradients averaged)', () => {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mpi-mae-'));
   try {
-    const mae = [process.execPath, '-r', 'ts-node/register', 'pipelines/pretrain-mae.ts', '--batch', '8', '--epochs', '1', '--warmup-epochs', '0.002', '--decoder-dim', '16', '--decoder-depth', '1', '--max-steps', '3', '--checkpoint-minutes', '0'];
+    const mae = [process.execPath, '-r', 'ts-node/register', 'pipelines/pretrain-mae.ts', '--batch', '8', '--epochs', '1', '--warmup-share', '0.002', '--decoder-dim', '16', '--decoder-depth', '1', '--max-steps', '3', '--checkpoint-minutes', '0'];
     const { single, ranks, a, b } = oneProcessAndTwoRanks(mae, tmp, 3);
     for (let i = 0; i < 3; i++) {
       assert.ok(rel(b[i].loss, a[i].loss) < 1e-5, `step ${i + 1} loss ${b[i].loss} vs ${a[i].loss}`);
@@ -182,7 +182,7 @@ mpiTest('mpirun -np 2 MAE = one process with the same global batch (each rank ma
 mpiTest('mpirun -np 2 MimCo = one process with the same global batch (teacher CLS all-gathered, each rank masks its rows of the global plan; losses and gradients averaged)', () => {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mpi-mimco-'));
   try {
-    const mimco = [process.execPath, '-r', 'ts-node/register', 'pipelines/mimco.ts', '--init', 'none', '--head-warmup-epochs', '0', '--batch', '8', '--epochs', '0.0024', '--warmup-epochs', '0', '--blr', '0.01', '--proj-hidden', '64', '--skip-knn', '--checkpoint-minutes', '0'];
+    const mimco = [process.execPath, '-r', 'ts-node/register', 'pipelines/mimco.ts', '--checkpoint', 'none', '--preset', 'vit-micro-p4', '--head-warmup-epochs', '0', '--batch', '8', '--epochs', '0.0024', '--warmup-share', '0', '--lr', '0.01', '--proj-hidden', '64', '--skip-knn', '--checkpoint-minutes', '0'];
     const { single, ranks, a, b } = oneProcessAndTwoRanks(mimco, tmp, 3);
     for (let i = 0; i < 3; i++) {
       for (const k of ['loss', 'loss_patch', 'loss_image', 'grad_norm']) assert.ok(rel(b[i][k], a[i][k]) < 1e-5, `step ${i + 1} ${k} ${b[i][k]} vs ${a[i][k]}`);

@@ -77,7 +77,7 @@ test('--resume: shape and data-order flags come from the checkpoint, lr and sche
   const lines: string[] = [];
   console.log = (...args: unknown[]) => lines.push(args.join(' '));
   try {
-    await refine(['--resume', run, '--lr3', '0', '--max-steps', '1']);
+    await refine(['--resume', run, '--stage3-lr', '0', '--max-steps', '1']);
   } finally {
     console.log = log;
   }
@@ -93,7 +93,7 @@ test('--resume: shape and data-order flags come from the checkpoint, lr and sche
 
 test('--knn-every tracks per-block kNN during stage 3, from the checkpoint (step 0) to the end; --knn-val-limit sizes validation', async () => {
   const args = common.filter((a) => a !== '--skip-knn');
-  const run = await refine([...args, '--out', path.join(dir, 'k'), '--knn-every', '0.008', '--test', 'data/cifar10-mini/test-*.tar.gz', '--knn-train-limit', '64', '--knn-test-limit', '32', '--knn-val-limit', '48']);
+  const run = await refine([...args, '--out', path.join(dir, 'k'), '--knn-every', '0.008', '--test', 'data/cifar10-mini/test-*.tar.gz', '--eval-train-limit', '64', '--eval-test-limit', '32', '--eval-val-limit', '48']);
   const { points } = JSON.parse(fs.readFileSync(path.join(run, 'knn-during.json'), 'utf8'));
   assert.equal(points.map((p: { step: number }) => p.step), [0, 3, 4, 5]); // stage 3 is steps 3..5
   const summary = JSON.parse(fs.readFileSync(path.join(run, 'summary.json'), 'utf8'));
@@ -122,7 +122,7 @@ async function runLogged(args: string[]): Promise<{ rows: Record<string, number>
 
 test('--lr-scaling linear: a one-step run logs and uses lr x batch / 256; none uses the lr as given', async () => {
   // one stage-2 step with no warm-up: the step's lr is the stage's peak
-  const oneStep = [...common, '--stages', '2', '--stage2-epochs', '0.008', '--lr2', '2e-4'];
+  const oneStep = [...common, '--stages', '2', '--stage2-epochs', '0.008', '--stage2-lr', '2e-4'];
   const linear = await runLogged([...oneStep, '--out', path.join(dir, 'lr-linear'), '--lr-scaling', 'linear']);
   assert.equal(linear.rows.map((r) => r.step), [1]);
   assert.ok(Math.abs(linear.rows[0].lr - (2e-4 * 16) / 256) < 1e-12, `lr ${linear.rows[0].lr}`);
@@ -150,7 +150,7 @@ test('a block the checkpoint does not have is refused before training', async ()
 
 test('malformed augmentation and method flags are refused before anything is written', async () => {
   const bad: [string, string][] = [
-    ...['0.3,0.1', '0.1', '0,0.2'].flatMap((v): [string, string][] => [['--local-scale', v], ['--global-scale', v]]),
+    ...['0.3,0.1', '0.1', '0,0.2'].flatMap((v): [string, string][] => [['--local-crop-scale', v], ['--crop-scale', v]]),
     ['--jitter-p', '1.5'],
     ['--grayscale-p', '1.2'],
     ['--jitter-strength', 'strong'],

@@ -6,7 +6,9 @@
  *
  *   const run = openRun(DEFINITION, argv);          // flags, folder check, resume merge
  *   const f = run.flags; ...check every flag...
- *   using ctx = await run.start({ batch });         // ranks, backend, lock, run.json, config.yaml
+ *   const ctx = await run.start({ batch });         // ranks, backend
+ *   ...load the models, check them against the flags...
+ *   using _claim = run.claim(ctx);                  // lock, run.json, config.yaml: the first write
  *
  * A run folder belongs to one run: a new run into a folder that holds another run's checkpoint
  * or metrics is refused (continue it with --resume, pick a new --out, or --overwrite, which
@@ -46,7 +48,7 @@ export const CONFIG_FILE = 'config.yaml';
 /** Flags of one invocation, never written into config.yaml (a repeat must not resume or stop early). */
 const NOT_REPEATED = ['config', 'resume', 'overwrite', 'allow-data-change', 'max-steps'];
 
-export interface RunContext extends Disposable {
+export interface RunContext {
   dp: Collective;
   /** This rank's rows of each global batch. */
   localBatch: number;
@@ -62,8 +64,10 @@ export interface OpenedRun<S extends Record<string, FlagSpec>> {
   resumed?: Resumed<Flags<S>>;
   /** The driver's options shared by every training pipeline (spread into train()). */
   driver(): { name: string; script: string; runDir: string; resume?: Resumed<Flags<S>> } & ReturnType<typeof driverFlags>;
-  /** Ranks, backend, the folder's lock (released on dispose), run.json and config.yaml. */
+  /** Ranks and backend; nothing is written yet. */
   start(opts?: { batch?: number }): Promise<RunContext>;
+  /** The run's first write: the folder's lock (released on dispose), run.json and config.yaml (rank 0). */
+  claim(ctx: RunContext): Disposable;
   /** Samples an epoch of `source` and the steps an epoch of `batch` makes (at least one). */
   dataSize(source: string, batch: number, numClasses?: number): Promise<{ samplesPerEpoch: number; stepsPerEpoch: number }>;
   /** With several ranks: rank 0's host state (NN queues) on every rank. */
@@ -99,11 +103,14 @@ export function openRun<S extends Record<string, FlagSpec>>(def: RunDefinition<S
       pinLocalGpu();
       const dp = openCollective();
       const localBatch = opts.batch === undefined ? 0 : localBatchSize(opts.batch, dp.worldSize);
-      const backend = await initBackend();
+      return { dp, localBatch, backend: await initBackend() };
+    },
+    claim(ctx) {
       // one run at a time in a run folder; every file of the run is rank 0's
-      const lock = dp.rank === 0 ? lockRunDir(runDir) : undefined;
-      if (dp.rank === 0) writeRunFiles(runDir, def, f, { resumed: resumed !== undefined, ranks: dp.worldSize, backend: backend.tfBackend });
-      return { dp, localBatch, backend, [Symbol.dispose]: () => lock?.() };
+      if (ctx.dp.rank !== 0) return { [Symbol.dispose]: () => undefined };
+      const lock = lockRunDir(runDir);
+      writeRunFiles(runDir, def, f, { resumed: resumed !== undefined, ranks: ctx.dp.worldSize, backend: ctx.backend.tfBackend });
+      return lock;
     },
     async dataSize(source, batch, numClasses) {
       const samplesPerEpoch = await countSamples(source, { numClasses });
