@@ -11,7 +11,11 @@ export function vitPresetFlag(what: string): FlagSpec {
   return { description: `ViT size of ${what} when its file's metadata holds no config: ${Object.keys(VIT_PRESETS).join(', ')}` };
 }
 
-/** The flag's value as loadEncoder's fallback config (timm's exact GELU, sin-cos positions); undefined when not given. */
+/**
+ * The flag's value as loadEncoder's `preset` (timm's exact GELU); undefined when not given. Its
+ * posEmbed ('sincos') serves a randomly initialised model; loadEncoder takes the position
+ * embedding's kind from the checkpoint instead.
+ */
 export function vitPresetFallback(flag: string, value: string | undefined): VitConfig | undefined {
   if (value === undefined) return undefined;
   const preset = VIT_PRESETS[value];

@@ -172,6 +172,35 @@ test('an explicit preset wins over the inferred config; the positional form stil
   throwsWith(() => loadEncoder(at('timm-p16-64.safetensors'), { preset: { ...VIT_PRESETS['vit-micro-p4'], act: 'gelu', posEmbed: 'sincos' }, log: () => undefined }), at('timm-p16-64.safetensors'), 'does not match the model');
 });
 
+test("the bundled checkpoints stripped of their metadata infer the config their metadata holds", () => {
+  for (const src of ['checkpoints/mae-vit-micro-p4/encoder.safetensors', 'checkpoints/refined-vit-micro-p4/encoder.safetensors']) {
+    const { tensors, metadata } = readSafetensors(src);
+    const file = path.join(tmp, 'no-metadata.safetensors');
+    writeSafetensors(file, new Map([...tensors].map(([k, t]) => [k, { shape: t.shape, data: t.data }])));
+    const { model } = load(file);
+    assert.equal(model.cfg, JSON.parse(metadata.vit), src);
+    model.dispose();
+  }
+});
+
+test("DDP's module. prefix and timm's no_embed_class (no class-token position) load as the same model", () => {
+  const { tensors } = readSafetensors(at('timm-p16-64.safetensors'));
+  const pos = tensors.get('pos_embed')!;
+  const cls = tensors.get('cls_token')!;
+  const renamed = new Map<string, { shape: number[]; data: Float32Array }>();
+  for (const [k, t] of tensors) renamed.set(`module.${k}`, { shape: t.shape, data: t.data as Float32Array });
+  // the class token's position folded into the token itself, its row dropped: the same function
+  renamed.set('module.cls_token', { shape: cls.shape, data: (cls.data as Float32Array).map((v, i) => v + pos.data[i]) });
+  renamed.set('module.pos_embed', { shape: [1, 16, 16], data: (pos.data as Float32Array).slice(16) });
+  const file = path.join(tmp, 'ddp-no-embed-class.safetensors');
+  writeSafetensors(file, renamed);
+  const { model, log } = load(file);
+  assert.ok(log.includes('no class-token row (no_embed_class)'), log);
+  assert.ok(log.includes('4x4 patches, class token without a position'), log);
+  assertCls(model, 64, 'cls.timm-p16-64');
+  model.dispose();
+});
+
 test('head counts by width as timm presets', () => {
   assert.equal([192, 384, 768, 1024, 1280, 128, 16].map(defaultNumHeads), [3, 6, 12, 16, 16, 2, 1]);
   assert.is(defaultNumHeads(100), undefined);
