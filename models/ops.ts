@@ -276,14 +276,17 @@ export function attentionComposed(qkv: tf.Tensor2D, batch: number, heads: number
   const part = (s: number) =>
     tf.reshape(tf.slice(split, [0, s * heads, 0, 0], [batch, heads, t, hd]), [batch * heads, t, hd]) as tf.Tensor3D;
   const q = tf.mul(part(0), hd ** -0.5) as tf.Tensor3D;
-  const probs = softmaxLastAxis(batchMatMul(q, tf.transpose(part(1), [0, 2, 1])));
+  // webgpu's matMuls read transposed operands in place: q k^T without writing k^T
+  const scores = tf.getBackend() === 'webgpu' ? batchMatMulTransposedB(q, part(1)) : batchMatMul(q, tf.transpose(part(1), [0, 2, 1]));
+  const probs = softmaxLastAxis(scores);
   const merged = tf.transpose(tf.reshape(batchMatMul(probs, part(2)), [batch, heads, t, hd]), [0, 2, 1, 3]);
   return tf.reshape(merged, [batch * t, d]) as tf.Tensor2D;
 }
 
 /**
- * Batched A [G, M, K] @ B [G, K, N], with a gradient that only uses the plain form (3-D
- * transposes are cheap; transposed batched matMuls are not).
+ * Batched A [G, M, K] @ B [G, K, N]. Its gradient uses the plain form with explicit 3-D
+ * transposes (cheap on wasm, where transposed batched matMuls are not), except on webgpu,
+ * whose matMuls read transposed operands in place (no transpose written and read back).
  */
 const batchMatMul = custom((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
   save([a, b]);
@@ -292,10 +295,25 @@ const batchMatMul = custom((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) =
     gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
       const g = dy as tf.Tensor3D;
       const [as, bs] = saved as tf.Tensor3D[];
+      if (tf.getBackend() === 'webgpu') return [tf.matMul(g, bs, false, true), tf.matMul(as, g, true, false)];
       return [
         tf.matMul(g, tf.transpose(bs, [0, 2, 1])),
         tf.matMul(tf.transpose(as, [0, 2, 1]), g),
       ];
+    },
+  };
+}) as (a: tf.Tensor3D, b: tf.Tensor3D) => tf.Tensor3D;
+
+/** Batched A [G, M, K] @ B [G, N, K]^T with transposed-in-place gradients (webgpu). */
+const batchMatMulTransposedB = custom((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
+  save([a, b]);
+  return {
+    value: tf.matMul(a as tf.Tensor3D, b as tf.Tensor3D, false, true),
+    gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+      const g = dy as tf.Tensor3D;
+      const [as, bs] = saved as tf.Tensor3D[];
+      // C = A B^T: dA = G B, dB = G^T A
+      return [tf.matMul(g, bs), tf.matMul(g, as, true, false)];
     },
   };
 }) as (a: tf.Tensor3D, b: tf.Tensor3D) => tf.Tensor3D;

@@ -1,6 +1,7 @@
 /**
- * The cases of spec/webgpu-kernels.spec.ts: LayerNorm, GELU, attention (for its softmax), linear
- * layers and matMuls in every transpose form, and AdamW from fixed host inputs, each op's value and its gradients w.r.t. every input under a
+ * The cases of spec/webgpu-kernels.spec.ts: LayerNorm, GELU, attention (for its softmax and
+ * batched matMuls), linear layers and matMuls in every transpose form, at small shapes and a
+ * ViT's (197 tokens), the global gradient norm and loss scaling's unscaled norm, and AdamW from fixed host inputs, each op's value and its gradients w.r.t. every input under a
  * random linear loss, and two AdamW steps with clipping. Run here on the active backend (the
  * spec's wasm), or as a script on webgpu, where it prints one JSON line with the cases run with
  * the fused WGSL kernels and tiled matMul, without them, the kernels a fused pass dispatched and
@@ -11,6 +12,7 @@ import * as tf from '@tensorflow/tfjs';
 import { Rng } from '../lib/rng';
 import { AdamW } from '../models/adamw';
 import { setFusedKernels } from '../models/kernels';
+import { unscaledNorm } from '../models/loss-scale';
 import { attention, gelu, layerNorm, linear } from '../models/ops';
 import { initBackend } from '../runtime/backend';
 
@@ -36,27 +38,30 @@ export async function kernelCases(): Promise<Cases> {
   const out: Cases = {};
   // vec4 rows over more than one 64-row chunk of the parameter gradients; odd widths (scalar path);
   // more rows than a dispatch dimension takes (65535: tfjs folds the workgroups into a grid)
-  for (const [rows, width] of [[130, 24], [7, 30], [3, 5], [66000, 8]]) {
+  // and a ViT's: an image's 197 tokens at ViT-B's width
+  for (const [rows, width] of [[130, 24], [7, 30], [3, 5], [66000, 8], [197, 768]]) {
     const x = normal(rng, [rows, width], 0.5, 2);
     const gamma = normal(rng, [width], 1, 0.3);
     const beta = normal(rng, [width], 0, 0.3);
     await valueAndGrads(out, `layerNorm ${rows}x${width}`, (a, g, b) => layerNorm(a as tf.Tensor2D, g as tf.Tensor1D, b as tf.Tensor1D, 1e-6), [x, gamma, beta], rng);
     tf.dispose([x, gamma, beta]);
   }
-  for (const shape of [[50, 36], [7, 5]]) {
+  for (const shape of [[50, 36], [7, 5], [197, 768]]) {
     const x = normal(rng, shape, 0, 2);
     await valueAndGrads(out, `gelu ${shape.join('x')}`, (a) => gelu(a, 'gelu'), [x], rng);
     x.dispose();
   }
-  // [batch, tokens, heads, headDim]: rows of 70 (more than one element per invocation) and of 3
-  for (const [batch, tokens, heads, headDim] of [[2, 70, 2, 8], [3, 3, 1, 4]]) {
+  // [batch, tokens, heads, headDim]: rows of 70 (more than one element per invocation) and of 3;
+  // a ViT's 197 tokens and 64-wide heads (batched matMuls the tiled kernel takes)
+  for (const [batch, tokens, heads, headDim] of [[2, 70, 2, 8], [3, 3, 1, 4], [1, 197, 2, 64]]) {
     const qkv = normal(rng, [batch * tokens, 3 * heads * headDim], 0, 1.5);
     await valueAndGrads(out, `attention ${batch}x${tokens}x${heads}x${headDim}`, (x) => attention(x as tf.Tensor2D, batch, heads), [qkv], rng);
     qkv.dispose();
   }
   // linear layers (matMul with bias, and its gradients: both transposed forms, column sums):
   // rows not a multiple of the tile; the small one narrower than the tiled matMul takes
-  for (const [rows, inDim, outDim] of [[150, 70, 72], [33, 9, 10]]) {
+  // and a ViT-Ti block's qkv over an image's 197 tokens
+  for (const [rows, inDim, outDim] of [[150, 70, 72], [33, 9, 10], [197, 192, 576]]) {
     const x = normal(rng, [rows, inDim]);
     const w = normal(rng, [inDim, outDim], 0, 0.3);
     const b = normal(rng, [outDim]);
@@ -76,6 +81,21 @@ export async function kernelCases(): Promise<Cases> {
     out[`matMul ${m}x${n}x${k} ${transposeA} ${transposeB} row sums`] = Array.from(await sums[1].data());
     tf.dispose([a, b, c, ...sums]);
   }
+  // the global norm over more tensors than one dispatch binds, some longer than the workgroup grid's stride (32768)
+  const many = Array.from({ length: 40 }, (_, i) => ({ name: `n${i}`, variable: tf.variable(tf.zeros([1 + ((i * 7919) % 40001)])), lrScale: 1, weightDecay: 0, decay: false }));
+  const normOpt = new AdamW(many, { beta1: 0.9, beta2: 0.95, eps: 1e-8 });
+  const manyGrads = Object.fromEntries(many.map((p) => [p.variable.name, normal(rng, p.variable.shape, 0, 1e-3)]));
+  const manyNorm = normOpt.gradNorm(manyGrads);
+  out['global norm 40 tensors'] = Array.from(await manyNorm.data());
+  // the unscaled norm of loss scaling: scaled gradients, and one with an overflow
+  const scaled = Object.values(manyGrads).map((g) => tf.mul(g, 2 ** 12));
+  const unscaled = unscaledNorm(scaled, 2 ** -12);
+  out['unscaled norm 40 tensors'] = Array.from(await unscaled.data());
+  const overflow = tf.tensor([1, Infinity, 2]);
+  const overflowNorm = unscaledNorm([...scaled.slice(0, 20), overflow, ...scaled.slice(20)], 2 ** -12);
+  out['unscaled norm with an overflow is not finite'] = [Number.isFinite((await overflowNorm.data())[0]) ? 0 : 1];
+  normOpt.dispose();
+  tf.dispose([manyNorm, unscaled, overflow, overflowNorm, ...scaled, ...Object.values(manyGrads), ...many.map((p) => p.variable)]);
   // two AdamW steps, the second clipped (the clip factor stays on the device off wasm); vec4 and odd sizes, with and without decay
   const params = [[12, 8], [7], [3, 5]].map((shape, i) => ({ name: `p${i}`, variable: tf.variable(normal(rng, shape)), lrScale: 1 - 0.2 * i, weightDecay: i === 1 ? 0 : 0.05, decay: i !== 1 }));
   const opt = new AdamW(params, { beta1: 0.9, beta2: 0.95, eps: 1e-8, clipGradNorm: 1 });

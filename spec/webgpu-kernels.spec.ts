@@ -31,7 +31,7 @@ function runGpuCases(): Promise<GpuCases> {
     execFile(
       process.execPath,
       ['-r', 'ts-node/register', 'spec/webgpu-kernels-cases.ts'],
-      { cwd: ROOT, env: { ...process.env, TFJS_BACKEND: 'webgpu', WEBGPU_FUSED: '1', WEBGPU_MATMUL: '1', TS_NODE_TRANSPILE_ONLY: '1' }, maxBuffer: 64 << 20 },
+      { cwd: ROOT, env: { ...process.env, TFJS_BACKEND: 'webgpu', WEBGPU_FUSED: '1', WEBGPU_MATMUL: '1', TS_NODE_TRANSPILE_ONLY: '1' }, maxBuffer: 256 << 20 },
       (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr.split('\n').slice(-20).join('\n')}`)) : resolve(JSON.parse(stdout.trim().split('\n').pop()!))),
     );
   });
@@ -72,7 +72,7 @@ test('the fused pass on webgpu dispatched every WGSL kernel (and tfjs softmax fo
   if (!gpu) return;
   assert.is(gpu.backend, 'webgpu');
   assert.ok(gpu.fusedWgsl);
-  for (const k of ['FusedLayerNorm', 'FusedLayerNormGrad', 'FusedGelu', 'FusedGeluGrad', 'Softmax', 'FusedSoftmaxGrad', 'FusedAdamW', 'FusedColumnSums']) {
+  for (const k of ['FusedLayerNorm', 'FusedLayerNormGrad', 'FusedGelu', 'FusedGeluGrad', 'Softmax', 'FusedSoftmaxGrad', 'FusedAdamW', 'FusedColumnSums', 'FusedGlobalNorm']) {
     assert.ok(gpu.dispatched.includes(k), `${k} not dispatched: ${gpu.dispatched}`);
   }
 });
@@ -83,6 +83,15 @@ test('the tiled matMul compiled in every transpose form, with and without bias, 
   const tiled = gpu.programs.filter((p) => p.startsWith('MatMulTiled_'));
   for (const form of ['false_false', 'false_true', 'true_false', 'true_true']) assert.ok(tiled.some((p) => p.startsWith(`MatMulTiled_${form}_`)), `${form}: ${tiled}`);
   for (const rest of ['_true_4_', '_false_8_', '_false_4_']) assert.ok(tiled.some((p) => p.includes(rest)), `${rest}: ${tiled}`);
+  // attention's batched products at 197 tokens, in the forms its forward and gradients take (q k^T read in place)
+  const batched = tiled.filter((p) => p.includes('_batched_'));
+  for (const form of ['false_true', 'false_false', 'true_false']) assert.ok(batched.some((p) => p.startsWith(`MatMulTiled_${form}_`)), `batched ${form}: ${batched}`);
+});
+
+test('the overflow check of loss scaling: a non-finite gradient gives a non-finite unscaled norm', () => {
+  if (!gpu) return;
+  assert.equal(gpu.fused['unscaled norm with an overflow is not finite'], [1]);
+  assert.equal(gpu.composed['unscaled norm with an overflow is not finite'], [1]);
 });
 
 test('fused WGSL kernels and the tiled matMul equal webgpu composed ops and tfjs matMul (relative 1e-5)', () => {

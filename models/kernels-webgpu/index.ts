@@ -2,7 +2,8 @@
  * Fused WGSL kernels for tfjs's webgpu backend (WEBGPU_FUSED=1; runtime/backend.ts registers
  * them): LayerNorm, GELU and AdamW under the names and contracts of the wasm C kernels
  * (models/kernels), so models/ops.ts and models/adamw.ts run the same custom-gradient ops on
- * either backend, the softmax gradient of attention and the column sums of the bias gradients. Composed from tfjs ops, each of these
+ * either backend, the softmax gradient of attention, the column sums of the bias gradients and
+ * the global gradient norm of AdamW's clipping. Composed from tfjs ops, each of these
  * is many small dispatches; here one to four. Separately (WEBGPU_MATMUL=1), a tiled matMul for
  * the linear layers in front of tfjs's own (matmul.ts). spec/webgpu-kernels.spec.ts holds them
  * equal to the composed ops and tfjs's kernels (forward and gradients).
@@ -10,13 +11,14 @@
 import { registerAdamWKernels } from './adamw';
 import { registerColumnSumsKernel } from './column-sums';
 import { registerGeluKernels } from './gelu';
+import { registerGlobalNormKernel } from './global-norm';
 import { registerLayerNormKernels } from './layer-norm';
 import { registerSoftmaxKernels } from './softmax';
 
 export { registerMatMulKernels } from './matmul';
 
 /** What the log line names. */
-export const WGSL_KERNELS = ['LayerNorm', 'GELU', 'softmax gradient', 'AdamW', 'column sums'];
+export const WGSL_KERNELS = ['LayerNorm', 'GELU', 'softmax gradient', 'AdamW', 'column sums', 'global norm'];
 
 let registered = false;
 
@@ -27,5 +29,6 @@ export function registerWebGpuKernels(): void {
   registerSoftmaxKernels();
   registerAdamWKernels();
   registerColumnSumsKernel();
+  registerGlobalNormKernel();
   registered = true;
 }

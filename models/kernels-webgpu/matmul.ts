@@ -59,7 +59,8 @@ class MatMulTiledProgram implements WebGPUProgram {
     this.dispatchLayout = { x: [rank - 1], y: [rank - 2] };
     const size = 16 * tile.per;
     this.dispatch = [Math.ceil(n / size), Math.ceil(m / size), batch];
-    this.shaderKey = `MatMulTiled_${transposeA}_${transposeB}_${bias}_${tile.per}_${this.outputComponent}${f16 ? '_f16' : ''}`;
+    // the code serves any batch; the key tells batched dispatches apart (spec/webgpu-kernels.spec.ts checks they ran)
+    this.shaderKey = `MatMulTiled_${transposeA}_${transposeB}_${bias}_${tile.per}_${this.outputComponent}${f16 ? '_f16' : ''}${batch > 1 ? '_batched' : ''}`;
   }
 
   /** Uniforms: sizes, and each operand's elements per matrix of the batch (0: one matrix for all). */
