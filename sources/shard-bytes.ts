@@ -41,9 +41,13 @@ export class ShardFetchError extends Error {
   }
 }
 
-/** The shard's bytes, in order; a local file's errors (EISDIR, EACCES, ...) surface as they are. */
-export function shardBytes(shard: string, opts: RemoteOptions = {}): AsyncGenerator<Buffer> {
-  if (/^https?:\/\//i.test(shard)) return httpBytes(shard, opts);
+/**
+ * The shard's bytes, in order; a local file's errors (EISDIR, EACCES, ...) surface as they are.
+ * onIdentity: called with an http shard's version (ETag, Last-Modified, length) once known;
+ * a ShardFetchError it throws ends the read.
+ */
+export function shardBytes(shard: string, opts: RemoteOptions = {}, onIdentity?: (identity: string) => void): AsyncGenerator<Buffer> {
+  if (/^https?:\/\//i.test(shard)) return httpBytes(shard, opts, onIdentity);
   if (shard.startsWith('pipe:')) return pipeBytes(shard);
   return fileBytes(shard);
 }
@@ -63,7 +67,7 @@ const MAX_REDIRECTS = 5;
 /** Failures worth another try: they say nothing about the shard itself. */
 class Retryable extends Error {}
 
-async function* httpBytes(url: string, opts: RemoteOptions): AsyncGenerator<Buffer> {
+async function* httpBytes(url: string, opts: RemoteOptions, onIdentity?: (identity: string) => void): AsyncGenerator<Buffer> {
   const retries = opts.retries ?? 8;
   const backoffMs = opts.backoffMs ?? 500;
   const idleTimeoutMs = opts.idleTimeoutMs ?? 60_000;
@@ -91,6 +95,7 @@ async function* httpBytes(url: string, opts: RemoteOptions): AsyncGenerator<Buff
       if (identity !== undefined && id !== identity) {
         throw new ShardFetchError(`${url} changed while it was being read (first ${identity}; after a retry ${id}): read it again from the start`);
       }
+      if (identity === undefined) onIdentity?.(id);
       identity = id;
       total = length;
       // 206: the rest from where it asked; 200 after a drop: the server ignores Range, so drop what was delivered

@@ -227,7 +227,13 @@ async function* readAll(shards: string[], shuffle: ShuffleOptions | undefined, o
   let running = 0;
   for (const s of order) {
     let next = index ? index.firstIndex[s] : running;
-    for await (const item of readShard(shards[s], true, read)) {
+    // The counts of a remote shard hold only for the version counted.
+    const sameVersion = (version: string) => {
+      if (index && index.versions[s] !== undefined && version !== index.versions[s]) {
+        throw new ShardFetchError(`${shards[s]} changed since it was counted (then ${index.versions[s]}; now ${version}): its sample indices would not hold; start again`);
+      }
+    };
+    for await (const item of readShard(shards[s], true, read, sameVersion)) {
       if (item.kind === 'skip') {
         onSkip(item.origin, item.reason);
         continue;
@@ -254,6 +260,8 @@ interface SourceIndex {
   total: number;
   /** Each shard's damage, or its first skipped sample: why a source without samples has none. */
   problems: { origin: string; reason: string }[];
+  /** An http shard's version (ETag, Last-Modified, length) when counted. */
+  versions: (string | undefined)[];
 }
 
 const indexCache = new Map<string, SourceIndex>();
@@ -269,10 +277,11 @@ async function sourceIndex(shards: string[], read: ReadConfig): Promise<SourceIn
     const firstShard = new Map<string, number>();
     const firstIndex: number[] = [];
     const problems: SourceIndex['problems'] = [];
+    const versions: SourceIndex['versions'] = [];
     for (let s = 0; s < shards.length; s++) {
       firstIndex.push(firstShard.size);
       let noted = false;
-      for await (const item of readShard(shards[s], false, read)) {
+      for await (const item of readShard(shards[s], false, read, (version) => (versions[s] = version))) {
         if (item.kind === 'sample' && !firstShard.has(item.key)) firstShard.set(item.key, s);
         if (item.kind === 'skip' && (!noted || item.origin === shards[s])) {
           problems.push({ origin: item.origin, reason: item.reason });
@@ -280,7 +289,7 @@ async function sourceIndex(shards: string[], read: ReadConfig): Promise<SourceIn
         }
       }
     }
-    index = { firstShard, firstIndex, total: firstShard.size, problems };
+    index = { firstShard, firstIndex, total: firstShard.size, problems, versions };
     indexCache.set(cacheKey, index);
   }
   return index;
@@ -314,12 +323,12 @@ const LINK_TYPES: Record<string, string> = { symlink: 'symbolic link', link: 'ha
  * keepImages=false drains image bodies unread (the counting pass). A container error ends the
  * shard with a single skip item that says, in words, what is wrong with it.
  */
-async function* readShard(shard: string, keepImages: boolean, read: ReadConfig): AsyncGenerator<ShardItem> {
+async function* readShard(shard: string, keepImages: boolean, read: ReadConfig, onVersion?: (version: string) => void): AsyncGenerator<ShardItem> {
   const { numClasses, labels } = read;
   // A shard that cannot be fetched at all (404, a failing command, retries spent) stops the
   // run: the stream errors it causes downstream must not pass for a damaged shard.
   let fetchError: ShardFetchError | undefined;
-  const bytes = keepFetchError(shardBytes(shard, read.remote), (err) => (fetchError = err));
+  const bytes = keepFetchError(shardBytes(shard, read.remote, onVersion), (err) => (fetchError = err));
   let head: { gzip: boolean; chunks: AsyncGenerator<Buffer> };
   try {
     head = await peekGzip(bytes);

@@ -86,6 +86,13 @@ test('a connection that stalls and keeps stalling: retried, then an error naming
   assert.is((await collect(tarShards({ shards: `${server.base}/drop/val-000000.tar.gz`, remote: { ...FAST, retries: 0 } }))).length, 2000);
 });
 
+test('a shard replaced on the server between the counting pass and the read: an error, not shifted indices', async () => {
+  const url = `${server.base}/versioned/val-000000.tar.gz`;
+  const { error, got } = await readAll(tarShards({ shards: url, remote: FAST, shuffle: { seed: 1, epoch: 0 }, onSkip: () => {} }));
+  assert.is(error, `${url} changed since it was counted (then etag "v1", last-modified ${new Date(0).toUTCString()}, length 688451; now etag "v2", last-modified ${new Date(0).toUTCString()}, length 688451): its sample indices would not hold; start again`);
+  assert.is(got.length, 0);
+});
+
 test('classes.txt naming a class twice is refused, naming the file, the name and the lines', async () => {
   const d = path.join(tmp, 'dup');
   fs.mkdirSync(d);

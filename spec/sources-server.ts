@@ -8,6 +8,7 @@
  *   /norange/F     ignores Range (always 200 with the whole file); the first response is cut off
  *   /cut/F         the first half of F, as a complete response (a truncated file on the server)
  *   /changing/F    as /drop, but the ETag changes after the first response
+ *   /versioned/F   as /ok, but each request sees a new version (ETag "v1", "v2", ...)
  *   /stall/F       sends `dropAfter` bytes, then nothing more (the connection stays open)
  *   /status/NNN/F  always answers NNN
  */
@@ -51,7 +52,7 @@ export async function startShardServer(dir: string, opts: { dropAfter?: number; 
     }
     let body = fs.readFileSync(file);
     if (mode === 'cut') body = body.subarray(0, Math.floor(body.length / 2));
-    const etag = mode === 'changing' && count > 1 ? '"v2"' : '"v1"';
+    const etag = mode === 'versioned' ? `"v${count}"` : mode === 'changing' && count > 1 ? '"v2"' : '"v1"';
     const headers: http.OutgoingHttpHeaders = { etag, 'last-modified': new Date(0).toUTCString(), 'accept-ranges': mode === 'norange' ? 'none' : 'bytes' };
     const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
     let start = 0;
