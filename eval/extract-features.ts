@@ -3,11 +3,16 @@
  * crop + normalise), one backbone forward per batch returning the chosen blocks, and the CLS
  * token or the mean of the patch tokens of each, streamed in batches with progress. Features
  * are read back with one asynchronous `await t.data()` per batch (never dataSync), so the
- * extraction runs on WebGPU as on wasm.
+ * extraction runs on WebGPU as on wasm. Every batch's features are checked on the host once
+ * read: a NaN or an infinity (a checkpoint whose weights overflow float32) is an error naming
+ * the model, the block, the data and where the activations broke (eval/non-finite.ts), never
+ * a feature set that every evaluation would turn into a chance-level number.
  */
 import * as tf from '@tensorflow/tfjs';
 import { poolTokens, Pooling, VisionTransformer } from '../models/vit';
 import { batchStream, SkipLog } from '../datapath/batches';
+import { firstNonFinite } from './features';
+import { describeOverflow } from './non-finite';
 
 /** Where eval's callers have always found it. */
 export type { Pooling };
@@ -35,6 +40,8 @@ export interface ExtractOptions {
   /** Resize ratio of the eval transform (resize to size / ratio, then centre crop). */
   resizeRatio?: number;
   onProgress?: (done: number) => void;
+  /** Names the model in errors: the checkpoint file or the run's label (default 'the model'). */
+  model?: string;
 }
 
 export async function extractFeatures(model: VisionTransformer, opts: ExtractOptions): Promise<FeatureSet> {
@@ -70,6 +77,7 @@ export async function extractFeatures(model: VisionTransformer, opts: ExtractOpt
     } finally {
       pooled.dispose();
     }
+    await checkFinite(model, opts, values, b.views[0], bs, n, count);
     perBlock.forEach((chunks, i) => chunks.push(values.slice(i * bs * d, i * bs * d + n * d)));
     for (let i = 0; i < n; i++) {
       labels.push(b.labels[i]);
@@ -91,6 +99,35 @@ export async function extractFeatures(model: VisionTransformer, opts: ExtractOpt
     labels: Int32Array.from(labels),
     indices: Int32Array.from(indices),
   };
+}
+
+/**
+ * Throws where a block's features of this batch ([blocks, bs, D] in `values`, the first n rows
+ * used) hold a NaN or an infinity, naming the model, the earliest such block, the data, and
+ * where the activations broke (the batch is run again only then).
+ */
+async function checkFinite(model: VisionTransformer, opts: ExtractOptions, values: Float32Array, pixels: Float32Array, bs: number, n: number, before: number): Promise<void> {
+  const d = model.cfg.embedDim;
+  const order = opts.blocks.map((b, i) => [b, i]).sort((x, y) => x[0] - y[0]);
+  for (const [block, i] of order) {
+    const start = i * bs * d;
+    const first = firstNonFinite(values, start, start + n * d);
+    if (first < 0) continue;
+    let rows = 0;
+    for (let r = 0; r < n; r++) if (firstNonFinite(values, start + r * d, start + (r + 1) * d) >= 0) rows++;
+    const size = model.cfg.imgSize;
+    const images = tf.tensor4d(pixels, [bs, size, size, 3]);
+    let why: string;
+    try {
+      why = await describeOverflow(model, images, block);
+    } finally {
+      images.dispose();
+    }
+    throw new Error(
+      `${opts.model ?? 'the model'}: the features of block ${block} are not finite (NaN or infinity) for ${rows} of the ${n} images ` +
+        `${before + 1}..${before + n} of ${opts.source}; ${why}. Its evaluation would be meaningless`,
+    );
+  }
 }
 
 function concat(chunks: Float32Array[], length: number): Float32Array {

@@ -11,11 +11,27 @@ export interface FeatureMatrix {
   dim: number;
 }
 
-/** Wraps a row-major array, checking that the sizes agree. */
+/**
+ * Wraps a row-major array, checking that the sizes agree and that every value is finite: a NaN
+ * or an infinity makes every distance, probe and clustering after it meaningless, and an
+ * evaluation must refuse rather than report a number computed from it. (Extraction checks
+ * first, naming the model and the block; this is the check for any other caller.)
+ */
 export function featureMatrix(data: Float32Array, rows: number, dim: number): FeatureMatrix {
   if (!Number.isInteger(rows) || !Number.isInteger(dim) || rows < 0 || dim < 1) throw new Error(`bad feature matrix shape [${rows}, ${dim}]`);
   if (data.length !== rows * dim) throw new Error(`feature matrix [${rows}, ${dim}] needs ${rows * dim} values, got ${data.length}`);
+  const bad = firstNonFinite(data);
+  if (bad >= 0) throw new Error(`feature matrix [${rows}, ${dim}]: value ${data[bad]} at row ${Math.floor(bad / dim)}, column ${bad % dim} (features must be finite)`);
   return { data, rows, dim };
+}
+
+/** Index of the first NaN or +-Infinity in values[start, end), or -1. */
+export function firstNonFinite(values: ArrayLike<number>, start = 0, end = values.length): number {
+  for (let i = start; i < end; i++) {
+    const v = values[i];
+    if (v - v !== 0) return i; // NaN - NaN and Inf - Inf are NaN; every finite v gives 0
+  }
+  return -1;
 }
 
 /** Throws unless there is one non-negative label per row (evaluation needs every label). */
@@ -31,6 +47,28 @@ export function checkSplits(train: FeatureMatrix, trainLabels: Int32Array, test:
   checkLabels(trainLabels, train, 'train labels');
   checkLabels(testLabels, test, 'test labels');
   if (train.dim !== test.dim) throw new Error(`${what}: train dim ${train.dim} != test dim ${test.dim}`);
+}
+
+/**
+ * Throws where a class has evaluation images (test, validation) but no training images: no
+ * classifier trained on that set can predict it, so its accuracy is capped below 100% without
+ * a word (a 4-class low-shot with one class untrained reports 75% of a perfect model). The
+ * message names the classes, their image counts and the cap. `what` names the evaluation.
+ */
+export function checkEveryClassTrained(trainLabels: Int32Array, evalLabels: Int32Array, what: string, classNames?: string[]): void {
+  const trained = new Set(trainLabels);
+  const missing = new Map<number, number>();
+  for (const l of evalLabels) if (!trained.has(l)) missing.set(l, (missing.get(l) ?? 0) + 1);
+  if (missing.size === 0) return;
+  const untrained = [...missing.values()].reduce((a, b) => a + b, 0);
+  const named = [...missing.keys()]
+    .sort((a, b) => a - b)
+    .map((c) => `class ${c}${classNames?.[c] ? ` (${classNames[c]})` : ''}: ${missing.get(c)} image${missing.get(c) === 1 ? '' : 's'}`);
+  throw new Error(
+    `${what}: ${missing.size === 1 ? 'a class has' : `${missing.size} classes have`} evaluation images but no training images (${named.join(', ')}); ` +
+      `no classifier can predict ${missing.size === 1 ? 'it' : 'them'}, so accuracy would be capped at ${((100 * (evalLabels.length - untrained)) / evalLabels.length).toFixed(1)}% ` +
+      `and reported as if it were a result. Add training images of ${missing.size === 1 ? 'that class' : 'those classes'} or leave ${missing.size === 1 ? 'it' : 'them'} out of the evaluation set`,
+  );
 }
 
 /** 1 + the largest label over all given label arrays (labels are class indices 0..C-1). */

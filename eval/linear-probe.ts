@@ -134,23 +134,38 @@ export async function trainSoftmax(x: FeatureMatrix, labels: Int32Array, configs
       const logits = tf.matMul(tf.tensor2d(xb.subarray(0, B * Dp), [B, Dp]), tf.tensor2d(W, [Dp, GC]));
       return tf.softmax(tf.reshape(logits, [B, G, C]));
     });
-    // d(cross-entropy)/d(logits) = softmax - one-hot, for every config at once.
-    for (let r = 0; r < B; r++) for (let g = 0; g < G; g++) probs[r * GC + g * C + labels[idx[r]]] -= 1;
+    // d(cross-entropy)/d(logits) = softmax - one-hot, for every config at once. A logit that
+    // overflowed makes its row's softmax NaN: the loss is then undefined, and so is the probe.
+    for (let r = 0; r < B; r++) {
+      for (let g = 0; g < G; g++) {
+        const at = r * GC + g * C + labels[idx[r]];
+        if (Number.isNaN(probs[at])) throw overflow(step, steps, configs[g], `the softmax loss at row ${idx[r]}`);
+        probs[at] -= 1;
+      }
+    }
     const grad = await read(() => tf.matMul(tf.tensor2d(xbT.subarray(0, Dp * B), [Dp, B]), tf.tensor2d(probs, [B, GC])));
     // Adam with bias correction; cosine decay of the step size to ~0 at the end.
     const t = step + 1;
     const scale = (0.5 * (1 + Math.cos((Math.PI * step) / steps)) * Math.sqrt(1 - b2 ** t)) / (1 - b1 ** t);
+    let overflowAt = -1;
     for (let j = 0, i = 0; j < Dp; j++) {
       const decayed = j < D; // no weight decay on the bias row
       for (let col = 0; col < GC; col++, i++) {
         const gi = decayed ? grad[i] + wd[col] * W[i] : grad[i];
         m[i] = b1 * m[i] + (1 - b1) * gi;
         v[i] = b2 * v[i] + (1 - b2) * gi * gi;
+        // an infinite second moment freezes the weight at its value (m / inf = 0): a probe that silently stops learning
+        if (!(v[i] < Infinity)) overflowAt = col;
         W[i] -= (lr[col] * scale * m[i]) / (Math.sqrt(v[i]) + eps);
       }
     }
+    if (overflowAt >= 0) throw overflow(step, steps, configs[Math.floor(overflowAt / C)], "the loss's gradient");
   }
   return { configs, numClasses: C, dim: D, weights: W.slice(0, D * GC), bias: W.slice(D * GC) };
+}
+
+function overflow(step: number, steps: number, config: ProbeConfig, what: string): Error {
+  return new Error(`linear probe: ${what} is not finite in float32 at step ${step + 1} of ${steps} (lr ${config.lr}): the features are too large (standardise them); the classifier would be meaningless`);
 }
 
 /** Predicted class of every row of (standardised) x under each config: result[g][row]. */

@@ -11,10 +11,12 @@
  * The draws are nested: for a given seed the 1-shot images are among the 2-shot ones, which
  * are among the 5-shot ones, so the n-shot curve is not blurred by independent draws.
  * A setting that asks a class for more images than it has is an error naming the class
- * (quietly taking fewer would report a different setting under the asked-for name).
+ * (quietly taking fewer would report a different setting under the asked-for name), and so is
+ * a test class without any train image (its accuracy is 0 by construction: the mean would be
+ * a capped number reported as a result).
  */
 import { Rng } from '../lib/rng';
-import { accuracy, checkSplits, FeatureMatrix, numClassesOf, selectLabels, selectRows } from './features';
+import { accuracy, checkEveryClassTrained, checkSplits, FeatureMatrix, numClassesOf, selectLabels, selectRows } from './features';
 import { fitStandardizer, predictSoftmax, ProbeConfig, SoftmaxTrainOptions, standardize, trainSoftmax } from './linear-probe';
 
 /** n images per class, or p% of each class's images (at least one): MSN's 1/2/5 shots and 1%. */
@@ -121,6 +123,7 @@ export async function lowShot(
 ): Promise<LowShotResult[]> {
   checkSplits(train, trainLabels, test, testLabels, 'low-shot');
   const settings = opts.shots ?? DEFAULT_SHOTS;
+  checkEveryClassTrained(trainLabels, testLabels, 'low-shot', opts.classNames);
   checkShots(trainLabels, settings, opts.classNames); // every setting, before any training
   const seeds = opts.seeds ?? [0, 1, 2];
   const config = opts.config ?? LOW_SHOT_CONFIG;

@@ -15,7 +15,7 @@ import * as zlib from 'node:zlib';
 import sharp from 'sharp';
 import * as tar from 'tar-stream';
 import { Rng } from '../lib/rng';
-import { readSafetensors, writeSafetensors, type TensorToWrite } from '../models/safetensors';
+import { readSafetensors, writeSafetensors } from '../models/safetensors';
 
 export const BUNDLED_CHECKPOINT = 'checkpoints/mae-vit-micro-p4/encoder.safetensors';
 const CLASSES = ['red', 'green', 'blue', 'grey'];
@@ -149,17 +149,51 @@ export async function makeBadInputCorpus(dir: string): Promise<string[]> {
   // checkpoints: the bundled encoder without its ViT metadata, cut short, text, and with a lying config
   fs.mkdirSync(path.join(dir, 'ckpt'), { recursive: true });
   const { tensors, metadata } = readSafetensors(BUNDLED_CHECKPOINT);
-  const asWritable: Record<string, TensorToWrite> = {};
+  const asWritable: Record<string, { shape: number[]; data: Float32Array }> = {};
   for (const [name, t] of tensors) asWritable[name] = { shape: t.shape, data: t.data as Float32Array };
   writeSafetensors(path.join(dir, 'ckpt/no-metadata.safetensors'), asWritable, { format: 'pt' });
   const bundled = fs.readFileSync(BUNDLED_CHECKPOINT);
   write(path.join(dir, 'ckpt/truncated.safetensors'), bundled.subarray(0, Math.floor(bundled.length / 3)));
   write(path.join(dir, 'ckpt/text.safetensors'), 'this is not a checkpoint\n');
   writeSafetensors(path.join(dir, 'ckpt/wrong-config.safetensors'), asWritable, { ...metadata, vit: JSON.stringify({ ...JSON.parse(metadata.vit), depth: 12 }) });
+  // finite weights that overflow float32 in the forward pass: every feature NaN
+  writeSafetensors(path.join(dir, 'ckpt/overflow.safetensors'), overflowing(asWritable), metadata);
 
   // a file where a folder is expected
   write(path.join(dir, 'a-file'), 'a file, not a folder\n');
   return listFiles(dir);
+}
+
+/** The tensors with one LayerNorm weight, blocks.0.norm1.weight[0], set to 1e38 (finite, but its products overflow). */
+export function overflowing(tensors: Record<string, { shape: number[]; data: Float32Array }>): Record<string, { shape: number[]; data: Float32Array }> {
+  const name = 'blocks.0.norm1.weight';
+  const data = Float32Array.from(tensors[name].data);
+  data[0] = 1e38;
+  return { ...tensors, [name]: { shape: tensors[name].shape, data } };
+}
+
+/**
+ * Rewrites a tar shard in place with every one-digit `.cls` label moved to the next class
+ * (mod numClasses), then puts its mtime back: the same size, the same mtime, other labels. What
+ * a cache keyed on (path, size, mtime) cannot see. Returns how many labels changed.
+ */
+export function rotateTarLabels(file: string, numClasses: number): number {
+  const st = fs.statSync(file);
+  const bytes = fs.readFileSync(file);
+  let changed = 0;
+  for (let at = 0; at + 512 <= bytes.length; ) {
+    const name = bytes.subarray(at, at + 100).toString('latin1').replace(/\0.*$/s, '');
+    if (name === '') break; // the end-of-archive blocks
+    const size = parseInt(bytes.subarray(at + 124, at + 136).toString('latin1').replace(/\0.*$/s, '').trim() || '0', 8);
+    if (name.endsWith('.cls') && size === 1 && bytes[at + 512] >= 0x30 && bytes[at + 512] <= 0x39) {
+      bytes[at + 512] = 0x30 + ((bytes[at + 512] - 0x30 + 1) % numClasses);
+      changed++;
+    }
+    at += 512 + Math.ceil(size / 512) * 512;
+  }
+  fs.writeFileSync(file, bytes);
+  fs.utimesSync(file, st.atime, st.mtime);
+  return changed;
 }
 
 /** PNG signature, IHDR of side x side RGB, one IDAT of a few zero rows, IEND. */

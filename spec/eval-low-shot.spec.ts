@@ -2,7 +2,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { initBackend } from '../runtime/backend';
 import { Rng } from '../lib/rng';
-import { featureMatrix } from '../eval/features';
+import { checkEveryClassTrained, featureMatrix } from '../eval/features';
 import { checkShots, lowShot, parseShots, sampleShots, shotName } from '../eval/low-shot';
 import { rejects } from './eval-helpers';
 
@@ -82,6 +82,34 @@ test('lowShot: a class too small for a setting fails before any training, naming
   const y = train.y.map((l, i) => (l === 2 && i > 10 ? 3 : l)) as Int32Array; // class 2 keeps a few images
   const left = y.filter((l) => l === 2).length;
   await rejects(() => lowShot(train.x, y, testSet.x, testSet.y, { shots: [{ perClass: 1 }, { perClass: left + 1 }], classNames: ['a', 'b', 'cat', 'd'] }), new RegExp(`class 2 \\(cat\\) has only ${left}`));
+});
+
+test('lowShot: a test class without any train image is refused, naming it and the accuracy cap, before any training', async () => {
+  const train = dataset(200, 8, 4, 0.3, 1);
+  const testSet = dataset(100, 8, 4, 0.3, 2);
+  const keep = Array.from(train.y.keys()).filter((i) => train.y[i] !== 3); // class 3 (grey) loses every train image
+  const x = featureMatrix(Float32Array.from(keep.flatMap((i) => Array.from(train.x.data.subarray(i * 8, (i + 1) * 8)))), keep.length, 8);
+  const y = Int32Array.from(keep, (i) => train.y[i]);
+  const untrained = testSet.y.filter((l) => l === 3).length;
+  const cap = ((100 * (testSet.y.length - untrained)) / testSet.y.length).toFixed(1);
+  const t0 = performance.now();
+  await rejects(
+    () => lowShot(x, y, testSet.x, testSet.y, { shots: [{ perClass: 1 }], classNames: ['red', 'green', 'blue', 'grey'] }),
+    new RegExp(`^low-shot: a class has evaluation images but no training images \\(class 3 \\(grey\\): ${untrained} images\\); no classifier can predict it, so accuracy would be capped at ${cap.replace('.', '\\.')}%`),
+  );
+  assert.ok(performance.now() - t0 < 500, 'refused before training');
+  // the same sets with class 3's train images: a result, and near perfect (so the cap above is real)
+  const [r] = await lowShot(train.x, train.y, testSet.x, testSet.y, { shots: [{ perClass: 5 }], seeds: [0], minSteps: 100 });
+  assert.ok(r.mean > 0.9, `5-shot with every class trained: ${r.mean}`);
+});
+
+test('checkEveryClassTrained (the long-tail path): several untrained classes named with their counts', () => {
+  const train = Int32Array.from([0, 0, 1, 1]);
+  checkEveryClassTrained(train, Int32Array.from([1, 0, 1]), 'long-tail');
+  assert.throws(
+    () => checkEveryClassTrained(train, Int32Array.from([0, 2, 2, 5, 1]), 'long-tail (data/lt/train-*.tar)', ['a', 'b', 'c']),
+    /^long-tail \(data\/lt\/train-\*\.tar\): 2 classes have evaluation images but no training images \(class 2 \(c\): 2 images, class 5: 1 image\); no classifier can predict them, so accuracy would be capped at 40\.0%/,
+  );
 });
 
 test.run();
