@@ -5,90 +5,87 @@
  * FeatureSet is stored once as safetensors under a hash of everything that determines it:
  *   - the model: the checkpoint file's content hash (checkpointKey) or 'random-init:'+preset+seed,
  *     plus its ViT config;
- *   - the data: the source spec, its content (every file below an image folder, or every file a
- *     shard/CIFAR pattern matches, with path, size and mtime, hashed), the class count, the
- *     sample limit;
+ *   - the data: the source spec and its content fingerprint (lib/fingerprint.ts: a SHA-256 of
+ *     every byte of every file below an image folder, or of every shard / CIFAR file the spec
+ *     names plus the class list beside them), the class count, the sample limit;
  *   - the eval transform (image size, resize ratio), the blocks and the pooling.
+ * So a shard rewritten with other labels but its size and mtime kept misses, as does a
+ * checkpoint overwritten in place. A source with remote shards (http(s)://, pipe:) cannot be
+ * fingerprinted without reading it whole: its features are extracted every time, and the log
+ * says so.
  * Batch size and progress callbacks do not change the features and are not part of the key.
  * The file holds `features.<block>` [count, dim] per block, `labels`, `indices`, and the key
  * itself as JSON metadata (checked on read, so a hash collision or a stale file can never be
  * served). It is written atomically (writeSafetensors: temp file + rename); a file that
- * cannot be read back is reported and extracted again. Beside it, `<hash>.source.json` under
- * the hash of the key without the data's content remembers what the data looked like, so when
- * a data set changes (files removed, moved between classes, a shard regenerated) the log says
- * why the features are extracted again instead of silently missing.
+ * cannot be read back, or that holds a non-finite feature, is reported and extracted again.
+ * Beside it, `<hash>.source.json` under the hash of the key without the data's content
+ * remembers the data's fingerprint, so when a data set changes (files removed, moved between
+ * classes, a shard rewritten) the log names what changed instead of silently missing.
  */
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import fg from 'fast-glob';
+import { dataFingerprint, DataFingerprint, describeDataChange, fileHashSync, isRemoteEntry } from '../lib/fingerprint';
 import { readSafetensors, writeSafetensors, TensorToWrite } from '../models/safetensors';
 import { VisionTransformer } from '../models/vit';
+import { resolveShards } from '../sources/tar-shards';
 import { extractFeatures, ExtractOptions, FeatureSet } from './extract-features';
+import { firstNonFinite } from './features';
 import { writeFileAtomic } from './report';
 import { outDirProblem } from '../runtime/out-dir';
 
 export const DEFAULT_CACHE_DIR = '.cache/features';
 
 /** Bump when the stored layout or the extraction itself changes: old entries then miss. */
-const CACHE_VERSION = 2;
+const CACHE_VERSION = 3;
 
 /** Hits and extractions in this process (progress lines, and the spec's "no re-extraction" check). */
 export const featureCacheStats = { hits: 0, misses: 0 };
 
-/** The model part of the key for a checkpoint: the hash of its bytes, so a moved or copied file still hits. */
+/**
+ * The model part of the key for a checkpoint: the SHA-256 of its bytes (lib/fingerprint.ts), so
+ * a moved or copied file still hits and a file overwritten in place misses.
+ */
 export function checkpointKey(file: string): string {
-  // Read in chunks: a ViT-H checkpoint (2.5 GB) is larger than one Node buffer may be.
-  const hash = crypto.createHash('sha256');
-  const chunk = Buffer.alloc(1 << 24);
-  const fd = fs.openSync(file, 'r');
-  try {
-    for (let n; (n = fs.readSync(fd, chunk, 0, chunk.length, null)) > 0; ) hash.update(chunk.subarray(0, n));
-  } finally {
-    fs.closeSync(fd);
-  }
-  return 'sha256:' + hash.digest('hex');
+  return 'sha256:' + fileHashSync(file).hash;
 }
 
 export function randomInitKey(preset: string, seed: number): string {
   return `random-init:${preset}:${seed}`;
 }
 
-/** What a source's files looked like: a hash of their paths, sizes and mtimes, and a summary for the log. */
-export interface SourceFingerprint {
-  hash: string;
-  files: number;
-  bytes: number;
-}
+/** Class lists the sources read beside their data files (sources/open.ts, sources/cifar-binary.ts). */
+const CLASS_LISTS = ['classes.txt', 'batches.meta.txt', 'fine_label_names.txt', 'coarse_label_names.txt'];
 
 /**
- * Path, size and mtime of every file of a source: everything below an image folder (so files
- * removed, added or moved between class folders change it), or every file a shard / CIFAR
- * pattern matches (a regenerated shard changes it) — without hashing gigabytes of images.
+ * The files a source spec reads: an image folder (fingerprinted whole: files removed, added or
+ * moved between class folders change it), or the shards / CIFAR files it names plus the class
+ * lists beside them; remote shards as written. Empty where the spec names nothing (opening the
+ * source then says so, naming it).
  */
-export function sourceFingerprint(spec: string): SourceFingerprint {
-  const isDir = fs.existsSync(spec) && fs.statSync(spec).isDirectory();
-  const root = isDir ? path.resolve(spec) : '';
-  const files = isDir
-    ? fg.sync('**/*', { cwd: root, onlyFiles: true, dot: true }).map((f) => path.join(root, f))
-    : fs.existsSync(spec)
-      ? [path.resolve(spec)]
-      : fg.sync(spec, { onlyFiles: true }).map((f) => path.resolve(f));
-  const hash = crypto.createHash('sha256');
-  let bytes = 0;
-  for (const f of files.sort()) {
-    const st = fs.statSync(f);
-    bytes += st.size;
-    hash.update(`${f}\0${st.size}\0${Math.round(st.mtimeMs)}\n`);
+export function sourceEntries(spec: string): string[] {
+  if (fs.statSync(spec, { throwIfNoEntry: false })?.isDirectory()) return [path.resolve(spec)];
+  let named: string[];
+  try {
+    named = resolveShards(spec);
+  } catch {
+    return [];
   }
-  return { hash: hash.digest('hex'), files: files.length, bytes };
+  const dirs = new Set(named.filter((f) => !isRemoteEntry(f)).map((f) => path.dirname(f)));
+  const lists = [...dirs].flatMap((dir) => CLASS_LISTS.map((name) => path.join(dir, name)).filter((f) => fs.existsSync(f)));
+  return [...named, ...lists];
+}
+
+/** The content fingerprint of a source spec's files (see sourceEntries). */
+export function sourceFingerprint(spec: string): Promise<DataFingerprint> {
+  return dataFingerprint(sourceEntries(spec));
 }
 
 export function featureCacheKey(
   model: VisionTransformer,
   modelKey: string,
   opts: ExtractOptions,
-  data: SourceFingerprint = sourceFingerprint(opts.source),
+  data: DataFingerprint,
 ): { key: string; hash: string; sourceHash: string } {
   const parts = {
     version: CACHE_VERSION,
@@ -101,7 +98,7 @@ export function featureCacheKey(
     blocks: opts.blocks,
     pooling: opts.pooling ?? 'cls',
   };
-  const key = JSON.stringify({ ...parts, data: data.hash });
+  const key = JSON.stringify({ ...parts, data: data.digest });
   const digest = (text: string) => crypto.createHash('sha256').update(text).digest('hex').slice(0, 32);
   return { key, hash: digest(key), sourceHash: digest(JSON.stringify(parts)) };
 }
@@ -122,6 +119,9 @@ function readCached(file: string, key: string): FeatureSet {
   });
   const dim = tensors.get(`features.${blocks[0]}`)!.shape[1];
   if (indices.data.length !== count || features.some((f) => f.length !== count * dim)) throw new Error('sizes disagree');
+  // written by a version that did not check: extracting again names the model and the block
+  const broken = features.findIndex((f) => firstNonFinite(f) >= 0);
+  if (broken >= 0) throw new Error(`features.${blocks[broken]} holds NaN or infinity`);
   return { blocks, pooling, features, dim, count, labels: labels.data, indices: indices.data };
 }
 
@@ -135,7 +135,11 @@ export async function cachedFeatures(
   opts: ExtractOptions,
   cacheDir = DEFAULT_CACHE_DIR,
 ): Promise<FeatureSet & { cached: boolean }> {
-  const data = sourceFingerprint(opts.source);
+  const data = await sourceFingerprint(opts.source);
+  if (data.skipped.length > 0) {
+    console.warn(`[feature-cache] ${opts.source}: not cached (${data.skipped.length} remote shard${data.skipped.length === 1 ? '' : 's'}, e.g. ${data.skipped[0].entry}, cannot be fingerprinted without reading them); extracting`);
+    return { ...(await extractFeatures(model, opts)), cached: false };
+  }
   const { key, hash, sourceHash } = featureCacheKey(model, modelKey, opts, data);
   const file = path.join(cacheDir, `${hash}.safetensors`);
   const sourceFile = path.join(cacheDir, `${sourceHash}.source.json`);
@@ -151,11 +155,8 @@ export async function cachedFeatures(
     }
   }
   const before = readSourceRecord(sourceFile);
-  if (before && before.hash !== data.hash) {
-    console.warn(
-      `[feature-cache] ${opts.source} changed since its features were cached (${describe(before)} then, ${describe(data)} now): extracting again`,
-    );
-  }
+  const change = before && describeDataChange(before, data);
+  if (change) console.warn(`[feature-cache] ${opts.source} changed since its features were cached (${change}): extracting again`);
   const set = await extractFeatures(model, opts);
   featureCacheStats.misses++;
   const tensors: Record<string, TensorToWrite> = {
@@ -177,12 +178,11 @@ export async function cachedFeatures(
   return { ...set, cached: false };
 }
 
-function readSourceRecord(file: string): SourceFingerprint | undefined {
+function readSourceRecord(file: string): DataFingerprint | undefined {
   try {
-    return JSON.parse(fs.readFileSync(file, 'utf8')) as SourceFingerprint;
+    const record = JSON.parse(fs.readFileSync(file, 'utf8')) as DataFingerprint;
+    return typeof record.digest === 'string' && Array.isArray(record.files) && Array.isArray(record.skipped) ? record : undefined;
   } catch {
     return undefined; // none yet, or unreadable: nothing to compare with
   }
 }
-
-const describe = (d: SourceFingerprint) => `${d.files} files, ${(d.bytes / 2 ** 20).toFixed(1)} MB, content hash ${d.hash.slice(0, 8)}`;

@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { initBackend } from '../runtime/backend';
 import { VisionTransformer } from '../models/vit';
-import { cachedFeatures, featureCacheKey, featureCacheStats, randomInitKey } from '../eval/feature-cache';
+import { cachedFeatures, featureCacheKey, featureCacheStats, randomInitKey, sourceFingerprint } from '../eval/feature-cache';
 import { tarShards } from '../sources/tar-shards';
 import type { EncodedSample } from '../sources/types';
 import { writeShard } from '../scripts/make-bundled-data';
@@ -101,7 +101,8 @@ test('second run: features from the cache (no extraction), same numbers', async 
 
 test('the cache key changes with blocks, pooling, limit and model; a corrupt file is re-extracted', async () => {
   const base = { source: opts().train, blocks: [0, 1], limit: 200 };
-  const key = (o: object, modelKey = randomInitKey('tiny-spec', 0)) => featureCacheKey(model, modelKey, { ...base, ...o }).hash;
+  const data = await sourceFingerprint(base.source);
+  const key = (o: object, modelKey = randomInitKey('tiny-spec', 0)) => featureCacheKey(model, modelKey, { ...base, ...o }, data).hash;
   const hashes = [key({}), key({ blocks: [1] }), key({ pooling: 'avg' }), key({ limit: 100 }), key({}, randomInitKey('tiny-spec', 1))];
   assert.is(new Set(hashes).size, hashes.length);
   assert.is(key({ pooling: 'cls', batchSize: 7 }), hashes[0], 'batch size and default pooling must not change the key');
