@@ -18,6 +18,8 @@
  *   The columns c may be a larger batch's teacher features than the rows b (`teacherGlobalBatch`:
  *   data-parallel, the global batch's, all-gathered), as MoCo v3 gathers its keys.
  * - total = patch + image.
+ * Each needs a negative: at least 2 images among the keys (the global batch's where given) and
+ * 2 tokens per image; with fewer its loss is 0 at every step, so that is refused.
  *
  * Teacher features are constants: they pass through a stop-gradient, so a caller may hand in
  * tensors computed from variables and still no gradient reaches the teacher.
@@ -65,6 +67,10 @@ function validate(args: MimcoLossArgs): void {
   expect(h, [B, P], 'teacherGlobal');
   const all = args.teacherGlobalBatch;
   if (all && (all.rank !== 2 || all.shape[1] !== P || all.shape[0] < B)) throw new Error(`mimcoLoss: teacherGlobalBatch has shape [${all.shape}], expected [N >= ${B}, ${P}]`);
+  // one key: the image logits hold only the positive and the image loss is 0 whatever the student does
+  const keys = all ? all.shape[0] : B;
+  if (keys < 2) throw new Error(`mimcoLoss: a batch of ${keys} image${keys === 1 ? '' : 's'} has no negatives: the image-level InfoNCE contrasts each image with the other images of the batch, so that loss would be 0 at every step; use a batch of at least 2`);
+  if (T < 2) throw new Error(`mimcoLoss: ${T} token per image has no negatives: the patch-level InfoNCE contrasts each patch with the other patches of its image`);
 }
 
 /**

@@ -17,6 +17,9 @@
  * the global-global pairs, `local` the mean over the global-local pairs (0 without local
  * views, and `global` is 0 with a single global view).
  *
+ * The negatives are the other samples of the batch, so a batch needs at least 2 (with one the
+ * logits hold only the positive and every loss is 0 whatever the model does).
+ *
  * Gradients flow only through the predictions. Projections and swapped vectors are treated
  * as constants structurally (they enter only through a custom-gradient op that returns no
  * gradient for them), so passing tensors that were computed from variables is safe: nothing
@@ -71,6 +74,8 @@ function validate(args: NnaLossArgs): { B: number; P: number; tau: number } {
   swapped.forEach((t, i) => check(t, `swapped[${i}]`));
   predictions.forEach((t, j) => check(t, `predictions[${j}]`));
   if (B < 1 || P < 1) throw new Error(`nnaLoss: empty batch or projection dimension [${B}, ${P}]`);
+  // B == 1: logits [1, 1] hold only the positive, so every pair loss is log(1) = 0
+  if (B < 2) throw new Error(`nnaLoss: a batch of 1 sample has no negatives: NNA contrasts each sample's positive with the other samples of its batch, so the loss would be 0 at every step; use a batch of at least 2`);
   return { B, P, tau };
 }
 

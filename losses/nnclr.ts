@@ -9,12 +9,19 @@
  *   logits[b, c] = nn_i[b] . p_j[c] / tau,   loss_ij = mean_b cross_entropy(logits[b, :], b),
  * total = the mean of loss_01 and loss_10. Unlike NNA (losses/nna.ts) the negatives are swapped
  * too. The neighbours are constants; gradients reach the predictions only.
+ * A batch needs at least 2 samples: with one, the only logit is the positive's, every loss is 0
+ * whatever the model does, and training would run on without learning.
  */
 import * as tf from '@tensorflow/tfjs';
 import { l2normalize, stopGradient } from '../models/ops';
 
 export function nnclrLoss(neighbours: [tf.Tensor2D, tf.Tensor2D], predictions: [tf.Tensor2D, tf.Tensor2D], temperature: number): tf.Scalar {
   if (!(temperature > 0)) throw new Error(`nnclrLoss: temperature must be positive, got ${temperature}`);
+  const batch = predictions[0].shape[0];
+  if (batch < 2) throw new Error(`nnclrLoss: a batch of ${batch} sample${batch === 1 ? '' : 's'} has no negatives: InfoNCE contrasts each sample with the others of its batch, so the loss would be 0 at every step; use a batch of at least 2`);
+  for (const t of [...neighbours, ...predictions]) {
+    if (t.shape[0] !== batch) throw new Error(`nnclrLoss: neighbours and predictions must share the batch size, got [${[...neighbours, ...predictions].map((x) => x.shape[0])}]`);
+  }
   return tf.tidy(() => {
     const pair = (nn: tf.Tensor2D, p: tf.Tensor2D) => {
       const logits = tf.div(tf.matMul(l2normalize(stopGradient(nn)), l2normalize(p), false, true), temperature);
