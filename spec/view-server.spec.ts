@@ -15,7 +15,7 @@ import { MinMaxDownsampler } from '../view/downsample';
 import { findRuns, runDetail, runSummary } from '../view/runs';
 import { readRunStatus, writeRunStatus } from '../view/run-status';
 import { memorySink } from '../view/memory-sink';
-import { serveRuns } from '../view/server';
+import { serveRuns, serveRunsHere } from '../view/server';
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'mimref-view-'));
 const row = (step: number, extra: Record<string, unknown> = {}) => JSON.stringify({ step, time: new Date(Date.UTC(2026, 0, 1, 0, 0, step)).toISOString(), loss: 10 - step / 10, ...extra }) + '\n';
@@ -193,7 +193,7 @@ test('server: only files below the runs folder; traversal, encoded separators, s
   fs.writeFileSync(path.join(root, 'run', 'summary.json'), '{"ok": true}');
   fs.symlinkSync(outside, path.join(root, 'escape'));
   fs.symlinkSync(path.join(outside, 'secret.json'), path.join(root, 'run', 'link.json'));
-  const server = await serveRuns({ runsDir: root, port: 0, log: () => {} });
+  const server = await serveRunsHere({ runsDir: root, port: 0, log: () => {} });
   const port = Number(new URL(server.url).port);
   try {
     assert.is(new URL(server.url).hostname, '127.0.0.1');
@@ -236,7 +236,7 @@ test('server: only files below the runs folder; traversal, encoded separators, s
 
 test('server: beyond loopback every request needs the token (query once, then the cookie)', async () => {
   const root = tmp();
-  const server = await serveRuns({ runsDir: root, port: 0, host: '0.0.0.0', log: () => {} });
+  const server = await serveRunsHere({ runsDir: root, port: 0, host: '0.0.0.0', log: () => {} });
   try {
     const url = new URL(server.url);
     const token = url.searchParams.get('token')!;
@@ -263,7 +263,7 @@ test('server: a row appended reaches the event stream within 2 s; a cut-back fil
   fs.mkdirSync(dir);
   const file = path.join(dir, 'metrics.jsonl');
   fs.writeFileSync(file, row(1) + row(2));
-  const server = await serveRuns({ runsDir: root, port: 0, log: () => {} });
+  const server = await serveRunsHere({ runsDir: root, port: 0, log: () => {} });
   const port = Number(new URL(server.url).port);
   const events: { name: string; data: { kind?: string; file?: string; rows?: JsonRow[]; status?: string }; at: number }[] = [];
   const req = http.get({ host: '127.0.0.1', port, path: '/api/stream?id=run' });
@@ -315,6 +315,33 @@ test('server: a row appended reaches the event stream within 2 s; a cut-back fil
     req.destroy();
     await server.close();
   }
+});
+
+test('serveRuns: the server on its own thread lists the runs, answers while this thread is busy, refuses a taken port, closes', async () => {
+  const root = tmp();
+  fs.mkdirSync(path.join(root, 'run'));
+  fs.writeFileSync(path.join(root, 'run', 'metrics.jsonl'), row(1));
+  const lines: string[] = [];
+  const server = await serveRuns({ runsDir: root, port: 0, log: (l) => lines.push(l) });
+  const port = Number(new URL(server.url).port);
+  try {
+    assert.match(lines.join('\n'), /dashboard at http:\/\/127\.0\.0\.1:\d+\//);
+    // a request answered while this thread is held, as by a training step
+    const answer = get(port, '/api/runs');
+    const until = performance.now() + 300;
+    while (performance.now() < until);
+    assert.equal(JSON.parse((await answer).body).runs.map((r: { id: string }) => r.id), ['run']);
+    await serveRuns({ runsDir: root, port, log: () => {} }).then(
+      () => assert.unreachable('a second server on a taken port'),
+      (err: Error) => assert.match(err.message, new RegExp(`--port ${port}: 127\\.0\\.0\\.1:${port} is in use`)),
+    );
+  } finally {
+    await server.close();
+  }
+  await get(port, '/api/runs').then(
+    () => assert.unreachable('still answering after close'),
+    (err: NodeJS.ErrnoException) => assert.is(err.code, 'ECONNREFUSED'),
+  );
 });
 
 test.run();

@@ -20,6 +20,7 @@ import * as path from 'node:path';
 import { JsonlTail, JsonRow } from './jsonl-tail';
 import { MinMaxDownsampler } from './downsample';
 import { findRuns, MEMORY_FILE, METRICS_FILE, runDetail, runSummary } from './runs';
+import { siblingModule, spawnWorker } from '../lib/worker';
 
 export interface ServeRunsOptions {
   runsDir: string;
@@ -63,8 +64,44 @@ const FILE_TYPES: Record<string, string> = {
   '.md': 'text/plain; charset=utf-8',
 };
 
-/** Starts the dashboard over `runsDir`; resolves once it listens. `port` 0 takes a free port. */
-export async function serveRuns(opts: ServeRunsOptions): Promise<RunsServer> {
+/**
+ * Starts the dashboard over `runsDir` on a worker thread of its own, so a training step that
+ * holds the main thread (tfjs's wasm kernels run on it) never holds up a page or a metrics row;
+ * resolves once it listens. `port` 0 takes a free port. For the training pipelines' --view.
+ */
+export function serveRuns(opts: ServeRunsOptions): Promise<RunsServer> {
+  const log = opts.log ?? ((line: string) => console.log(line));
+  const worker = spawnWorker(siblingModule(__dirname, 'server-worker', __filename), { runsDir: opts.runsDir, port: opts.port, host: opts.host });
+  return new Promise<RunsServer>((resolve, reject) => {
+    let closed: (() => void) | undefined;
+    const close = () =>
+      new Promise<void>((done) => {
+        closed = done;
+        worker.ref();
+        worker.postMessage('close');
+      });
+    worker.on('message', (m: WorkerMessage) => {
+      if (m.kind === 'log') log(m.line);
+      else if (m.kind === 'listening') {
+        // once it listens, the dashboard never keeps a finished run's process alive
+        worker.unref();
+        resolve({ url: m.url, close });
+      }
+      else if (m.kind === 'failed') reject(new Error(m.message));
+    });
+    worker.on('error', (err) => reject(new Error(`the dashboard's thread failed: ${err.message}`)));
+    worker.on('exit', () => {
+      closed?.();
+      reject(new Error("the dashboard's thread ended before it listened"));
+    });
+  });
+}
+
+/** What the dashboard's thread (view/server-worker.ts) tells the thread that started it. */
+export type WorkerMessage = { kind: 'log'; line: string } | { kind: 'listening'; url: string } | { kind: 'failed'; message: string };
+
+/** Starts the dashboard over `runsDir` on this thread (`npm run view`, where nothing else runs); resolves once it listens. */
+export async function serveRunsHere(opts: ServeRunsOptions): Promise<RunsServer> {
   const log = opts.log ?? ((line: string) => console.log(line));
   const host = opts.host ?? '127.0.0.1';
   const runsDir = path.resolve(opts.runsDir);

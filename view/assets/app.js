@@ -13,8 +13,8 @@
   const METRIC_PANELS = [
     { id: 'loss', title: 'Loss and its terms', match: (k) => k === 'loss' || k.startsWith('loss_') },
     { id: 'head-loss', title: 'Loss per head', match: (k) => /^block\d+_loss$/.test(k) },
-    { id: 'nn-acc', title: 'NN accuracy per head (top-1 match of the two views)', match: (k) => /_nn_acc$/.test(k) },
-    { id: 'nn-sim', title: 'NN similarity per head (cosine)', match: (k) => /_nn_sim$/.test(k) },
+    { id: 'nn-acc', title: 'NN accuracy per head (share of picked neighbours with the sample\'s label)', match: (k) => /(^|_)nn_acc$/.test(k) },
+    { id: 'nn-sim', title: 'NN similarity per head (cosine)', match: (k) => /(^|_)nn_sim$/.test(k) },
     { id: 'train-acc', title: 'Training accuracy', match: (k) => k === 'train_acc' },
     { id: 'lr', title: 'Learning rate', match: (k) => k === 'lr' },
     { id: 'images-per-s', title: 'Images / s', match: (k) => k === 'images_per_s' },
@@ -53,6 +53,11 @@
   function fmt(v) {
     if (typeof v !== 'number') return String(v);
     return Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-3 && v !== 0) ? v.toExponential(3) : String(+v.toPrecision(5));
+  }
+  /** An axis tick: 3 significant digits, exponent form for the very small and large (lr 5e-4). */
+  function tick(v) {
+    if (v === 0) return '0';
+    return Math.abs(v) >= 1e5 || Math.abs(v) < 1e-2 ? v.toExponential(1).replace('.0e', 'e') : String(+v.toPrecision(3));
   }
   function readHash() {
     const p = new URLSearchParams(location.hash.slice(1));
@@ -172,6 +177,10 @@
       } else {
         appendRows(live[msg.file], msg.rows);
         live[msg.file].total += msg.rows.length;
+        // how long after its writing a row arrived here (same clock where the run is on this machine)
+        const newest = msg.rows[msg.rows.length - 1];
+        const lag = Date.now() - Date.parse(newest && newest.time);
+        if (msg.file === 'metrics' && isFinite(lag)) document.body.dataset.maxRowLagMs = String(Math.max(lag, Number(document.body.dataset.maxRowLagMs || 0)));
       }
       scheduleDraw();
     });
@@ -354,7 +363,7 @@
       const width = Math.max(300, c.box.clientWidth - 14);
       if (c.plot && c.key === key) {
         c.plot.setData(data);
-        if (Math.abs(c.plot.width - width) > 2) c.plot.setSize({ width, height: 260 });
+        if (Math.abs(c.plot.width - width) > 2) c.plot.setSize({ width, height: 220 });
         return;
       }
       c.plot && c.plot.destroy();
@@ -363,9 +372,9 @@
       c.plot = new uPlot(
         {
           width,
-          height: 260,
+          height: 220,
           scales: { x: { time: false } },
-          axes: [{ label: p.xLabel }, { size: 60 }],
+          axes: [{ label: p.xLabel }, { size: 64, values: (_u, ticks) => ticks.map(tick) }],
           cursor: { drag: { x: true, y: false } },
           series: [
             { label: p.xLabel },
