@@ -8,7 +8,7 @@
  *   npm run view -- --host 0.0.0.0                 # reachable from other machines, with a token
  */
 import { num, parseFlags, runMain } from '../runtime/cli';
-import { serveRuns } from '../view/server';
+import { serveRunsHere } from '../view/server';
 
 const USAGE = 'Live dashboard of training runs.\n  npm run view -- [options]';
 const FLAGS = {
@@ -21,7 +21,7 @@ const FLAGS = {
 export async function view(argv: string[]): Promise<void> {
   const f = parseFlags(USAGE, FLAGS, argv);
   const port = num('port', f.port, { integer: true, min: 0, max: 65535 });
-  const server = await serveRuns({ runsDir: f.runs!, port, host: f.host });
+  const server = await serveRunsHere({ runsDir: f.runs!, port, host: f.host });
   console.log('[view] Ctrl-C to stop');
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
