@@ -21,9 +21,9 @@ import { onOff } from '../eval/knn';
 import { DEFAULT_SHOTS, parseShots, shotName } from '../eval/low-shot';
 import { DEFAULT_LT_TRAIN, evaluate, parseBlocks, parseTasks, TASKS } from '../eval/evaluate';
 import { compareReports, DEFAULT_FINETUNE_DIR, writeEvalOutputs } from '../eval/reports';
-import { dataFlags, evalFlags, knnFlags, RENAMED, runFlags } from '../train/flags';
+import { evalFlags, knnFlags, RENAMED, runFlags } from '../train/flags';
 import {
-  checkEvalFolder, EVAL_MODEL_FLAGS, evaluatedModel, KNN_STANDARDISE_FLAG, loadEvaluatedModel, numClassesFlag, POOLING_FLAG, POOLINGS, startEvalRun, writeEvalRunFiles,
+  checkEvalFolder, EVAL_DATA_FLAGS, EVAL_MODEL_FLAGS, evaluatedModel, KNN_STANDARDISE_FLAG, loadEvaluatedModel, numClassesFlag, POOLING_FLAG, POOLINGS, startEvalRun, writeEvalRunFiles,
 } from './knn';
 
 const USAGE = [
@@ -34,21 +34,21 @@ const USAGE = [
 ].join('\n');
 const FLAGS = {
   ...runFlags('eval'),
-  out: { description: 'run folder (default: runs/eval/<label as a folder name>; with --compare runs/eval/compare)' },
-  ...dataFlags({ numClasses: true }),
+  out: { description: 'run folder (default: runs/eval/<label as a folder name>, or runs/eval/compare)' },
+  ...EVAL_DATA_FLAGS,
   ...EVAL_MODEL_FLAGS,
-  tasks: { description: `some of ${TASKS.join(',')} (longtail needs CIFAR-10-LT at --lt-train)`, default: 'knn,linear,lowshot,kmeans' },
+  tasks: { description: `some of ${TASKS.join(',')}`, default: 'knn,linear,lowshot,kmeans' },
   blocks: { description: "blocks to evaluate: 'all', 'last' or indices like 4,5", default: 'all' },
   pooling: POOLING_FLAG,
   ...evalFlags({ trainLimit: '0', testLimit: '0' }),
   'knn-standardise': KNN_STANDARDISE_FLAG,
-  shots: { description: "low-shot settings: images per class, or a share of each class's images like 1%", default: DEFAULT_SHOTS.map(shotName).join(',') },
-  'lt-train': { description: 'long-tailed train images of --tasks longtail (scripts/make-cifar10-splits.ts)', default: DEFAULT_LT_TRAIN },
+  shots: { description: 'low-shot: images per class, or a share of each class like 1%', default: DEFAULT_SHOTS.map(shotName).join(',') },
+  'lt-train': { description: 'long-tailed train images of --tasks longtail', default: DEFAULT_LT_TRAIN },
   'cache-dir': { description: 'feature cache folder', default: DEFAULT_CACHE_DIR },
   'no-cache': { description: 'extract features without reading or writing the cache', boolean: true },
-  compare: { description: 'report.json files to put side by side instead of evaluating (a label with several: mean ± std)' },
-  'finetune-summaries': { description: `with --compare: fine-tuning summaries as LABEL=summary.json,... (pipelines/finetune.ts)` },
-  'finetune-dir': { description: `with --compare: fine-tuning summaries by label, <dir>/<label>/summary.json ('none': off)`, default: DEFAULT_FINETUNE_DIR },
+  compare: { description: "report.json files side by side instead of evaluating (a label's runs: mean ± std)" },
+  'finetune-summaries': { description: 'with --compare: fine-tuning summaries as LABEL=summary.json,... (pipelines/finetune.ts)' },
+  'finetune-dir': { description: "with --compare: <dir>/<label>/summary.json files ('none': off)", default: DEFAULT_FINETUNE_DIR },
 } as const;
 type EvalFlags = Flags<typeof FLAGS>;
 const DEFINITION = { name: 'eval', script: 'pipelines/eval.ts' };

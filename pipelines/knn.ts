@@ -19,7 +19,7 @@ import { lockRunDir } from '../runtime/run-lock';
 import { vitPresetFallback } from '../runtime/vit-flag';
 import { writeFileAtomic } from '../lib/atomic-file';
 import { slug } from '../lib/format';
-import { VisionTransformer, VIT_PRESETS } from '../models/vit';
+import type { VisionTransformer } from '../models/vit';
 import { evalClassCount } from '../sources/open';
 import { LABEL_LIMIT } from '../sources/tar-shards';
 import { checkpointKey, randomInitKey } from '../eval/feature-cache';
@@ -29,15 +29,23 @@ import { BUNDLED, dataFlags, evalFlags, knnFlags, modelFlags, RENAMED, runFlags 
 import { CONFIG_FILE, RUN_FILE } from '../train/run';
 import { loadModel } from '../train/model';
 
-/** The flags both evaluation pipelines add to the shared vocabulary (help lines within 120 characters). */
+/**
+ * The data and model flags of both evaluation pipelines: the shared vocabulary's, with
+ * descriptions short enough for help lines within 120 characters beside their long defaults.
+ */
+export const EVAL_DATA_FLAGS = {
+  ...dataFlags({ numClasses: true }),
+  train: { description: 'training images: shards, folder or CIFAR .bin', default: BUNDLED.train },
+  val: { description: "validation images (default: the val-* shards beside --train; 'none': no validation)" },
+} as const;
 export const EVAL_MODEL_FLAGS = {
   ...modelFlags({ checkpoint: BUNDLED.mae }),
-  checkpoint: { description: "the encoder to evaluate: safetensors or .pth (timm/HF names); 'none': random init", default: BUNDLED.mae },
-  preset: { description: `ViT size of 'none' or of a checkpoint without config (${Object.keys(VIT_PRESETS).slice(0, 3).join(', ')}, ...)` },
+  checkpoint: { description: "encoder file or 'none'", default: BUNDLED.mae },
+  preset: { description: "ViT size of 'none', or of a checkpoint without config (e.g. vit-micro-p4)" },
   seed: { description: "seed of 'none' (default 0); of a checkpoint, the seed that trained it, for the report" },
   label: { description: 'model name in tables, charts and the default --out (default: the checkpoint folder)' },
 } as const;
-export const KNN_STANDARDISE_FLAG = { description: "kNN on features standardised with train statistics (the reference's) 'on', or L2 only 'off'", default: 'on' } as const;
+export const KNN_STANDARDISE_FLAG = { description: "'on': standardised with train statistics (the reference); 'off': L2 only", default: 'on' } as const;
 export const POOLING_FLAG = { description: "'cls' or 'avg' (mean of patch tokens)", default: 'cls' } as const;
 export const POOLINGS = ['cls', 'avg'] as const;
 
@@ -47,8 +55,8 @@ const USAGE = [
 ].join('\n');
 const FLAGS = {
   ...runFlags('knn'),
-  out: { description: 'run folder: everything this run writes goes here (default: runs/knn/<label as a folder name>)' },
-  ...dataFlags({ numClasses: true }),
+  out: { description: 'run folder (default: runs/knn/<label as a folder name>)' },
+  ...EVAL_DATA_FLAGS,
   ...EVAL_MODEL_FLAGS,
   ...evalFlags({ trainLimit: '0', testLimit: '0' }),
   'knn-standardise': KNN_STANDARDISE_FLAG,
@@ -161,7 +169,7 @@ export function checkEvalFolder(runDir: string, pipeline: string, model: string)
   checkOutDir(runDir);
   const run = readRunJson(runDir);
   if (run?.pipeline !== undefined && run.pipeline !== pipeline) {
-    throw new Error(`--out ${runDir} holds a ${run.pipeline} run (${RUN_FILE}), not a ${pipeline} run: choose another --out`);
+    throw new Error(`--out ${runDir} holds a run of another pipeline (${run.pipeline}, says its ${RUN_FILE}), not of ${pipeline}: choose another --out`);
   }
   if (run?.model !== undefined && run.model !== model) {
     throw new Error(`--out ${runDir} holds the ${pipeline} results of ${run.model}, not of ${model}: choose another --out (or --label)`);

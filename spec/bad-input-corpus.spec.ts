@@ -5,6 +5,11 @@
  * the right numbers, never a hang, a crash (stack trace, signal) or a silently wrong number.
  * Prints a table case -> outcome.
  *
+ * Library cases (entry 'library') call an eval/ or losses/ function in this process instead: a
+ * check that belongs to the function whatever pipeline or flags reach it (a batch of 1 in a
+ * contrastive loss, a low-shot class without train images); they count as a clear error when
+ * the call throws an Error matching the case.
+ *
  * The children run the project transpiled to JavaScript once (typescript's transpileModule,
  * the same code ts-node runs), so a case costs its own work rather than a TypeScript compile:
  * 48 cases in about a minute of CPU.
@@ -16,7 +21,13 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as ts from 'typescript';
-import { makeBadInputCorpus, BUNDLED_CHECKPOINT } from '../scripts/make-bad-input-corpus';
+import * as tf from '@tensorflow/tfjs';
+import { makeBadInputCorpus, BUNDLED_CHECKPOINT, rotateTarLabels } from '../scripts/make-bad-input-corpus';
+import { featureMatrix } from '../eval/features';
+import { lowShot } from '../eval/low-shot';
+import { nnclrLoss } from '../losses/nnclr';
+import { nnaLoss } from '../losses/nna';
+import { mimcoLoss } from '../losses/mimco';
 
 const ROOT = path.resolve(__dirname, '..');
 const LIMIT_MS = Number(process.env.BAD_INPUT_CASE_LIMIT_MS ?? 90_000);
@@ -26,7 +37,7 @@ type Entry = 'knn' | 'eval' | 'refine' | 'pretrain-mae' | 'mimco';
 
 interface Case {
   name: string;
-  entry: Entry;
+  entry: Entry | 'library';
   args: string[];
   /** 'error': exit 1 with a message matching `match`; 'skips'/'ok': exit 0, output matching `match`. */
   expect: 'error' | 'skips' | 'ok';
@@ -35,6 +46,8 @@ interface Case {
   check?: (out: string) => void;
   /** Runs first (another child, a change to the data): the case's own setting-up. */
   before?: () => Promise<void>;
+  /** A library case's call (entry 'library'). */
+  call?: () => unknown;
 }
 
 interface Outcome {
@@ -75,6 +88,18 @@ function transpileProject(out: string): void {
   const { include } = JSON.parse(fs.readFileSync(path.join(ROOT, 'tsconfig.json'), 'utf8')) as { include: string[] };
   for (const dir of include.filter((d) => !['spec', 'bench', 'scripts'].includes(d))) walk(dir);
   fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(out, 'node_modules'), 'dir');
+}
+
+/** A library case's call, as an outcome: a thrown Error is `error: <message>` with exit 1. */
+async function callLibrary(f: () => unknown): Promise<Outcome> {
+  const t0 = performance.now();
+  const done = (rc: number, output: string): Outcome => ({ rc, signal: null, timedOut: false, seconds: (performance.now() - t0) / 1000, output });
+  try {
+    await f();
+    return done(0, '');
+  } catch (err) {
+    return done(1, err instanceof Error ? `error: ${err.message}\n` : `threw a non-Error: ${String(err)}`);
+  }
 }
 
 function run(entry: Entry, args: string[]): Promise<Outcome> {
@@ -200,12 +225,52 @@ function cases(): Case[] {
   add('--queue-size 1e12', 'refine', refine('queue-huge', ['--queue-size', '1e12']), 'error', /--queue-size: expected an integer in \[1, \d+\] \(each takes .*memory\), got '1e12'/);
   add('--local-views 1e9', 'refine', refine('views-huge', ['--local-views', '1e9']), 'error', /--local-views: expected an integer in \[0, 64\]/);
   add('--decoder-dim 1e9', 'pretrain-mae', mae('decoder-huge', ['--decoder-dim', '1e9']), 'error', /--decoder-dim: expected an integer in \[4, 8192\]/);
-  add('--k -4', 'knn', knn('neg-k', ['--k', '-4']), 'error', /--k: expected an integer in \[1, 10000\], got '-4'/);
-  add('--seed 1e300', 'knn', knn('seed-huge', ['--random-init', '--seed', '1e300']), 'error', /--seed: expected an integer in \[0, \d+\], got '1e300'/);
-  add('--test-limit -1', 'eval', evalArgs('neg-limit', ['--test-limit', '-1']), 'error', /--test-limit: expected an integer in \[0, \d+\], got '-1'/);
+  add('--knn-k -4', 'knn', knn('neg-k', ['--knn-k', '-4']), 'error', /--knn-k: expected an integer in \[1, 10000\], got '-4'/);
+  add('--seed 1e300', 'knn', knn('seed-huge', ['--seed', '1e300']), 'error', /--seed: expected an integer in \[0, \d+\], got '1e300'/);
+  add('--eval-test-limit -1', 'eval', evalArgs('neg-limit', ['--eval-test-limit', '-1']), 'error', /--eval-test-limit: expected an integer in \[0, \d+\], got '-1'/);
   add('--blocks 99', 'eval', evalArgs('blocks-99', ['--blocks', '99']), 'error', /--blocks: block 99 does not exist/);
   add('--mask-ratio 2', 'pretrain-mae', mae('mask-2', ['--mask-ratio', '2']), 'error', /--mask-ratio: expected a number in \[0\.01, 0\.99\], got '2'/);
   add('--temperature NaN', 'mimco', mimco('temp-nan', ['--temperature', 'NaN']), 'error', /--temperature: expected a number >= 0\.0001, got 'NaN'/);
+
+  // ---- numbers that would be silently wrong (issue 31)
+  const overflow = () => c('ckpt/overflow.safetensors');
+  const overflowError = /the features of block \d+ are not finite \(NaN or infinity\) for 16 of the 16 images .*the activations first stop being finite at the output of block 0; its largest weight is blocks\.0\.norm1\.weight \(\|w\| up to 1\.00e\+38\)/;
+  add('checkpoint whose weights overflow (knn)', 'knn', knn('ckpt-overflow', ['--checkpoint', overflow()]), 'error', overflowError);
+  add('checkpoint whose weights overflow (eval)', 'eval', evalArgs('ckpt-overflow-eval', ['--checkpoint', overflow()]), 'error', overflowError);
+  const rewritten = () => path.join(tmp, 'rewritten');
+  let cachedTop1 = NaN;
+  add('test shard rewritten after caching, size and mtime kept (labels all changed)', 'knn', knn('rewritten', [], path.join(rewritten(), 'train-*.tar'), path.join(rewritten(), 'test-*.tar')), 'ok', /changed since its features were cached \(1 file changed: .*test-000000\.tar \(same size/, {
+    before: async () => {
+      fs.cpSync(c('good'), rewritten(), { recursive: true });
+      const first = await run('knn', knn('rewritten-first', [], path.join(rewritten(), 'train-*.tar'), path.join(rewritten(), 'test-*.tar')));
+      assert.is(first.rc, 0, `first run: ${first.output}`);
+      cachedTop1 = json(path.join(outOf('rewritten-first'), 'knn.json')).knn[0].last;
+      assert.is(rotateTarLabels(path.join(rewritten(), 'test-000000.tar'), 4), 8);
+    },
+    check: (out) => {
+      // every test label moved to the next class: the cached features' labels would give the first run's number
+      const top1 = json(path.join(out, 'knn.json')).knn[0].last;
+      assert.ok(cachedTop1 >= 0.75 && top1 <= 0.25, `kNN top-1 ${top1} after the labels changed, ${cachedTop1} before`);
+    },
+  });
+  const P = 8;
+  const rows = (n: number) => tf.randomNormal([n, P], 0, 1, 'float32', 1) as tf.Tensor2D;
+  const noNegatives = /a batch of 1 (sample|image) has no negatives: .* so (the|that) loss would be 0 at every step; use a batch of at least 2/;
+  const library = (name: string, call: () => unknown, match: RegExp) => list.push({ name, entry: 'library', args: [], expect: 'error', match, call });
+  library('batch of 1: NNCLR loss (losses/nnclr.ts)', () => tf.tidy(() => nnclrLoss([rows(1), rows(1)], [rows(1), rows(1)], 0.1)), noNegatives);
+  library('batch of 1: NNA loss (losses/nna.ts)', () => tf.tidy(() => nnaLoss({ projections: [rows(1), rows(1)], swapped: [rows(1), rows(1)], predictions: [rows(1), rows(1)], numGlobal: 2 }).total), noNegatives);
+  library('batch of 1: MimCo loss (losses/mimco.ts)', () =>
+    tf.tidy(() => {
+      const patches = tf.randomNormal([1, 4, P], 0, 1, 'float32', 2) as tf.Tensor3D;
+      return mimcoLoss({ studentPatches: patches, teacherPatches: patches, mask: tf.ones([1, 4]) as tf.Tensor2D, studentGlobal: rows(1), teacherGlobal: rows(1), temperature: 0.2 }).total;
+    }), noNegatives);
+  library('low-shot: a test class without train images (eval/low-shot.ts)', () => {
+    // the good set's layout: 16 train and 8 test images of 4 classes, class 3 (grey) left out of train
+    const trainLabels = Int32Array.from({ length: 12 }, (_, i) => i % 3);
+    const testLabels = Int32Array.from({ length: 8 }, (_, i) => i % 4);
+    const features = (n: number, seed: number) => featureMatrix(Float32Array.from({ length: n * P }, (_, i) => Math.sin(seed + i)), n, P);
+    return lowShot(features(12, 0), trainLabels, features(8, 1), testLabels, { shots: [{ perClass: 1 }], classNames: ['red', 'green', 'blue', 'grey'] });
+  }, /^low-shot: a class has evaluation images but no training images \(class 3 \(grey\): 2 images\); no classifier can predict it, so accuracy would be capped at 75\.0%/);
   return list;
 }
 
@@ -250,7 +315,7 @@ test('every entry point over the bad-input corpus: clear errors or counted skips
       } catch (err) {
         failure = `setting up: ${(err as Error).message}`;
       }
-      const o = await run(k.entry, k.args);
+      const o = k.entry === 'library' ? await callLibrary(k.call!) : await run(k.entry, k.args);
       const outcome = classify(o);
       const errorText = o.output.slice(Math.max(0, o.output.search(/^error: /m)));
       if (!failure) {

@@ -1,7 +1,10 @@
 /**
- * pipelines/eval.ts on a random init (--checkpoint none) and --compare: the random init's
- * evaluation is a function of its seed, a tiny comparison of real reports writes its tables and
- * a real PNG/SVG chart, and files that are not reports, reports of other data and broken
+ * pipelines/eval.ts and pipelines/knn.ts as a user runs them: the random init's evaluation is a
+ * function of its seed, and the run folder's config.yaml repeats it exactly; each run folder
+ * holds one pipeline's results of one model (run.json), another's is refused; old flag names
+ * are refused naming the new; knn's default run folder is the checkpoint's label, and its
+ * per-block kNN is eval's; a tiny comparison of real reports writes its tables and a real
+ * PNG/SVG chart, and files that are not reports, reports of other data and broken
  * fine-tuning summaries are refused naming the file.
  */
 import { test } from 'uvu';
@@ -12,7 +15,9 @@ import * as path from 'node:path';
 import sharp from 'sharp';
 import { initBackend } from '../runtime/backend';
 import { rejects } from './eval-helpers';
+import YAML from 'yaml';
 import { runEval } from '../pipelines/eval';
+import { checkpointLabel, knn } from '../pipelines/knn';
 import type { EvalReport } from '../eval/report';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eval-compare-'));
@@ -30,9 +35,12 @@ test.before(async () => {
 
 test.after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-test('random init (--checkpoint none): the same seed gives the same report, another seed another', async () => {
+test('random init (--checkpoint none): the same seed gives the same report, another seed another; config.yaml repeats the run', async () => {
   await randomInit(1, 's1');
-  await randomInit(1, 's1-again');
+  // the run folder's config.yaml holds the resolved flags: --config repeats the run elsewhere
+  const config = YAML.parse(fs.readFileSync(path.join(dir, 's1', 'config.yaml'), 'utf8'));
+  assert.equal([config.checkpoint, config.preset, config.seed, config['eval-val-limit'], config.out], ['none', 'vit-micro-p4', '1', '60', path.join(dir, 's1')]);
+  await runEval(['--config', path.join(dir, 's1', 'config.yaml'), '--out', path.join(dir, 's1-again')]);
   await randomInit(2, 's2');
   const [a, again, b] = [report('s1'), report('s1-again'), report('s2')];
   assert.is(a.label, 'random init (vit-micro-p4)');
@@ -42,6 +50,54 @@ test('random init (--checkpoint none): the same seed gives the same report, anot
   assert.equal(numbers(again), numbers(a));
   assert.not.equal(b.knn!.top1, a.knn!.top1);
   assert.not.equal(b.lowShot!.results.map((r) => r.accuracies), a.lowShot!.results.map((r) => r.accuracies));
+});
+
+test('run.json names the pipeline and the model: a folder of another model or pipeline is refused before any work', async () => {
+  const run = JSON.parse(fs.readFileSync(path.join(dir, 's1', 'run.json'), 'utf8'));
+  assert.equal([run.pipeline, run.model, run.label], ['eval', 'random init of vit-micro-p4, seed 1', 'random init (vit-micro-p4)']);
+  const t0 = performance.now();
+  await rejects(() => randomInit(2, 's1'), /--out .*s1 holds the eval results of random init of vit-micro-p4, seed 1, not of random init of vit-micro-p4, seed 2/);
+  await rejects(() => knn(['--checkpoint', 'none', '--preset', 'vit-micro-p4', '--out', path.join(dir, 's1')]), /--out .*s1 holds a run of another pipeline \(eval, says its run\.json\), not of knn/);
+  assert.ok(performance.now() - t0 < 5000, 'refused after work');
+  assert.equal(fs.readdirSync(path.join(dir, 's1')).sort(), ['config.yaml', 'per-block.png', 'per-block.svg', 'report.json', 'report.md', 'run.json']);
+});
+
+test('old flag names are refused naming the new; --checkpoint none needs --preset', async () => {
+  await rejects(() => runEval(['--train-limit', '5']), /--train-limit was renamed: use --eval-train-limit/);
+  await rejects(() => runEval(['--val-limit', '5']), /--val-limit was renamed: use --eval-val-limit \(0: all\)/);
+  await rejects(() => runEval(['--random-init']), /--random-init was renamed: use --checkpoint none/);
+  await rejects(() => knn(['--k', '5']), /--k was renamed: use --knn-k/);
+  await rejects(() => knn(['--temperature', '0.1']), /--temperature was renamed: use --knn-temperature/);
+  await rejects(() => knn(['--standardise', 'off']), /--standardise was renamed: use --knn-standardise/);
+  await rejects(() => knn(['--checkpoint', 'none']), /--checkpoint none: pass --preset/);
+  await rejects(() => knn(['--checkpoint', path.join(dir, 'missing.safetensors')]), /--checkpoint .*missing\.safetensors: no such file/);
+});
+
+test("knn: the run folder defaults to runs/knn/<the checkpoint's label>; its per-block kNN is eval's", async () => {
+  const root = process.cwd();
+  const abs = (p: string) => path.join(root, p);
+  const limits = ['--eval-train-limit', '100', '--eval-val-limit', '60', '--eval-test-limit', '60'];
+  const cwd = path.join(dir, 'knn-cwd');
+  fs.mkdirSync(cwd);
+  process.chdir(cwd); // runs/ and the feature cache land in the temp dir
+  let out: string;
+  try {
+    const data = ['--train', abs('data/cifar10-mini/train-*.tar.gz'), '--test', abs('data/cifar10-mini/test-*.tar.gz')];
+    out = await knn(['--checkpoint', 'none', '--preset', 'vit-micro-p4', '--seed', '1', ...data, ...limits]);
+    assert.is(out, path.join('runs', 'knn', 'random-init-vit-micro-p4'));
+    out = path.join(cwd, out);
+  } finally {
+    process.chdir(root);
+  }
+  const r = JSON.parse(fs.readFileSync(path.join(out, 'knn.json'), 'utf8')).knn[0];
+  assert.equal([r.trainCount, r.val.count, r.testCount], [100, 60, 60]);
+  // the same model, data and kNN rule as eval's s1 run: the same per-block kNN
+  const e = report('s1');
+  assert.equal([r.top1, r.val.top1], [e.knn!.top1, e.knn!.val]);
+  assert.is(JSON.parse(fs.readFileSync(path.join(out, 'run.json'), 'utf8')).pipeline, 'knn');
+  assert.is(checkpointLabel('checkpoints/mae-vit-micro-p4/encoder.safetensors'), 'mae-vit-micro-p4');
+  assert.is(checkpointLabel('runs/refine-s1/checkpoint/encoder-ema.safetensors'), 'refine-s1 encoder-ema');
+  assert.is(checkpointLabel('runs/mae/checkpoint.step-40/encoder.safetensors'), 'mae step-40');
 });
 
 test('--compare: one row per label (runs of a label as mean ± std), fine-tuning where given, the table and a real chart', async () => {
