@@ -58,6 +58,8 @@ export interface PerBlockKnnOptions {
   cacheKey?: string;
   /** Class count of shards without classes.txt (--num-classes). */
   numClasses?: number;
+  /** Names the model in errors (non-finite features): the checkpoint file; default `label`. */
+  model?: string;
 }
 
 const pct = (a: number) => (100 * a).toFixed(1);
@@ -81,6 +83,7 @@ export async function perBlockKnn(model: VisionTransformer, opts: PerBlockKnnOpt
       pooling,
       limit,
       numClasses: opts.numClasses,
+      model: opts.model ?? opts.label,
       onProgress: (done) => {
         const now = performance.now();
         if (now - lastLog > 2000) {
