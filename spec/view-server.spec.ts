@@ -140,6 +140,22 @@ test('runs: discovery at any depth, skipping non-runs and symbolic links; status
   assert.is(s(path.join(root, 'tmponly'), 'tmponly').status, 'unknown');
 });
 
+test('runs: per-block kNN during (knn-during.json) and before/after (summary.json) as the pipelines write them; unreadable ones said so', () => {
+  const dir = tmp();
+  fs.writeFileSync(path.join(dir, 'metrics.jsonl'), row(1));
+  const report = (label: string, top1: number[]) => ({ label, blocks: [4, 5], top1, val: { source: 'val', count: 10, top1: top1.map((t) => t - 0.01) }, lastBlock: 5, last: top1[1] });
+  fs.writeFileSync(path.join(dir, 'knn-during.json'), JSON.stringify({ points: [{ step: 0, report: report('MIM checkpoint', [0.3, 0.35]) }, { step: 10, report: report('refined (EMA), step 10', [0.32, 0.4]) }] }));
+  fs.writeFileSync(path.join(dir, 'summary.json'), JSON.stringify({ lastBlockGain: 0.05, knn: [report('MIM checkpoint', [0.3, 0.35]), report('refined (EMA)', [0.33, 0.41])] }));
+  const d = runDetail(dir, 'r', dir);
+  assert.equal(d.knnDuring, [{ step: 0, blocks: [4, 5], top1: [0.3, 0.35] }, { step: 10, blocks: [4, 5], top1: [0.32, 0.4] }]);
+  assert.equal(d.knnReports![0].file, 'summary.json');
+  assert.equal(d.knnReports![0].reports.map((r) => [r.label, r.top1]), [['MIM checkpoint', [0.3, 0.35]], ['refined (EMA)', [0.33, 0.41]]]);
+  assert.equal(d.knnReports![0].reports[1].valTop1, [0.33 - 0.01, 0.41 - 0.01]);
+  assert.equal(d.files, ['knn-during.json', 'metrics.jsonl', 'summary.json']);
+  fs.writeFileSync(path.join(dir, 'knn-during.json'), '{"points": [');
+  assert.equal(runDetail(dir, 'r', dir).problems, ['knn-during.json is unreadable']);
+});
+
 test('status.json: merged writes; a new invocation starts clean; foreign content is no status', () => {
   const dir = tmp();
   const a = writeRunStatus(dir, { state: 'running', pipeline: 'refine', backend: 'wasm', ranks: 1, totalSteps: 5 });
