@@ -79,7 +79,7 @@ async function* httpBytes(url: string, opts: RemoteOptions, onIdentity?: (identi
     let res: http.IncomingMessage | undefined;
     let progressed = false;
     try {
-      res = await request(url, offset, idleTimeoutMs);
+      res = await request(url, offset > 0 ? `bytes=${offset}-` : undefined, idleTimeoutMs);
       const status = res.statusCode ?? 0;
       if (status === 416 && total !== undefined && offset === total) return; // the drop came after the last byte
       if (status !== 200 && status !== 206) {
@@ -91,7 +91,7 @@ async function* httpBytes(url: string, opts: RemoteOptions, onIdentity?: (identi
       const range = status === 206 ? /^bytes (\d+)-\d+\/(\d+|\*)$/.exec(res.headers['content-range'] ?? '') : null;
       if (status === 206 && !range) throw new ShardFetchError(`${url}: a 206 answer without a usable Content-Range (${res.headers['content-range']})`);
       const length = range ? (range[2] === '*' ? undefined : Number(range[2])) : res.headers['content-length'] !== undefined ? Number(res.headers['content-length']) : undefined;
-      const id = `etag ${res.headers.etag ?? '-'}, last-modified ${res.headers['last-modified'] ?? '-'}, length ${length ?? '-'}`;
+      const id = versionOf(res, length);
       if (identity !== undefined && id !== identity) {
         throw new ShardFetchError(`${url} changed while it was being read (first ${identity}; after a retry ${id}): read it again from the start`);
       }
@@ -134,17 +134,44 @@ async function* httpBytes(url: string, opts: RemoteOptions, onIdentity?: (identi
   }
 }
 
-/** GET from `offset`, following redirects; resolves with the response head (body unread). */
-function request(url: string, offset: number, idleTimeoutMs: number, redirects = 0): Promise<http.IncomingMessage> {
+const versionOf = (res: http.IncomingMessage, length: number | undefined) =>
+  `etag ${res.headers.etag ?? '-'}, last-modified ${res.headers['last-modified'] ?? '-'}, length ${length ?? '-'}`;
+
+/**
+ * An http shard's version (ETag, Last-Modified, length, as a read sees them) without reading
+ * it: a one-byte ranged GET (a URL signed for GET may refuse HEAD). Undefined where the server
+ * names no ETag or Last-Modified (a length alone does not tell versions apart) or the request
+ * fails: the caller then reads the shard.
+ */
+export async function httpVersion(url: string, opts: RemoteOptions = {}): Promise<string | undefined> {
+  let res: http.IncomingMessage | undefined;
+  try {
+    res = await request(url, 'bytes=0-0', opts.idleTimeoutMs ?? 60_000);
+    if (!res.headers.etag && !res.headers['last-modified']) return undefined;
+    if (res.statusCode === 206) {
+      const total = /\/(\d+)$/.exec(res.headers['content-range'] ?? '');
+      return total ? versionOf(res, Number(total[1])) : undefined;
+    }
+    if (res.statusCode === 200 && res.headers['content-length'] !== undefined) return versionOf(res, Number(res.headers['content-length']));
+    return undefined;
+  } catch {
+    return undefined;
+  } finally {
+    res?.destroy();
+  }
+}
+
+/** GET (from `range` where given), following redirects; resolves with the response head (body unread). */
+function request(url: string, range: string | undefined, idleTimeoutMs: number, redirects = 0): Promise<http.IncomingMessage> {
   return new Promise((resolve, reject) => {
     const get = url.toLowerCase().startsWith('https:') ? https.get : http.get;
     const headers: Record<string, string> = { 'accept-encoding': 'identity' };
-    if (offset > 0) headers.range = `bytes=${offset}-`;
+    if (range) headers.range = range;
     const req = get(url, { headers }, (res) => {
       if (REDIRECTS.includes(res.statusCode ?? 0) && res.headers.location) {
         res.resume();
         if (redirects >= MAX_REDIRECTS) return reject(new ShardFetchError(`${url}: more than ${MAX_REDIRECTS} redirects`));
-        return resolve(request(new URL(res.headers.location, url).toString(), offset, idleTimeoutMs, redirects + 1));
+        return resolve(request(new URL(res.headers.location, url).toString(), range, idleTimeoutMs, redirects + 1));
       }
       resolve(res);
     });

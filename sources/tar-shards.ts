@@ -35,7 +35,8 @@ import * as zlib from 'zlib';
 import { pipeline, Readable } from 'stream';
 import * as tar from 'tar-stream';
 import { Rng } from '../lib/rng';
-import { shardBytes, ShardFetchError, type RemoteOptions } from './shard-bytes';
+import { httpVersion, shardBytes, ShardFetchError, type RemoteOptions } from './shard-bytes';
+import { indexCacheKey, loadIndex, saveIndex, type StoredIndex } from './shard-index-cache';
 import { isRemoteShard, resolveShards } from './shard-spec';
 import type { EncodedSample } from './types';
 
@@ -229,7 +230,7 @@ async function* readAll(shards: string[], shuffle: ShuffleOptions | undefined, o
     let next = index ? index.firstIndex[s] : running;
     // The counts of a remote shard hold only for the version counted.
     const sameVersion = (version: string) => {
-      if (index && index.versions[s] !== undefined && version !== index.versions[s]) {
+      if (index && index.versions[s] !== null && version !== index.versions[s]) {
         throw new ShardFetchError(`${shards[s]} changed since it was counted (then ${index.versions[s]}; now ${version}): its sample indices would not hold; start again`);
       }
     };
@@ -238,7 +239,7 @@ async function* readAll(shards: string[], shuffle: ShuffleOptions | undefined, o
         onSkip(item.origin, item.reason);
         continue;
       }
-      if (index ? index.firstShard.get(item.key)! < s : seen.has(item.key)) {
+      if (index ? index.crossDuplicates[s].has(item.key) : seen.has(item.key)) {
         onSkip(item.origin, DUPLICATE);
         continue;
       }
@@ -252,46 +253,81 @@ async function* readAll(shards: string[], shuffle: ShuffleOptions | undefined, o
 /** Reasons name the kind of problem before any ': ' and the particulars after it (SkipLog counts by kind). */
 const DUPLICATE = 'duplicate key (an earlier sample has it; the first one is kept)';
 
-interface SourceIndex {
-  /** Key -> the first shard (sorted order) holding a valid sample with it. */
-  firstShard: Map<string, number>;
-  /** Stable index of the first sample of each shard. */
-  firstIndex: number[];
-  total: number;
-  /** Each shard's damage, or its first skipped sample: why a source without samples has none. */
-  problems: { origin: string; reason: string }[];
-  /** An http shard's version (ETag, Last-Modified, length) when counted. */
-  versions: (string | undefined)[];
+/**
+ * What the counting pass finds: each shard's first stable index, the keys in each shard that
+ * an earlier shard already has (so that a shuffled read drops the same duplicates as a sorted
+ * one), each shard's damage or first skipped sample (why a source without samples has none),
+ * and each http shard's version when counted.
+ */
+type SourceIndex = Omit<StoredIndex, 'crossDuplicates'> & { crossDuplicates: Set<string>[] };
+
+const indexMemo = new Map<string, SourceIndex>();
+
+/** Forgets the counts held in memory (the disk cache stays): for long-lived processes and tests. */
+export function forgetShardCounts(): void {
+  indexMemo.clear();
 }
 
-const indexCache = new Map<string, SourceIndex>();
-
 /**
- * The counting pass over all shards (header-only), cached per process by path, size, mtime
- * (a remote shard by its URL or command: it is read once per process).
+ * The counting pass over all shards (header-only), kept in memory per process by path, size,
+ * mtime (a remote shard by its URL or command); for sources with http shards also on disk
+ * (shard-index-cache.ts), checked against each shard's version. `pipe:` shards have no
+ * version: a source with one is counted by reading it, once per process.
  */
 async function sourceIndex(shards: string[], read: ReadConfig): Promise<SourceIndex> {
-  const cacheKey = [read.numClasses, read.labels, ...shards.map(statKey)].join('\0');
-  let index = indexCache.get(cacheKey);
-  if (!index) {
-    const firstShard = new Map<string, number>();
-    const firstIndex: number[] = [];
-    const problems: SourceIndex['problems'] = [];
-    const versions: SourceIndex['versions'] = [];
-    for (let s = 0; s < shards.length; s++) {
-      firstIndex.push(firstShard.size);
-      let noted = false;
-      for await (const item of readShard(shards[s], false, read, (version) => (versions[s] = version))) {
-        if (item.kind === 'sample' && !firstShard.has(item.key)) firstShard.set(item.key, s);
-        if (item.kind === 'skip' && (!noted || item.origin === shards[s])) {
-          problems.push({ origin: item.origin, reason: item.reason });
-          noted = true;
-        }
+  const memoKey = [read.numClasses, read.labels, ...shards.map(statKey)].join('\0');
+  const memo = indexMemo.get(memoKey);
+  if (memo) return memo;
+  const onDisk = shards.some((s) => /^https?:/i.test(s)) && !shards.some((s) => s.startsWith('pipe:'));
+  const diskKey = (versions: (string | null | undefined)[]) =>
+    versions.every((v) => v) ? indexCacheKey([read.numClasses, read.labels, shards, versions]) : undefined;
+  let stored: StoredIndex | undefined;
+  if (onDisk) {
+    const key = diskKey(await versionsOf(shards, read.remote));
+    stored = key ? loadIndex(key) : undefined;
+  }
+  if (!stored) {
+    stored = await countShards(shards, read);
+    const key = onDisk ? diskKey(stored.versions.map((v, s) => (/^https?:/i.test(shards[s]) ? v : statKey(shards[s])))) : undefined;
+    if (key) saveIndex(key, stored);
+  }
+  const index = { ...stored, crossDuplicates: stored.crossDuplicates.map((keys) => new Set(keys)) };
+  indexMemo.set(memoKey, index);
+  return index;
+}
+
+/** Each shard's version: an http shard's as its server names it, a local file's size and mtime. */
+async function versionsOf(shards: string[], remote: RemoteOptions): Promise<(string | undefined)[]> {
+  const versions: (string | undefined)[] = new Array(shards.length);
+  let next = 0;
+  const worker = async () => {
+    for (let s = next++; s < shards.length; s = next++) versions[s] = /^https?:/i.test(shards[s]) ? await httpVersion(shards[s], remote) : statKey(shards[s]);
+  };
+  await Promise.all(Array.from({ length: Math.min(16, shards.length) }, worker));
+  return versions;
+}
+
+async function countShards(shards: string[], read: ReadConfig): Promise<StoredIndex> {
+  const seen = new Set<string>();
+  const index: StoredIndex = { firstIndex: [], crossDuplicates: [], total: 0, problems: [], versions: [] };
+  for (let s = 0; s < shards.length; s++) {
+    index.firstIndex.push(seen.size);
+    index.versions.push(null);
+    const duplicates: string[] = [];
+    let noted = false;
+    for await (const item of readShard(shards[s], false, read, (version) => (index.versions[s] = version))) {
+      if (item.kind === 'sample') {
+        if (seen.has(item.key)) duplicates.push(item.key);
+        else seen.add(item.key);
+      }
+      if (item.kind === 'skip' && (!noted || item.origin === shards[s])) {
+        index.problems.push({ origin: item.origin, reason: item.reason });
+        noted = true;
       }
     }
-    index = { firstShard, firstIndex, total: firstShard.size, problems, versions };
-    indexCache.set(cacheKey, index);
+    index.crossDuplicates.push(duplicates);
   }
+  index.total = seen.size;
   return index;
 }
 

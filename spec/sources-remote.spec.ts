@@ -10,9 +10,9 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { countSamples as countSpec } from '../sources/count';
 import { openSource } from '../sources/open';
-import { countSamples, tarShards, type SourceOptions } from '../sources/tar-shards';
+import { countSamples, forgetShardCounts, tarShards, type SourceOptions } from '../sources/tar-shards';
 import type { EncodedSample } from '../sources/types';
-import { collect } from './sources-fixtures';
+import { collect, tmpDir } from './sources-fixtures';
 import { startShardServer, type ShardServer } from './sources-server';
 
 const DIR = path.resolve(__dirname, '..', 'data', 'cifar10-mini');
@@ -26,12 +26,19 @@ let server: ShardServer;
 let disk: EncodedSample[] = [];
 const url = (mode: string, file = FILES) => `${server.base}/${mode}/${file}`;
 
+let cacheDir = '';
+
 test.before(async () => {
+  cacheDir = tmpDir();
+  process.env.MIMREF_SHARD_INDEX_DIR = cacheDir;
   server = await startShardServer(DIR, { dropAfter: PIECE });
   disk = await collect(tarShards({ shards: ON_DISK, onSkip: (o, r) => assert.unreachable(`${o}: ${r}`) }));
   assert.is(disk.length, 4000);
 });
-test.after(() => server.close());
+test.after(async () => {
+  await server.close();
+  fs.rmSync(cacheDir, { recursive: true, force: true });
+});
 
 function assertSameSamples(got: EncodedSample[], want: EncodedSample[], what: string): void {
   assert.is(got.length, want.length, `${what}: sample count`);
@@ -84,6 +91,31 @@ test('shuffled, ranked and resumed: the same order as on disk, through drops', a
   assert.is(want.length, 2000 - 567);
   assertSameSamples(await read(url('drop'), opts), want, 'drop, shuffled');
   assertSameSamples(await read(url('norange'), opts), want, 'norange, shuffled');
+});
+
+test('the counts of http shards are kept on disk: a fresh worker checks versions instead of downloading again', async () => {
+  const opts: SourceOptions = { shuffle: { seed: 5, epoch: 1, bufferSize: 300 } };
+  const want = await collect(tarShards({ ...opts, shards: ON_DISK }));
+  const shardsOf = (spec: string) => server.requests.filter((r) => r.path.startsWith(spec));
+  forgetShardCounts(); // as in a new data worker
+  server.requests.length = 0;
+  const entries = fs.readdirSync(cacheDir).length;
+  assertSameSamples(await read(url('fresh'), opts), want, 'first, counted');
+  const probe = 'bytes=0-0';
+  assert.is(shardsOf('/fresh/').filter((r) => r.range === probe).length, 2, 'a version probe per shard');
+  assert.is(shardsOf('/fresh/').filter((r) => r.range === undefined).length, 4, 'counted, then read');
+  assert.is(fs.readdirSync(cacheDir).length, entries + 1, 'one cache entry written');
+  forgetShardCounts();
+  server.requests.length = 0;
+  assertSameSamples(await read(url('fresh'), opts), want, 'second, from the disk cache');
+  assert.equal(shardsOf('/fresh/').map((r) => r.range ?? 'whole'), [probe, probe, 'whole', 'whole'], 'probed, then read once');
+  // a shard with a new version is a miss: counted again
+  forgetShardCounts();
+  server.requests.length = 0;
+  assert.is(await countSamples(url('versioned'), undefined, { remote: FAST }), 4000);
+  forgetShardCounts();
+  assert.is(await countSamples(url('versioned'), undefined, { remote: FAST }), 4000);
+  assert.is(shardsOf('/versioned/').filter((r) => r.range === undefined).length, 4, 'each count read both shards');
 });
 
 test('pipe: the command stdout is the shard; several specs joined by ::, sorted by their text', async () => {

@@ -1,7 +1,8 @@
 /**
  * A loopback HTTP server for the remote-source specs and bench: serves the files of one folder
  * the way real servers fail. The first path segment picks the behaviour:
- *   /ok/F          200, or 206 for `Range: bytes=N-` (ETag and Last-Modified set)
+ *   /ok/F          200, or 206 for `Range: bytes=N-` (ETag and Last-Modified set); so does
+ *                  any other first segment not listed here
  *   /drop/F        every response is cut off (socket destroyed) after `dropAfter` bytes
  *   /flaky/F       the first request for F answers 500, the next ones as /ok
  *   /slow/F        16 KiB every `slowMs` ms
