@@ -1,19 +1,28 @@
 /**
- * WebDataset tar shards (.tar, .tar.gz, .tgz) as a stream of EncodedSample.
+ * WebDataset tar shards (.tar, .tar.gz, .tgz) as a stream of EncodedSample, from local files,
+ * http(s) URLs or `pipe:` commands, named in webdataset's notation (shard-spec.ts).
  *
- * Shards are streamed (file -> gunzip -> tar-stream), one member body in memory at a time, so
- * shard size does not matter. Members are grouped by key (`<key>.<ext>`, key = name up to the
- * first dot of the basename, as in WebDataset); a sample is `<key>.jpg|jpeg|png|webp` plus
- * `<key>.cls` (class index as text).
+ * Shards are streamed (bytes -> gunzip -> tar-stream; shard-bytes.ts fetches them, resuming
+ * dropped connections at the byte where they stopped, so the parser sees exactly the file's
+ * bytes), one member body in memory at a time, so shard size does not matter. gzip is told by
+ * the name (.tar.gz, .tgz) or by the content (gzip's magic number). Members are grouped by
+ * key (`<key>.<ext>`, key = name up to the first dot of the basename, as in WebDataset); a
+ * sample is `<key>.jpg|jpeg|png|webp` plus `<key>.cls` (class index as text).
  *
  * Stable index: a sample's index is its position among the valid samples when all shards are
  * read in sorted path order (0..N-1). In sorted order that is a running count. When the shard
  * order is shuffled, a shard's first index is the sum of the counts of the shards sorted before
  * it: those come from a counting pass over the shards (image bodies drained, not kept; about
- * 0.1 s per 5,000-sample shard here), done once per process and cached in memory by path, size and
- * mtime. No sidecar files, so read-only data works and counts never go stale. The pass uses the
- * very same grouping code as the read, so the two always agree, also for skipped samples (which
- * take no index) and truncated shards.
+ * 0.1 s per 5,000-sample shard here), done once per process and cached in memory by path,
+ * size and mtime. No sidecar files, so read-only data works and counts never go stale. The
+ * pass uses the very same grouping code as the read, so the two always agree, also for skipped
+ * samples (which take no index) and truncated shards. The same shards on disk, behind a URL or
+ * through a command therefore give the same indices and the same epoch order.
+ * Cost for remote shards: the counting pass reads each shard once (a full download, bodies
+ * dropped), in countSamples and before the first shuffled epoch. Its result is kept on disk
+ * for sources of http shards (shard-index-cache.ts), so later data workers only send one
+ * one-byte request per shard to check versions; a source with `pipe:` shards is counted by
+ * reading it in every process that needs the counts.
  *
  * Order, ranks and resume (shared with the other sources, see selectForRank):
  *   epoch order = shards in seeded order, samples through a bounded seeded shuffle buffer;
@@ -21,13 +30,18 @@
  *   (disjoint and complete; every rank computes the same order from the same seed/epoch);
  *   `start` skips the first `start` samples of this rank's stream (resume mid-epoch).
  *
- * Problems are skipped and reported through onSkip, never thrown: a sample without label or
- * image, a label outside the classes (numClasses), a key already read (the first sample with
- * a key wins, also across shards in sorted order), a link member (symbolic or hard links are
- * not followed: they could point anywhere) -> one report each; a truncated tar or corrupt
- * gzip -> the rest of that shard is lost, one report naming the shard and what is wrong with
- * it. Undecodable image bytes are not a container problem: they pass through and the decode
- * stage counts them.
+ * Labels: with labels 'ignored' (SourceOptions) .cls members are not read and every sample
+ * with an image is taken, with label -1.
+ *
+ * A shard that cannot be fetched (404/403, retries spent, a command that fails; see
+ * shard-bytes.ts) or that changed on its server since it was counted is an error that names
+ * it. Problems of the data itself are skipped and reported through onSkip, never thrown: a
+ * sample without label or image, a label outside the classes (numClasses), a key already read
+ * (the first sample with a key wins, also across shards in sorted order), a link member
+ * (symbolic or hard links are not followed: they could point anywhere) -> one report each; a
+ * truncated tar or corrupt gzip -> the rest of that shard is lost, one report naming the
+ * shard and what is wrong with it (the same for a file truncated on a server). Undecodable
+ * image bytes are not a container problem: they pass through and the decode stage counts them.
  */
 import * as fs from 'fs';
 import * as path from 'path';
