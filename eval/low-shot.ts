@@ -32,7 +32,7 @@ export function parseShots(spec: string, flag = 'shots'): ShotSetting[] {
     const m = /^(\d+(?:\.\d+)?)%$/.exec(t);
     if (m && +m[1] > 0 && +m[1] <= 100) return { percent: +m[1] };
     if (/^\d+$/.test(t) && +t >= 1) return { perClass: +t };
-    throw new Error(`--${flag}: '${t}' is neither a whole number of images per class (>= 1) nor a share like 1% (0-100%)`);
+    throw new Error(`--${flag}: '${t}' is neither a whole number of images per class (>= 1) nor a share like 1% (above 0% and at most 100%)`);
   });
   if (settings.length === 0) throw new Error(`--${flag}: expected a list like 1,2,5,1%`);
   return settings;

@@ -174,6 +174,12 @@ export async function writeKnnSummary(
   console.log(`[knn] wrote ${path.join(dir, `${name}.json`)} and ${path.join(dir, `${name}-knn.png`)}`);
 }
 
+/** The kNN curve a run wrote so far (knn-during.json), or none. */
+export function readKnnCurve(runDir: string): { step: number; report: KnnReport }[] {
+  const file = path.join(runDir, 'knn-during.json');
+  return fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, 'utf8')).points : [];
+}
+
 /** knn-during.json and a per-block kNN-over-steps chart (SVG + PNG): the paper's training-time metric. */
 export async function writeKnnCurve(runDir: string, points: { step: number; report: KnnReport }[]): Promise<void> {
   writeJsonReport(path.join(runDir, 'knn-during.json'), { points });

@@ -103,3 +103,9 @@ function bnPrefix(linearPrefix: string): string {
   const [part, index] = linearPrefix.split('.');
   return `${part}.${Number(index) + 1}`;
 }
+
+/** The last block plus the rest of the last third of the blocks (reference: 16..23 of 24). */
+export function defaultHeadBlocks(depth: number): number[] {
+  const first = Math.max(0, depth - Math.ceil(depth / 3));
+  return Array.from({ length: depth - first }, (_, i) => first + i);
+}

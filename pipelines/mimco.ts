@@ -8,12 +8,12 @@
  *
  * Per step: one view of a batch -> teacher forward (constants, no tape) -> student forward on
  * the masked view -> projection heads -> patch + image loss -> backward -> AdamW.
- * Where our facts (REFERENCE.md section 3) are silent we follow MAE's recipe (AdamW (0.9, 0.95),
+ * Where the paper is silent (docs/method.md) we follow MAE's recipe (AdamW (0.9, 0.95),
  * wd 0.05, lr = --lr x batch / 256, warm-up then cosine, RandomResizedCrop + flip) and choose:
  * per-sample random masking (MAE's randomMasking), teacher targets from a block with the
  * teacher's final norm, temperature 0.2 for both losses, sin-cos positions.
- * The defaults (student from the bundled MAE, 2 epochs, blr 5e-4, a 0.1-epoch warm-up of the heads
- * alone, mask ratio 0.5, the teacher's last block) were chosen on validation kNN (README, "MimCo");
+ * The defaults (student from the bundled MAE, 2 epochs, --lr 5e-4, a 0.1-epoch warm-up of the heads
+ * alone, mask ratio 0.5, the teacher's last block) were chosen on validation kNN (docs/mimco.md);
  * the default run trains for about 13 minutes on 2 CPU cores.
  *
  *   npx ts-node pipelines/mimco.ts                    # refined teacher, student from the bundled MAE
@@ -102,7 +102,7 @@ export async function mimco(argv: string[]): Promise<string> {
   }
   const teacherBlock = f['teacher-block'] === undefined ? tc.depth - 1 : num('teacher-block', f['teacher-block'], { integer: true, min: 0 });
   if (teacherBlock >= tc.depth) throw new Error(`--teacher-block: block ${teacherBlock} does not exist in ${f.teacher} (blocks 0..${tc.depth - 1})`);
-  const { samplesPerEpoch, stepsPerEpoch } = await run.dataSize(f.train!, batch);
+  const { samplesPerEpoch, stepsPerEpoch } = await run.dataSize(f.train!, batch, { labels: 'ignored' });
   using _claim = run.claim(ctx);
   const totalSteps = Math.max(1, Math.round(epochs * stepsPerEpoch));
   const warmupSteps = Math.round(warmupShare * totalSteps);
@@ -134,7 +134,7 @@ export async function mimco(argv: string[]): Promise<string> {
       { label: 'MimCo', schedule: { steps: totalSteps, peakLr, minLr, warmupSteps }, objective, params: () => [...student.paramGroups('', { weightDecay: wd, layerDecay }), ...headGroups()] },
     ],
     // a resumed run starts mid-epoch with the samples of the steps not yet taken; each rank its rows of every global batch
-    batches: (fromStep) => epochBatches({ source: f.train!, seed, batchSize: ctx.localBatch, stepsPerEpoch, fromStep, views, skips, rank: dp.rank, worldSize: dp.worldSize }),
+    batches: (fromStep) => epochBatches({ source: f.train!, seed, batchSize: ctx.localBatch, stepsPerEpoch, fromStep, views, skips, rank: dp.rank, worldSize: dp.worldSize, labels: 'ignored' }),
     optimiser: { beta1: 0.9, beta2: 0.95, eps: 1e-8, clipGradNorm },
     // each rank's loss is its own rows' mean against the gathered teacher CLS: losses and gradients average (objectives/mimco.ts)
     dataParallel: { collective: dp, gradients: 'mean' },

@@ -73,7 +73,8 @@ export async function pretrainMae(argv: string[]): Promise<string> {
   const ctx = await run.start({ batch });
   using _claim = run.claim(ctx);
   const { dp } = ctx;
-  const { samplesPerEpoch, stepsPerEpoch } = await run.dataSize(f.train!, batch);
+  // MAE reconstructs pixels: labels are never read, so unlabelled shards train as they are
+  const { samplesPerEpoch, stepsPerEpoch } = await run.dataSize(f.train!, batch, { labels: 'ignored' });
   const totalSteps = epochs * stepsPerEpoch;
   const peakLr = scaledLr(lr, batch, lrScaling);
 
@@ -100,7 +101,7 @@ export async function pretrainMae(argv: string[]): Promise<string> {
       },
     ],
     // a resumed run starts mid-epoch with the samples of the steps not yet taken; each rank its rows of every global batch
-    batches: (fromStep) => epochBatches({ source: f.train!, seed, batchSize: ctx.localBatch, stepsPerEpoch, fromStep, views, skips, rank: dp.rank, worldSize: dp.worldSize }),
+    batches: (fromStep) => epochBatches({ source: f.train!, seed, batchSize: ctx.localBatch, stepsPerEpoch, fromStep, views, skips, rank: dp.rank, worldSize: dp.worldSize, labels: 'ignored' }),
     optimiser: { beta1: 0.9, beta2: 0.95, eps: 1e-8, clipGradNorm },
     // each rank's loss is the mean over its own rows: the ranks' gradients (and losses) average
     dataParallel: { collective: dp, gradients: 'mean' },

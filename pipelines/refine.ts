@@ -13,13 +13,13 @@
  *   npx ts-node pipelines/refine.ts                      # bundled MAE checkpoint and data
  *   npx ts-node pipelines/refine.ts --config recipes/mae-vit-b16-in1k.yaml --train 'in1k/train-{000000..001281}.tar'
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { intList, num, numRange, oneOf, runMain } from '../runtime/cli';
 import { withoutPrefix } from '../runtime/checkpoint';
 import { exchangeMode } from '../runtime/data-parallel';
+import type { Collective } from '../lib/collective';
 import { VisionTransformer } from '../models/vit';
-import { HEAD_PRESETS, NnaHead } from '../models/nna-head';
+import { defaultHeadBlocks, HEAD_PRESETS, NnaHead } from '../models/nna-head';
 import { NnQueue } from '../models/nn-queue';
 import { Ema } from '../models/ema';
 import { nnaRefineObjective } from '../objectives/nna-refine';
@@ -29,9 +29,10 @@ import { Stage, train } from '../train/driver';
 import { checkpointFiles } from '../train/checkpoint-files';
 import { BUNDLED, dataFlags, evalFlags, knnFlags, LR_SCALINGS, modelFlags, optimiserFlags, runFlags, scaledLr, TRAINING_RUN_FLAGS } from '../train/flags';
 import { openRun } from '../train/run';
+import type { Resumed } from '../train/resume';
 import { loadModel } from '../train/model';
 import { checkpointKey } from '../eval/feature-cache';
-import { perBlockKnn, writeKnnCurve, writeKnnSummary, KnnReport } from '../eval/per-block-knn';
+import { perBlockKnn, readKnnCurve, writeKnnCurve, writeKnnSummary, KnnReport } from '../eval/per-block-knn';
 
 const FLAGS = {
   ...runFlags('refine'),
@@ -57,7 +58,7 @@ const FLAGS = {
   'last-head-norm': { description: "'on': the last block's head takes the CLS after the final norm; 'off': the raw block", default: 'off' },
   'bn-views': { description: "heads' BatchNorm over 'separate' global and local views, or 'joint' (reference)", default: 'separate' },
   'local-pairs': { description: "'local': every global projection with every local prediction; 'reference-code': its loop's pairs", default: 'local' },
-  'global-size': { description: 'global view size, px (default: the encoder image size)' },
+  'global-size': { description: "global view size, px; the encoder's position embedding is resampled to it (default: its own)" },
   'local-size': { description: 'local view size, px (default: half the global size)' },
   'local-views': { description: 'local views per sample (0-64; reference 10)', default: '6' },
   'jitter-p': { description: 'colour-jitter probability of every view (0-1; reference 0.8)', default: '1.0' },
@@ -81,46 +82,36 @@ export const DEFINITION = {
   ],
 };
 
+type Flags = ReturnType<typeof openRun<typeof FLAGS>>['flags'];
+type Settings = ReturnType<typeof settings>;
+
 /** The flags as settings, every one checked before any work. */
-function settings(f: ReturnType<typeof openRun<typeof FLAGS>>['flags'], explicit: Set<string>) {
+function settings(f: Flags, explicit: Set<string>) {
   const headSizes = HEAD_PRESETS[f['head-preset']!];
   if (!headSizes) throw new Error(`--head-preset: unknown '${f['head-preset']}', expected one of ${Object.keys(HEAD_PRESETS).join(', ')}`);
   const stageIds = intList('stages', f.stages);
   if (stageIds.length === 0 || new Set(stageIds).size !== stageIds.length || stageIds.some((s) => s !== 2 && s !== 3)) throw new Error(`--stages: expected '2,3', '2' or '3', got '${f.stages}'`);
   if (f['ema-share'] !== undefined && explicit.has('ema')) throw new Error('--ema-share: give either --ema or --ema-share, not both');
-  const stage = (id: 2 | 3) => ({
-    id,
-    epochs: num(`stage${id}-epochs`, f[`stage${id}-epochs`], { above: 0 }),
-    lr: num(`stage${id}-lr`, f[`stage${id}-lr`], { min: 0 }),
-    topK: num(`stage${id}-topk`, f[`stage${id}-topk`], { integer: true, min: 1, max: 4096 }),
-  });
+  const stage = (id: 2 | 3) => ({ id, epochs: num(`stage${id}-epochs`, f[`stage${id}-epochs`], { above: 0 }),
+    lr: num(`stage${id}-lr`, f[`stage${id}-lr`], { min: 0 }), topK: num(`stage${id}-topk`, f[`stage${id}-topk`], { integer: true, min: 1, max: 4096 }) });
   return {
-    seed: num('seed', f.seed, { integer: true }),
-    batch: num('batch', f.batch, { integer: true, min: 2, max: 65536 }),
-    headSizes,
+    seed: num('seed', f.seed, { integer: true }), batch: num('batch', f.batch, { integer: true, min: 2, max: 65536 }), headSizes,
     blocks: f.blocks === undefined ? undefined : intList('blocks', f.blocks),
-    stages: stageIds.map((id) => stage(id as 2 | 3)),
-    numLocal: num('local-views', f['local-views'], { integer: true, min: 0, max: 64 }),
-    jitterP: num('jitter-p', f['jitter-p'], { min: 0, max: 1 }),
-    jitterStrength: num('jitter-strength', f['jitter-strength'], { min: 0, max: 5 }),
-    grayscaleP: num('grayscale-p', f['grayscale-p'], { min: 0, max: 1 }),
-    globalScale: numRange('crop-scale', f['crop-scale'], { min: 0.01, max: 1 }),
-    localScale: numRange('local-crop-scale', f['local-crop-scale'], { min: 0.01, max: 1 }),
-    temperature: num('temperature', f.temperature, { min: 1e-4 }),
-    lrScaling: oneOf('lr-scaling', f['lr-scaling'], LR_SCALINGS),
-    minLr: num('min-lr', f['min-lr'], { min: 0 }),
-    warmupShare: num('warmup-share', f['warmup-share'], { min: 0, max: 1 }),
-    weightDecay: num('weight-decay', f['weight-decay'], { min: 0 }),
+    stages: stageIds.map((id) => stage(id as 2 | 3)), numLocal: num('local-views', f['local-views'], { integer: true, min: 0, max: 64 }),
+    jitterP: num('jitter-p', f['jitter-p'], { min: 0, max: 1 }), jitterStrength: num('jitter-strength', f['jitter-strength'], { min: 0, max: 5 }),
+    grayscaleP: num('grayscale-p', f['grayscale-p'], { min: 0, max: 1 }), globalScale: numRange('crop-scale', f['crop-scale'], { min: 0.01, max: 1 }),
+    localScale: numRange('local-crop-scale', f['local-crop-scale'], { min: 0.01, max: 1 }), temperature: num('temperature', f.temperature, { min: 1e-4 }),
+    lrScaling: oneOf('lr-scaling', f['lr-scaling'], LR_SCALINGS), minLr: num('min-lr', f['min-lr'], { min: 0 }),
+    warmupShare: num('warmup-share', f['warmup-share'], { min: 0, max: 1 }), weightDecay: num('weight-decay', f['weight-decay'], { min: 0 }),
     headWeightDecay: num('head-weight-decay', f['head-weight-decay'], { min: 0 }),
     layerDecay: num('layer-decay', f['layer-decay'], { min: 1e-6, max: 1 }),
-    freezeBlocks: num('freeze-blocks', f['freeze-blocks'], { integer: true, min: 0 }),
-    clipGradNorm: num('clip-grad', f['clip-grad'], { min: 0 }),
+    freezeBlocks: num('freeze-blocks', f['freeze-blocks'], { integer: true, min: 0 }), clipGradNorm: num('clip-grad', f['clip-grad'], { min: 0 }),
     lastHeadNorm: oneOf('last-head-norm', f['last-head-norm'], ['on', 'off'] as const) === 'on',
     bnViews: oneOf('bn-views', f['bn-views'], ['joint', 'separate'] as const),
-    localPairs: oneOf('local-pairs', f['local-pairs'], ['local', 'reference-code'] as const),
-    emaMomentum: num('ema', f.ema, { min: 0, max: 0.999999 }),
+    localPairs: oneOf('local-pairs', f['local-pairs'], ['local', 'reference-code'] as const), emaMomentum: num('ema', f.ema, { min: 0, max: 0.999999 }),
     emaShare: f['ema-share'] === undefined ? undefined : num('ema-share', f['ema-share'], { min: 0.001, max: 1 }),
     knnEvery: num('knn-every', f['knn-every'], { min: 0 }),
+    globalSize: f['global-size'] === undefined ? undefined : num('global-size', f['global-size'], { integer: true, min: 8, max: 4096 }),
     knn: { train: f.train!, test: f.test!, val: f.val === 'none' ? null : f.val, ...knnFlags(f) },
   };
 }
@@ -134,27 +125,103 @@ export async function refine(argv: string[]): Promise<string> {
   const { dp } = ctx;
 
   // ---- model: the MIM encoder, one head + queue per chosen block, an EMA copy
-  const encoder = loadModel({ flag: 'checkpoint', file: f.checkpoint!, presetFlag: 'preset', preset: f.preset, seed: s.seed });
+  const exchange = exchangeMode(ctx.backend.tfBackend);
+  const model = buildModel(f, s, dp, exchange, resumed);
+  const { encoder, emaEncoder, headBlocks, heads, headGradients, queues, globalSize, localSize } = model;
+  const { depth, embedDim } = encoder.cfg;
+  using _claim = run.claim(ctx);
+  console.log(`[refine] ${f.checkpoint}: ViT depth ${depth}, width ${embedDim}; heads on blocks ${headBlocks.join(', ')}; backend ${ctx.backend.tfBackend}`);
+
+  // ---- schedule: the stages, each a schedule, an objective and the parameters it trains
+  const { samplesPerEpoch, stepsPerEpoch } = await run.dataSize(f.train!, s.batch);
+  const { stages, stage3 } = refineStages(s, model, stepsPerEpoch, dp, exchange);
+  const knnEverySteps = Math.round(s.knnEvery * stepsPerEpoch);
+  const evaluating = !f['skip-knn'] && dp.rank === 0;
+
+  // ---- kNN of the MIM checkpoint, before anything changes (from the feature cache when it has seen this file)
+  const knnOfCheckpoint = (model: VisionTransformer) => perBlockKnn(model, { ...s.knn, label: 'MIM checkpoint', cacheKey: checkpointKey(f.checkpoint!) });
+  const knnBefore: KnnReport | undefined = evaluating && !resumed ? await knnOfCheckpoint(encoder) : undefined;
+  const knnDuring = resumed ? readKnnCurve(runDir) : knnBefore ? [{ step: 0, report: knnBefore }] : [];
+
+  // every rank starts from rank 0's weights and queues, with the same flags and data
+  await run.shareFromRank0(ctx, [encoder.params, emaEncoder.params, ...heads.map((h) => h.params)], 'encoder, EMA and head parameters', { samplesPerEpoch, exchange });
+  for (const [i, q] of queues.entries()) await run.shareState(ctx, `queue ${i}`, () => q.exportState(`queues.${i}`), (state) => q.importState((k) => state[k], `queues.${i}`, 'rank 0'));
+
+  const skips = new SkipLog();
+  const views = refinerViews({ globalSize, localSize, numLocal: s.numLocal, globalScale: s.globalScale, localScale: s.localScale, jitterP: s.jitterP, jitterStrength: s.jitterStrength, grayscaleP: s.grayscaleP });
+  const { step, done } = await train({
+    ...run.driver(),
+    stages,
+    // batches forever, epoch after epoch; a resumed run starts where the step count says; each rank its rows of every global batch
+    batches: (fromStep) => epochBatches({ source: f.train!, seed: s.seed, batchSize: ctx.localBatch, stepsPerEpoch, fromStep, views, skips, rank: dp.rank, worldSize: dp.worldSize }),
+    optimiser: { beta1: 0.9, beta2: 0.95, eps: 1e-8, clipGradNorm: s.clipGradNorm },
+    // each rank differentiates the global batch's loss through its own rows: the shares add up
+    // (before-tape: the heads' gradients are whole on every rank, and average)
+    dataParallel: { collective: dp, gradients: 'sum', whole: exchange === 'before-tape' ? (g) => headGradients.has(g) : undefined },
+    sinks: { lossKeys: ['loss', 'loss_global', 'loss_local'], title: 'NNA loss' },
+    checkpointFiles: async (at, optimiser) => checkpointFiles({
+      encoder, ema: emaEncoder, optimiser, parts: Object.fromEntries(heads.map((h, i) => [`heads.${i}.`, h.params])), state: { step: at, flags: f, headBlocks },
+      extra: Object.assign({}, ...(await Promise.all(queues.map((q, i) => q.exportState(`queues.${i}`))))) }),
+    // stage 2 alone leaves the encoder untouched; the EMA then equals it
+    beforeFinalCheckpoint: () => void (stage3 || emaEncoder.params.copyFrom(encoder.params)),
+    // the paper's training-time metric: the EMA encoder's per-block kNN during stage 3, as a curve over steps
+    afterStep: async (at, stage, stageStart) => {
+      if (stage.ema && knnEverySteps > 0 && evaluating && (at - stageStart) % knnEverySteps === 0 && at < stageStart + stage.schedule.steps) {
+        knnDuring.push({ step: at, report: await perBlockKnn(emaEncoder, { ...s.knn, label: `refined (EMA), step ${at}` }) });
+        await writeKnnCurve(runDir, knnDuring);
+      }
+    },
+  });
+  if (skips.total > 0) console.log(`[data] skipped ${skips.total} samples: ${skips.summary()}`);
+  if (!done) return runDir;
+
+  // ---- kNN of the refined (EMA) encoder, and the before/after summary; a resumed run measures the starting point now
+  if (evaluating) {
+    const before = knnBefore ?? (await knnOfCheckpoint(loadModel({ flag: 'checkpoint', file: f.checkpoint!, presetFlag: 'preset', preset: f.preset, seed: s.seed, imgSize: s.globalSize })));
+    const knnAfter = await perBlockKnn(emaEncoder, { ...s.knn, label: 'refined (EMA)' });
+    if (knnEverySteps > 0) await writeKnnCurve(runDir, [...knnDuring, { step, report: knnAfter }]);
+    await writeKnnSummary(runDir, [before, knnAfter], {
+      title: 'Per-block kNN top-1 before and after refinement',
+      extra: { checkpoint: f.checkpoint, headBlocks, steps: stages.reduce((n, st) => n + st.schedule.steps, 0), flags: f },
+    });
+  }
+  // the other ranks wait for rank 0's kNN here, without spinning: a rank that exits first waits in
+  // MPI_Finalize, which gives up after 60 s and so would stop the job (runtime/collective.ts)
+  await dp.barrier();
+  console.log(`[refine] done: ${path.join(runDir, 'checkpoint', 'encoder-ema.safetensors')}`);
+  return runDir;
+}
+
+/** The encoder, its EMA copy, one head and NN queue per head block, and the view sizes; checked against the flags. */
+function buildModel(f: Flags, s: Settings, dp: Collective, exchange: 'in-tape' | 'before-tape', resumed?: Resumed<Flags>) {
+  const encoder = loadModel({ flag: 'checkpoint', file: f.checkpoint!, presetFlag: 'preset', preset: f.preset, seed: s.seed, imgSize: s.globalSize });
   const { depth, embedDim, imgSize, patchSize } = encoder.cfg;
   const headBlocks = s.blocks ?? defaultHeadBlocks(depth);
-  checkBlocks(headBlocks, depth, f.checkpoint!);
+  if (new Set(headBlocks).size !== headBlocks.length) throw new Error(`--blocks ${headBlocks.join(',')}: a block is named twice`);
+  for (const b of headBlocks) if (b < 0 || b >= depth) throw new Error(`--blocks: block ${b} does not exist in ${f.checkpoint} (blocks 0..${depth - 1})`);
   if (s.freezeBlocks > depth) throw new Error(`--freeze-blocks ${s.freezeBlocks}: ${f.checkpoint} has ${depth} blocks`);
   // with several ranks the heads' BatchNorm normalises over the global batch: its moments
   // all-reduced in the tape, or (before-tape) the heads see the whole global batch on every rank
-  const exchange = exchangeMode(ctx.backend.tfBackend);
   const heads = headBlocks.map((_, i) => new NnaHead(embedDim, s.headSizes, encoder.cfg.act, s.seed * 100 + i, dp.worldSize > 1 && exchange === 'in-tape' ? dp : undefined));
   const headGradients = new Set(heads.flatMap((h) => h.params.names().map((n) => h.params.get(n).name)));
   const queueSize = num('queue-size', f['queue-size'], { integer: true, min: 1, bytesEach: 4 * s.headSizes.out * headBlocks.length });
   const queues = headBlocks.map((_, i) => new NnQueue(queueSize, s.headSizes.out, s.seed * 100 + 50 + i));
   const emaEncoder = new VisionTransformer(encoder.cfg);
-  const globalSize = f['global-size'] ? num('global-size', f['global-size'], { integer: true, min: imgSize, max: imgSize }) : imgSize;
+  const globalSize = imgSize;
   const localSize = f['local-size'] ? num('local-size', f['local-size'], { integer: true, min: patchSize, max: imgSize }) : Math.max(patchSize, Math.round(imgSize / 2 / patchSize) * patchSize);
-  using _claim = run.claim(ctx);
-  console.log(`[refine] ${f.checkpoint}: ViT depth ${depth}, width ${embedDim}; heads on blocks ${headBlocks.join(', ')}; backend ${ctx.backend.tfBackend}`);
+  if (resumed) {
+    const sub = (prefix: string) => withoutPrefix(resumed.tensors, prefix);
+    encoder.params.importTimm(sub('encoder.'), resumed.file);
+    emaEncoder.params.importTimm(sub('ema.'), resumed.file);
+    heads.forEach((h, i) => h.params.importTimm(sub(`heads.${i}.`), resumed.file));
+    queues.forEach((q, i) => q.importState((k) => resumed.tensors.get(k), `queues.${i}`, resumed.file));
+  }
+  return { encoder, emaEncoder, headBlocks, heads, headGradients, queues, globalSize, localSize };
+}
 
-  // ---- schedule: stage 2 trains the heads on the frozen encoder; stage 3 the encoder (layer-wise
-  // lr decay, first blocks frozen) and heads, with the EMA encoder following
-  const { samplesPerEpoch, stepsPerEpoch } = await run.dataSize(f.train!, s.batch);
+/** Stage 2 trains the heads on the frozen encoder; stage 3 the encoder (layer-wise lr decay, first blocks frozen) and heads, the EMA encoder following. */
+function refineStages(s: Settings, m: ReturnType<typeof buildModel>, stepsPerEpoch: number, dp: Collective, exchange: 'in-tape' | 'before-tape') {
+  const { encoder, emaEncoder, headBlocks, heads, queues, globalSize, localSize } = m;
   const stageSteps = (epochs: number) => Math.max(1, Math.round(epochs * stepsPerEpoch));
   const stage3 = s.stages.find((st) => st.id === 3);
   // the horizon 1/(1-m) as a share of stage 3; under one step: no EMA
@@ -175,86 +242,7 @@ export async function refine(argv: string[]): Promise<string> {
       values: { stage: id },
     };
   });
-  const knnEverySteps = Math.round(s.knnEvery * stepsPerEpoch);
-  const evaluating = !f['skip-knn'] && dp.rank === 0;
-
-  // ---- kNN of the MIM checkpoint, before anything changes (from the feature cache when it has seen this file)
-  const knnOfCheckpoint = (model: VisionTransformer) => perBlockKnn(model, { ...s.knn, label: 'MIM checkpoint', cacheKey: checkpointKey(f.checkpoint!) });
-  const knnBefore: KnnReport | undefined = evaluating && !resumed ? await knnOfCheckpoint(encoder) : undefined;
-  const duringFile = path.join(runDir, 'knn-during.json');
-  const knnDuring: { step: number; report: KnnReport }[] = resumed && fs.existsSync(duringFile) ? JSON.parse(fs.readFileSync(duringFile, 'utf8')).points : knnBefore ? [{ step: 0, report: knnBefore }] : [];
-
-  if (resumed) {
-    const sub = (prefix: string) => withoutPrefix(resumed.tensors, prefix);
-    encoder.params.importTimm(sub('encoder.'), resumed.file);
-    emaEncoder.params.importTimm(sub('ema.'), resumed.file);
-    heads.forEach((h, i) => h.params.importTimm(sub(`heads.${i}.`), resumed.file));
-    queues.forEach((q, i) => q.importState((k) => resumed.tensors.get(k), `queues.${i}`, resumed.file));
-  }
-  // every rank starts from rank 0's weights and queues, with the same flags and data
-  await run.shareFromRank0(ctx, [encoder.params, emaEncoder.params, ...heads.map((h) => h.params)], 'encoder, EMA and head parameters', { samplesPerEpoch, exchange });
-  for (const [i, q] of queues.entries()) await run.shareState(ctx, `queue ${i}`, () => q.exportState(`queues.${i}`), (state) => q.importState((k) => state[k], `queues.${i}`, 'rank 0'));
-
-  const skips = new SkipLog();
-  const views = refinerViews({ globalSize, localSize, numLocal: s.numLocal, globalScale: s.globalScale, localScale: s.localScale, jitterP: s.jitterP, jitterStrength: s.jitterStrength, grayscaleP: s.grayscaleP });
-  const { step, done } = await train({
-    ...run.driver(),
-    stages,
-    // batches forever, epoch after epoch; a resumed run starts where the step count says; each rank its rows of every global batch
-    batches: (fromStep) => epochBatches({ source: f.train!, seed: s.seed, batchSize: ctx.localBatch, stepsPerEpoch, fromStep, views, skips, rank: dp.rank, worldSize: dp.worldSize }),
-    optimiser: { beta1: 0.9, beta2: 0.95, eps: 1e-8, clipGradNorm: s.clipGradNorm },
-    // each rank differentiates the global batch's loss through its own rows: the shares add up
-    // (before-tape: the heads' gradients are whole on every rank, and average)
-    dataParallel: { collective: dp, gradients: 'sum', whole: exchange === 'before-tape' ? (g) => headGradients.has(g) : undefined },
-    sinks: { lossKeys: ['loss', 'loss_global', 'loss_local'], title: 'NNA loss' },
-    checkpointFiles: async (at, optimiser) =>
-      checkpointFiles({
-        encoder, ema: emaEncoder, optimiser,
-        parts: Object.fromEntries(heads.map((h, i) => [`heads.${i}.`, h.params])),
-        extra: Object.assign({}, ...(await Promise.all(queues.map((q, i) => q.exportState(`queues.${i}`))))),
-        state: { step: at, flags: f, headBlocks },
-      }),
-    // stage 2 alone leaves the encoder untouched; the EMA then equals it
-    beforeFinalCheckpoint: () => {
-      if (!stage3) emaEncoder.params.copyFrom(encoder.params);
-    },
-    // the paper's training-time metric: the EMA encoder's per-block kNN during stage 3, as a curve over steps
-    afterStep: async (at, stage, stageStart) => {
-      if (stage.ema && knnEverySteps > 0 && evaluating && (at - stageStart) % knnEverySteps === 0 && at < stageStart + stage.schedule.steps) {
-        knnDuring.push({ step: at, report: await perBlockKnn(emaEncoder, { ...s.knn, label: `refined (EMA), step ${at}` }) });
-        await writeKnnCurve(runDir, knnDuring);
-      }
-    },
-  });
-  if (skips.total > 0) console.log(`[data] skipped ${skips.total} samples: ${skips.summary()}`);
-  if (!done) return runDir;
-
-  // ---- kNN of the refined (EMA) encoder, and the before/after summary; a resumed run measures the starting point now
-  if (evaluating) {
-    const before = knnBefore ?? (await knnOfCheckpoint(loadModel({ flag: 'checkpoint', file: f.checkpoint!, presetFlag: 'preset', preset: f.preset, seed: s.seed })));
-    const knnAfter = await perBlockKnn(emaEncoder, { ...s.knn, label: 'refined (EMA)' });
-    if (knnEverySteps > 0) await writeKnnCurve(runDir, [...knnDuring, { step, report: knnAfter }]);
-    await writeKnnSummary(runDir, [before, knnAfter], {
-      title: 'Per-block kNN top-1 before and after refinement',
-      extra: { checkpoint: f.checkpoint, headBlocks, steps: stages.reduce((n, st) => n + st.schedule.steps, 0), flags: f },
-    });
-  }
-  // the other ranks wait for rank 0's kNN here, without spinning: a rank that exits first waits in
-  // MPI_Finalize, which gives up after 60 s and so would stop the job (runtime/collective.ts)
-  await dp.barrier();
-  console.log(`[refine] done: ${path.join(runDir, 'checkpoint', 'encoder-ema.safetensors')}`);
-  return runDir;
-}
-
-function checkBlocks(blocks: number[], depth: number, checkpoint: string): void {
-  if (new Set(blocks).size !== blocks.length) throw new Error(`--blocks ${blocks.join(',')}: a block is named twice`);
-  for (const b of blocks) if (b < 0 || b >= depth) throw new Error(`--blocks: block ${b} does not exist in ${checkpoint} (blocks 0..${depth - 1})`);
-}
-
-/** The last block plus the rest of the last third of the blocks (reference: 16..23 of 24). */
-export function defaultHeadBlocks(depth: number): number[] {
-  const first = Math.max(0, depth - Math.ceil(depth / 3));
-  return Array.from({ length: depth - first }, (_, i) => first + i);
+  return { stages, stage3 };
 }
 
 if (require.main === module) runMain(() => refine(process.argv.slice(2)).then(() => undefined));

@@ -47,8 +47,8 @@ export function readFlags<S extends Record<string, FlagSpec>>(usage: string, spe
     process.exit(0);
   }
   const explicit = new Set(tokens.flatMap((t) => (t.kind === 'option' ? [t.name] : [])));
-  const flags: Record<string, string | boolean | undefined> = { ...values };
-  delete flags.help;
+  // every flag of the spec is a key, given or not, so a resumed run's saved value reaches it
+  const flags: Record<string, string | boolean | undefined> = Object.fromEntries(Object.keys(spec).map((k) => [k, values[k]]));
   if (typeof values.config === 'string') {
     for (const [name, value] of Object.entries(readConfigFile(values.config, spec, renamed))) {
       if (explicit.has(name)) continue; // the command line wins

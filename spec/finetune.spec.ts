@@ -23,6 +23,7 @@ import { extractFeatures } from '../eval/extract-features';
 import { batchStream } from '../datapath/batches';
 import { openSource } from '../sources/open';
 import { finetune, FinetuneSummary, summaryMarkdown } from '../pipelines/finetune';
+import { withFlags } from './argv';
 import { writeTar } from './sources-fixtures';
 import { rejects } from './eval-helpers';
 
@@ -46,10 +47,10 @@ async function writeSplits(): Promise<void> {
 }
 
 const run = (out: string, extra: string[] = []) =>
-  finetune([
+  finetune(withFlags([
     '--checkpoint', checkpoint, '--train', path.join(data, 'train-*.tar'), '--test', path.join(data, 'test-*.tar'), '--out', out,
-    '--label-share', '5', '--epochs', '3', '--seed', '3', '--batch', '5', '--lr', '3e-3', '--val-evals', '2', '--log-every', '5', ...extra,
-  ]);
+    '--label-share', '5', '--epochs', '3', '--seed', '3', '--batch', '5', '--lr', '3e-3', '--val-evals', '2', '--log-every', '5',
+  ], extra));
 
 test.before(async () => {
   await initBackend(() => undefined);

@@ -19,6 +19,7 @@ import { AdamW } from '../models/adamw';
 import { maskedEncode, MimcoHeads, splitCls, studentProjections } from '../models/mimco';
 import { mimcoLoss } from '../losses/mimco';
 import { mimco } from '../pipelines/mimco';
+import { withFlags } from './argv';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mimco-spec-'));
 const tiny = (over: Partial<VitConfig> = {}): VitConfig => ({ imgSize: 16, patchSize: 4, embedDim: 32, depth: 2, numHeads: 2, mlpRatio: 2, act: 'gelu', posEmbed: 'sincos', ...over });
@@ -145,17 +146,17 @@ test('--init: the student starts from the given encoder, a from-scratch student 
   const fromFile = new Map([...readSafetensors(initFile).tensors].map(([k, t]) => [k, Array.from(t.data as Float32Array)]));
   // one step at lr 0 (no update, no weight decay): the checkpoint holds the weights the student started from
   const atLrZero = ['--lr', '0', '--min-lr', '0', '--max-steps', '1'];
-  const run = await mimco([...base, ...atLrZero, '--checkpoint', initFile, '--out', path.join(dir, 'init')]);
+  const run = await mimco(withFlags(base, [...atLrZero, '--checkpoint', initFile, '--out', path.join(dir, 'init')]));
   const started = weights(run);
   assert.equal([...started.keys()].sort(), [...fromFile.keys()].sort());
   for (const [k, v] of started) assert.equal(Array.from(v), fromFile.get(k), k);
-  const scratch = weights(await mimco([...common, ...atLrZero, '--out', path.join(dir, 'scratch')]));
+  const scratch = weights(await mimco(withFlags(common, [...atLrZero, '--out', path.join(dir, 'scratch')])));
   assert.not.equal(Array.from(scratch.get('blocks.0.attn.qkv.weight')!), fromFile.get('blocks.0.attn.qkv.weight'));
 });
 
 test('--head-warmup-epochs: the heads and mask token train alone first, the student stays as it was loaded', async () => {
   // 250 steps an epoch: 0.008 epoch = 2 steps of the heads alone, then the MimCo stage
-  const run = await mimco([...base, '--checkpoint', initFile, '--head-warmup-epochs', '0.008', '--max-steps', '2', '--out', path.join(dir, 'heads')]);
+  const run = await mimco(withFlags(base, ['--checkpoint', initFile, '--head-warmup-epochs', '0.008', '--max-steps', '2', '--out', path.join(dir, 'heads')]));
   const fromFile = readSafetensors(initFile).tensors;
   for (const [k, v] of weights(run)) assert.equal(Array.from(v), Array.from(fromFile.get(k)!.data as Float32Array), k);
   // the heads as the run built them (seed 3 + 1; teacher width 32, hidden 64) moved, the mask token among them
@@ -174,7 +175,7 @@ test('--head-warmup-epochs: the heads and mask token train alone first, the stud
 test('a teacher or --init on another patch grid, a missing --init, a missing or corrupt teacher, a bad block and a bad crop scale are refused before training', async () => {
   const refused = async (extra: string[], pattern: RegExp, out: string) => {
     try {
-      await mimco([...(extra.includes('--checkpoint') ? base : common), '--out', path.join(dir, out), ...extra]);
+      await mimco(withFlags(common, ['--out', path.join(dir, out), ...extra]));
       assert.unreachable('should have thrown');
     } catch (err) {
       assert.match((err as Error).message, pattern);

@@ -14,6 +14,7 @@ import { writeEncoder } from '../runtime/checkpoint';
 import { readSafetensors } from '../models/safetensors';
 import { VisionTransformer } from '../models/vit';
 import { refine } from '../pipelines/refine';
+import { withFlags } from './argv';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'refine-spec-'));
 const checkpoint = path.join(dir, 'mim.safetensors');
@@ -86,12 +87,12 @@ test('--resume: shape and data-order flags come from the checkpoint, lr and sche
   assert.match(printed, /flags from the checkpoint: .*--batch 16/);
   const rows = fs.readFileSync(path.join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
   assert.equal(rows.map((r) => r.step), [1, 2, 3, 4]);
-  // peak 0: the cosine runs between 0 and --min-lr (1e-6), where the saved --lr3 1e-3 ran far above
+  // peak 0: the cosine runs between 0 and --min-lr (1e-6), where the saved --stage3-lr 1e-3 ran far above
   const straight = JSON.parse(fs.readFileSync(path.join(dir, 'a', 'metrics.jsonl'), 'utf8').trim().split('\n')[3]);
   assert.ok(rows[3].lr <= 1e-6 && straight.lr > 1e-4, `lr ${rows[3].lr}, straight through ${straight.lr}`);
 });
 
-test('--knn-every tracks per-block kNN during stage 3, from the checkpoint (step 0) to the end; --knn-val-limit sizes validation', async () => {
+test('--knn-every tracks per-block kNN during stage 3, from the checkpoint (step 0) to the end; --eval-val-limit sizes validation', async () => {
   const args = common.filter((a) => a !== '--skip-knn');
   const run = await refine([...args, '--out', path.join(dir, 'k'), '--knn-every', '0.008', '--test', 'data/cifar10-mini/test-*.tar.gz', '--eval-train-limit', '64', '--eval-test-limit', '32', '--eval-val-limit', '48']);
   const { points } = JSON.parse(fs.readFileSync(path.join(run, 'knn-during.json'), 'utf8'));
@@ -101,7 +102,7 @@ test('--knn-every tracks per-block kNN during stage 3, from the checkpoint (step
   assert.equal(points[3].report.top1, summary.knn[1].top1);
   // the val-* shards beside --train choose the block (--val), before and after
   assert.ok(summary.knn.every((r: { val?: { top1: number[] }; chosenBlock?: number }) => r.val?.top1.length === 3 && r.chosenBlock !== undefined), 'no validation split used');
-  // --knn-val-limit sizes validation apart from test
+  // --eval-val-limit sizes validation apart from test
   assert.equal(summary.knn.map((r: { val: { count: number }; testCount: number }) => [r.val.count, r.testCount]), [[48, 32], [48, 32]]);
   assert.ok(fs.existsSync(path.join(run, 'knn-during.png')) && fs.existsSync(path.join(run, 'knn-during.svg')));
 });
@@ -122,7 +123,7 @@ async function runLogged(args: string[]): Promise<{ rows: Record<string, number>
 
 test('--lr-scaling linear: a one-step run logs and uses lr x batch / 256; none uses the lr as given', async () => {
   // one stage-2 step with no warm-up: the step's lr is the stage's peak
-  const oneStep = [...common, '--stages', '2', '--stage2-epochs', '0.008', '--stage2-lr', '2e-4'];
+  const oneStep = withFlags(common, ['--stages', '2', '--stage2-epochs', '0.008', '--stage2-lr', '2e-4']);
   const linear = await runLogged([...oneStep, '--out', path.join(dir, 'lr-linear'), '--lr-scaling', 'linear']);
   assert.equal(linear.rows.map((r) => r.step), [1]);
   assert.ok(Math.abs(linear.rows[0].lr - (2e-4 * 16) / 256) < 1e-12, `lr ${linear.rows[0].lr}`);
@@ -164,7 +165,7 @@ test('malformed augmentation and method flags are refused before anything is wri
   ];
   for (const [flag, value] of bad) {
     try {
-      await refine([...common, '--out', path.join(dir, 'e'), flag, value]);
+      await refine(withFlags(common, ['--out', path.join(dir, 'e'), flag, value]));
       assert.unreachable(`${flag} ${value} should have thrown`);
     } catch (err) {
       assert.match((err as Error).message, new RegExp(`${flag}: `));

@@ -1,6 +1,7 @@
 /**
  * The model a pipeline starts from, by its flags: a checkpoint file (its config from the file,
- * or from --preset when the file holds none) or 'none', a random init of --preset. Every
+ * or from --preset when the file holds none; timm, Hugging Face and PyTorch .pth files; position
+ * embeddings resampled to the run's image size) or 'none', a random init of --preset. Every
  * pipeline that takes a checkpoint reads it here, so they all read the same files the same way.
  */
 import { loadEncoder } from '../runtime/checkpoint';
@@ -14,6 +15,8 @@ export interface ModelFlags {
   /** The preset flag's name and value (--preset, --teacher-preset). */
   presetFlag: string;
   preset: string | undefined;
+  /** The run's image size: a checkpoint of another size has its position embedding resampled. */
+  imgSize?: number;
   /** Seed and MLP activation of a random init. */
   seed?: number;
   act?: VitConfig['act'];
@@ -23,7 +26,7 @@ export function loadModel(m: ModelFlags): VisionTransformer {
   const fallback = vitPresetFallback(m.presetFlag, m.preset);
   if (m.file === 'none') {
     if (!fallback) throw new Error(`--${m.flag} none: pass --${m.presetFlag} to say which ViT to initialise at random`);
-    return new VisionTransformer({ ...fallback, act: m.act ?? fallback.act }, m.seed ?? 0);
+    return new VisionTransformer({ ...fallback, act: m.act ?? fallback.act, imgSize: m.imgSize ?? fallback.imgSize }, m.seed ?? 0);
   }
-  return loadEncoder(m.file, fallback, `--${m.presetFlag}`);
+  return loadEncoder(m.file, { preset: fallback, presetFlag: `--${m.presetFlag}`, imgSize: m.imgSize });
 }

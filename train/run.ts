@@ -27,6 +27,9 @@ import { writeFileAtomic } from '../lib/atomic-file';
 import type { Collective } from '../lib/collective';
 import type { ParamSet } from '../models/params';
 import { countSamples } from '../sources/count';
+import type { LabelPolicy } from '../sources/tar-shards';
+import { DataFingerprint, describeDataChange } from '../lib/fingerprint';
+import { sourceFingerprint } from '../eval/feature-cache';
 import { driverFlags, RENAMED } from './flags';
 import { Resumed, resumeRun } from './resume';
 
@@ -69,7 +72,7 @@ export interface OpenedRun<S extends Record<string, FlagSpec>> {
   /** The run's first write: the folder's lock (released on dispose), run.json and config.yaml (rank 0). */
   claim(ctx: RunContext): Disposable;
   /** Samples an epoch of `source` and the steps an epoch of `batch` makes (at least one). */
-  dataSize(source: string, batch: number, numClasses?: number): Promise<{ samplesPerEpoch: number; stepsPerEpoch: number }>;
+  dataSize(source: string, batch: number, opts?: { numClasses?: number; labels?: LabelPolicy }): Promise<{ samplesPerEpoch: number; stepsPerEpoch: number }>;
   /** With several ranks: rank 0's host state (NN queues) on every rank. */
   shareState<T extends Record<string, { shape: number[]; data: Float32Array | Int32Array }>>(ctx: RunContext, what: string, exportState: () => Promise<T>, importState: (state: T) => void): Promise<void>;
   /** With several ranks: the same flags and data everywhere, then rank 0's parameters on every rank. */
@@ -93,6 +96,7 @@ export function openRun<S extends Record<string, FlagSpec>>(def: RunDefinition<S
   const flags = resumed?.flags ?? given.flags;
   const f = flags as Record<string, string | boolean | undefined>;
   const driver = driverFlags(f);
+  let data: DataFingerprint | undefined;
   return {
     flags,
     explicit: given.explicit,
@@ -103,17 +107,18 @@ export function openRun<S extends Record<string, FlagSpec>>(def: RunDefinition<S
       pinLocalGpu();
       const dp = openCollective();
       const localBatch = opts.batch === undefined ? 0 : localBatchSize(opts.batch, dp.worldSize);
+      if (dp.rank === 0 && typeof f.train === 'string') data = await checkData(runDir, f.train, resumed !== undefined, f['allow-data-change'] === true);
       return { dp, localBatch, backend: await initBackend() };
     },
     claim(ctx) {
       // one run at a time in a run folder; every file of the run is rank 0's
       if (ctx.dp.rank !== 0) return { [Symbol.dispose]: () => undefined };
       const lock = lockRunDir(runDir);
-      writeRunFiles(runDir, def, f, { resumed: resumed !== undefined, ranks: ctx.dp.worldSize, backend: ctx.backend.tfBackend });
+      writeRunFiles(runDir, def, f, { resumed: resumed !== undefined, ranks: ctx.dp.worldSize, backend: ctx.backend.tfBackend, data });
       return lock;
     },
-    async dataSize(source, batch, numClasses) {
-      const samplesPerEpoch = await countSamples(source, { numClasses });
+    async dataSize(source, batch, opts = {}) {
+      const samplesPerEpoch = await countSamples(source, opts);
       const stepsPerEpoch = Math.floor(samplesPerEpoch / batch);
       if (stepsPerEpoch < 1) throw new Error(`--train ${source}: ${samplesPerEpoch} samples, fewer than one batch of ${batch} (lower --batch)`);
       return { samplesPerEpoch, stepsPerEpoch };
@@ -139,16 +144,35 @@ export function writeRunFiles(
   runDir: string,
   def: { name: string; script: string },
   flags: Record<string, string | boolean | undefined>,
-  info: { resumed: boolean; ranks: number; backend: string },
+  info: { resumed: boolean; ranks: number; backend: string; data?: DataFingerprint },
 ): void {
-  const started = info.resumed ? readRunFile(runDir)?.started ?? null : new Date().toISOString();
-  const run = { pipeline: def.name, script: def.script, started, resumedAt: info.resumed ? new Date().toISOString() : undefined, ranks: info.ranks, backend: info.backend };
+  const earlier = info.resumed ? readRunFile(runDir) : undefined;
+  const started = info.resumed ? earlier?.started ?? null : new Date().toISOString();
+  // the data the run began on stays its reference, also after a resume with --allow-data-change
+  const data = earlier?.data ?? info.data;
+  const run = { pipeline: def.name, script: def.script, started, resumedAt: info.resumed ? new Date().toISOString() : undefined, ranks: info.ranks, backend: info.backend, data };
   writeFileAtomic(path.join(runDir, RUN_FILE), JSON.stringify(run, null, 2) + '\n');
   const repeat = `npx ts-node ${def.script} --config ${path.join(runDir, CONFIG_FILE)}`;
   writeFileAtomic(path.join(runDir, CONFIG_FILE), configYaml(flags, [`${def.name} run, flags resolved; repeat it with: ${repeat} --out NEW_FOLDER`], NOT_REPEATED));
 }
 
-function readRunFile(runDir: string): { pipeline?: string; started?: string } | undefined {
+/**
+ * The training data's content fingerprint (lib/fingerprint.ts); on --resume, compared with the
+ * one the run began on (run.json): changed data is refused, naming what changed, unless the
+ * user says --allow-data-change. Hashing costs about 1.2 s per GiB (lib/fingerprint.ts).
+ */
+async function checkData(runDir: string, train: string, resumed: boolean, allowChange: boolean): Promise<DataFingerprint> {
+  const now = await sourceFingerprint(train);
+  const before = resumed ? readRunFile(runDir)?.data : undefined;
+  const change = before && describeDataChange(before, now);
+  if (change && !allowChange) {
+    throw new Error(`--resume ${runDir}: the training data changed since the run began (${change}); its sample order would not continue. Start a new run, or pass --allow-data-change to continue on the new data`);
+  }
+  if (change) console.log(`[run] --allow-data-change: continuing on changed data (${change})`);
+  return now;
+}
+
+function readRunFile(runDir: string): { pipeline?: string; started?: string; data?: DataFingerprint } | undefined {
   const file = path.join(runDir, RUN_FILE);
   if (!fs.existsSync(file)) return undefined;
   try {
