@@ -44,6 +44,8 @@ export interface EvalOptions {
   label: string;
   /** Cache key of the model: checkpointKey(file) or randomInitKey(preset, seed). */
   modelKey: string;
+  /** The checkpoint file, which errors about the model's features name (default: the label). */
+  checkpoint?: string;
   /** Recorded in the report: the random init's seed, or the training seed of a checkpoint. */
   seed?: number;
   train: string;
@@ -155,6 +157,7 @@ async function extract(model: VisionTransformer, opts: EvalOptions, source: stri
     pooling: opts.pooling ?? 'cls',
     limit,
     numClasses: opts.numClasses,
+    model: opts.checkpoint ?? opts.label,
     onProgress: (done: number) => {
       const now = performance.now();
       if (now - lastLog < 2000) return;

@@ -77,13 +77,15 @@ async function evaluateModel(f: EvalFlags): Promise<string> {
   const runDir = f.out ?? path.join('runs/eval', slug(model.label));
   checkEvalFolder(runDir, DEFINITION.name, model.id);
   const backend = await initBackend();
-  using _run = startEvalRun(runDir, DEFINITION, { ...f, out: runDir }, { model: model.id, label: model.label, backend: backend.tfBackend });
   const encoder = loadEvaluatedModel(model);
   try {
+    const blocks = parseBlocks(f.blocks!, encoder.cfg.depth);
+    // the model loads and its blocks exist: the run starts, and only now writes
+    using _run = startEvalRun(runDir, DEFINITION, { ...f, out: runDir }, { model: model.id, label: model.label, backend: backend.tfBackend });
     const report = await evaluate(encoder, {
-      label: model.label, modelKey: model.cacheKey, seed: model.seed,
+      label: model.label, modelKey: model.cacheKey, seed: model.seed, checkpoint: model.checkpoint === 'none' ? undefined : model.checkpoint,
       train: f.train!, test: f.test!, val: f.val === 'none' ? null : f.val, ltTrain: f['lt-train'],
-      tasks, blocks: parseBlocks(f.blocks!, encoder.cfg.depth), pooling, knn, shots,
+      tasks, blocks, pooling, knn, shots,
       trainLimit, valLimit, testLimit, numClasses, cacheDir: f['no-cache'] ? null : f['cache-dir']!,
     });
     const md = await writeEvalOutputs(runDir, report);

@@ -78,12 +78,14 @@ export async function knn(argv: string[]): Promise<string> {
   const runDir = f.out ?? path.join('runs/knn', slug(model.label));
   checkEvalFolder(runDir, DEFINITION.name, model.id);
   const backend = await initBackend();
-  using _run = startEvalRun(runDir, DEFINITION, { ...f, out: runDir }, { model: model.id, label: model.label, backend: backend.tfBackend });
   const encoder = loadEvaluatedModel(model);
   try {
+    // the model loads: the run starts, and only now writes
+    using _run = startEvalRun(runDir, DEFINITION, { ...f, out: runDir }, { model: model.id, label: model.label, backend: backend.tfBackend });
     const report = await perBlockKnn(encoder, {
       train: f.train!, test: f.test!, val: f.val === 'none' ? null : f.val, label: model.label,
       trainLimit, valLimit, testLimit, k, temperature, standardise, pooling, cacheKey: model.cacheKey, numClasses,
+      model: model.checkpoint === 'none' ? undefined : model.checkpoint,
     });
     const extra = { checkpoint: model.checkpoint === 'none' ? null : model.checkpoint, ...(model.seed !== undefined ? { seed: model.seed } : {}) };
     await writeKnnSummary(runDir, [report], { title: `Per-block kNN top-1: ${model.label}`, name: 'knn', extra });

@@ -62,7 +62,7 @@ test('run.json names the pipeline and the model: a folder of another model or pi
   assert.equal(fs.readdirSync(path.join(dir, 's1')).sort(), ['config.yaml', 'per-block.png', 'per-block.svg', 'report.json', 'report.md', 'run.json']);
 });
 
-test('old flag names are refused naming the new; --checkpoint none needs --preset', async () => {
+test('old flag names are refused naming the new; --checkpoint none needs --preset; a refused run writes nothing', async () => {
   await rejects(() => runEval(['--train-limit', '5']), /--train-limit was renamed: use --eval-train-limit/);
   await rejects(() => runEval(['--val-limit', '5']), /--val-limit was renamed: use --eval-val-limit \(0: all\)/);
   await rejects(() => runEval(['--random-init']), /--random-init was renamed: use --checkpoint none/);
@@ -71,6 +71,9 @@ test('old flag names are refused naming the new; --checkpoint none needs --prese
   await rejects(() => knn(['--standardise', 'off']), /--standardise was renamed: use --knn-standardise/);
   await rejects(() => knn(['--checkpoint', 'none']), /--checkpoint none: pass --preset/);
   await rejects(() => knn(['--checkpoint', path.join(dir, 'missing.safetensors')]), /--checkpoint .*missing\.safetensors: no such file/);
+  // a flag checked against the loaded model: refused before the run folder is made
+  await rejects(() => runEval(['--checkpoint', 'none', '--preset', 'vit-micro-p4', '--blocks', '99', '--out', path.join(dir, 'b99')]), /--blocks: block 99 does not exist/);
+  assert.not.ok(fs.existsSync(path.join(dir, 'b99')), 'a refused run made its folder');
 });
 
 test("knn: the run folder defaults to runs/knn/<the checkpoint's label>; its per-block kNN is eval's", async () => {
