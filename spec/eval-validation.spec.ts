@@ -57,10 +57,10 @@ test('perBlockKnn: validation curve, block chosen on validation, summary without
   await initBackend(() => {});
   const model = new VisionTransformer({ imgSize: 32, patchSize: 8, embedDim: 32, depth: 3, numHeads: 2, mlpRatio: 2, act: 'gelu', posEmbed: 'sincos' }, 1);
   try {
-    const common = { train: `${MINI}/train-*.tar.gz`, test: `${MINI}/test-*.tar.gz`, trainLimit: 200, testLimit: 60, log: () => {} };
+    const common = { train: `${MINI}/train-*.tar.gz`, test: `${MINI}/test-*.tar.gz`, trainLimit: 200, valLimit: 60, testLimit: 60, log: () => {} };
     const r = await perBlockKnn(model, { ...common, label: 'tiny' });
     assert.is(r.val!.source, path.join(MINI, 'val-*'));
-    assert.is(r.val!.count, 60); // read like the test split
+    assert.is(r.val!.count, 60); // valLimit (undefined: every validation image, as --eval-val-limit 0)
     const i = r.val!.top1.indexOf(Math.max(...r.val!.top1));
     assert.is(r.chosenBlock, i);
     assert.is(r.chosen, r.top1[i]);
