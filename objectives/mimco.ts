@@ -26,7 +26,7 @@ import { VisionTransformer } from '../models/vit';
 import { MaskPlan, randomMasking } from '../models/mae';
 import { MimcoHeads, splitCls, studentProjections } from '../models/mimco';
 import { mimcoLoss } from '../losses/mimco';
-import { allGatherRows, interleaveRows } from '../runtime/data-parallel';
+import { allGatherRows, interleaveRows } from '../models/row-exchange';
 import type { Objective } from './objective';
 
 export interface MimcoObjectiveOptions {

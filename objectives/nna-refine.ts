@@ -30,7 +30,7 @@ import { NnQueue } from '../models/nn-queue';
 import { stopGradient } from '../models/ops';
 import { nnaLoss } from '../losses/nna';
 import { Collective, SingleProcess } from '../lib/collective';
-import { allGatherRows, allGatherRowsInTape, gatherBatchMeta, withOwnRows } from '../runtime/data-parallel';
+import { allGatherRows, allGatherRowsInTape, gatherBatchMeta, withOwnRows } from '../models/row-exchange';
 import type { Objective } from './objective';
 
 export interface NnaRefineOptions {

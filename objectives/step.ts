@@ -79,3 +79,17 @@ export interface Step<U = unknown> extends BatchItem {
   startedAt: number;
   scope: StepScope;
 }
+
+/** One step as the sinks see it (operators/read-metrics.ts reads it off the device). */
+export interface StepRecord {
+  step: number;
+  epoch: number;
+  lr: number;
+  values: Record<string, number>;
+  /** Images in this step's batch. */
+  images: number;
+  /** Compute time of the step. */
+  stepMs: number;
+  /** Time the step waited for its batch. */
+  waitMs: number;
+}

@@ -8,8 +8,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { concatMap, finalize, OperatorFunction } from 'rxjs';
-import type { StepRecord } from '../sinks/training';
-import type { Step } from '../objectives/step';
+import type { Step, StepRecord } from '../objectives/step';
 
 export interface NonFinite {
   step: number;

@@ -16,7 +16,7 @@
 import * as path from 'node:path';
 import { intList, num, numRange, oneOf, runMain } from '../runtime/cli';
 import { withoutPrefix } from '../runtime/checkpoint';
-import { exchangeMode } from '../runtime/data-parallel';
+import { exchangeMode, filesFingerprint } from '../runtime/data-parallel';
 import type { Collective } from '../lib/collective';
 import { VisionTransformer } from '../models/vit';
 import { defaultHeadBlocks, HEAD_PRESETS, NnaHead } from '../models/nna-head';
@@ -144,7 +144,7 @@ export async function refine(argv: string[]): Promise<string> {
   const knnDuring = resumed ? readKnnCurve(runDir) : knnBefore ? [{ step: 0, report: knnBefore }] : [];
 
   // every rank starts from rank 0's weights and queues, with the same flags and data
-  await run.shareFromRank0(ctx, [encoder.params, emaEncoder.params, ...heads.map((h) => h.params)], 'encoder, EMA and head parameters', { samplesPerEpoch, exchange });
+  await run.shareFromRank0(ctx, [encoder.params, emaEncoder.params, ...heads.map((h) => h.params)], 'encoder, EMA and head parameters', { samplesPerEpoch, exchange, checkpoint: f.checkpoint === 'none' ? 'none' : filesFingerprint([f.checkpoint!]) });
   for (const [i, q] of queues.entries()) await run.shareState(ctx, `queue ${i}`, () => q.exportState(`queues.${i}`), (state) => q.importState((k) => state[k], `queues.${i}`, 'rank 0'));
 
   const skips = new SkipLog();

@@ -177,11 +177,6 @@ function concatRows(parts: LoadedTensor[]): LoadedTensor {
   return { dtype: parts[0].dtype, shape: [parts.reduce((a, p) => a + p.shape[0], 0), ...parts[0].shape.slice(1)], data };
 }
 
-export interface TrainState {
-  tensors: Record<string, TensorToWrite>;
-  meta: Record<string, unknown>;
-}
-
 export type CheckpointFiles = Record<string, { tensors: Record<string, TensorToWrite | HostTensor>; metadata?: Record<string, string> }>;
 
 /** Written last into a checkpoint folder: its step and each file's size and SHA-256. */

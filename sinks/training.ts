@@ -7,19 +7,9 @@ import { Observable, lastValueFrom, map, share, toArray } from 'rxjs';
 import { metricsJsonl } from './metrics-jsonl';
 import { progress } from './progress';
 import { writeChart } from './charts';
+import type { StepRecord } from '../objectives/step';
 
-export interface StepRecord {
-  step: number;
-  epoch: number;
-  lr: number;
-  values: Record<string, number>;
-  /** Images in this step's batch. */
-  images: number;
-  /** Compute time of the step. */
-  stepMs: number;
-  /** Time the step waited for its batch. */
-  waitMs: number;
-}
+export type { StepRecord };
 
 export interface TrainingSinkOptions {
   runDir: string;
