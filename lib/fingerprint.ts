@@ -168,16 +168,29 @@ function listed(what: string, items: string[]): string {
 }
 
 /**
- * What changed between two fingerprints of the same data, in words (files added, removed, and
- * changed with their sizes), or undefined where nothing did. Remote entries are compared by
- * name only: their content was never hashed.
+ * What changed between two fingerprints of the same data, in words (files changed with their
+ * sizes, moved (the same bytes under another path), added, removed), or undefined where nothing
+ * did. Remote entries are compared by name only: their content was never hashed.
  */
 export function describeDataChange(before: DataFingerprint, after: DataFingerprint): string | undefined {
   if (before.digest === after.digest) return undefined;
   const old = new Map(before.files.map((f) => [f.path, f]));
   const now = new Map(after.files.map((f) => [f.path, f]));
-  const added = [...now.keys()].filter((p) => !old.has(p));
-  const removed = [...old.keys()].filter((p) => !now.has(p));
+  let added = [...now.keys()].filter((p) => !old.has(p));
+  let removed = [...old.keys()].filter((p) => !now.has(p));
+  // a removed file whose bytes reappear under an added path was moved (a data set copied elsewhere)
+  const removedByHash = new Map<string, string[]>();
+  for (const p of removed) removedByHash.set(old.get(p)!.hash, [...(removedByHash.get(old.get(p)!.hash) ?? []), p]);
+  const pairs: [string, string][] = [];
+  for (const p of added) {
+    const from = removedByHash.get(now.get(p)!.hash)?.shift();
+    if (from) pairs.push([from, p]);
+  }
+  const movedFrom = new Set(pairs.map(([from]) => from));
+  const movedTo = new Set(pairs.map(([, to]) => to));
+  const moved = pairs.map(([from, to]) => `${from} -> ${to}`);
+  added = added.filter((p) => !movedTo.has(p));
+  removed = removed.filter((p) => !movedFrom.has(p));
   const changed = [...now.values()]
     .filter((f) => old.has(f.path) && old.get(f.path)!.hash !== f.hash)
     .map((f) => {
@@ -188,6 +201,7 @@ export function describeDataChange(before: DataFingerprint, after: DataFingerpri
   const newRemote = new Set(after.skipped.map((s) => s.entry));
   const parts = [
     changed.length ? listed(changed.length === 1 ? 'file changed' : 'files changed', changed) : '',
+    moved.length ? listed(moved.length === 1 ? 'file moved (same bytes)' : 'files moved (same bytes)', moved) : '',
     added.length ? listed(added.length === 1 ? 'file added' : 'files added', added) : '',
     removed.length ? listed(removed.length === 1 ? 'file removed' : 'files removed', removed) : '',
     ...[...newRemote].filter((e) => !oldRemote.has(e)).map((e) => `remote shard added: ${e}`),
