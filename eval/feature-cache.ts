@@ -136,6 +136,8 @@ export async function cachedFeatures(
   cacheDir = DEFAULT_CACHE_DIR,
 ): Promise<FeatureSet & { cached: boolean }> {
   const data = await sourceFingerprint(opts.source);
+  // nothing resolved: the source's own opening names the problem; a key over no files would never change
+  if (data.files.length === 0 && data.skipped.length === 0) return { ...(await extractFeatures(model, opts)), cached: false };
   if (data.skipped.length > 0) {
     console.warn(`[feature-cache] ${opts.source}: not cached (${data.skipped.length} remote shard${data.skipped.length === 1 ? '' : 's'}, e.g. ${data.skipped[0].entry}, cannot be fingerprinted without reading them); extracting`);
     return { ...(await extractFeatures(model, opts)), cached: false };

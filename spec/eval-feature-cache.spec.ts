@@ -14,6 +14,7 @@ import { VisionTransformer } from '../models/vit';
 import { readSafetensors, writeSafetensors } from '../models/safetensors';
 import { cachedFeatures, checkpointKey, randomInitKey, sourceEntries } from '../eval/feature-cache';
 import { BUNDLED_CHECKPOINT, overflowing, rotateTarLabels } from '../scripts/make-bad-input-corpus';
+import { rejects } from './eval-helpers';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eval-feature-cache-'));
 const shard = path.join(dir, 'data', 'test-000000.tar');
@@ -93,6 +94,12 @@ test('a remote source (pipe:) is extracted, never cached, and the log says why',
   assert.is(remote.set.count, 16);
   assert.ok(remote.warnings.some((w) => /not cached \(1 remote shard, e\.g\. pipe:cat .*, cannot be fingerprinted without reading them\)/.test(w)), remote.warnings.join('\n'));
   assert.equal(fs.readdirSync(cacheDir), files, 'nothing written');
+});
+
+test('a spec that names no file: the source\'s own error, and no cache entry under an empty fingerprint', async () => {
+  const files = fs.readdirSync(cacheDir);
+  await rejects(() => run(path.join(dir, 'data', 'nothing-*.tar')), /no such file or folder, and no files match it/);
+  assert.equal(fs.readdirSync(cacheDir), files);
 });
 
 test.run();
