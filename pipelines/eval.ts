@@ -10,11 +10,9 @@
  *   npx ts-node pipelines/eval.ts --compare runs/eval/random/report.json,runs/eval/mae-vit-micro-p4/report.json
  */
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import fg from 'fast-glob';
 import { initBackend } from '../runtime/backend';
 import { Flags, oneOf, readFlags, runMain } from '../runtime/cli';
-import { slug } from '../lib/format';
 import { evalClassCount } from '../sources/open';
 import { DEFAULT_CACHE_DIR } from '../eval/feature-cache';
 import { onOff } from '../eval/knn';
@@ -23,7 +21,7 @@ import { DEFAULT_LT_TRAIN, evaluate, parseBlocks, parseTasks, TASKS } from '../e
 import { compareReports, DEFAULT_FINETUNE_DIR, writeEvalOutputs } from '../eval/reports';
 import { evalFlags, knnFlags, RENAMED, runFlags } from '../train/flags';
 import {
-  checkEvalFolder, EVAL_DATA_FLAGS, EVAL_MODEL_FLAGS, evaluatedModel, KNN_STANDARDISE_FLAG, loadEvaluatedModel, numClassesFlag, POOLING_FLAG, POOLINGS, startEvalRun, writeEvalRunFiles,
+  checkEvalFolder, defaultRunDir, EVAL_DATA_FLAGS, EVAL_MODEL_FLAGS, evaluatedModel, KNN_STANDARDISE_FLAG, loadEvaluatedModel, numClassesFlag, POOLING_FLAG, POOLINGS, startEvalRun, writeEvalRunFiles,
 } from './knn';
 
 const USAGE = [
@@ -34,7 +32,7 @@ const USAGE = [
 ].join('\n');
 const FLAGS = {
   ...runFlags('eval'),
-  out: { description: 'run folder (default: runs/eval/<label as a folder name>, or runs/eval/compare)' },
+  out: { description: 'run folder (default: runs/eval/<label>(-s<seed> for none), or runs/eval/compare)' },
   ...EVAL_DATA_FLAGS,
   ...EVAL_MODEL_FLAGS,
   tasks: { description: `some of ${TASKS.join(',')}`, default: 'knn,linear,lowshot,kmeans' },
@@ -74,7 +72,7 @@ async function evaluateModel(f: EvalFlags): Promise<string> {
   const numClasses = numClassesFlag(f['num-classes']);
   evalClassCount(f.train!, f.test!, numClasses);
   const model = evaluatedModel(f);
-  const runDir = f.out ?? path.join('runs/eval', slug(model.label));
+  const runDir = f.out ?? defaultRunDir(DEFINITION.name, model);
   checkEvalFolder(runDir, DEFINITION.name, model.id);
   const backend = await initBackend();
   const encoder = loadEvaluatedModel(model);

@@ -55,7 +55,7 @@ const USAGE = [
 ].join('\n');
 const FLAGS = {
   ...runFlags('knn'),
-  out: { description: 'run folder (default: runs/knn/<label as a folder name>)' },
+  out: { description: 'run folder (default: runs/knn/<label>(-s<seed> for none))' },
   ...EVAL_DATA_FLAGS,
   ...EVAL_MODEL_FLAGS,
   ...evalFlags({ trainLimit: '0', testLimit: '0' }),
@@ -75,7 +75,7 @@ export async function knn(argv: string[]): Promise<string> {
   const numClasses = numClassesFlag(f['num-classes']);
   evalClassCount(f.train!, f.test!, numClasses);
   const model = evaluatedModel(f);
-  const runDir = f.out ?? path.join('runs/knn', slug(model.label));
+  const runDir = f.out ?? defaultRunDir(DEFINITION.name, model);
   checkEvalFolder(runDir, DEFINITION.name, model.id);
   const backend = await initBackend();
   const encoder = loadEvaluatedModel(model);
@@ -127,6 +127,11 @@ export function evaluatedModel(f: { checkpoint?: string; preset?: string; seed?:
     cacheKey: random ? randomInitKey(f.preset!, seed!) : checkpointKey(checkpoint),
     id: random ? `random init of ${f.preset}, seed ${seed}` : path.resolve(checkpoint),
   };
+}
+
+/** runs/<pipeline>/<label as a folder name>; a random init's with its seed, so seeds do not share a folder. */
+export function defaultRunDir(pipeline: string, m: EvaluatedModel): string {
+  return path.join('runs', pipeline, slug(m.checkpoint === 'none' ? `${m.label} s${m.seed}` : m.label));
 }
 
 export function loadEvaluatedModel(m: EvaluatedModel): VisionTransformer {

@@ -76,7 +76,7 @@ test('old flag names are refused naming the new; --checkpoint none needs --prese
   assert.not.ok(fs.existsSync(path.join(dir, 'b99')), 'a refused run made its folder');
 });
 
-test("knn: the run folder defaults to runs/knn/<the checkpoint's label>; its per-block kNN is eval's", async () => {
+test("knn: the run folder defaults to runs/knn/<label>(-s<seed> for a random init); its per-block kNN is eval's", async () => {
   const root = process.cwd();
   const abs = (p: string) => path.join(root, p);
   const limits = ['--eval-train-limit', '100', '--eval-val-limit', '60', '--eval-test-limit', '60'];
@@ -87,7 +87,7 @@ test("knn: the run folder defaults to runs/knn/<the checkpoint's label>; its per
   try {
     const data = ['--train', abs('data/cifar10-mini/train-*.tar.gz'), '--test', abs('data/cifar10-mini/test-*.tar.gz')];
     out = await knn(['--checkpoint', 'none', '--preset', 'vit-micro-p4', '--seed', '1', ...data, ...limits]);
-    assert.is(out, path.join('runs', 'knn', 'random-init-vit-micro-p4'));
+    assert.is(out, path.join('runs', 'knn', 'random-init-vit-micro-p4-s1'));
     out = path.join(cwd, out);
   } finally {
     process.chdir(root);
