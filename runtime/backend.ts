@@ -19,8 +19,8 @@ import { kernelsUseRelaxedSimd, registerWasmKernels } from '../models/kernels';
 import { registerMatMulKernels, registerWebGpuKernels, WGSL_KERNELS } from '../models/kernels-webgpu';
 import { enableWasmThreads } from './wasm-threads';
 import { boundBufferPool, BufferPoolStats } from '../models/kernels-webgpu/buffer-pool';
-import { registerMixedMatMulKernels } from '../models/kernels-webgpu/matmul-f16';
-import { AdapterSummary, adapterLine, capabilitiesLine, choosePrecision, GpuCapabilities, Precision, PrecisionPath, startWebGpu, WebGpuDeviceError } from './webgpu';
+import { registerMixedMatMulKernels, verifiedPrecision } from '../models/kernels-webgpu/matmul-f16';
+import { AdapterSummary, adapterLine, capabilitiesLine, choosePrecision, GpuCapabilities, Precision, PrecisionPath, startWebGpu, WebGpuDeviceError, webGpuDevice } from './webgpu';
 
 export { destroyDeviceIfAsked } from './webgpu';
 
@@ -90,7 +90,7 @@ async function tryBackend(choice: BackendChoice, forced: boolean, log: (line: st
       if (fusedWgsl) registerWebGpuKernels();
       const wgslMatMul = process.env.WEBGPU_MATMUL === '1';
       if (wgslMatMul) registerMatMulKernels();
-      const precision = choosePrecision(opts.precision ?? precisionFromEnv(), start.capabilities);
+      const precision = await verifiedPrecision(webGpuDevice()!.device, choosePrecision(opts.precision ?? precisionFromEnv(), start.capabilities));
       // registered last: in front of the tiled matMul, which takes what it leaves
       if (precision.matMul !== 'fp32') registerMixedMatMulKernels(precision);
       const pool = boundBufferPool(tf.backend(), opts.poolMiB ?? poolMiBFromEnv());

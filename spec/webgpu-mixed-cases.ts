@@ -2,7 +2,8 @@
  * The cases of spec/webgpu-mixed.spec.ts, run on webgpu with WEBGPU_PRECISION=mixed (f16
  * operand tiles on lavapipe: it has shader-f16, no subgroup matrices) and a 1 MiB buffer pool:
  * a linear layer's value and gradients from fixed inputs, dynamic loss scaling through real
- * f16 overflows, and the pool's statistics. One JSON line. Also the device kit's mixed parity.
+ * f16 overflows, the pool's statistics, and the mixed matMul's self-test (its own pipeline) with
+ * plain f16 and with subgroup matrices. One JSON line.
  *   TFJS_BACKEND=webgpu WEBGPU_PRECISION=mixed WEBGPU_FUSED=1 WEBGPU_POOL_MIB=1 npx ts-node spec/webgpu-mixed-cases.ts
  */
 import * as tf from '@tensorflow/tfjs';
@@ -10,7 +11,9 @@ import { Rng } from '../lib/rng';
 import { AdamW } from '../models/adamw';
 import { DynamicLossScale } from '../models/loss-scale';
 import { linear } from '../models/ops';
+import { selfTestMatMul } from '../models/kernels-webgpu/matmul-f16';
 import { initBackend } from '../runtime/backend';
+import { webGpuDevice } from '../runtime/webgpu';
 
 export const LINEAR = { rows: 197, inDim: 192, outDim: 576 };
 
@@ -69,10 +72,14 @@ async function lossScaleRun(): Promise<{ scale: number; finite: boolean; loss: n
 
 async function main() {
   const backend = await initBackend(() => undefined);
+  // first, so that the cases after them show the device is still sound after a failed one
+  const { device, capabilities } = webGpuDevice()!;
+  const lanes = capabilities.subgroupMaxSize ?? 32;
+  const selfTests = { plain: await selfTestMatMul(device, 16, lanes, false), matrices: await selfTestMatMul(device, 16, lanes, true) };
   const linearOut = await linearCase();
   const lossScale = await lossScaleRun();
   const programs = Object.keys((tf.backend() as unknown as { pipelineCache: object }).pipelineCache);
-  console.log(JSON.stringify({ backend: backend.tfBackend, precision: backend.precision, pool: backend.pool?.(), programs, linear: linearOut, lossScale }));
+  console.log(JSON.stringify({ backend: backend.tfBackend, precision: backend.precision, pool: backend.pool?.(), programs, linear: linearOut, lossScale, selfTests }));
 }
 
 if (require.main === module) {

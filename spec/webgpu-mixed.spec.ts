@@ -7,7 +7,10 @@
  * `growthInterval` finite steps; the buffer pool stays under its 1 MiB cap. The subgroup-matrix
  * kernel (tensor cores) cannot run here: lavapipe offers no chromium-experimental-subgroup-matrix
  * (spec/webgpu-probe.spec.ts), so that test is skipped with the reason printed, and the device
- * kit (scripts/device/run.sh) runs these cases on the GPU. The loss-scale logic also runs here
+ * kit (scripts/device/run.sh) runs the mixed path on the GPU, where the backend first self-tests
+ * the subgroup-matrix product (models/kernels-webgpu/matmul-f16.ts); the self-test's harness is
+ * proven here with a plain f16 product, and its failure path (the feature missing) leaves the
+ * device sound for the cases after it. The loss-scale logic also runs here
  * on wasm (composed norm).
  */
 import { test } from 'uvu';
@@ -27,6 +30,7 @@ interface MixedCases {
   programs: string[];
   linear: Record<string, number[]>;
   lossScale: { scale: number; finite: boolean; loss: number; changed: boolean }[];
+  selfTests: Record<'plain' | 'matrices', { ok: boolean; relative?: number; error?: string }>;
 }
 
 let gpu: MixedCases | undefined;
@@ -64,6 +68,17 @@ test('the subgroup-matrix (tensor core) path: skipped where the adapter lacks it
     return;
   }
   assert.ok(gpu.programs.some((p) => p.startsWith('MatMulSubgroupMatrix_')), gpu.programs.join(' '));
+});
+
+test('the self-test harness (own pipeline, error scopes): a plain f16 product passes; subgroup matrices fail cleanly where not offered', () => {
+  if (!gpu) return;
+  const { plain, matrices } = gpu.selfTests;
+  console.log(`self-test: plain f16 ${JSON.stringify(plain)}; subgroup matrices ${JSON.stringify(matrices)}`);
+  assert.ok(plain.ok && plain.relative! < 1e-4, JSON.stringify(plain));
+  if (gpu.precision.matMul !== 'subgroup-matrix') {
+    assert.not.ok(matrices.ok);
+    assert.match(matrices.error!, /subgroup|matrix|chromium/i);
+  }
 });
 
 test('mixed linear layer (f16 operand tiles, f32 accumulate) against wasm fp32: f16 rounding, no more', async () => {

@@ -125,6 +125,129 @@ function runSubgroupMatrix(call: MatMulCall, backend: ProgramRunner, s: number, 
   return backend.runWebGPUProgram(program, bias ? [a, b, bias] : [a, b], 'float32', [i32(m), i32(n), i32(k), ...strides]);
 }
 
+/**
+ * The self-test WGSL: one workgroup of `lanes` invocations multiplies A [s, s] by B [s, s]
+ * (f32 in storage, staged as f16 in workgroup memory) into out [s, s], through subgroup
+ * matrices (`matrices`) with the builtins and signatures the kernel above uses, or through a
+ * plain f16 loop (which exercises the same harness where the adapter has no subgroup matrices).
+ */
+function selfTestCode(s: number, lanes: number, matrices: boolean): string {
+  const m = (kind: string, t: string) => `subgroup_matrix_${kind}<${t}, ${s}, ${s}>`;
+  return `
+    enable f16;
+    ${matrices ? 'enable subgroups;\n    enable chromium_experimental_subgroup_matrix;' : ''}
+    @group(0) @binding(0) var<storage, read> A : array<f32>;
+    @group(0) @binding(1) var<storage, read> B : array<f32>;
+    @group(0) @binding(2) var<storage, read_write> C : array<f32>;
+    var<workgroup> tileA : array<f16, ${s * s}>;
+    var<workgroup> tileB : array<f16, ${s * s}>;
+    var<workgroup> tileC : array<f32, ${s * s}>;
+    @compute @workgroup_size(${lanes})
+    fn main(@builtin(local_invocation_index) lane : u32) {
+      for (var e = lane; e < ${s * s}u; e += ${lanes}u) { tileA[e] = f16(A[e]); tileB[e] = f16(B[e]); }
+      workgroupBarrier();
+      ${matrices
+        ? `let a = subgroupMatrixLoad<${m('left', 'f16')}>(&tileA, 0u, false, ${s}u);
+      let b = subgroupMatrixLoad<${m('right', 'f16')}>(&tileB, 0u, false, ${s}u);
+      let c = subgroupMatrixMultiplyAccumulate(a, b, ${m('result', 'f32')}());
+      subgroupMatrixStore(&tileC, 0u, c, false, ${s}u);`
+        : `for (var e = lane; e < ${s * s}u; e += ${lanes}u) {
+        var acc = 0.0;
+        for (var k = 0u; k < ${s}u; k++) { acc += f32(tileA[(e / ${s}u) * ${s}u + k]) * f32(tileB[k * ${s}u + e % ${s}u]); }
+        tileC[e] = acc;
+      }`}
+      workgroupBarrier();
+      for (var e = lane; e < ${s * s}u; e += ${lanes}u) { C[e] = tileC[e]; }
+    }`;
+}
+
+export interface SelfTest {
+  ok: boolean;
+  /** max |gpu - host| / max |host| of the product (host: the same f16-rounded operands in f64). */
+  relative?: number;
+  error?: string;
+}
+
+/**
+ * Compiles and runs the self-test product on `device` as the project's own pipeline (errors
+ * caught in error scopes, not thrown by the backend's device hooks) and checks it against the
+ * host: the subgroup-matrix builtins are experimental, their signatures have changed, and
+ * Dawn withholds f16 on older NVIDIA drivers for conformance failures, so the path is taken
+ * only where this passes.
+ */
+export async function selfTestMatMul(device: GPUDevice, s: number, lanes: number, matrices: boolean): Promise<SelfTest> {
+  const a = Float32Array.from({ length: s * s }, (_, i) => Math.sin(i * 0.37) * 2);
+  const b = Float32Array.from({ length: s * s }, (_, i) => Math.cos(i * 0.11) - 0.25);
+  const f16 = (x: number) => {
+    // round to f16's 11 significant bits (the operands are well inside f16's range)
+    const e = Math.floor(Math.log2(Math.abs(x) || 1));
+    const q = 2 ** (e - 10);
+    return Math.round(x / q) * q;
+  };
+  const want = new Float64Array(s * s);
+  for (let i = 0; i < s; i++) for (let j = 0; j < s; j++) for (let k = 0; k < s; k++) want[i * s + j] += f16(a[i * s + k]) * f16(b[k * s + j]);
+  const usage = (globalThis as unknown as { GPUBufferUsage: Record<string, number> }).GPUBufferUsage;
+  const buffers: GPUBuffer[] = [];
+  const buffer = (size: number, flags: number) => {
+    const made = device.createBuffer({ size, usage: flags });
+    buffers.push(made);
+    return made;
+  };
+  device.pushErrorScope('internal');
+  device.pushErrorScope('validation');
+  let scopes: Promise<(GPUError | null)[]> | undefined;
+  const popScopes = () => (scopes ??= (async () => [await device.popErrorScope(), await device.popErrorScope()])());
+  try {
+    const module = device.createShaderModule({ code: selfTestCode(s, lanes, matrices), label: 'selfTestMatMul' });
+    const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' }, label: 'selfTestMatMul' });
+    const bytes = s * s * 4;
+    const [ga, gb, gc] = [0, 1, 2].map(() => buffer(bytes, usage.STORAGE | usage.COPY_DST | usage.COPY_SRC));
+    const read = buffer(bytes, usage.MAP_READ | usage.COPY_DST);
+    device.queue.writeBuffer(ga, 0, a);
+    device.queue.writeBuffer(gb, 0, b);
+    const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [ga, gb, gc].map((g, binding) => ({ binding, resource: { buffer: g } })) });
+    const encoder = device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, group);
+    pass.dispatchWorkgroups(1);
+    pass.end();
+    encoder.copyBufferToBuffer(gc, 0, read, 0, bytes);
+    device.queue.submit([encoder.finish()]);
+    const [validation, internal] = await popScopes();
+    const error = validation ?? internal;
+    if (error) return { ok: false, error: error.message.split('\n').filter(Boolean).slice(0, 3).join(' ') };
+    await read.mapAsync(1 /* GPUMapMode.READ */);
+    const got = new Float32Array(read.getMappedRange().slice(0));
+    read.unmap();
+    let diff = 0;
+    let scale = 0;
+    for (let i = 0; i < want.length; i++) {
+      diff = Math.max(diff, Math.abs(got[i] - want[i]));
+      scale = Math.max(scale, Math.abs(want[i]));
+    }
+    const relative = diff / scale;
+    // f32 accumulation of exact f16 products: rounding of the sums only
+    return { ok: relative < 1e-4, relative, ...(relative < 1e-4 ? {} : { error: `wrong product (relative ${relative.toExponential(2)})` }) };
+  } catch (e) {
+    return { ok: false, error: (e as Error).message };
+  } finally {
+    await popScopes();
+    buffers.forEach((g) => g.destroy());
+  }
+}
+
+/**
+ * The precision path after the self-test: subgroup matrices stay only where their product
+ * compiles, runs and is right on this device; otherwise f16 tiles, with the failure in the reason.
+ */
+export async function verifiedPrecision(device: GPUDevice, precision: PrecisionPath): Promise<PrecisionPath> {
+  if (precision.matMul !== 'subgroup-matrix') return precision;
+  const test = await selfTestMatMul(device, precision.config!.M, precision.lanes!, true);
+  if (test.ok) return { ...precision, reason: `${precision.reason}; self-test relative ${test.relative!.toExponential(1)}` };
+  return { requested: precision.requested, matMul: 'f16-tiles', reason: `subgroup-matrix self-test failed (${test.error}): f16 tiles, f32 multiply-accumulate on the ALUs (no tensor cores)` };
+}
+
 let registered: PrecisionPath['matMul'] | undefined;
 
 /**
