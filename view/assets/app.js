@@ -25,7 +25,8 @@
   const state = {
     runs: [],
     focused: undefined,
-    selected: new Set(),
+    /** Runs ticked for the overlay (the focused one is drawn either way). */
+    ticked: new Set(),
     /** id -> { es, metrics: Table, memory: Table, detail } */
     live: new Map(),
   };
@@ -66,7 +67,7 @@
   function writeHash() {
     const p = new URLSearchParams();
     if (state.focused) p.set('run', state.focused);
-    const also = [...state.selected].filter((id) => id !== state.focused);
+    const also = [...state.ticked].filter((id) => id !== state.focused);
     if (also.length) p.set('also', also.join(','));
     history.replaceState(null, '', `#${p.toString()}`);
   }
@@ -124,7 +125,7 @@
         el(
           'tr',
           { class: r.id === state.focused ? 'focused' : '', 'data-run': r.id },
-          el('td', {}, el('input', { type: 'checkbox', title: 'overlay this run', checked: state.selected.has(r.id), onchange: (e) => toggle(r.id, e.target.checked) })),
+          el('td', {}, el('input', { type: 'checkbox', title: 'overlay this run', checked: state.ticked.has(r.id) || r.id === state.focused, onchange: (e) => toggle(r.id, e.target.checked) })),
           el('td', { class: 'run-name', title: r.id, text: r.id, onclick: () => focus(r.id) }),
           el('td', { text: r.pipeline }),
           el('td', {}, el('span', { class: `status ${r.status}`, text: r.status })),
@@ -135,9 +136,12 @@
     );
   }
 
+  /** Shows a run; the one shown before stays drawn only if it is ticked. */
   function focus(id) {
+    const previous = state.focused;
     state.focused = id;
-    toggle(id, true);
+    open(id);
+    if (previous && previous !== id && !state.ticked.has(previous)) shut(previous);
     writeHash();
     renderRunList();
     renderInfo();
@@ -145,22 +149,27 @@
   }
 
   function toggle(id, on) {
-    if (on && !state.selected.has(id)) {
-      state.selected.add(id);
+    if (on) {
+      state.ticked.add(id);
       open(id);
-    } else if (!on && id !== state.focused && state.selected.has(id)) {
-      state.selected.delete(id);
-      const live = state.live.get(id);
-      if (live) live.es.close();
-      state.live.delete(id);
+    } else {
+      state.ticked.delete(id);
+      if (id !== state.focused) shut(id);
     }
     writeHash();
     renderRunList();
     scheduleDraw();
   }
 
+  function shut(id) {
+    const live = state.live.get(id);
+    if (live) live.es.close();
+    state.live.delete(id);
+  }
+
   // ---- one run's live stream
   function open(id) {
+    if (state.live.has(id)) return;
     const live = { es: undefined, metrics: newTable(), memory: newTable(), detail: undefined };
     state.live.set(id, live);
     const es = new EventSource(`/api/stream?id=${encodeURIComponent(id)}`);
@@ -251,7 +260,7 @@
 
   /** The runs drawn: the focused one first, then the ticked ones. */
   function drawnRuns() {
-    const ids = [state.focused, ...[...state.selected].filter((id) => id !== state.focused)].filter((id) => id && state.live.has(id));
+    const ids = [state.focused, ...[...state.live.keys()].filter((id) => id !== state.focused)].filter((id) => id && state.live.has(id));
     return ids.map((id, i) => ({ id, i, live: state.live.get(id) }));
   }
 
@@ -317,7 +326,7 @@
     for (const r of runs) {
       const t = r.live[file];
       const pre = runs.length > 1 ? `${r.id}: ` : '';
-      if (t.downsampled) notes.push(`${pre}${t.total} rows, the first ones drawn as min/max per bucket`);
+      if (t.downsampled) notes.push(`${pre}${t.total} rows: those sent at opening drawn as the min and max of each bucket of steps, later ones as they are`);
       if (t.badLines) notes.push(`${pre}${t.badLines} unreadable line(s) skipped`);
     }
     return notes.join('; ');
