@@ -75,6 +75,9 @@ async function* httpBytes(url: string, opts: RemoteOptions, onIdentity?: (identi
   let failures = 0;
   let identity: string | undefined;
   let total: number | undefined;
+  // An error thrown in at the yield (the reader's stream was destroyed) ends the read; only
+  // the connection's own failures are retried.
+  let yielding = false;
   for (;;) {
     let res: http.IncomingMessage | undefined;
     let progressed = false;
@@ -114,13 +117,15 @@ async function* httpBytes(url: string, opts: RemoteOptions, onIdentity?: (identi
         }
         offset += bytes.length;
         progressed = true;
+        yielding = true;
         yield bytes;
+        yielding = false;
       }
       if (!res.complete) throw new Retryable('the connection closed before the end of the response');
       if (skip > 0) throw new Retryable(`the response ended ${skip} bytes before the offset already read`);
       return;
     } catch (err) {
-      if (err instanceof ShardFetchError) throw err;
+      if (yielding || err instanceof ShardFetchError) throw err;
       // A try that delivered bytes before it failed is resumed at once; tries that deliver
       // nothing back off, and too many of them in a row end the shard.
       failures = progressed ? 0 : failures + 1;

@@ -159,7 +159,13 @@ test('a shard replaced on the server between two tries is an error, not a splice
 
 test('stopping early ends the download and the command', async () => {
   let n = 0;
+  await countSamples(url('ok'), undefined, { remote: FAST }); // counted: the shuffled read below only reads
+  server.requests.length = 0;
   for await (const _ of tarShards({ shards: url('slow'), remote: FAST })) if (++n === 10) break;
+  for await (const _ of tarShards({ shards: url('ok'), remote: FAST, shuffle: { seed: 2, epoch: 0 } })) if (++n === 15) break;
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  // no try after the stop: the stopped read is not taken for a dropped connection
+  assert.equal(server.requests.map((r) => `${r.path} ${r.range ?? ''}`.trim()), [`/slow/test-000000.tar.gz`, `/ok/test-000000.tar.gz`]);
   const started = Date.now();
   for await (const _ of tarShards({ shards: `pipe:cat ${path.join(DIR, 'val-000000.tar.gz')}; sleep 30`, remote: FAST })) if (++n === 20) break;
   assert.is(n, 20);
