@@ -54,6 +54,9 @@ export function randomInitKey(preset: string, seed: number): string {
   return `random-init:${preset}:${seed}`;
 }
 
+/** Files listed in a source record (about 200 bytes each): beyond, only the digest is kept. */
+const MAX_RECORDED_FILES = 100_000;
+
 /** Class lists the sources read beside their data files (sources/open.ts, sources/cifar-binary.ts). */
 const CLASS_LISTS = ['classes.txt', 'batches.meta.txt', 'fine_label_names.txt', 'coarse_label_names.txt'];
 
@@ -157,7 +160,10 @@ export async function cachedFeatures(
     }
   }
   const before = readSourceRecord(sourceFile);
-  const change = before && describeDataChange(before, data);
+  const change =
+    before && before.digest !== data.digest && before.files.length === 0 && before.skipped.length === 0
+      ? `content fingerprint ${before.digest.slice(0, 12)} then, ${data.digest.slice(0, 12)} now; too many files to have recorded which changed`
+      : before && describeDataChange(before, data);
   if (change) console.warn(`[feature-cache] ${opts.source} changed since its features were cached (${change}): extracting again`);
   const set = await extractFeatures(model, opts);
   featureCacheStats.misses++;
@@ -172,7 +178,8 @@ export async function cachedFeatures(
     if (problem) throw new Error(`${cacheDir}: ${problem}`);
     fs.mkdirSync(cacheDir, { recursive: true });
     writeSafetensors(file, tensors, { key });
-    writeFileAtomic(sourceFile, JSON.stringify(data));
+    // the file list names what changed next time; an image folder of millions of files keeps only the digest
+    writeFileAtomic(sourceFile, JSON.stringify(data.files.length <= MAX_RECORDED_FILES ? data : { ...data, files: [] }));
   } catch (err) {
     // A cache that cannot be written (read-only disk, disk full) costs time, not results.
     console.warn(`[feature-cache] could not write ${file}: ${(err as Error).message}`);
