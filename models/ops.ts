@@ -24,6 +24,7 @@ import { FUSED_GELU, FUSED_GELU_GRAD } from './kernels/gelu';
 import { fusedKernel, fusedKernelsActive as fused, runKernel } from './kernels';
 import { FUSED_LAYER_NORM, FUSED_LAYER_NORM_GRAD } from './kernels/layer-norm';
 import { FUSED_COLUMN_SUMS } from './kernels-webgpu/column-sums';
+import { FLASH_ATTENTION } from './kernels-webgpu/flash-attention';
 import { FUSED_SOFTMAX_GRAD } from './kernels-webgpu/softmax';
 
 type SavedGrad = (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => tf.Tensor[];
@@ -250,7 +251,46 @@ const geluTanh = custom((x: tf.Tensor, save: tf.GradSaveFunc) => {
  * matMul has no fast path, and attention was half of a train step there.
  */
 export function attention(qkv: tf.Tensor2D, batch: number, heads: number): tf.Tensor2D {
-  return fusedKernel(FUSED_ATTENTION) ? attentionFused(qkv, batch, heads) : attentionComposed(qkv, batch, heads);
+  if (fusedKernel(FUSED_ATTENTION)) return attentionFused(qkv, batch, heads);
+  // webgpu with WEBGPU_FLASH=1 (models/kernels-webgpu/flash-attention.ts)
+  if (fusedKernel(FLASH_ATTENTION)) return attentionFlash(qkv, batch, heads);
+  return attentionComposed(qkv, batch, heads);
+}
+
+/** The flash forward (nothing T x T kept); the backward recomputes the probabilities. */
+function attentionFlash(qkv: tf.Tensor2D, batch: number, heads: number): tf.Tensor2D {
+  return custom((x: tf.Tensor, save: tf.GradSaveFunc) => {
+    save([x]);
+    return {
+      value: runKernel(FLASH_ATTENTION, { qkv: x }, { batch, heads })[0],
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], [xs]: tf.Tensor[]) => [attentionGradRecomputed(xs as tf.Tensor2D, dy as tf.Tensor2D, batch, heads)],
+    };
+  })(qkv) as tf.Tensor2D;
+}
+
+/**
+ * d attention / d qkv from qkv and dy alone: P = softmax(s q k^T) recomputed, then
+ * dv = P^T g, dP = g v^T, dS = P (dP - rowsum(dP P)), dq = s dS k, dk = s dS^T q.
+ */
+function attentionGradRecomputed(qkv: tf.Tensor2D, dy: tf.Tensor2D, batch: number, heads: number): tf.Tensor2D {
+  return tf.tidy(() => {
+    const t = qkv.shape[0] / batch;
+    const d = qkv.shape[1] / 3;
+    const hd = d / heads;
+    const scale = hd ** -0.5;
+    const split = tf.transpose(tf.reshape(qkv, [batch, t, 3 * heads, hd]), [0, 2, 1, 3]);
+    const part = (s: number) => tf.reshape(tf.slice(split, [0, s * heads, 0, 0], [batch, heads, t, hd]), [batch * heads, t, hd]) as tf.Tensor3D;
+    const [q, k, v] = [part(0), part(1), part(2)];
+    const p = tf.softmax(tf.mul(tf.matMul(q, k, false, true), scale)) as tf.Tensor3D;
+    const g = tf.reshape(tf.transpose(tf.reshape(dy, [batch, t, heads, hd]), [0, 2, 1, 3]), [batch * heads, t, hd]) as tf.Tensor3D;
+    const dv = tf.matMul(p, g, true, false);
+    const dp = tf.matMul(g, v, false, true);
+    const ds = (fusedKernel(FUSED_SOFTMAX_GRAD) ? runKernel(FUSED_SOFTMAX_GRAD, { y: p, dy: dp })[0] : tf.mul(p, tf.sub(dp, tf.sum(tf.mul(dp, p), -1, true)))) as tf.Tensor3D;
+    const dq = tf.mul(tf.matMul(ds, k), scale);
+    const dk = tf.mul(tf.matMul(ds, q, true, false), scale);
+    const merged = tf.concat([dq, dk, dv].map((x) => tf.reshape(x, [batch, heads, t, hd])), 1);
+    return tf.reshape(tf.transpose(merged, [0, 2, 1, 3]), [batch * t, 3 * d]) as tf.Tensor2D;
+  });
 }
 
 function attentionFused(qkv: tf.Tensor2D, batch: number, heads: number): tf.Tensor2D {

@@ -6,7 +6,7 @@
  * next, with the reason logged. TFJS_BACKEND=gpu|webgpu|node|wasm forces one (webgpu then also
  * takes a software adapter, such as the lavapipe of `npm run setup:vulkan`) and a failure stops.
  * WEBGPU_FUSED=1 adds the fused WGSL kernels on webgpu, WEBGPU_MATMUL=1 the tiled WGSL matMul
- * (models/kernels-webgpu); WEBGPU_PRECISION=mixed (or initBackend's `precision`) runs the
+ * (models/kernels-webgpu), WEBGPU_FLASH=1 the flash attention forward; WEBGPU_PRECISION=mixed (or initBackend's `precision`) runs the
  * linear layers' matMuls with f16 operands where the adapter allows (runtime/webgpu.ts
  * choosePrecision: tensor cores through subgroup matrices, else f16 tiles on shader-f16), and
  * the log line names the path taken and why. WEBGPU_POOL_MIB caps the GPU memory tfjs-webgpu
@@ -16,7 +16,7 @@ import * as tf from '@tensorflow/tfjs';
 import { match } from 'ts-pattern';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { kernelsUseRelaxedSimd, registerWasmKernels } from '../models/kernels';
-import { registerMatMulKernels, registerWebGpuKernels, WGSL_KERNELS } from '../models/kernels-webgpu';
+import { registerFlashAttentionKernel, registerMatMulKernels, registerWebGpuKernels, WGSL_KERNELS } from '../models/kernels-webgpu';
 import { enableWasmThreads } from './wasm-threads';
 import { boundBufferPool, BufferPoolStats } from '../models/kernels-webgpu/buffer-pool';
 import { registerMixedMatMulKernels, verifiedPrecision } from '../models/kernels-webgpu/matmul-f16';
@@ -44,6 +44,8 @@ export interface BackendInfo {
   fusedWgsl?: boolean;
   /** The tiled WGSL matMul takes the linear layers (webgpu with WEBGPU_MATMUL=1). */
   wgslMatMul?: boolean;
+  /** The flash attention forward takes attention (webgpu with WEBGPU_FLASH=1). */
+  flashAttention?: boolean;
   /** Features, subgroup sizes and matrix configs of the WebGPU adapter (webgpu only). */
   capabilities?: GpuCapabilities;
   /** The matMul precision taken and why (webgpu only). */
@@ -90,12 +92,14 @@ async function tryBackend(choice: BackendChoice, forced: boolean, log: (line: st
       if (fusedWgsl) registerWebGpuKernels();
       const wgslMatMul = process.env.WEBGPU_MATMUL === '1';
       if (wgslMatMul) registerMatMulKernels();
+      const flashAttention = process.env.WEBGPU_FLASH === '1';
+      if (flashAttention) registerFlashAttentionKernel();
       const precision = await verifiedPrecision(webGpuDevice()!.device, choosePrecision(opts.precision ?? precisionFromEnv(), start.capabilities));
       // registered last: in front of the tiled matMul, which takes what it leaves
       if (precision.matMul !== 'fp32') registerMixedMatMulKernels(precision);
       const pool = boundBufferPool(tf.backend(), opts.poolMiB ?? poolMiBFromEnv());
       log(`[backend] WebGPU capabilities: ${capabilitiesLine(start.capabilities)}`);
-      return { choice, tfBackend: 'webgpu', threads: 0, poolThreads: 0, fusedKernels: 0, adapter: start.adapter, fusedWgsl, wgslMatMul, capabilities: start.capabilities, precision, pool };
+      return { choice, tfBackend: 'webgpu', threads: 0, poolThreads: 0, fusedKernels: 0, adapter: start.adapter, fusedWgsl, wgslMatMul, flashAttention, capabilities: start.capabilities, precision, pool };
     })
     .with('node', async () =>
       tryRequire('@tensorflow/tfjs-node') && (await tf.setBackend('tensorflow'))
@@ -154,7 +158,7 @@ export async function initBackend(log: (line: string) => void = console.log, opt
 function describeBackend(info: BackendInfo): string {
   if (info.adapter) {
     const precision = info.precision ? `, precision ${info.precision.matMul === 'fp32' ? 'fp32' : `mixed (${info.precision.matMul})`}: ${info.precision.reason}` : '';
-    return `${adapterLine(info.adapter)}${info.fusedWgsl ? `, fused WGSL kernels (${WGSL_KERNELS.join(', ')})` : ''}${info.wgslMatMul ? ', tiled WGSL matMul' : ''}${precision}`;
+    return `${adapterLine(info.adapter)}${info.fusedWgsl ? `, fused WGSL kernels (${WGSL_KERNELS.join(', ')})` : ''}${info.wgslMatMul ? ', tiled WGSL matMul' : ''}${info.flashAttention ? ', flash attention' : ''}${precision}`;
   }
   if (info.choice !== 'wasm') return info.choice;
   const fused = info.fusedKernels ? `, fused kernels on ${info.fusedKernels}${kernelsUseRelaxedSimd() ? ', relaxed SIMD' : ''}` : '';

@@ -1,6 +1,7 @@
 /**
- * The fused WGSL kernels (models/kernels-webgpu, WEBGPU_FUSED=1) and the tiled matMul
- * (WEBGPU_MATMUL=1) against the wasm backend's fused C kernels and against webgpu's own composed
+ * The fused WGSL kernels (models/kernels-webgpu, WEBGPU_FUSED=1), the tiled matMul
+ * (WEBGPU_MATMUL=1) and the flash attention forward with its recomputing backward
+ * (WEBGPU_FLASH=1; the attention cases, 197 tokens among them) against the wasm backend's fused C kernels and against webgpu's own composed
  * ops and matMul: LayerNorm, GELU, the softmax of attention, linear layers and matMuls in every
  * transpose form, values and gradients, and two AdamW steps (parameters, moments, gradient norm),
  * each within 1e-5 relative (max |a - b| / max |b| over the tensor). The webgpu side runs in a
@@ -31,7 +32,7 @@ function runGpuCases(): Promise<GpuCases> {
     execFile(
       process.execPath,
       ['-r', 'ts-node/register', 'spec/webgpu-kernels-cases.ts'],
-      { cwd: ROOT, env: { ...process.env, TFJS_BACKEND: 'webgpu', WEBGPU_FUSED: '1', WEBGPU_MATMUL: '1', TS_NODE_TRANSPILE_ONLY: '1' }, maxBuffer: 256 << 20 },
+      { cwd: ROOT, env: { ...process.env, TFJS_BACKEND: 'webgpu', WEBGPU_FUSED: '1', WEBGPU_MATMUL: '1', WEBGPU_FLASH: '1', TS_NODE_TRANSPILE_ONLY: '1' }, maxBuffer: 256 << 20 },
       (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr.split('\n').slice(-20).join('\n')}`)) : resolve(JSON.parse(stdout.trim().split('\n').pop()!))),
     );
   });
@@ -72,7 +73,7 @@ test('the fused pass on webgpu dispatched every WGSL kernel (and tfjs softmax fo
   if (!gpu) return;
   assert.is(gpu.backend, 'webgpu');
   assert.ok(gpu.fusedWgsl);
-  for (const k of ['FusedLayerNorm', 'FusedLayerNormGrad', 'FusedGelu', 'FusedGeluGrad', 'Softmax', 'FusedSoftmaxGrad', 'FusedAdamW', 'FusedColumnSums', 'FusedGlobalNorm']) {
+  for (const k of ['FusedLayerNorm', 'FusedLayerNormGrad', 'FusedGelu', 'FusedGeluGrad', 'Softmax', 'FusedSoftmaxGrad', 'FusedAdamW', 'FusedColumnSums', 'FusedGlobalNorm', 'FlashAttention']) {
     assert.ok(gpu.dispatched.includes(k), `${k} not dispatched: ${gpu.dispatched}`);
   }
 });

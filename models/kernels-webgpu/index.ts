@@ -15,6 +15,7 @@ import { registerGlobalNormKernel } from './global-norm';
 import { registerLayerNormKernels } from './layer-norm';
 import { registerSoftmaxKernels } from './softmax';
 
+export { registerFlashAttentionKernel } from './flash-attention';
 export { registerMatMulKernels } from './matmul';
 
 /** What the log line names. */
