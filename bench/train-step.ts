@@ -4,13 +4,14 @@
  * count / RSS over many steps (both must stay flat). Reads are asynchronous (`await
  * t.data()`, once per step, which also waits for the device), so it runs on every backend,
  * WebGPU included. The same model and batch then run in PyTorch (bench/train_step_torch.py):
- * on the CPU with the same thread count, or on the GPU (fp32 and bf16 autocast) when the
+ * on the CPU with the same thread count, or on the GPU (fp32, TF32 and bf16 autocast) when the
  * backend is WebGPU and that Python has CUDA; the ratios are printed.
  *   npx ts-node bench/train-step.ts [--preset vit-micro-p4] [--batch 32] [--steps 20] [--profile] [--memory-steps 1000]
  *   TFJS_BACKEND=webgpu npx ts-node bench/train-step.ts --preset vit-base-p16 --batch 64 --python python3
  * FUSED_KERNELS=0 runs the wasm backend without the fused kernels (models/kernels), for comparison;
  * WEBGPU_FUSED=1 runs webgpu with the fused WGSL kernels, WEBGPU_MATMUL=1 with the tiled WGSL
- * matMul (models/kernels-webgpu). --profile ends
+ * matMul (models/kernels-webgpu), WEBGPU_PRECISION=mixed with f16 matMul operands; on webgpu the
+ * report has the peak GPU memory of tfjs's buffers (live, and live + pooled). --profile ends
  * with a per-kernel profile of one train step (the ten most expensive kernels and shapes).
  * The last line is one JSON object with everything measured.
  */
@@ -19,7 +20,7 @@ import { parseArgs } from 'node:util';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { initBackend } from '../runtime/backend';
+import { BackendInfo, initBackend } from '../runtime/backend';
 import { VisionTransformer, VIT_PRESETS, VitConfig } from '../models/vit';
 import { AdamW } from '../models/adamw';
 
@@ -99,6 +100,13 @@ async function profileStep(step: () => tf.Scalar) {
   return profile;
 }
 
+/** WebGPU: the peaks of tfjs's GPU buffers so far (live tensors; live and pooled), MiB. */
+function gpuMemory(pool: BackendInfo['pool']) {
+  if (!pool) return {};
+  const p = pool();
+  return { gpuPeakUsedMiB: Math.round(p.peakUsedBytes / 2 ** 20), gpuPeakAllocatedMiB: Math.round(p.peakAllocatedBytes / 2 ** 20), poolCapMiB: Math.round(p.capBytes / 2 ** 20) };
+}
+
 async function main() {
   const backend = await initBackend();
   const cfg: VitConfig = { ...VIT_PRESETS[args.preset!], act: args.act as VitConfig['act'], posEmbed: 'sincos' };
@@ -135,7 +143,8 @@ async function main() {
   const train = await timed(trainStep, steps, batch, maxSeconds);
   const flops = forwardFlops(cfg);
   const ours = {
-    backend: backend.tfBackend, adapter: backend.adapter, fusedWgsl: backend.fusedWgsl ?? false, wgslMatMul: backend.wgslMatMul ?? false, preset: args.preset, act: cfg.act, batch,
+    backend: backend.tfBackend, adapter: backend.adapter, fusedWgsl: backend.fusedWgsl ?? false, wgslMatMul: backend.wgslMatMul ?? false,
+    precision: backend.precision?.matMul ?? 'fp32', preset: args.preset, act: cfg.act, batch,
     warmupS: +warmupS.toFixed(1), trainSteps: train.steps, forwardSteps: 0,
     trainImagesPerS: +train.imagesPerS.toFixed(2),
     trainTflops: +((train.imagesPerS * 3 * flops) / 1e12).toFixed(4),
@@ -143,6 +152,7 @@ async function main() {
     forwardTflops: NaN,
     tensorsBefore, tensorsAfter: tf.memory().numTensors,
     rssMiB: Math.round(process.memoryUsage().rss / 2 ** 20),
+    ...gpuMemory(backend.pool),
   };
   // the train numbers first, in case a time limit stops the run during the forward timing
   console.log(JSON.stringify(ours));
@@ -154,13 +164,14 @@ async function main() {
     forwardTflops: +((fwd.imagesPerS * flops) / 1e12).toFixed(4),
     tensorsAfter: tf.memory().numTensors,
     rssMiB: Math.round(process.memoryUsage().rss / 2 ** 20),
+    ...gpuMemory(backend.pool),
   });
   console.log(JSON.stringify(ours));
   const summary: Record<string, unknown> = { ours };
   if (!args['no-torch']) {
     // on WebGPU the peer runs on the same machine's GPU (where its torch has CUDA); else on the same CPU threads
     const device = backend.tfBackend === 'webgpu' ? 'auto' : 'cpu';
-    const dtypes = device === 'cpu' ? ['fp32'] : ['fp32', 'bf16'];
+    const dtypes = device === 'cpu' ? ['fp32'] : ['fp32', 'tf32', 'bf16'];
     for (const dtype of dtypes) {
       try {
         const out = execFileSync(args.python!, [

@@ -1,8 +1,11 @@
 """PyTorch peer of bench/train-step.ts: the same ViT (pre-norm, fused qkv, exact GELU,
 LayerNorm eps 1e-6), batch and optimiser (AdamW, betas (0.9, 0.95), wd 0.05), on the CPU
-threads given or on a CUDA GPU (--device auto takes CUDA where there is one), in fp32 or with
-bf16 autocast (--dtype bf16, for reference: WebGPU has no tensor-core access). Each timed step
-ends with a device synchronisation. Prints one JSON line: train and forward images/s.
+threads given or on a CUDA GPU (--device auto takes CUDA where there is one), in strict fp32
+(TF32 off), TF32 (--dtype tf32: fp32 tensors, matMuls and convolutions on the tensor cores'
+TF32) or with bf16 autocast (--dtype bf16), the references for WebGPU's fp32 and mixed
+(f16 subgroup-matrix) paths. Each timed step ends with a device synchronisation. Prints one
+JSON line per dtype: train and forward images/s and, on CUDA, the peak memory allocated
+(torch.cuda.max_memory_allocated) during each.
 
   /usr/bin/python3 bench/train_step_torch.py --preset vit-micro-p4 --batch 32 --steps 20 --threads 2
   python3 bench/train_step_torch.py --preset vit-base-p16 --batch 64 --device auto --dtype bf16
@@ -92,7 +95,7 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu, cuda, or auto (cuda where available)")
-    ap.add_argument("--dtype", default="fp32", help="fp32, bf16 (autocast), or both comma-separated: one JSON line each")
+    ap.add_argument("--dtype", default="fp32", help="fp32, tf32, bf16 (autocast), or several comma-separated: one JSON line each")
     ap.add_argument("--max-seconds", type=float, default=0)
     a = ap.parse_args()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
@@ -104,8 +107,11 @@ def main():
     images = torch.randn(a.batch, 3, cfg["img"], cfg["img"], device=device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     for dtype in a.dtype.split(","):
-        if dtype not in ("fp32", "bf16"):
-            raise SystemExit(f"--dtype {dtype}: expected fp32 or bf16")
+        if dtype not in ("fp32", "tf32", "bf16"):
+            raise SystemExit(f"--dtype {dtype}: expected fp32, tf32 or bf16")
+        # fp32 is strict (PyTorch lets cuDNN's convolutions use TF32 by default)
+        torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
+        torch.backends.cudnn.allow_tf32 = dtype == "tf32"
         measure(model, opt, images, a, device, dtype, sync)
 
 
@@ -123,18 +129,26 @@ def measure(model, opt, images, a, device, dtype, sync):
         with torch.no_grad(), autocast():
             model(images)
 
+    cuda = device == "cuda"
+    peak = lambda: round(torch.cuda.max_memory_allocated() / 2**20) if cuda else None
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     for _ in range(2):
         train_step()
     sync()
     train, train_steps = timed(train_step, a.steps, a.batch, sync, a.max_seconds)
+    train_peak = peak()
     forward()
     sync()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     fwd, forward_steps = timed(forward, a.steps, a.batch, sync, a.max_seconds)
     print(json.dumps({
         "preset": a.preset, "batch": a.batch, "device": device, "dtype": dtype,
         "gpu": torch.cuda.get_device_name() if device == "cuda" else None, "torch": torch.__version__,
         "threads": a.threads, "trainSteps": train_steps, "forwardSteps": forward_steps,
         "trainImagesPerS": round(train, 2), "forwardImagesPerS": round(fwd, 2), "blas": blas_library() if device == "cpu" else [],
+        "trainPeakMiB": train_peak, "forwardPeakMiB": peak(),
     }), flush=True)
 
 

