@@ -49,7 +49,7 @@ const FLAGS = {
   'finetune-dir': { description: "with --compare: <dir>/<label>/summary.json files ('none': off)", default: DEFAULT_FINETUNE_DIR },
 } as const;
 type EvalFlags = Flags<typeof FLAGS>;
-const DEFINITION = { name: 'eval', script: 'pipelines/eval.ts' };
+export const DEFINITION = { name: 'eval', script: 'pipelines/eval.ts', usage: USAGE, flags: FLAGS };
 /** What run.json names as the "model" of a --compare folder. */
 const COMPARISON = 'comparison of eval reports';
 

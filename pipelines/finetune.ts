@@ -65,6 +65,7 @@ const FLAGS = {
   'eval-test-limit': { description: 'test images the evaluation uses (0: all)', default: '0' },
   label: { description: 'model name in the summary (default: the checkpoint folder, or "random init (<preset>)")' },
 } as const;
+export const DEFINITION = { name: 'finetune', script: 'pipelines/finetune.ts', usage: USAGE, flags: FLAGS };
 type FinetuneFlags = ReturnType<typeof readFlags<typeof FLAGS>>['flags'];
 
 /** Flags a resumed run may give anew: logging, checkpointing, --max-steps; the rest define the table. */

@@ -62,7 +62,7 @@ const FLAGS = {
   'knn-standardise': KNN_STANDARDISE_FLAG,
   pooling: POOLING_FLAG,
 } as const;
-const DEFINITION = { name: 'knn', script: 'pipelines/knn.ts' };
+export const DEFINITION = { name: 'knn', script: 'pipelines/knn.ts', usage: USAGE, flags: FLAGS };
 /** This pipeline's own old names, beside the vocabulary's. */
 const KNN_RENAMED: RenamedFlags = { ...RENAMED, temperature: '--knn-temperature', standardise: '--knn-standardise' };
 

@@ -18,18 +18,20 @@ import { refinerViews } from '../operators/multi-view';
 import { epochBatches, SkipLog } from '../datapath/batches';
 import { train } from '../train/driver';
 import { checkpointFiles } from '../train/checkpoint-files';
-import { BUNDLED, dataFlags, modelFlags, runFlags, TRAINING_RUN_FLAGS } from '../train/flags';
+import { BUNDLED, dataFlags, evalFlags, knnFlags, modelFlags, runFlags, TRAINING_RUN_FLAGS } from '../train/flags';
+import { perBlockKnn, writeKnnSummary } from '../eval/per-block-knn';
 import { openRun } from '../train/run';
 import { loadModel } from '../train/model';
 
 const FLAGS = {
-  ...runFlags('nnclr'), ...TRAINING_RUN_FLAGS, ...dataFlags({ val: false, test: false }), ...modelFlags({ checkpoint: BUNDLED.mae }),
+  ...runFlags('nnclr'), ...TRAINING_RUN_FLAGS, ...dataFlags(), ...modelFlags({ checkpoint: BUNDLED.mae }),
   epochs: { description: 'epochs over the training data, fractions allowed (> 0)', default: '1.3' },
   batch: { description: 'batch size (>= 2: each sample needs another as its negative)', default: '32' },
   lr: { description: 'peak lr (warm-up 10%, then cosine)', default: '1e-3' },
   'queue-size': { description: 'NN queue entries', default: '4096' },
   temperature: { description: 'InfoNCE temperature (> 0)', default: '0.1' },
   seed: { description: 'seed of head, queue, views and NN picks', default: '0' },
+  ...evalFlags({ trainLimit: '5000', testLimit: '2000', skip: true }),
 } as const;
 export const DEFINITION = { name: 'nnclr', script: 'pipelines/nnclr.ts', usage: 'NNCLR on the last block.\n  npx ts-node pipelines/nnclr.ts [options]', flags: FLAGS, fixedOnResume: ['checkpoint', 'preset', 'train', 'batch', 'queue-size', 'seed'] };
 
@@ -38,6 +40,7 @@ export async function nnclr(argv: string[]): Promise<string> {
   const { flags: f, resumed } = run;
   const [seed, batch] = [num('seed', f.seed, { integer: true, min: 0 }), num('batch', f.batch, { integer: true, min: 2, max: 65536 })];
   const [epochs, lr, temperature] = [num('epochs', f.epochs, { above: 0 }), num('lr', f.lr, { min: 0 }), num('temperature', f.temperature, { min: 1e-4 })];
+  const knn = { train: f.train!, test: f.test!, val: f.val === 'none' ? null : f.val, ...knnFlags(f) };
   using _claim = run.claim(await run.start({ batch }));
   const encoder = loadModel({ flag: 'checkpoint', file: f.checkpoint!, presetFlag: 'preset', preset: f.preset, seed });
   const { depth, embedDim, imgSize: size, act } = encoder.cfg;
@@ -64,7 +67,7 @@ export async function nnclr(argv: string[]): Promise<string> {
   const views = refinerViews({ globalSize: size, localSize: size / 2, numLocal: 0, globalScale: [0.25, 1] });
   const { stepsPerEpoch } = await run.dataSize(f.train!, batch);
   const steps = Math.max(1, Math.round(epochs * stepsPerEpoch));
-  await train({
+  const { done } = await train({
     ...run.driver(),
     stages: [{ label: 'NNCLR', objective, schedule: { steps, peakLr: lr, minLr: 1e-6, warmupSteps: Math.round(0.1 * steps) },
       params: () => [...head.params.groups('head.', 1e-5), ...encoder.paramGroups('encoder.', { weightDecay: 0.05, layerDecay: 0.8 })] }],
@@ -74,6 +77,8 @@ export async function nnclr(argv: string[]): Promise<string> {
     checkpointFiles: async (at, optimiser) =>
       checkpointFiles({ encoder, parts: { 'head.': head.params }, extra: await queue.exportState('queue'), optimiser, state: { step: at, flags: f } }),
   });
+  // the encoder's per-block kNN: the same evaluation as refine's
+  if (done && !f['skip-knn']) await writeKnnSummary(run.runDir, [await perBlockKnn(encoder, { ...knn, label: 'NNCLR encoder' })], { title: 'Per-block kNN top-1 after NNCLR', extra: { flags: f } });
   return run.runDir;
 }
 

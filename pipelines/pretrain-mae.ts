@@ -16,15 +16,16 @@ import { epochBatches, SkipLog } from '../datapath/batches';
 import { maeViews } from '../operators/multi-view';
 import { train } from '../train/driver';
 import { checkpointFiles } from '../train/checkpoint-files';
-import { dataFlags, LR_SCALINGS, optimiserFlags, runFlags, scaledLr, TRAINING_RUN_FLAGS } from '../train/flags';
+import { dataFlags, evalFlags, knnFlags, LR_SCALINGS, optimiserFlags, runFlags, scaledLr, TRAINING_RUN_FLAGS } from '../train/flags';
+import { perBlockKnn, writeKnnSummary } from '../eval/per-block-knn';
 import { openRun } from '../train/run';
 import { vitPresetFallback } from '../runtime/vit-flag';
 
 const FLAGS = {
   ...runFlags('mae'),
   ...TRAINING_RUN_FLAGS,
-  ...dataFlags({ val: false, test: false }),
-  preset: { description: 'ViT size to pretrain from scratch: vit-micro-p4, vit-tiny-p16, vit-small-p16, vit-base-p16, ...', default: 'vit-micro-p4' },
+  ...dataFlags(),
+  preset: { description: 'ViT size to pretrain from scratch (sizes: docs/flags.md)', default: 'vit-micro-p4' },
   act: { description: "MLP activation: 'gelu' (exact, timm's) or 'gelu_tanh'", default: 'gelu' },
   'decoder-dim': { description: 'decoder width (4-8192)', default: '64' },
   'decoder-depth': { description: 'decoder blocks (1-64)', default: '2' },
@@ -35,6 +36,7 @@ const FLAGS = {
   'crop-scale': { description: 'RandomResizedCrop area range lo,hi', default: '0.2,1.0' },
   seed: { description: 'seed of init, masking, augmentation and order', default: '0' },
   'snapshot-epochs': { description: 'comma-separated epochs after which to keep a copy of the encoder', default: '' },
+  ...evalFlags({ trainLimit: '5000', testLimit: '2000', skip: true }),
 } as const;
 
 export const DEFINITION = {
@@ -69,6 +71,7 @@ export async function pretrainMae(argv: string[]): Promise<string> {
   const warmupShare = num('warmup-share', f['warmup-share'], { min: 0, max: 1 });
   const wd = num('weight-decay', f['weight-decay'], { min: 0 });
   const clipGradNorm = num('clip-grad', f['clip-grad'], { min: 0 });
+  const knn = { train: f.train!, test: f.test!, val: f.val === 'none' ? null : f.val, ...knnFlags(f) };
 
   const ctx = await run.start({ batch });
   using _claim = run.claim(ctx);
@@ -115,7 +118,15 @@ export async function pretrainMae(argv: string[]): Promise<string> {
     },
   });
   if (skips.total > 0) console.log(`[data] skipped ${skips.total} samples: ${skips.summary()}`);
-  if (done) console.log(`[mae] done: ${path.join(runDir, 'checkpoint', 'encoder.safetensors')}`);
+  if (!done) return runDir;
+  // ---- per-block kNN of the pretrained encoder (validation picks the block, test is read once)
+  if (!f['skip-knn'] && dp.rank === 0) {
+    const report = await perBlockKnn(encoder, { ...knn, label: 'MAE encoder' });
+    await writeKnnSummary(runDir, [report], { title: 'Per-block kNN top-1 of the MAE encoder', extra: { steps: totalSteps, flags: f } });
+  }
+  // the other ranks wait for rank 0's kNN without spinning (runtime/collective.ts: MPI_Finalize gives up after 60 s)
+  await dp.barrier();
+  console.log(`[mae] done: ${path.join(runDir, 'checkpoint', 'encoder.safetensors')}`);
   return runDir;
 }
 

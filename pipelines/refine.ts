@@ -38,8 +38,8 @@ const FLAGS = {
   ...runFlags('refine'),
   ...TRAINING_RUN_FLAGS,
   ...dataFlags(),
-  ...modelFlags({ checkpoint: BUNDLED.mae, what: 'the MIM encoder to refine' }),
-  blocks: { description: 'head blocks, 0-based, comma-separated (default: the last third of the blocks, as the reference)' },
+  ...modelFlags({ checkpoint: BUNDLED.mae, what: 'MIM encoder' }),
+  blocks: { description: 'head blocks, 0-based, comma-separated (default: the last third, as the reference)' },
   'head-preset': { description: `head sizes: ${Object.keys(HEAD_PRESETS).join(', ')} (reference: base)`, default: 'micro' },
   'queue-size': { description: 'NN queue entries per head (reference 65536)', default: '4096' },
   stages: { description: "stages to run: '2,3', '2' (heads warm-up) or '3' (refine)", default: '2,3' },
@@ -57,7 +57,7 @@ const FLAGS = {
   'ema-share': { description: "the EMA's horizon as a share of stage 3's steps, instead of --ema (0.001-1)" },
   'last-head-norm': { description: "'on': the last block's head takes the CLS after the final norm; 'off': the raw block", default: 'off' },
   'bn-views': { description: "heads' BatchNorm over 'separate' global and local views, or 'joint' (reference)", default: 'separate' },
-  'local-pairs': { description: "'local': every global projection with every local prediction; 'reference-code': its loop's pairs", default: 'local' },
+  'local-pairs': { description: "'local': each global projection with each local prediction; 'reference-code': its loop", default: 'local' },
   'global-size': { description: "global view size, px; the encoder's position embedding is resampled to it (default: its own)" },
   'local-size': { description: 'local view size, px (default: half the global size)' },
   'local-views': { description: 'local views per sample (0-64; reference 10)', default: '6' },
@@ -126,15 +126,16 @@ export async function refine(argv: string[]): Promise<string> {
 
   // ---- model: the MIM encoder, one head + queue per chosen block, an EMA copy
   const exchange = exchangeMode(ctx.backend.tfBackend);
-  const model = buildModel(f, s, dp, exchange, resumed);
+  const model = buildModel(f, s, dp, exchange);
   const { encoder, emaEncoder, headBlocks, heads, headGradients, queues, globalSize, localSize } = model;
   const { depth, embedDim } = encoder.cfg;
-  using _claim = run.claim(ctx);
   console.log(`[refine] ${f.checkpoint}: ViT depth ${depth}, width ${embedDim}; heads on blocks ${headBlocks.join(', ')}; backend ${ctx.backend.tfBackend}`);
 
   // ---- schedule: the stages, each a schedule, an objective and the parameters it trains
   const { samplesPerEpoch, stepsPerEpoch } = await run.dataSize(f.train!, s.batch);
+  using _claim = run.claim(ctx);
   const { stages, stage3 } = refineStages(s, model, stepsPerEpoch, dp, exchange);
+  if (resumed) importResumed(model, resumed); // after the EMA was made: it starts as a copy of the encoder
   const knnEverySteps = Math.round(s.knnEvery * stepsPerEpoch);
   const evaluating = !f['skip-knn'] && dp.rank === 0;
 
@@ -193,7 +194,7 @@ export async function refine(argv: string[]): Promise<string> {
 }
 
 /** The encoder, its EMA copy, one head and NN queue per head block, and the view sizes; checked against the flags. */
-function buildModel(f: Flags, s: Settings, dp: Collective, exchange: 'in-tape' | 'before-tape', resumed?: Resumed<Flags>) {
+function buildModel(f: Flags, s: Settings, dp: Collective, exchange: 'in-tape' | 'before-tape') {
   const encoder = loadModel({ flag: 'checkpoint', file: f.checkpoint!, presetFlag: 'preset', preset: f.preset, seed: s.seed, imgSize: s.globalSize });
   const { depth, embedDim, imgSize, patchSize } = encoder.cfg;
   const headBlocks = s.blocks ?? defaultHeadBlocks(depth);
@@ -209,13 +210,6 @@ function buildModel(f: Flags, s: Settings, dp: Collective, exchange: 'in-tape' |
   const emaEncoder = new VisionTransformer(encoder.cfg);
   const globalSize = imgSize;
   const localSize = f['local-size'] ? num('local-size', f['local-size'], { integer: true, min: patchSize, max: imgSize }) : Math.max(patchSize, Math.round(imgSize / 2 / patchSize) * patchSize);
-  if (resumed) {
-    const sub = (prefix: string) => withoutPrefix(resumed.tensors, prefix);
-    encoder.params.importTimm(sub('encoder.'), resumed.file);
-    emaEncoder.params.importTimm(sub('ema.'), resumed.file);
-    heads.forEach((h, i) => h.params.importTimm(sub(`heads.${i}.`), resumed.file));
-    queues.forEach((q, i) => q.importState((k) => resumed.tensors.get(k), `queues.${i}`, resumed.file));
-  }
   return { encoder, emaEncoder, headBlocks, heads, headGradients, queues, globalSize, localSize };
 }
 
@@ -243,6 +237,14 @@ function refineStages(s: Settings, m: ReturnType<typeof buildModel>, stepsPerEpo
     };
   });
   return { stages, stage3 };
+}
+
+function importResumed(m: ReturnType<typeof buildModel>, resumed: Resumed<Flags>): void {
+  const sub = (prefix: string) => withoutPrefix(resumed.tensors, prefix);
+  m.encoder.params.importTimm(sub('encoder.'), resumed.file);
+  m.emaEncoder.params.importTimm(sub('ema.'), resumed.file);
+  m.heads.forEach((h, i) => h.params.importTimm(sub(`heads.${i}.`), resumed.file));
+  m.queues.forEach((q, i) => q.importState((k) => resumed.tensors.get(k), `queues.${i}`, resumed.file));
 }
 
 if (require.main === module) runMain(() => refine(process.argv.slice(2)).then(() => undefined));

@@ -14,8 +14,9 @@ const USAGE = 'Live dashboard of training runs.\n  npm run view -- [options]';
 const FLAGS = {
   runs: { description: 'folder of runs, searched at any depth for folders holding metrics.jsonl or a checkpoint', default: 'runs' },
   port: { description: 'port to listen on (0: any free one)', default: '6006' },
-  host: { description: 'address to listen on; other than loopback, every request needs the printed URL\'s token', default: '127.0.0.1' },
+  host: { description: 'address to listen on; beyond loopback every request needs the printed token', default: '127.0.0.1' },
 } as const;
+export const DEFINITION = { name: 'view', script: 'pipelines/view.ts', usage: USAGE, flags: FLAGS };
 
 /** Serves the dashboard until SIGINT/SIGTERM. */
 export async function view(argv: string[]): Promise<void> {

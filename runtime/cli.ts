@@ -198,12 +198,13 @@ export function resumeCommand(script: string, runDir: string): string {
 }
 
 export function helpText(usage: string, spec: Record<string, FlagSpec>): string {
+  // one line a flag: --name (V where it takes a value), what it does, [its default]
   const rows = Object.entries(spec).map(([name, s]) => {
-    const flag = s.boolean ? `--${name}` : `--${name} <value>`;
-    const def = s.default !== undefined ? ` (default: ${s.default})` : '';
-    return `  ${flag.padEnd(28)} ${s.description}${def}`;
+    const flag = s.boolean ? `--${name}` : `--${name} V`;
+    const def = s.default !== undefined && s.default !== '' ? ` [${s.default}]` : '';
+    return `  ${flag.padEnd(23)} ${s.description}${def}`;
   });
-  return `${usage}\n\nOptions:\n${rows.join('\n')}\n  ${'--help'.padEnd(28)} show this help`;
+  return `${usage}\n\nOptions (V: the flag takes a value; [default]):\n${rows.join('\n')}\n  ${'--help'.padEnd(23)} show this help`;
 }
 
 export interface NumOptions {

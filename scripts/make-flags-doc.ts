@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { FlagSpec, helpText } from '../runtime/cli';
 import { RENAMED } from '../train/flags';
+import { VIT_PRESETS } from '../models/vit';
 
 export interface PipelineHelp {
   name: string;
@@ -34,6 +35,12 @@ export function flagsMarkdown(): string {
     '`--config FILE` (YAML or JSON, keys are flag names; flags on the command line win) and writes the',
     'resolved flags of a run to `RUN/config.yaml`, so `--config RUN/config.yaml --out NEW` repeats it.',
     'Why each default is what it is: [screens.md](screens.md) (validation screens) and [deviations.md](deviations.md).',
+    '',
+    '`--preset` (and `--teacher-preset`) sizes, as timm names them:',
+    '',
+    '| preset | image | patch | width | depth | heads |',
+    '|---|---|---|---|---|---|',
+    ...Object.entries(VIT_PRESETS).map(([name, c]) => `| \`${name}\` | ${c.imgSize} | ${c.patchSize} | ${c.embedDim} | ${c.depth} | ${c.numHeads} |`),
     '',
     '## Renamed flags',
     '',

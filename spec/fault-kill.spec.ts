@@ -29,7 +29,7 @@ const refineArgs = [
   '--checkpoint', checkpoint, '--train', images, '--batch', '8', '--stage2-epochs', '0.34', '--stage3-epochs', '0.5',
   '--queue-size', '32', '--head-preset', 'tiny', '--local-views', '1', '--local-size', '8', '--skip-knn', '--seed', '3', '--ema', '0.5',
 ];
-const maeArgs = ['--train', images, '--batch', '8', '--epochs', '1', '--warmup-share', '0.5', '--decoder-dim', '16', '--decoder-depth', '1', '--seed', '4'];
+const maeArgs = ['--train', images, '--batch', '8', '--epochs', '1', '--warmup-share', '0.5', '--decoder-dim', '16', '--decoder-depth', '1', '--seed', '4', '--skip-knn'];
 
 interface Outcome {
   code: number | null;

@@ -6,7 +6,6 @@
  */
 import { num, RenamedFlags } from '../runtime/cli';
 import { DEFAULT_KEEP_CHECKPOINTS } from '../runtime/checkpoint';
-import { VIT_PRESETS } from '../models/vit';
 
 /** Where the bundled demonstration's files are: the defaults of every pipeline. */
 export const BUNDLED = {
@@ -60,16 +59,16 @@ export const TRAINING_RUN_FLAGS = {
   'keep-checkpoints': { description: 'checkpoints kept: the newest in checkpoint/, older ones beside it (1-1000)', default: String(DEFAULT_KEEP_CHECKPOINTS) },
   'max-steps': { description: 'stop after this many steps in this invocation, checkpointed (0: no limit)', default: '0' },
   'log-every': { description: 'read the step metrics from the device every this many steps (>= 1)', default: '10' },
-  'on-nonfinite': { description: "a NaN/Inf loss or gradient: 'stop' (naming the step) or 'skip' the update (a host sync a step)", default: 'stop' },
+  'on-nonfinite': { description: "on a NaN/Inf loss or gradient: 'stop', or 'skip' the update (one host sync a step)", default: 'stop' },
 } as const;
 
 /** Images: tar shards (globs, brace ranges), an image folder or CIFAR .bin files. */
 export function dataFlags(d: { train?: string; val?: boolean; test?: string | false; numClasses?: boolean } = {}) {
   return {
-    train: { description: 'training images: tar shards (glob), an image folder or CIFAR .bin files', default: d.train ?? BUNDLED.train },
+    train: { description: 'training images: shards (glob/URL/pipe:), folder, CIFAR bin', default: d.train ?? BUNDLED.train },
     ...(d.val === false
       ? {}
-      : { val: { description: "validation images held out from --train (default: the val-* shards beside it; 'none': no validation)" } }),
+      : { val: { description: "validation images held out from --train (default: val-* beside it; 'none': none)" } }),
     ...(d.test === false ? {} : { test: { description: 'test images: measured once, at the end', default: d.test ?? BUNDLED.test } }),
     ...(d.numClasses ? { 'num-classes': { description: 'class count of tar shards without a classes.txt beside them' } } : {}),
   } as const;
@@ -78,8 +77,8 @@ export function dataFlags(d: { train?: string; val?: boolean; test?: string | fa
 /** The model a run starts from. */
 export function modelFlags(d: { checkpoint: string; what?: string }) {
   return {
-    checkpoint: { description: `${d.what ?? 'the encoder to start from'}: safetensors or .pth (timm/HF names); 'none': random init`, default: d.checkpoint },
-    preset: { description: `ViT size when the checkpoint holds no config, or of 'none': ${Object.keys(VIT_PRESETS).join(', ')}` },
+    checkpoint: { description: `${d.what ?? 'start encoder'}: timm/HF/.pth, or 'none'`, default: d.checkpoint },
+    preset: { description: "ViT size for 'none' or a file without config, e.g. vit-base-p16 (all sizes: docs/flags.md)" },
   } as const;
 }
 
