@@ -83,7 +83,7 @@ test('--resume: shape and data-order flags come from the checkpoint, lr and sche
     console.log = log;
   }
   const printed = lines.join('\n');
-  assert.match(printed, /flags from the command line: .*--lr3 0 \(was 1e-3\)/);
+  assert.match(printed, /flags from the command line: .*--stage3-lr 0 \(was 1e-3\)/);
   assert.match(printed, /flags from the checkpoint: .*--batch 16/);
   const rows = fs.readFileSync(path.join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
   assert.equal(rows.map((r) => r.step), [1, 2, 3, 4]);
@@ -127,7 +127,7 @@ test('--lr-scaling linear: a one-step run logs and uses lr x batch / 256; none u
   const linear = await runLogged([...oneStep, '--out', path.join(dir, 'lr-linear'), '--lr-scaling', 'linear']);
   assert.equal(linear.rows.map((r) => r.step), [1]);
   assert.ok(Math.abs(linear.rows[0].lr - (2e-4 * 16) / 256) < 1e-12, `lr ${linear.rows[0].lr}`);
-  assert.match(linear.printed, /--lr2 0.0002 x batch 16 \/ 256 \(--lr-scaling linear\): 1 steps, lr 0.0000125/);
+  assert.match(linear.printed, /--stage2-lr 0.0002 x batch 16 \/ 256 \(--lr-scaling linear\): 1 steps, lr 0.0000125/);
   const none = await runLogged([...oneStep, '--out', path.join(dir, 'lr-none')]);
   assert.is(none.rows[0].lr, 2e-4);
 });
