@@ -111,7 +111,19 @@ export type TarShardsSource = AsyncIterable<EncodedSample> & { readonly shards: 
 export const IMAGE_EXTENSIONS = ['jpg', 'jpeg', 'png', 'webp'];
 const DEFAULT_BUFFER = 1000;
 
-export const defaultOnSkip: OnSkip = (origin, reason) => console.warn(`[source] skipped ${origin}: ${reason}`);
+const loggedByKind = new Map<string, number>();
+
+/**
+ * For a source opened without onSkip (a look at its classes, say): the first 3 skips of each
+ * kind are logged per process, so that a folder with a stray file in each of 1,000 class
+ * folders does not flood the log. A caller that wants them counted passes onSkip.
+ */
+export const defaultOnSkip: OnSkip = (origin, reason) => {
+  const kind = reason.split(': ')[0];
+  const n = (loggedByKind.get(kind) ?? 0) + 1;
+  loggedByKind.set(kind, n);
+  if (n <= 3) console.warn(`[source] skipped ${origin}: ${reason}${n === 3 ? ' (further skips of this kind are not logged)' : ''}`);
+};
 
 export function tarShards(opts: TarShardsOptions): TarShardsSource {
   const shards = resolveShards(opts.shards);
