@@ -144,7 +144,7 @@ async function main() {
   const flops = forwardFlops(cfg);
   const ours = {
     backend: backend.tfBackend, adapter: backend.adapter, fusedWgsl: backend.fusedWgsl ?? false, wgslMatMul: backend.wgslMatMul ?? false,
-    precision: backend.precision?.matMul ?? 'fp32', preset: args.preset, act: cfg.act, batch,
+    flashAttention: backend.flashAttention ?? false, precision: backend.precision?.matMul ?? 'fp32', preset: args.preset, act: cfg.act, batch,
     warmupS: +warmupS.toFixed(1), trainSteps: train.steps, forwardSteps: 0,
     trainImagesPerS: +train.imagesPerS.toFixed(2),
     trainTflops: +((train.imagesPerS * 3 * flops) / 1e12).toFixed(4),

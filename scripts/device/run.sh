@@ -8,8 +8,8 @@
 # - ViT-B/16 batch 64 and ViT-L/16 batch 32, train step and forward, WebGPU fp32 (fused WGSL
 #   kernels + tiled matMul) and mixed (f16 matMuls: subgroup matrices where offered), each with
 #   a per-kernel profile (top 10) and the peak GPU memory of tfjs's buffers (pool capped by
-#   WEBGPU_POOL_MIB); PyTorch fp32 (strict), TF32 and bf16 autocast with
-#   torch.cuda.max_memory_allocated;
+#   WEBGPU_POOL_MIB); ViT-B fp32 also with the flash attention (WEBGPU_FLASH=1); PyTorch fp32
+#   (strict), TF32 and bf16 autocast with torch.cuda.max_memory_allocated;
 # - a 2-minute refine of a ViT-B/16 at 224 px from JPEG shards made and decoded on this
 #   machine's CPUs (images/s, data_wait_share).
 #   bash .kit/run.sh            the NVIDIA machine (about 8 min; every part capped)
@@ -101,8 +101,9 @@ else
   torch_l=(--preset vit-large-p16 --batch 32 --steps 20 --max-seconds 4)
   shards=(--count 4096 --shards 8 --size 256)
   refine=(--preset vit-base-p16 --batch 64 --local-views 2)
-  # caps: 20 + 25 + 35 + 2 x 45 + 2 x 50 + 35 + 45 + 120 = 470 s, plus unpacking and the summary
-  shards_s=20; probe_s=25; parity_s=35; bench_b_s=45; bench_l_s=50; torch_b_s=35; torch_l_s=45; refine_s=120
+  # caps: 20 + 25 + 35 + 3 x 40 + 2 x 45 + 30 + 40 + 120 = 480 s (the H200 ran such parts in
+  # 60-75% of these), plus unpacking and the summary
+  shards_s=20; probe_s=25; parity_s=35; bench_b_s=40; bench_l_s=45; torch_b_s=30; torch_l_s=40; refine_s=120
 fi
 bench_b_s=${bench_b_s:-$bench_s}; bench_l_s=${bench_l_s:-$bench_s}; torch_b_s=${torch_b_s:-$torch_s}; torch_l_s=${torch_l_s:-$torch_s}
 # a per-kernel profile of one train step after each ViT timing (bench/train-step.ts --profile)
@@ -117,6 +118,7 @@ part adapter "$probe_s" adapter.log "${mixed[@]}" "$work/node" adapter.js "${pro
 part mixed-parity "$parity_s" mixed-parity.log "${mixed[@]}" "$work/node" mixed-parity.js "${parity[@]}"
 part webgpu-vit-b "$bench_b_s" webgpu-vit-b.log "${fp32[@]}" "$work/node" train-step.js --no-torch "${bench_b[@]}"
 part webgpu-vit-b-mixed "$bench_b_s" webgpu-vit-b-mixed.log "${mixed[@]}" "$work/node" train-step.js --no-torch "${bench_b[@]}"
+part webgpu-vit-b-flash "$bench_b_s" webgpu-vit-b-flash.log "${fp32[@]}" WEBGPU_FLASH=1 "$work/node" train-step.js --no-torch "${bench_b[@]}"
 part webgpu-vit-l "$bench_l_s" webgpu-vit-l.log "${fp32[@]}" "$work/node" train-step.js --no-torch "${bench_l[@]}"
 part webgpu-vit-l-mixed "$bench_l_s" webgpu-vit-l-mixed.log "${mixed[@]}" "$work/node" train-step.js --no-torch "${bench_l[@]}"
 if [[ -n "$python" ]]; then

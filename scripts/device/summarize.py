@@ -1,9 +1,10 @@
 """Device kit summary (scripts/device/run.sh calls it last): one JSON object from the parts' logs,
 printed as the last line and written to $OUT/summary.json.
 
-WebGPU (fp32: fused WGSL kernels + tiled matMul; mixed: f16 matMuls) and PyTorch (fp32, TF32,
+WebGPU (fp32: fused WGSL kernels + tiled matMul; mixed: f16 matMuls; ViT-B fp32 with flash
+attention) and PyTorch (fp32, TF32,
 bf16 autocast) train/forward images/s, effective TFLOP/s and peak GPU memory per model, the
-WebGPU/PyTorch ratios and mixed's speed-up over fp32, the ten most expensive kernels of one
+WebGPU/PyTorch ratios and mixed's and flash's speed-up over fp32, the ten most expensive kernels of one
 train step each way (and the share of the step's wall time the GPU spent in kernels), the
 adapter's features and matrix configs, the precision path taken, a 4096^3 matMul mixed and
 fp32 with their difference, mixed vs fp32 on one ViT-B train step, the refine's images/s and
@@ -90,7 +91,7 @@ def refine_metrics(work):
 
 
 # how WebGPU ran (run.sh): fp32 (fused WGSL kernels + tiled matMul) and mixed (f16 matMuls)
-VARIANTS = (("webgpu_fp32", ""), ("webgpu_mixed", "-mixed"))
+VARIANTS = (("webgpu_fp32", ""), ("webgpu_mixed", "-mixed"), ("webgpu_fp32_flash", "-flash"))
 TORCH_DTYPES = ("fp32", "tf32", "bf16")
 
 
@@ -125,11 +126,13 @@ def model_entry(out_dir, log, torch_runs):
                 entry[f"{variant}_train_ratio_vs_torch_{dtype}"] = round(ours["trainImagesPerS"] / t["trainImagesPerS"], 4)
                 if ours.get("forwardImagesPerS") is not None and t["forwardImagesPerS"]:
                     entry[f"{variant}_forward_ratio_vs_torch_{dtype}"] = round(ours["forwardImagesPerS"] / t["forwardImagesPerS"], 4)
-    fp32, mixed = entry.get("webgpu_fp32"), entry.get("webgpu_mixed")
-    if fp32 and mixed and fp32["trainImagesPerS"]:
-        entry["mixed_train_speedup_over_fp32"] = round(mixed["trainImagesPerS"] / fp32["trainImagesPerS"], 4)
-        if fp32.get("forwardImagesPerS") and mixed.get("forwardImagesPerS") is not None:
-            entry["mixed_forward_speedup_over_fp32"] = round(mixed["forwardImagesPerS"] / fp32["forwardImagesPerS"], 4)
+    fp32 = entry.get("webgpu_fp32")
+    for name, variant in (("mixed", "webgpu_mixed"), ("flash", "webgpu_fp32_flash")):
+        other = entry.get(variant)
+        if fp32 and other and fp32["trainImagesPerS"]:
+            entry[f"{name}_train_speedup_over_fp32"] = round(other["trainImagesPerS"] / fp32["trainImagesPerS"], 4)
+            if fp32.get("forwardImagesPerS") and other.get("forwardImagesPerS") is not None:
+                entry[f"{name}_forward_speedup_over_fp32"] = round(other["forwardImagesPerS"] / fp32["forwardImagesPerS"], 4)
     return entry
 
 
