@@ -11,7 +11,8 @@
  * skips some names): a folder whose name holds a newline is a class of that name, and hidden
  * entries count like any other, as in torchvision's ImageFolder: a folder `.name` is a class,
  * a file `.x.jpg` an image (one that does not decode, such as macOS's `._x.jpg`, is counted by
- * the decode stage). A class is a first-level folder with at least one image in it. Nothing
+ * the decode stage). A class is a first-level folder with at least one image in it (where
+ * torchvision refuses an empty class folder, here it is reported and is no class). Nothing
  * is left out silently: every entry not taken is reported through onSkip with its reason (not
  * an image file, not a file or folder, unreadable, a broken symbolic link, a second path to a
  * file already listed, a first-level folder without images).
