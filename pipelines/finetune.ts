@@ -48,7 +48,7 @@ const FLAGS = {
   out: { description: 'run folder (default: runs/finetune/<label>)' },
   resume: { description: 'continue the fine-tuning run in this folder' },
   ...RUN_FLAGS,
-  ...dataFlags({ numClasses: true }),
+  ...dataFlags(),
   ...modelFlags({ checkpoint: BUNDLED.mae }),
   'label-share': { description: 'labelled training images: shares of each class (1%,10%,100%) or images per class (5)', default: '1%,10%' },
   epochs: { description: 'epochs over the labelled images: one for every share, or one per share', default: '40,16' },

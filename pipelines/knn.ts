@@ -34,7 +34,7 @@ import { loadModel } from '../train/model';
  * descriptions short enough for help lines within 120 characters beside their long defaults.
  */
 export const EVAL_DATA_FLAGS = {
-  ...dataFlags({ numClasses: true }),
+  ...dataFlags(),
   train: { description: 'training images: shards, folder or CIFAR .bin', default: BUNDLED.train },
   val: { description: "validation images (default: the val-* shards beside --train; 'none': no validation)" },
 } as const;

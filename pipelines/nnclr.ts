@@ -65,7 +65,7 @@ export async function nnclr(argv: string[]): Promise<string> {
     afterStep: (z, b) => queue.push(z, b.indices, b.labels),
   };
   const views = refinerViews({ globalSize: size, localSize: size / 2, numLocal: 0, globalScale: [0.25, 1] });
-  const { stepsPerEpoch } = await run.dataSize(f.train!, batch);
+  const { stepsPerEpoch } = await run.dataSize(f.train!, batch, { numClasses: knn.numClasses });
   const steps = Math.max(1, Math.round(epochs * stepsPerEpoch));
   const { done } = await train({
     ...run.driver(),

@@ -132,7 +132,7 @@ export async function refine(argv: string[]): Promise<string> {
   console.log(`[refine] ${f.checkpoint}: ViT depth ${depth}, width ${embedDim}; heads on blocks ${headBlocks.join(', ')}; backend ${ctx.backend.tfBackend}`);
 
   // ---- schedule: the stages, each a schedule, an objective and the parameters it trains
-  const { samplesPerEpoch, stepsPerEpoch } = await run.dataSize(f.train!, s.batch);
+  const { samplesPerEpoch, stepsPerEpoch } = await run.dataSize(f.train!, s.batch, { numClasses: s.knn.numClasses });
   using _claim = run.claim(ctx);
   const { stages, stage3 } = refineStages(s, model, stepsPerEpoch, dp, exchange);
   if (resumed) importResumed(model, resumed); // after the EMA was made: it starts as a copy of the encoder

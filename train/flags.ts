@@ -5,6 +5,7 @@
  * from the pipelines' --help (scripts/make-flags-doc.ts) and lists the renamed flags.
  */
 import { num, RenamedFlags } from '../runtime/cli';
+import { LABEL_LIMIT } from '../sources/tar-shards';
 import { DEFAULT_KEEP_CHECKPOINTS } from '../runtime/checkpoint';
 
 /** Where the bundled demonstration's files are: the defaults of every pipeline. */
@@ -63,14 +64,14 @@ export const TRAINING_RUN_FLAGS = {
 } as const;
 
 /** Images: tar shards (globs, brace ranges), an image folder or CIFAR .bin files. */
-export function dataFlags(d: { train?: string; val?: boolean; test?: string | false; numClasses?: boolean } = {}) {
+export function dataFlags(d: { train?: string; val?: boolean; test?: string | false } = {}) {
   return {
     train: { description: 'training images: shards (glob/URL/pipe:), folder, CIFAR bin', default: d.train ?? BUNDLED.train },
     ...(d.val === false
       ? {}
       : { val: { description: "validation images held out from --train (default: val-* beside it; 'none': none)" } }),
     ...(d.test === false ? {} : { test: { description: 'test images: measured once, at the end', default: d.test ?? BUNDLED.test } }),
-    ...(d.numClasses ? { 'num-classes': { description: 'class count of tar shards without a classes.txt beside them' } } : {}),
+    'num-classes': { description: 'class count of shards without a classes.txt beside them (URLs, pipe:)' },
   } as const;
 }
 
@@ -124,8 +125,10 @@ export function driverFlags(f: { 'checkpoint-minutes'?: string; 'keep-checkpoint
 }
 
 /** The kNN options of a pipeline's evaluation flags (eval/per-block-knn.ts). */
-export function knnFlags(f: { 'knn-k'?: string; 'knn-temperature'?: string; 'eval-train-limit'?: string; 'eval-val-limit'?: string; 'eval-test-limit'?: string }) {
+export function knnFlags(f: { 'knn-k'?: string; 'knn-temperature'?: string; 'eval-train-limit'?: string; 'eval-val-limit'?: string; 'eval-test-limit'?: string; 'num-classes'?: string }) {
   return {
+    // shards behind a URL or a command carry no classes.txt the evaluation could read
+    numClasses: f['num-classes'] === undefined ? undefined : num('num-classes', f['num-classes'], { integer: true, min: 2, max: LABEL_LIMIT }),
     k: num('knn-k', f['knn-k'], { integer: true, min: 1, max: 10000 }),
     temperature: num('knn-temperature', f['knn-temperature'], { min: 1e-4 }),
     trainLimit: num('eval-train-limit', f['eval-train-limit'], { integer: true, min: 0 }) || undefined,
