@@ -289,6 +289,7 @@
         id: 'knn-during',
         title: 'Per-block kNN top-1 (%) during refinement (EMA encoder; step 0: the MIM checkpoint)',
         xLabel: 'step',
+        points: true,
         series: during.flatMap((r) => {
           const pts = r.live.detail.knnDuring;
           return pts[0].blocks.map((b, bi) => ({ run: r, name: `block ${b}`, x: pts.map((p) => p.step), y: pts.map((p) => 100 * p.top1[bi]) }));
