@@ -70,6 +70,7 @@ export class MatMulSubgroupMatrixProgram implements WebGPUProgram {
       enable subgroups;
       enable chromium_experimental_subgroup_matrix;
       // A's tile [${tile} rows, ${s}], B's [${s}, ${tile} columns], row-major; one result matrix for the epilogue
+      // (matrices held in var, as Dawn's own tests hold them)
       var<workgroup> tileA : array<f16, ${tile * s}>;
       var<workgroup> tileB : array<f16, ${tile * s}>;
       var<workgroup> tileC : array<f32, ${s * s}>;
@@ -98,8 +99,8 @@ export class MatMulSubgroupMatrixProgram implements WebGPUProgram {
             tileB[k * ${tile} + n] = f16(loadB(k0 + k, col0 + n));
           }
           workgroupBarrier();
-          ${ids(R).map((i) => `let a${i} = subgroupMatrixLoad<${left}>(&tileA, ${i * s * s}u, false, ${s}u);`).join(' ')}
-          ${ids(R).map((j) => `let b${j} = subgroupMatrixLoad<${right}>(&tileB, ${j * s}u, false, ${tile}u);`).join(' ')}
+          ${ids(R).map((i) => `var a${i} = subgroupMatrixLoad<${left}>(&tileA, ${i * s * s}u, false, ${s}u);`).join(' ')}
+          ${ids(R).map((j) => `var b${j} = subgroupMatrixLoad<${right}>(&tileB, ${j * s}u, false, ${tile}u);`).join(' ')}
           ${ids(R).flatMap((i) => ids(R).map((j) => `${acc(i, j)} = subgroupMatrixMultiplyAccumulate(a${i}, b${j}, ${acc(i, j)});`)).join('\n          ')}
           workgroupBarrier();
         }
@@ -147,9 +148,9 @@ function selfTestCode(s: number, lanes: number, matrices: boolean): string {
       for (var e = lane; e < ${s * s}u; e += ${lanes}u) { tileA[e] = f16(A[e]); tileB[e] = f16(B[e]); }
       workgroupBarrier();
       ${matrices
-        ? `let a = subgroupMatrixLoad<${m('left', 'f16')}>(&tileA, 0u, false, ${s}u);
-      let b = subgroupMatrixLoad<${m('right', 'f16')}>(&tileB, 0u, false, ${s}u);
-      let c = subgroupMatrixMultiplyAccumulate(a, b, ${m('result', 'f32')}());
+        ? `var a = subgroupMatrixLoad<${m('left', 'f16')}>(&tileA, 0u, false, ${s}u);
+      var b = subgroupMatrixLoad<${m('right', 'f16')}>(&tileB, 0u, false, ${s}u);
+      var c = subgroupMatrixMultiplyAccumulate(a, b, ${m('result', 'f32')}());
       subgroupMatrixStore(&tileC, 0u, c, false, ${s}u);`
         : `for (var e = lane; e < ${s * s}u; e += ${lanes}u) {
         var acc = 0.0;
