@@ -23,7 +23,7 @@ import { VisionTransformer } from '../models/vit';
 import { readClassesTxt } from '../sources/open';
 import { extractFeatures, FeatureSet, Pooling } from './extract-features';
 import { cachedFeatures } from './feature-cache';
-import { accuracy, featureMatrix, FeatureMatrix, l2NormalizeRows, numClassesOf, perClassAccuracy } from './features';
+import { accuracy, checkEveryClassTrained, featureMatrix, FeatureMatrix, l2NormalizeRows, numClassesOf, perClassAccuracy } from './features';
 import { KNN_DEFAULTS, knnClassify } from './knn';
 import { knnTop1PerBlock } from './per-block-knn';
 import { linearProbe } from './linear-probe';
@@ -248,6 +248,7 @@ async function kmeansTask(ctx: Context, chosen: number): Promise<void> {
 async function longTailTask(ctx: Context, chosen: number, ltTrain: string): Promise<void> {
   const { test } = ctx;
   const lt = await ctx.features(ltTrain, undefined, 'long-tailed train');
+  checkEveryClassTrained(lt.labels, test.labels, `long-tail (${ltTrain})`, ctx.classNames);
   const ltClasses = numClassesOf(lt.labels, test.labels);
   const counts = Array.from({ length: ltClasses }, () => 0);
   for (const l of lt.labels) counts[l]++;

@@ -533,7 +533,9 @@ const LEGACY_MAGIC = Buffer.from([0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46
 
 /** True if `head` (the first bytes of a file) look like a zip or a pickle: a PyTorch checkpoint. */
 export function looksLikeTorchFile(head: Uint8Array): boolean {
-  return (head[0] === 0x50 && head[1] === 0x4b && head[2] === 0x03 && head[3] === 0x04) || head[0] === 0x80;
+  // a zip (torch.save since 1.6) or the legacy format's magic number; a safetensors file may begin
+  // with 0x80 too (its little-endian header length), so one byte is not enough
+  return (head[0] === 0x50 && head[1] === 0x4b && head[2] === 0x03 && head[3] === 0x04) || (head.length >= 3 && head[0] === 0x80 && head[1] === 0x02 && head[2] === 0x8a);
 }
 
 /** Opens a torch.save zip: reads its directory and unpickles data.pkl (refusing anything beyond tensors). */

@@ -17,6 +17,7 @@ import { VisionTransformer } from '../models/vit';
 import { refine, DEFINITION as REFINE } from '../pipelines/refine';
 import { pretrainMae } from '../pipelines/pretrain-mae';
 import { nnclr } from '../pipelines/nnclr';
+import { withFlags } from './argv';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'run-setup-'));
 const checkpoint = path.join(dir, 'mim.safetensors');
@@ -80,6 +81,20 @@ test('a run folder belongs to one run: refused, then --overwrite moves the old r
   assert.is(aside.length, 1);
   assert.equal(fs.readFileSync(path.join(dir, aside[0], 'metrics.jsonl')), before);
   assert.ok(fs.existsSync(path.join(dir, aside[0], 'checkpoint', 'state.safetensors')));
+});
+
+test('--resume refuses training data that changed since the run began, naming the file; --allow-data-change continues', async () => {
+  const data = path.join(dir, 'changing');
+  fs.mkdirSync(data);
+  const shard = path.join(data, 'train-000000.tar.gz');
+  fs.copyFileSync('data/cifar10-mini/test-000000.tar.gz', shard);
+  const out = path.join(dir, 'data-run');
+  await refine(withFlags(tiny, ['--train', shard, '--out', out, '--max-steps', '1']));
+  assert.equal(JSON.parse(fs.readFileSync(path.join(out, 'run.json'), 'utf8')).data.files.map((f: { path: string }) => f.path), [path.resolve(shard)]);
+  fs.copyFileSync('data/cifar10-mini/val-000000.tar.gz', shard); // another 2,000 images under the same name
+  await rejects(() => refine(['--resume', out, '--max-steps', '1']), /--resume .*data-run: the training data changed since the run began \(1 file changed: .*train-000000\.tar\.gz .*\); .*--allow-data-change/);
+  await refine(['--resume', out, '--max-steps', '1', '--allow-data-change']);
+  assert.is(fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').length, 2);
 });
 
 test('nnclr: stopped with --max-steps and resumed equals straight through', async () => {

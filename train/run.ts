@@ -96,7 +96,7 @@ export function openRun<S extends Record<string, FlagSpec>>(def: RunDefinition<S
   const flags = resumed?.flags ?? given.flags;
   const f = flags as Record<string, string | boolean | undefined>;
   const driver = driverFlags(f);
-  let data: DataFingerprint | undefined;
+  let data: RunData | undefined;
   return {
     flags,
     explicit: given.explicit,
@@ -144,7 +144,7 @@ export function writeRunFiles(
   runDir: string,
   def: { name: string; script: string },
   flags: Record<string, string | boolean | undefined>,
-  info: { resumed: boolean; ranks: number; backend: string; data?: DataFingerprint },
+  info: { resumed: boolean; ranks: number; backend: string; data?: RunData },
 ): void {
   const earlier = info.resumed ? readRunFile(runDir) : undefined;
   const started = info.resumed ? earlier?.started ?? null : new Date().toISOString();
@@ -161,18 +161,23 @@ export function writeRunFiles(
  * one the run began on (run.json): changed data is refused, naming what changed, unless the
  * user says --allow-data-change. Hashing costs about 1.2 s per GiB (lib/fingerprint.ts).
  */
-async function checkData(runDir: string, train: string, resumed: boolean, allowChange: boolean): Promise<DataFingerprint> {
+async function checkData(runDir: string, train: string, resumed: boolean, allowChange: boolean): Promise<RunData> {
   const now = await sourceFingerprint(train);
   const before = resumed ? readRunFile(runDir)?.data : undefined;
-  const change = before && describeDataChange(before, now);
+  const change =
+    before && (before.omittedFiles === undefined ? describeDataChange(before, now) : before.digest === now.digest ? undefined : `the content of its ${before.omittedFiles} files differs`);
   if (change && !allowChange) {
     throw new Error(`--resume ${runDir}: the training data changed since the run began (${change}); its sample order would not continue. Start a new run, or pass --allow-data-change to continue on the new data`);
   }
   if (change) console.log(`[run] --allow-data-change: continuing on changed data (${change})`);
-  return now;
+  // beyond 10,000 files (an image folder of ImageNet) run.json keeps the digest, not the list
+  return now.files.length <= 10_000 ? now : { ...now, files: [], omittedFiles: now.files.length };
 }
 
-function readRunFile(runDir: string): { pipeline?: string; started?: string; data?: DataFingerprint } | undefined {
+/** The data fingerprint run.json keeps: the file list only up to 10,000 files. */
+type RunData = DataFingerprint & { omittedFiles?: number };
+
+function readRunFile(runDir: string): { pipeline?: string; started?: string; data?: RunData } | undefined {
   const file = path.join(runDir, RUN_FILE);
   if (!fs.existsSync(file)) return undefined;
   try {
