@@ -84,7 +84,10 @@ export async function knnClassify(
 ): Promise<KnnResult> {
   checkSplits(train, trainLabels, test, testLabels, 'kNN');
   if (train.rows === 0) throw new Error('kNN: no train features');
-  const k = Math.min(opts.k ?? KNN_DEFAULTS.k, train.rows);
+  const asked = opts.k ?? KNN_DEFAULTS.k;
+  // more neighbours than memory: every training image votes; said, so a number is never read as a k it was not
+  if (asked > train.rows) console.warn(`[knn] k ${asked} (--knn-k) is more than the ${train.rows} training images of the memory: k ${train.rows} is used, every training image votes`);
+  const k = Math.min(asked, train.rows);
   const temperature = opts.temperature ?? KNN_DEFAULTS.temperature;
   const numClasses = opts.numClasses ?? numClassesOf(trainLabels, testLabels);
   const chunkRows = opts.chunkRows ?? Math.max(1, Math.min(4096, Math.floor(2 ** 24 / train.rows)));
