@@ -18,7 +18,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { intList, mergeResumeFlags, num, numRange, oneOf, readFlags, runMain } from '../runtime/cli';
+import { intList, mergeResumeFlags, num, numRange, oneOf, readFlags, resumeCommand, runMain } from '../runtime/cli';
+import { writeRunStatus } from '../view/run-status';
 import { checkOutDir } from '../runtime/out-dir';
 import { lockRunDir } from '../runtime/run-lock';
 import { initBackend } from '../runtime/backend';
@@ -124,6 +125,7 @@ export async function finetune(argv: string[]): Promise<string | undefined> {
   using _lock = lockRunDir(out);
   if (!given.flags.resume) writeFileAtomic(path.join(out, 'flags.json'), JSON.stringify(f, null, 1));
   writeRunFiles(out, { name: 'finetune', script: 'pipelines/finetune.ts' }, f, { resumed: given.flags.resume !== undefined, ranks: 1, backend: backend.tfBackend });
+  writeRunStatus(out, { state: 'running', pipeline: 'finetune', backend: backend.tfBackend, ranks: 1, flags: f });
 
   const classNames = openSource(f.train!, { numClasses }).classes;
   const labels = await trainLabels(f.train!, numClasses);
@@ -142,7 +144,8 @@ export async function finetune(argv: string[]): Promise<string | undefined> {
   // train every (share, lr, seed): each run keeps its best checkpoint on validation
   const runs = new Map<string, RunResult>();
   const runDirOf = (share: ShotSetting, lr: number, seed: number) => path.join(out, shareDir(share), `lr-${lr}`, `seed-${seed}`);
-  const stopped = (runDir: string): undefined => void console.log(`[finetune] stopped in ${runDir}; resume with: npx ts-node pipelines/finetune.ts --resume ${out}`);
+  const resume = resumeCommand('pipelines/finetune.ts', out);
+  const stopped = (runDir: string): undefined => void (writeRunStatus(out, { state: 'stopped', resume }), console.log(`[finetune] stopped in ${runDir}; resume with: ${resume}`));
   for (const [i, share] of s.shares.entries()) {
     for (const lr of s.lrs) {
       for (const [j, seed] of s.seeds.entries()) {
@@ -174,6 +177,7 @@ export async function finetune(argv: string[]): Promise<string | undefined> {
   }
   const summary = await summarise(c, { out, label, val, labels: labels.length, runs, runDirOf, evaluateTest: evalSet(f.test!, s.testLimit) });
   await writeValCurves(path.join(out, 'val-curve'), label, [...runs.values()], s.lrs.length > 1);
+  writeRunStatus(out, { state: 'finished' });
   console.log(`\n${summaryMarkdown(summary)}\n[finetune] wrote summary.json, summary.md, val-curve.png in ${out}`);
   return path.join(out, 'summary.json');
 }

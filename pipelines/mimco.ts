@@ -143,7 +143,7 @@ export async function mimco(argv: string[]): Promise<string> {
   });
   if (skips.total > 0) console.log(`[data] skipped ${skips.total} samples: ${skips.summary()}`);
   const encoderFile = path.join(runDir, 'checkpoint', 'encoder.safetensors');
-  if (!done) return runDir;
+  if (!done) return (run.finish(false), runDir);
 
   // ---- per-block kNN of the teacher (feature cache: it never changes) and of the student
   if (!f['skip-knn'] && dp.rank === 0) {
@@ -157,6 +157,7 @@ export async function mimco(argv: string[]): Promise<string> {
   // the other ranks wait for rank 0's kNN here, without spinning: a rank that exits first waits in
   // MPI_Finalize, which gives up after 60 s and so would stop the job (runtime/collective.ts)
   await dp.barrier();
+  run.finish(true);
   console.log(`[mimco] done: ${encoderFile}`);
   return runDir;
 }

@@ -79,6 +79,7 @@ export async function nnclr(argv: string[]): Promise<string> {
   });
   // the encoder's per-block kNN: the same evaluation as refine's
   if (done && !f['skip-knn']) await writeKnnSummary(run.runDir, [await perBlockKnn(encoder, { ...knn, label: 'NNCLR encoder' })], { title: 'Per-block kNN top-1 after NNCLR', extra: { flags: f } });
+  run.finish(done);
   return run.runDir;
 }
 

@@ -118,7 +118,7 @@ export async function pretrainMae(argv: string[]): Promise<string> {
     },
   });
   if (skips.total > 0) console.log(`[data] skipped ${skips.total} samples: ${skips.summary()}`);
-  if (!done) return runDir;
+  if (!done) return (run.finish(false), runDir);
   // ---- per-block kNN of the pretrained encoder (validation picks the block, test is read once)
   if (!f['skip-knn'] && dp.rank === 0) {
     const report = await perBlockKnn(encoder, { ...knn, label: 'MAE encoder' });
@@ -126,6 +126,7 @@ export async function pretrainMae(argv: string[]): Promise<string> {
   }
   // the other ranks wait for rank 0's kNN without spinning (runtime/collective.ts: MPI_Finalize gives up after 60 s)
   await dp.barrier();
+  run.finish(true);
   console.log(`[mae] done: ${path.join(runDir, 'checkpoint', 'encoder.safetensors')}`);
   return runDir;
 }

@@ -174,8 +174,7 @@ export async function refine(argv: string[]): Promise<string> {
     },
   });
   if (skips.total > 0) console.log(`[data] skipped ${skips.total} samples: ${skips.summary()}`);
-  if (!done) return runDir;
-
+  if (!done) return (run.finish(false), runDir);
   // ---- kNN of the refined (EMA) encoder, and the before/after summary; a resumed run measures the starting point now
   if (evaluating) {
     const before = knnBefore ?? (await knnOfCheckpoint(loadModel({ flag: 'checkpoint', file: f.checkpoint!, presetFlag: 'preset', preset: f.preset, seed: s.seed, imgSize: s.globalSize })));
@@ -189,6 +188,7 @@ export async function refine(argv: string[]): Promise<string> {
   // the other ranks wait for rank 0's kNN here, without spinning: a rank that exits first waits in
   // MPI_Finalize, which gives up after 60 s and so would stop the job (runtime/collective.ts)
   await dp.barrier();
+  run.finish(true);
   console.log(`[refine] done: ${path.join(runDir, 'checkpoint', 'encoder-ema.safetensors')}`);
   return runDir;
 }

@@ -56,6 +56,7 @@ export const TRAINING_RUN_FLAGS = {
   resume: { description: 'continue the run in this folder from its newest checkpoint' },
   overwrite: { description: 'start anew in an --out that holds another run, moving that run aside (never deleted)', boolean: true },
   'allow-data-change': { description: 'with --resume: continue although the training data changed since the run began', boolean: true },
+  view: { description: 'serve the live dashboard of this run on this port of 127.0.0.1 (docs/dashboard.md)' },
   'checkpoint-minutes': { description: 'write a checkpoint at least this often, minutes (>= 0)', default: '5' },
   'keep-checkpoints': { description: 'checkpoints kept: the newest in checkpoint/, older ones beside it (1-1000)', default: String(DEFAULT_KEEP_CHECKPOINTS) },
   'max-steps': { description: 'stop after this many steps in this invocation, checkpointed (0: no limit)', default: '0' },

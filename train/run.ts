@@ -17,10 +17,13 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { configYaml, Flags, FlagSpec, readFlags, resumeCommand } from '../runtime/cli';
+import { configYaml, Flags, FlagSpec, num, readFlags, resumeCommand } from '../runtime/cli';
 import { checkOutDir } from '../runtime/out-dir';
 import { lockRunDir } from '../runtime/run-lock';
 import { BackendInfo, initBackend } from '../runtime/backend';
+import { adapterLine } from '../runtime/webgpu';
+import { serveRuns, RunsServer } from '../view/server';
+import { writeRunStatus } from '../view/run-status';
 import { localBatchSize, openCollective, pinLocalGpu } from '../runtime/collective';
 import { broadcastHostTensors, broadcastVariables, checkSameOnAllRanks } from '../runtime/data-parallel';
 import { writeFileAtomic } from '../lib/atomic-file';
@@ -49,7 +52,7 @@ export const RUN_FILE = 'run.json';
 /** The resolved flags; `--config RUN/config.yaml` repeats the run. */
 export const CONFIG_FILE = 'config.yaml';
 /** Flags of one invocation, never written into config.yaml (a repeat must not resume or stop early). */
-const NOT_REPEATED = ['config', 'resume', 'overwrite', 'allow-data-change', 'max-steps'];
+const NOT_REPEATED = ['config', 'resume', 'overwrite', 'allow-data-change', 'max-steps', 'view'];
 
 export interface RunContext {
   dp: Collective;
@@ -69,8 +72,14 @@ export interface OpenedRun<S extends Record<string, FlagSpec>> {
   driver(): { name: string; script: string; runDir: string; resume?: Resumed<Flags<S>> } & ReturnType<typeof driverFlags>;
   /** Ranks and backend; nothing is written yet. */
   start(opts?: { batch?: number }): Promise<RunContext>;
-  /** The run's first write: the folder's lock (released on dispose), run.json and config.yaml (rank 0). */
+  /**
+   * The run's first write (rank 0): the folder's lock, run.json, config.yaml and status.json
+   * ('running'). On dispose the lock is released, the dashboard closed, and a run that did not
+   * reach finish() is marked 'failed' in status.json.
+   */
   claim(ctx: RunContext): Disposable;
+  /** The run's end in status.json: 'finished', or 'stopped' (--max-steps, a signal) with the command that resumes it. */
+  finish(done: boolean): void;
   /** Samples an epoch of `source` and the steps an epoch of `batch` makes (at least one). */
   dataSize(source: string, batch: number, opts?: { numClasses?: number; labels?: LabelPolicy }): Promise<{ samplesPerEpoch: number; stepsPerEpoch: number }>;
   /** With several ranks: rank 0's host state (NN queues) on every rank. */
@@ -96,7 +105,11 @@ export function openRun<S extends Record<string, FlagSpec>>(def: RunDefinition<S
   const flags = resumed?.flags ?? given.flags;
   const f = flags as Record<string, string | boolean | undefined>;
   const driver = driverFlags(f);
+  const viewPort = f.view === undefined ? undefined : num('view', f.view as string, { integer: true, min: 0, max: 65535 });
   let data: RunData | undefined;
+  let view: RunsServer | undefined;
+  let finished = false;
+  let statusOwner = false;
   return {
     flags,
     explicit: given.explicit,
@@ -108,14 +121,31 @@ export function openRun<S extends Record<string, FlagSpec>>(def: RunDefinition<S
       const dp = openCollective();
       const localBatch = opts.batch === undefined ? 0 : localBatchSize(opts.batch, dp.worldSize);
       if (dp.rank === 0 && typeof f.train === 'string') data = await checkData(runDir, f.train, resumed !== undefined, f['allow-data-change'] === true);
-      return { dp, localBatch, backend: await initBackend() };
+      const backend = await initBackend();
+      if (viewPort !== undefined && dp.rank === 0) {
+        fs.mkdirSync(runDir, { recursive: true });
+        view = await serveRuns({ runsDir: runDir, port: viewPort });
+      }
+      return { dp, localBatch, backend };
     },
     claim(ctx) {
       // one run at a time in a run folder; every file of the run is rank 0's
       if (ctx.dp.rank !== 0) return { [Symbol.dispose]: () => undefined };
       const lock = lockRunDir(runDir);
+      statusOwner = true;
       writeRunFiles(runDir, def, f, { resumed: resumed !== undefined, ranks: ctx.dp.worldSize, backend: ctx.backend.tfBackend, data });
-      return lock;
+      writeRunStatus(runDir, { state: 'running', pipeline: def.name, backend: ctx.backend.tfBackend, adapter: ctx.backend.adapter ? adapterLine(ctx.backend.adapter) : undefined, ranks: ctx.dp.worldSize, flags: f });
+      return {
+        [Symbol.dispose]: () => {
+          if (!finished) writeRunStatus(runDir, { state: 'failed', message: 'ended with an error before it finished (the run\'s log has it)', resume: hasCheckpoint(runDir) ? resumeCommand(def.script, runDir) : undefined });
+          lock();
+          void view?.close();
+        },
+      };
+    },
+    finish(done) {
+      finished = true;
+      if (statusOwner) writeRunStatus(runDir, done ? { state: 'finished' } : { state: 'stopped', resume: resumeCommand(def.script, runDir) });
     },
     async dataSize(source, batch, opts = {}) {
       const samplesPerEpoch = await countSamples(source, opts);
@@ -191,6 +221,10 @@ function readRunFile(runDir: string): { pipeline?: string; started?: string; dat
 export function checkOwner(runDir: string, pipeline: string): void {
   const owner = readRunFile(runDir)?.pipeline;
   if (owner !== undefined && owner !== pipeline) throw new Error(`--resume ${runDir}: the folder holds a ${owner} run, not a ${pipeline} run; resume it with its own pipeline`);
+}
+
+function hasCheckpoint(runDir: string): boolean {
+  return fs.existsSync(path.join(runDir, 'checkpoint'));
 }
 
 /** What in `runDir` belongs to an earlier run (a checkpoint, metrics), or [] when nothing would be lost. */
