@@ -5,8 +5,9 @@
  * open, closed, closed, open, ... so a drift of the machine's load hits both alike. Compares the
  * median images/s of each run's steps after the first `--warmup` (metrics.jsonl's
  * images_per_s) and prints the medians over the runs of each kind and their difference, with
- * the CPU time this process and (page open) the browser's processes used during each run: on a
- * machine shared with other work, images/s drifts with the load, the CPU time does not.
+ * the CPU time this process and (page open) the browser's processes used during each run (the
+ * browser's from the page's first load on): on a machine shared with other work, images/s
+ * drifts with the load, the CPU time does not.
  *
  *   npx ts-node bench/view-cost.ts --pairs 2 --steps 40 [--screenshot docs/dashboard.png]
  */
@@ -65,8 +66,11 @@ async function main(): Promise<void> {
       const context = await chromium.launchPersistentContext(fs.mkdtempSync(path.join(root, 'profile-')), { executablePath: f.chromium, headless: true, args: ARGS, viewport: { width: 1500, height: 1000 } });
       const page = context.pages()[0] ?? (await context.newPage());
       await page.goto(`${server.url}#run=${encodeURIComponent(run)}`);
+      await page.waitForSelector('#run-list');
+      // the browser's start and the page's first load are not the run's cost
+      const atStart = descendantsCpuSeconds(/chrom/);
       close = async () => {
-        browserCpuS = descendantsCpuSeconds(/chrom/);
+        browserCpuS = descendantsCpuSeconds(/chrom/) - atStart;
         await context.close();
         await server.close();
       };

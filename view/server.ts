@@ -197,10 +197,14 @@ export async function serveRunsHere(opts: ServeRunsOptions): Promise<RunsServer>
     res.writeHead(200, { 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-store', Connection: 'keep-alive', 'X-Accel-Buffering': 'no' });
     res.write('retry: 1000\n\n');
     streams.add(res);
-    const event = (name: string, data: unknown) => {
+    // a client gone (or dropped) between its close and our clean-up is written to no more
+    res.on('error', () => res.destroy());
+    const write = (text: string) => {
+      if (res.destroyed || res.writableEnded) return;
       if (res.writableLength > MAX_QUEUED) return void res.destroy();
-      res.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);
+      res.write(text);
     };
+    const event = (name: string, data: unknown) => write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);
     const tails = [METRICS_FILE, MEMORY_FILE].map((name) => {
       const file = name === METRICS_FILE ? 'metrics' : 'memory';
       let snapshot: MinMaxDownsampler | undefined = new MinMaxDownsampler(SNAPSHOT_BUCKETS);
@@ -225,7 +229,7 @@ export async function serveRunsHere(opts: ServeRunsOptions): Promise<RunsServer>
     const sendDetail = () => {
       try {
         const detail = JSON.stringify(runDetail(dir, id, runsDir));
-        if (detail !== lastDetail) res.write(`event: detail\ndata: ${detail}\n\n`);
+        if (detail !== lastDetail) write(`event: detail\ndata: ${detail}\n\n`);
         lastDetail = detail;
       } catch (err) {
         log(`[view] ${dir}: ${(err as Error).message}`);
@@ -233,7 +237,7 @@ export async function serveRunsHere(opts: ServeRunsOptions): Promise<RunsServer>
     };
     sendDetail();
     const detailTimer = setInterval(sendDetail, DETAIL_MS);
-    const pingTimer = setInterval(() => res.write(': ping\n\n'), 15_000);
+    const pingTimer = setInterval(() => write(': ping\n\n'), 15_000);
     const end = () => {
       clearInterval(detailTimer);
       clearInterval(pingTimer);

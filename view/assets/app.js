@@ -250,7 +250,8 @@
   function scheduleDraw() {
     if (drawPending) return;
     drawPending = true;
-    const wait = Math.max(0, 250 - (performance.now() - lastDraw));
+    // at most one redraw a second: rows come in bursts (--log-every), and drawing costs the run CPU
+    const wait = Math.max(0, 1000 - (performance.now() - lastDraw));
     setTimeout(() => requestAnimationFrame(() => {
       drawPending = false;
       lastDraw = performance.now();
