@@ -19,6 +19,7 @@ import { readSafetensors, writeSafetensors } from '../models/safetensors';
 import { VisionTransformer } from '../models/vit';
 import { Rng } from '../lib/rng';
 import { refine } from '../pipelines/refine';
+import { withFlags } from './argv';
 import { lockRunDir } from '../runtime/run-lock';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'fault-kill-'));
@@ -176,7 +177,8 @@ test('a second run into a locked directory and a NaN checkpoint are refused, nam
   const metrics = fs.readFileSync(path.join(straight, 'metrics.jsonl'));
   const release = lockRunDir(straight);
   try {
-    await refine([...refineArgs, '--out', straight]);
+    // a new run into it is refused before the lock (it holds a run); a resume meets the lock
+    await refine(['--resume', straight]);
     assert.unreachable('a locked run directory was written');
   } catch (err) {
     assert.ok((err as Error).message.startsWith(`${straight}: another run is writing this directory (process ${process.pid}`), (err as Error).message);
@@ -191,7 +193,7 @@ test('a second run into a locked directory and a NaN checkpoint are refused, nam
   writeSafetensors(nanFile, Object.fromEntries([...tensors].map(([k, t]) => [k, { shape: t.shape, data: t.data }])), metadata);
   const out = path.join(root, 'from-nan');
   try {
-    await refine([...refineArgs, '--checkpoint', nanFile, '--out', out]);
+    await refine(withFlags(refineArgs, ['--checkpoint', nanFile, '--out', out]));
     assert.unreachable('a NaN checkpoint was trained');
   } catch (err) {
     assert.match((err as Error).message, `${nanFile}: tensor "blocks.1.mlp.fc1.weight" holds 1 non-finite value(s) (first: NaN at index 3`);
