@@ -113,6 +113,7 @@ test('runs: discovery at any depth, skipping non-runs and symbolic links; status
 
   const ids = findRuns(root);
   assert.equal([...ids].sort(), ['a/live', 'b/killed', 'c/failed', 'ft/1%/lr-0.001/seed-0', 'half', 'tmponly']);
+  assert.equal(findRuns(live), ['.'], 'the runs folder itself as a run (--view serves the run folder)');
   const s = (dir: string, id: string) => runSummary(dir, id);
   const l = s(live, 'a/live');
   assert.is(l.status, 'running');
@@ -132,6 +133,18 @@ test('runs: discovery at any depth, skipping non-runs and symbolic links; status
   assert.is(f.message, 'step 7: not finite: loss = NaN');
   const d = runDetail(done, 'ft/1%/lr-0.001/seed-0', root);
   assert.is(d.status, 'finished');
+  // the fine-tuning sweep's lock and status.json speak for its seeds' runs
+  const sweep = path.join(root, 'ft');
+  const next = mk('ft/1%/lr-0.001/seed-1', { 'metrics.jsonl': row(1), 'checkpoint/manifest.json': '{"step":1,"files":{}}' });
+  fs.writeFileSync(path.join(sweep, 'run.lock'), JSON.stringify({ pid: process.pid, host: os.hostname(), started: 'then', command: 'x pipelines/finetune.ts' }));
+  writeRunStatus(sweep, { state: 'running', pipeline: 'finetune', backend: 'wasm' });
+  const seed1 = runSummary(next, 'ft/1%/lr-0.001/seed-1', root);
+  assert.equal([seed1.status, seed1.pipeline, seed1.backend], ['running', 'finetune', 'wasm']);
+  assert.is(runSummary(done, 'ft/1%/lr-0.001/seed-0', root).status, 'finished', 'a seed with its result is finished while the sweep runs');
+  fs.rmSync(path.join(sweep, 'run.lock'));
+  writeRunStatus(sweep, { state: 'stopped', resume: `npx ts-node pipelines/finetune.ts --resume ${sweep}` });
+  assert.equal([runSummary(next, 'x', root).status, runSummary(next, 'x', root).resume], ['stopped', `npx ts-node pipelines/finetune.ts --resume ${sweep}`]);
+  assert.is(runSummary(next, 'x').status, 'stopped', 'without the runs folder: its own files only');
   assert.equal(d.valCurve, [{ step: 2, epoch: 1, val: 0.25 }]);
   assert.equal(d.flags, { 'label-share': '1%' }, 'flags.json of the sweep above');
   const h = s(half, 'half');

@@ -7,6 +7,9 @@
  *
  * Status, from the most certain sign to the least:
  * Identity (pipeline, start, ranks, backend) from status.json, else run.json (train/run.ts).
+ * A run folder with neither status.json nor run.lock nor run.json (fine-tuning's per-seed runs)
+ * takes them from the nearest folder above it that has them (the sweep's), except that its own
+ * result.json makes it finished while the sweep goes on.
  *
  *   running   run.lock (runtime/run-lock.ts) held by a live process
  *   finished / failed / stopped   status.json (view/run-status.ts) where the pipeline wrote one
@@ -135,11 +138,13 @@ interface LockOwner {
 }
 
 /** The summary of the run in `dir` (id: its name in the list). */
-export function runSummary(dir: string, id: string): RunSummary {
+export function runSummary(dir: string, id: string, runsDir?: string): RunSummary {
   const problems: string[] = [];
-  const status = readRunStatus(dir);
-  if (!status && fs.existsSync(path.join(dir, 'status.json'))) problems.push('status.json is not a run status (half written or foreign)');
-  const lock = readJson<LockOwner>(path.join(dir, LOCK_FILE));
+  // a run inside a sweep (fine-tuning's seeds) takes the sweep's status.json and lock
+  const owner = runsDir ? statusFolder(dir, runsDir) : dir;
+  const status = readRunStatus(owner);
+  if (!status && fs.existsSync(path.join(owner, 'status.json'))) problems.push('status.json is not a run status (half written or foreign)');
+  const lock = readJson<LockOwner>(path.join(owner, LOCK_FILE));
   const lockLive = lock !== undefined && isLive(lock);
   const checkpointStep = newestCheckpointStep(dir);
   const metrics = metricsEnds(path.join(dir, METRICS_FILE));
@@ -153,7 +158,8 @@ export function runSummary(dir: string, id: string): RunSummary {
 
   let state: RunSummary['status'];
   let message: string | undefined;
-  if (lockLive) state = 'running';
+  if (owner !== dir && finishedFiles) state = 'finished';
+  else if (lockLive) state = 'running';
   else if (status && status.state !== 'running') {
     state = status.state;
     message = status.message;
@@ -189,10 +195,25 @@ export function runSummary(dir: string, id: string): RunSummary {
   };
 }
 
+/**
+ * The folder whose status.json and run.lock speak for the run in `dir`: `dir` where it has
+ * either (or run.json), else the nearest folder above it, within the runs folder, that has one.
+ */
+function statusFolder(dir: string, runsDir: string): string {
+  const has = (d: string, names: string[]) => names.some((n) => fs.existsSync(path.join(d, n)));
+  if (has(dir, ['status.json', LOCK_FILE, 'run.json'])) return dir;
+  const root = path.resolve(runsDir);
+  for (let d = path.dirname(path.resolve(dir)); d.startsWith(root); d = path.dirname(d)) {
+    if (has(d, ['status.json', LOCK_FILE])) return d;
+    if (d === root) break;
+  }
+  return dir;
+}
+
 /** The summary plus flags, kNN and validation curves, and the run's files. */
 export function runDetail(dir: string, id: string, runsDir: string): RunDetail {
-  const summary = runSummary(dir, id);
-  const status = readRunStatus(dir);
+  const summary = runSummary(dir, id, runsDir);
+  const status = readRunStatus(statusFolder(dir, runsDir));
   const state = checkpointState(dir);
   const flags = status?.flags ?? (state?.flags as Record<string, unknown> | undefined) ?? flagsJsonAbove(dir, runsDir);
   const detail: RunDetail = { ...summary, files: listFiles(dir) };

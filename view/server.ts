@@ -188,7 +188,7 @@ export async function serveRunsHere(opts: ServeRunsOptions): Promise<RunsServer>
     } catch {
       exists = false;
     }
-    const runs = exists ? findRuns(runsDir).map((id) => runSummary(id === '.' ? runsDir : path.join(runsDir, ...id.split('/')), id)) : [];
+    const runs = exists ? findRuns(runsDir).map((id) => runSummary(id === '.' ? runsDir : path.join(runsDir, ...id.split('/')), id, runsDir)) : [];
     return { runsDir, exists, runs };
   }
 

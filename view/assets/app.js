@@ -60,6 +60,10 @@
     if (v === 0) return '0';
     return Math.abs(v) >= 1e5 || Math.abs(v) < 1e-2 ? v.toExponential(1).replace('.0e', 'e') : String(+v.toPrecision(3));
   }
+  /** A run's name: its folder below the runs folder, or the runs folder's own name where it is the run (--view). */
+  function runName(id) {
+    return id === '.' ? (state.runsDir || '.').split('/').filter(Boolean).pop() || '.' : id;
+  }
   function readHash() {
     const p = new URLSearchParams(location.hash.slice(1));
     return { run: p.get('run') || undefined, also: (p.get('also') || '').split(',').filter(Boolean) };
@@ -101,6 +105,7 @@
       if (!res.ok) throw new Error(`${res.status} ${await res.text()}`);
       const body = await res.json();
       state.runs = body.runs;
+      state.runsDir = body.runsDir;
       $('#runs-dir').textContent = body.runsDir;
       const none = $('#no-runs');
       none.hidden = body.runs.length > 0;
@@ -126,7 +131,7 @@
           'tr',
           { class: r.id === state.focused ? 'focused' : '', 'data-run': r.id },
           el('td', {}, el('input', { type: 'checkbox', title: 'overlay this run', checked: state.ticked.has(r.id) || r.id === state.focused, onchange: (e) => toggle(r.id, e.target.checked) })),
-          el('td', { class: 'run-name', title: r.id, text: r.id, onclick: () => focus(r.id) }),
+          el('td', { class: 'run-name', title: r.id, text: runName(r.id), onclick: () => focus(r.id) }),
           el('td', { text: r.pipeline }),
           el('td', {}, el('span', { class: `status ${r.status}`, text: r.status })),
           el('td', { text: r.step === undefined ? '' : r.totalSteps ? `${r.step} / ${r.totalSteps}` : String(r.step) }),
@@ -230,7 +235,7 @@
       d.lastRowTime ? ['last row', new Date(d.lastRowTime).toLocaleTimeString()] : undefined,
       d.checkpointStep !== undefined ? ['checkpoint', `step ${d.checkpointStep}`] : undefined,
     ].filter(Boolean);
-    const children = [el('h2', { text: d.id }), el('dl', {}, ...facts.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', {}, v)]))];
+    const children = [el('h2', { text: runName(d.id) }), el('dl', {}, ...facts.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', {}, v)]))];
     if (d.problems && d.problems.length) children.push(el('p', { class: 'problems', text: d.problems.join('; ') }));
     if (d.flags) {
       const rows = Object.entries(d.flags).map(([k, v]) => el('tr', {}, el('td', {}, el('code', { text: `--${k}` })), el('td', { text: typeof v === 'object' ? JSON.stringify(v) : String(v) })));
@@ -327,7 +332,7 @@
     const notes = [];
     for (const r of runs) {
       const t = r.live[file];
-      const pre = runs.length > 1 ? `${r.id}: ` : '';
+      const pre = runs.length > 1 ? `${runName(r.id)}: ` : '';
       if (t.downsampled) notes.push(`${pre}${t.total} rows: those sent at opening drawn as the min and max of each bucket of steps, later ones as they are`);
       if (t.badLines) notes.push(`${pre}${t.badLines} unreadable line(s) skipped`);
     }
@@ -369,7 +374,7 @@
       const data = align(p.series);
       // points of the focused run's first series: what the page has drawn (read by the browser spec)
       c.box.dataset.points = String(p.series[0].run.i === 0 ? p.series[0].x.length : 0);
-      const names = p.series.map((s) => (overlay ? `${s.run.id}: ${s.name}` : s.name));
+      const names = p.series.map((s) => (overlay ? `${runName(s.run.id)}: ${s.name}` : s.name));
       const key = names.join('\n');
       const width = Math.max(300, c.box.clientWidth - 14);
       if (c.plot && c.key === key) {
