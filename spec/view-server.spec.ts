@@ -17,7 +17,13 @@ import { readRunStatus, writeRunStatus } from '../view/run-status';
 import { memorySink } from '../view/memory-sink';
 import { serveRuns, serveRunsHere } from '../view/server';
 
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'mimref-view-'));
+const made: string[] = [];
+const tmp = () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mimref-view-'));
+  made.push(dir);
+  return dir;
+};
+test.after(() => made.forEach((dir) => fs.rmSync(dir, { recursive: true, force: true })));
 const row = (step: number, extra: Record<string, unknown> = {}) => JSON.stringify({ step, time: new Date(Date.UTC(2026, 0, 1, 0, 0, step)).toISOString(), loss: 10 - step / 10, ...extra }) + '\n';
 
 function collect(file: string) {
