@@ -35,7 +35,7 @@ const CONCURRENCY = 2;
 /** Only the cases whose names match (a regular expression), to rerun a few while working on them. */
 const ONLY = process.env.BAD_INPUT_CASES ? new RegExp(process.env.BAD_INPUT_CASES) : undefined;
 
-type Entry = 'knn' | 'eval' | 'refine' | 'pretrain-mae' | 'mimco';
+type Entry = 'knn' | 'eval' | 'refine' | 'pretrain-mae' | 'mimco' | 'nnclr' | 'finetune';
 
 interface Case {
   name: string;
@@ -171,6 +171,11 @@ const mae = (name: string, extra: string[], train = goodTrain()) => withFlags(['
 const mimco = (name: string, extra: string[], train = goodTrain()) =>
   withFlags(['--teacher', CKPT(), '--checkpoint', 'none', '--preset', 'vit-micro-p4', '--train', train, '--test', goodTest(), '--out', outOf(name), '--skip-knn', '--max-steps', '1', '--batch', '4', '--epochs', '1'], extra);
 
+const nnclr = (name: string, extra: string[], train = goodTrain()) =>
+  withFlags(['--checkpoint', CKPT(), '--train', train, '--test', goodTest(), '--out', outOf(name), '--skip-knn', '--max-steps', '1', '--batch', '4', '--queue-size', '16', '--checkpoint-minutes', '0'], extra);
+const finetune = (name: string, extra: string[], train = goodTrain()) =>
+  withFlags(['--checkpoint', CKPT(), '--train', train, '--test', goodTest(), '--out', outOf(name), '--label-share', '100%', '--epochs', '1', '--seed', '0', '--lr', '1e-3', '--batch', '4', '--val-evals', '1'], extra);
+
 function cases(): Case[] {
   const list: Case[] = [];
   const add = (name: string, entry: Entry, args: string[], expect: Case['expect'], match: RegExp, more: Partial<Case> = {}) => list.push({ name, entry, args, expect, match, ...more });
@@ -279,6 +284,32 @@ function cases(): Case[] {
       // every test label moved to the next class: the cached features' labels would give the first run's number
       const top1 = json(path.join(out, 'knn.json')).knn[0].last;
       assert.ok(cachedTop1 >= 0.75 && top1 <= 0.25, `kNN top-1 ${top1} after the labels changed, ${cachedTop1} before`);
+    },
+  });
+  // ---- flags and run folders on every training pipeline (issue 31, parts 5 and 6)
+  add('a flag given twice (nnclr)', 'nnclr', [...nnclr('twice', []), '--batch', '8'], 'error', /--batch is given twice \(4 and 8\): give it once/);
+  add('a hex number (finetune)', 'finetune', finetune('hex', ['--batch', '0x4']), 'error', /--batch: expected an integer in \[1, 65536\] in decimal notation, got '0x4'/);
+  add('a renamed flag (mimco --blr)', 'mimco', mimco('renamed', ['--blr', '1e-3']), 'error', /--blr was renamed: use --lr/);
+  add('nnclr --batch 1: no negatives', 'nnclr', nnclr('batch-1', ['--batch', '1']), 'error', /--batch: expected an integer in \[2, 65536\], got '1'/);
+  add('finetune --label-share 0%', 'finetune', finetune('share-0', ['--label-share', '0%']), 'error', /--label-share: '0%' is neither .* above 0%/);
+  add('nnclr --epochs 0', 'nnclr', nnclr('epochs-0', ['--epochs', '0']), 'error', /--epochs: expected a number > 0/);
+  add('a new run into a folder holding a run (nnclr)', 'nnclr', nnclr('owned', []), 'error', /--out .*owned holds a nnclr run \(.*\): continue it with .*--resume .*, choose another --out, or pass --overwrite/, {
+    before: async () => {
+      const first = await run('nnclr', nnclr('owned', []));
+      assert.is(first.rc, 0, `first run: ${first.output}`);
+    },
+    check: (out) => assert.ok(fs.existsSync(path.join(out, 'checkpoint', 'state.safetensors')), 'the earlier run is kept'),
+  });
+  add('MAE resuming a nnclr run folder', 'pretrain-mae', ['--resume', outOf('nnclr-run')], 'error', /--resume .*nnclr-run: the folder holds a nnclr run, not a mae run/, {
+    before: async () => {
+      fs.mkdirSync(outOf('nnclr-run'), { recursive: true });
+      fs.writeFileSync(path.join(outOf('nnclr-run'), 'run.json'), JSON.stringify({ pipeline: 'nnclr' }));
+    },
+  });
+  add('finetune with a corrupt flags.json on resume', 'finetune', ['--resume', outOf('ft-corrupt')], 'error', /ft-corrupt.*flags\.json is not valid JSON/, {
+    before: async () => {
+      fs.mkdirSync(outOf('ft-corrupt'), { recursive: true });
+      fs.writeFileSync(path.join(outOf('ft-corrupt'), 'flags.json'), '{"train": ');
     },
   });
   const P = 8;

@@ -40,6 +40,8 @@ import { enqueue } from '../operators/enqueue';
 import { readMetrics } from '../operators/read-metrics';
 import { checkpointEvery } from '../operators/checkpoint-every';
 import { StepRecord, trainingSinks } from '../sinks/training';
+import { memorySink } from '../view/memory-sink';
+import { readRunStatus, writeRunStatus } from '../view/run-status';
 import { BatchItem, OpenSteps } from '../objectives/step';
 
 export interface StageSchedule {
@@ -145,7 +147,12 @@ export async function train(opts: TrainOptions): Promise<{ step: number; done: b
   const sinksDone = writes
     ? trainingSinks(records, { runDir: opts.runDir, total: totalSteps, lossKeys: opts.sinks.lossKeys, title: opts.sinks.title, resumedAtStep: opts.resume?.step ?? 0 })
     : lastValueFrom(records, { defaultValue: undefined }).then(() => undefined);
-  if (writes) opts.sinks.extra?.forEach((sink) => records.subscribe(sink));
+  if (writes) {
+    // memory.jsonl for the dashboard's memory curve, and the schedule's length for its ETA
+    records.subscribe(memorySink(opts.runDir, { resumedAtStep: opts.resume?.step ?? 0 }));
+    if (readRunStatus(opts.runDir)) writeRunStatus(opts.runDir, { state: 'running', totalSteps });
+    opts.sinks.extra?.forEach((sink) => records.subscribe(sink));
+  }
   const data = opts.batches(step);
   try {
     let stageStart = 0;
