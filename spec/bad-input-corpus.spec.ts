@@ -291,7 +291,7 @@ function cases(): Case[] {
   add('a hex number (finetune)', 'finetune', finetune('hex', ['--batch', '0x4']), 'error', /--batch: expected an integer in \[1, 65536\] in decimal notation, got '0x4'/);
   add('a renamed flag (mimco --blr)', 'mimco', mimco('renamed', ['--blr', '1e-3']), 'error', /--blr was renamed: use --lr/);
   add('nnclr --batch 1: no negatives', 'nnclr', nnclr('batch-1', ['--batch', '1']), 'error', /--batch: expected an integer in \[2, 65536\], got '1'/);
-  add('finetune --label-share 0%', 'finetune', finetune('share-0', ['--label-share', '0%']), 'error', /--label-share: '0%' is neither .* above 0%/);
+  add('finetune --label-share 0%', 'finetune', finetune('share-0', ['--label-share', '0%']), 'error', /--label-share: '0%' is neither .*above 0%/);
   add('nnclr --epochs 0', 'nnclr', nnclr('epochs-0', ['--epochs', '0']), 'error', /--epochs: expected a number > 0/);
   add('a new run into a folder holding a run (nnclr)', 'nnclr', nnclr('owned', []), 'error', /--out .*owned holds a nnclr run \(.*\): continue it with .*--resume .*, choose another --out, or pass --overwrite/, {
     before: async () => {

@@ -159,36 +159,45 @@ test('a validation split that overlaps train or test is refused, naming both', a
   await rejects(() => evaluate(model, { ...opts(), val: 'data/cifar10-mini/train-000001.tar.gz', tasks: ['knn'] }), /overlaps the train images data\/cifar10-mini\/train-\*\.tar\.gz: 5000 sample keys/);
 });
 
-test('long-tailed task: kNN and linear trained on the long-tailed set, per-class test accuracy and chart', async () => {
-  // a small long-tailed train set cut from the bundled train: 40, 12, 4 images of classes 0, 1, 2
+test('long-tailed task: kNN and linear trained on the long-tailed set, per-class test accuracy and chart; a class without training images is refused', async () => {
+  // a small long-tailed train set cut from the bundled train: 40 images of class 0 down to 1 of class 9
   const ltDir = path.join(dir, 'lt');
   fs.mkdirSync(ltDir);
+  const want = [40, 24, 16, 12, 8, 6, 4, 3, 2, 1];
   const picked: EncodedSample[] = [];
-  const want = [40, 12, 4];
-  const taken = [0, 0, 0];
+  const taken = want.map(() => 0);
   for await (const s of tarShards({ shards: 'data/cifar10-mini/train-000000.tar.gz' })) {
-    if (s.label < 3 && taken[s.label] < want[s.label]) {
+    if (taken[s.label] < want[s.label]) {
       taken[s.label]++;
       picked.push(s);
     }
-    if (picked.length === 56) break;
+    if (picked.length === 116) break;
   }
   await writeShard(path.join(ltDir, 'train-000000.tar'), picked);
   const r = await evaluate(model, { ...opts(), tasks: ['longtail'], ltTrain: path.join(ltDir, 'train-*.tar') });
   const lt = r.longTail!;
-  assert.equal(lt.train.perClass.slice(0, 3), [40, 12, 4]);
-  assert.is(lt.train.count, 56);
+  assert.equal(lt.train.perClass, want);
+  assert.is(lt.train.count, 116);
   assert.is(lt.block, r.block!.block);
   for (const task of [lt.knn, lt.linear]) {
     inUnit(task.top1, 'LT top-1');
-    // classes never seen in training are never predicted correctly
-    task.perClass.slice(3).forEach((a) => assert.ok(a === 0 || Number.isNaN(a)));
+    assert.is(task.perClass.length, 10);
   }
   const out = path.join(dir, 'lt-out');
   const md = await writeEvalOutputs(out, r);
   assert.ok(md.includes('| LT kNN |') && md.includes('| LT linear |'), md);
   for (const f of ['long-tail-per-class.svg', 'long-tail-per-class.png']) assert.ok(fs.existsSync(path.join(out, f)), f);
   assert.ok(fs.readFileSync(path.join(out, 'long-tail-per-class.svg'), 'utf8').includes('airplane 40'));
+  // three classes only: the other seven have test images no classifier could predict
+  const few = path.join(dir, 'lt-few');
+  fs.mkdirSync(few);
+  await writeShard(path.join(few, 'train-000000.tar'), picked.filter((s) => s.label < 3));
+  try {
+    await evaluate(model, { ...opts(), tasks: ['longtail'], ltTrain: path.join(few, 'train-*.tar') });
+    assert.unreachable('a long-tailed set without 7 of the classes was evaluated');
+  } catch (err) {
+    assert.match((err as Error).message, /long-tail .*lt-few.*: 7 classes have evaluation images but no training images .*accuracy would be capped/);
+  }
 });
 
 test('flag parsing: blocks and tasks', () => {
