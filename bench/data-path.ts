@@ -6,7 +6,7 @@
  * after, when /usr/bin/python3 has torchvision, and prints both rates and the ratio.
  *
  *   npx ts-node bench/data-path.ts [--images 2000] [--workers 2] [--in-process] [--batch 64]
- *                                  [--size 224] [--no-torch] [--resize] [--cifar]
+ *                                  [--size 224] [--no-torch] [--resize] [--cifar] [--shard FILE]
  * --resize: only the JS-vs-sharp crop+resize timings behind SHARP_MIN_SHRINK.
  * --cifar: 32 px CIFAR JPEGs from a shard, 2 views at 32 px (in-process vs workers).
  *
@@ -45,16 +45,16 @@ function arg(name: string, fallback: number): number {
 }
 const flag = (name: string) => process.argv.includes(`--${name}`);
 
-// the shared CIFAR-10 shards beside the repository (../shared from its root), else the bundled ones
-const SHARED_SHARD = path.join(__dirname, '../../shared/data/cifar10/cifar10-train-000000.tar');
+// a CIFAR-10 train shard: --shard FILE (the full shards: docs/evaluation.md), else the bundled one
 const BUNDLED_SHARD = path.join(__dirname, '../data/cifar10-mini/train-000000.tar.gz');
+const SHARD = process.argv.includes('--shard') ? process.argv[process.argv.indexOf('--shard') + 1] : BUNDLED_SHARD;
 
 /** First `n` JPEGs of a CIFAR-10 train shard, upscaled to 256x256 (bicubic), cached in tmp. */
 async function benchFolder(n: number): Promise<string> {
   const dir = path.join(os.tmpdir(), `mimref-bench-cifar256-${n}`);
   if (fs.existsSync(path.join(dir, '.complete'))) return dir;
-  const shard = fs.existsSync(SHARED_SHARD) ? SHARED_SHARD : BUNDLED_SHARD;
-  if (!fs.existsSync(shard)) throw new Error(`no CIFAR-10 shard found (${SHARED_SHARD} or ${BUNDLED_SHARD})`);
+  const shard = SHARD;
+  if (!fs.existsSync(shard)) throw new Error(`--shard ${shard}: no such file`);
   fs.mkdirSync(dir, { recursive: true });
   const extract = tar.extract();
   const input: Readable = fs.createReadStream(shard);
@@ -156,7 +156,7 @@ async function main(): Promise<void> {
   const how = inProcess ? 'in-process' : `${workers} worker${workers > 1 ? 's' : ''}`;
   if (flag('cifar')) {
     // The 32 px case: CIFAR JPEGs straight from a shard, 2 global views at 32 px.
-    const shard = fs.existsSync(SHARED_SHARD) ? SHARED_SHARD : BUNDLED_SHARD;
+    const shard = SHARD;
     const r = await tsRate(tarShards({ shards: shard }), { workers, inProcess, batch, size: 32 });
     return console.log(`CIFAR 32 px (${how}): ${r.imagesPerS.toFixed(1)} images/s, cpu ${r.cpuMsPerImage.toFixed(2)} ms/image`);
   }

@@ -8,7 +8,7 @@
  *      the class with the largest summed weight is the prediction.
  * Step 1 is what the reference adds to DINO's protocol: without it a few large, shared
  * dimensions (MAE's CLS token has some) dominate the cosine. `standardise: false` is the
- * plain DINO variant this project used before; both are reported in the README.
+ * plain DINO variant this project used before; both are reported in docs/evaluation.md.
  * Reads from the device are asynchronous (`await t.data()`), once per chunk of test rows.
  */
 import * as tf from '@tensorflow/tfjs';

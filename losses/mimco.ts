@@ -2,7 +2,7 @@
  * MimCo's reconstruction loss, from
  *   MimCo: Masked Image Modeling Pre-training with Contrastive Teacher,
  *   Q. Zhou et al., 2022. https://arxiv.org/abs/2209.03063
- * (facts in shared/REFERENCE.md section 3).
+ * (the method in the project's words: docs/method.md).
  *
  * A student that saw a masked image reconstructs a frozen contrastive teacher's representations
  * of the unmasked image, with two InfoNCE losses on L2-normalised vectors, temperature tau:

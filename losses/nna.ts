@@ -2,7 +2,7 @@
  * Nearest-Neighbour Alignment (NNA) loss, from
  *   MIM-Refiner: A Contrastive Learning Boost from Intermediate Pre-Trained Representations,
  *   B. Alkin, L. Miklautz, S. Hochreiter, J. Brandstetter, 2024. https://arxiv.org/abs/2402.10093
- * (facts in shared/REFERENCE.md section 1).
+ * (the method in the project's words: docs/method.md).
  *
  * NNA is an NNCLR-style contrastive loss in which only the positive is swapped with its
  * nearest neighbour from the queue; the negatives stay the batch's own projections. For each

@@ -1,7 +1,7 @@
 /**
  * safetensors reading and writing (https://github.com/huggingface/safetensors), the checkpoint
- * interchange format of this project (timm ViT key names, PyTorch layouts; see
- * shared/REFERENCE.md section 4).
+ * interchange format of this project (timm ViT key names, PyTorch layouts; models/checkpoint-formats.ts
+ * reads the others).
  *
  * Layout of a file: 8 bytes little-endian u64 N, then N bytes of UTF-8 JSON
  *   { "<name>": { "dtype": "F32", "shape": [..], "data_offsets": [begin, end] }, ...,

@@ -4,7 +4,7 @@
  * projector z, predictor p, a nearest neighbour of z in the head's queue -> NNA loss
  * (losses/nna.ts) summed over heads. After the optimiser step z of view 0 is enqueued.
  * With `trainEncoder` false (stage 2) the backbone runs outside the tape: no encoder gradient.
- * Two choices follow the reference where asked (README, "Deviations from the reference"): the
+ * Two choices follow the reference where asked (docs/deviations.md): the
  * head on the last block may take the CLS token after the encoder's final LayerNorm (the
  * reference's main head pools the encoder's output, which is normed), and a head's BatchNorms
  * may see the global and local views as one batch (the reference concatenates every view's

@@ -283,7 +283,7 @@ function probeQuietly(dawnPath: string): Promise<AdapterSummary | null> {
 export async function startWebGpu(opts: { allowSoftware: boolean; log: (line: string) => void }): Promise<WebGpuStart> {
   if (opts.allowSoftware) useSoftwareVulkan(opts.log);
   else if (process.platform === 'linux' && !preloadLibrary('libvulkan.so.1')) {
-    return { ok: false, reason: 'no Vulkan loader (libvulkan.so.1) on this system; see README "GPU"' };
+    return { ok: false, reason: 'no Vulkan loader (libvulkan.so.1) on this system; see docs/gpu.md' };
   }
   let dawn: DawnModule;
   try {
@@ -291,7 +291,7 @@ export async function startWebGpu(opts: { allowSoftware: boolean; log: (line: st
     if (!opts.allowSoftware) {
       // not forced: a software or missing adapter must leave no trace on stderr
       const found = await probeQuietly(file);
-      if (!found) return { ok: false, reason: 'no WebGPU adapter (no Vulkan/Metal/D3D12 driver found; see README "GPU")' };
+      if (!found) return { ok: false, reason: 'no WebGPU adapter (no Vulkan/Metal/D3D12 driver found; see docs/gpu.md)' };
       if (found.software) return softwareOnly(found);
     }
     process.env.XDG_RUNTIME_DIR ||= os.tmpdir();
@@ -315,7 +315,7 @@ async function startOnDawn(dawn: DawnModule, allowSoftware: boolean): Promise<We
   const gpu = dawn.create(DAWN_FLAGS);
   const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
   if (!adapter) {
-    return { ok: false, reason: 'no WebGPU adapter (no Vulkan/Metal/D3D12 driver found; see README "GPU")' };
+    return { ok: false, reason: 'no WebGPU adapter (no Vulkan/Metal/D3D12 driver found; see docs/gpu.md)' };
   }
   const summary = summarise(adapterInfo(adapter));
   if (summary.software && !allowSoftware) return softwareOnly(summary);

@@ -1,5 +1,5 @@
 /**
- * The refine objective's reference options (README, "Deviations from the reference"), called
+ * The refine objective's reference options (docs/deviations.md), called
  * directly on a small ViT: --last-head-norm feeds the last block's head the encoder's normed
  * output (get_intermediate_layers with norm) and no other head; --bn-views joint normalises a
  * head's BatchNorms over the global and local views together, which is the same computation as

@@ -47,7 +47,7 @@ const run = (samples: DecodedSample[], views: ViewConfig[], seed = 1, epoch = 0)
   lastValueFrom(from(samples).pipe(multiView({ seed, epoch, views }), toArray()));
 const same = (a: Float32Array, b: Float32Array) => a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 
-test('refinerViews and maeViews presets follow REFERENCE.md', () => {
+test('refinerViews and maeViews presets follow the reference\'s values (docs/method.md)', () => {
   const v = refinerViews({ globalSize: 224, localSize: 96, numLocal: 10 });
   assert.is(v.length, 12);
   assert.equal([v[0].size, v[1].size, v[2].size, v[11].size], [224, 224, 96, 96]);
