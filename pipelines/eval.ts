@@ -19,9 +19,9 @@ import { onOff } from '../eval/knn';
 import { DEFAULT_SHOTS, parseShots, shotName } from '../eval/low-shot';
 import { DEFAULT_LT_TRAIN, evaluate, parseBlocks, parseTasks, TASKS } from '../eval/evaluate';
 import { compareReports, DEFAULT_FINETUNE_DIR, writeEvalOutputs } from '../eval/reports';
-import { evalFlags, knnFlags, RENAMED, runFlags } from '../train/flags';
+import { evalFlags, knnFlags, numClassesFlag, RENAMED, runFlags } from '../train/flags';
 import {
-  checkEvalFolder, defaultRunDir, EVAL_DATA_FLAGS, EVAL_MODEL_FLAGS, evaluatedModel, KNN_STANDARDISE_FLAG, loadEvaluatedModel, numClassesFlag, POOLING_FLAG, POOLINGS, startEvalRun, writeEvalRunFiles,
+  checkEvalFolder, defaultRunDir, EVAL_DATA_FLAGS, EVAL_MODEL_FLAGS, evaluatedModel, KNN_STANDARDISE_FLAG, loadEvaluatedModel, POOLING_FLAG, POOLINGS, startEvalRun, writeEvalRunFiles,
 } from './knn';
 
 const USAGE = [
@@ -69,7 +69,7 @@ async function evaluateModel(f: EvalFlags): Promise<string> {
   if (tasks.includes('longtail') && fg.sync(f['lt-train']!, { onlyFiles: true }).length === 0 && !fs.existsSync(f['lt-train']!)) {
     throw new Error(`--lt-train ${f['lt-train']}: no such files; build CIFAR-10-LT with: npx ts-node scripts/make-cifar10-splits.ts`);
   }
-  const numClasses = numClassesFlag(f['num-classes']);
+  const numClasses = numClassesFlag(f);
   evalClassCount(f.train!, f.test!, numClasses);
   const model = evaluatedModel(f);
   const runDir = f.out ?? defaultRunDir(DEFINITION.name, model);

@@ -27,7 +27,6 @@ import { meanStd, pct, slug } from '../lib/format';
 import { ClassifierHead, VisionTransformer } from '../models/vit';
 import { maeViews } from '../operators/multi-view';
 import { evalClassCount, openSource } from '../sources/open';
-import { LABEL_LIMIT } from '../sources/tar-shards';
 import { extractFeatures } from '../eval/extract-features';
 import { parseShots, shotName, ShotSetting } from '../eval/low-shot';
 import { checkValidationDisjoint, defaultValidation } from '../eval/validation';
@@ -35,7 +34,7 @@ import { writeJsonReport } from '../eval/report';
 import { FinetuneShareResult, FinetuneSummary, readResult, RunResult, shareDir, shareSubset, summaryMarkdown, testAccuracy, trainLabels, writeValCurves } from '../eval/finetune';
 import { writeFileAtomic } from '../lib/atomic-file';
 import { Context, fineTuneRun, OPTIMISER } from '../train/fine-tune-run';
-import { BUNDLED, dataFlags, driverFlags, modelFlags, optimiserFlags, RENAMED, TRAINING_RUN_FLAGS } from '../train/flags';
+import { BUNDLED, dataFlags, driverFlags, LR_SCALINGS, modelFlags, numClassesFlag, optimiserFlags, RENAMED, TRAINING_RUN_FLAGS } from '../train/flags';
 import { checkOwner, writeRunFiles } from '../train/run';
 import { loadModel } from '../train/model';
 
@@ -95,7 +94,7 @@ function settings(f: FinetuneFlags) {
     valEvals: num('val-evals', f['val-evals'], { integer: true, min: 1, max: 10000 }),
     valLimit: num('eval-val-limit', f['eval-val-limit'], { integer: true, min: 0 }) || undefined,
     testLimit: num('eval-test-limit', f['eval-test-limit'], { integer: true, min: 0 }) || undefined,
-    lrScalingNone: oneOf('lr-scaling', f['lr-scaling'], ['none'] as const),
+    lrScaling: oneOf('lr-scaling', f['lr-scaling'], LR_SCALINGS),
   };
 }
 
@@ -107,7 +106,7 @@ export async function finetune(argv: string[]): Promise<string | undefined> {
   const driver = driverFlags(f);
   const random = f.checkpoint === 'none';
   if (random && f.preset === undefined) throw new Error('--checkpoint none: pass --preset for the random init');
-  const numClasses = evalClassCount(f.train!, f.test!, f['num-classes'] === undefined ? undefined : num('num-classes', f['num-classes'], { integer: true, min: 2, max: LABEL_LIMIT }));
+  const numClasses = evalClassCount(f.train!, f.test!, numClassesFlag(f));
   const val = f.val ?? defaultValidation(f.train!);
   if (!val) throw new Error(`no validation split beside ${f.train}: fine-tuning picks its checkpoint on one; pass --val (training images held out from training)`);
   evalClassCount(f.train!, val, numClasses);
@@ -222,7 +221,7 @@ async function summarise(c: Context & { f: FinetuneFlags; s: ReturnType<typeof s
     train: { source: f.train!, count: o.labels },
     val: { source: o.val, count: o.runs.values().next().value!.valImages },
     test: { source: f.test!, count: testImages },
-    settings: { ...s, shares: undefined, lrScalingNone: undefined, epochs: s.epochs, lrs: s.lrs, seeds: s.seeds, optimiser: { name: 'AdamW', ...OPTIMISER }, augmentation: c.views[0], numClasses: c.numClasses },
+    settings: { ...s, shares: undefined, epochs: s.epochs, lrs: s.lrs, seeds: s.seeds, optimiser: { name: 'AdamW', ...OPTIMISER }, augmentation: c.views[0], numClasses: c.numClasses },
     results,
   };
   writeJsonReport(path.join(o.out, 'summary.json'), summary);

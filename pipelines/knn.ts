@@ -21,11 +21,10 @@ import { writeFileAtomic } from '../lib/atomic-file';
 import { slug } from '../lib/format';
 import type { VisionTransformer } from '../models/vit';
 import { evalClassCount } from '../sources/open';
-import { LABEL_LIMIT } from '../sources/tar-shards';
 import { checkpointKey, randomInitKey } from '../eval/feature-cache';
 import { onOff } from '../eval/knn';
 import { perBlockKnn, writeKnnSummary } from '../eval/per-block-knn';
-import { BUNDLED, dataFlags, evalFlags, knnFlags, modelFlags, RENAMED, runFlags } from '../train/flags';
+import { BUNDLED, dataFlags, evalFlags, knnFlags, modelFlags, numClassesFlag, RENAMED, runFlags } from '../train/flags';
 import { CONFIG_FILE, RUN_FILE } from '../train/run';
 import { loadModel } from '../train/model';
 
@@ -72,7 +71,7 @@ export async function knn(argv: string[]): Promise<string> {
   const pooling = oneOf('pooling', f.pooling, POOLINGS);
   const standardise = onOff('knn-standardise', f['knn-standardise']!);
   const { k, temperature, trainLimit, valLimit, testLimit } = knnFlags(f);
-  const numClasses = numClassesFlag(f['num-classes']);
+  const numClasses = numClassesFlag(f);
   evalClassCount(f.train!, f.test!, numClasses);
   const model = evaluatedModel(f);
   const runDir = f.out ?? defaultRunDir(DEFINITION.name, model);
@@ -153,10 +152,6 @@ export function checkpointLabel(file: string): string {
 }
 
 /** --num-classes: the class count of tar shards without classes.txt. */
-export function numClassesFlag(value: string | undefined): number | undefined {
-  return value === undefined ? undefined : num('num-classes', value, { integer: true, min: 1, max: LABEL_LIMIT });
-}
-
 function readRunJson(runDir: string): { pipeline?: string; model?: string } | undefined {
   const file = path.join(runDir, RUN_FILE);
   if (!fs.existsSync(file)) return undefined;

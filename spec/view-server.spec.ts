@@ -14,7 +14,7 @@ import { JsonlTail, JsonRow } from '../view/jsonl-tail';
 import { MinMaxDownsampler } from '../view/downsample';
 import { findRuns, runDetail, runSummary } from '../view/runs';
 import { readRunStatus, writeRunStatus } from '../view/run-status';
-import { memorySink } from '../view/memory-sink';
+import { memorySink } from '../sinks/memory-jsonl';
 import { serveRuns, serveRunsHere } from '../view/server';
 
 const made: string[] = [];

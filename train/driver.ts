@@ -40,7 +40,7 @@ import { enqueue } from '../operators/enqueue';
 import { readMetrics } from '../operators/read-metrics';
 import { checkpointEvery } from '../operators/checkpoint-every';
 import { StepRecord, trainingSinks } from '../sinks/training';
-import { memorySink } from '../view/memory-sink';
+import { memorySink } from '../sinks/memory-jsonl';
 import { readRunStatus, writeRunStatus } from '../view/run-status';
 import { BatchItem, OpenSteps } from '../objectives/step';
 

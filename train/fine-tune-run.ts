@@ -19,14 +19,14 @@ import { writeJsonReport } from '../eval/report';
 import { classifierAccuracy, classifierWeights, RunResult } from '../eval/finetune';
 import { train } from './driver';
 import { checkpointFiles } from './checkpoint-files';
-import { driverFlags } from './flags';
+import { driverFlags, LrScaling, scaledLr } from './flags';
 
 export const OPTIMISER = { beta1: 0.9, beta2: 0.999, eps: 1e-8 };
 
 /** What every (share, lr, seed) run shares. */
 export interface Context {
   f: { train?: string; [flag: string]: string | boolean | undefined };
-  s: { batch: number; minLr: number; warmupShare: number; weightDecay: number; layerDecay: number; labelSmoothing: number; dropPath: number; pooling: Pooling; valEvals: number };
+  s: { batch: number; lrScaling: LrScaling; minLr: number; warmupShare: number; weightDecay: number; layerDecay: number; labelSmoothing: number; dropPath: number; pooling: Pooling; valEvals: number };
   driver: ReturnType<typeof driverFlags>;
   views: ViewConfig[];
   numClasses: number;
@@ -75,7 +75,7 @@ export async function fineTuneRun(c: Context, r: {
     stages: [{
       label: `fine-tuning ${name} (${r.images} images, ${stepsPerEpoch} steps an epoch)`,
       objective: classifyObjective({ head, labelSmoothing: s.labelSmoothing, dropPath: s.dropPath, seed: r.seed }),
-      schedule: { steps, peakLr: r.lr, minLr: s.minLr, warmupSteps: Math.round(s.warmupShare * steps) },
+      schedule: { steps, peakLr: scaledLr(r.lr, s.batch, s.lrScaling), minLr: s.minLr, warmupSteps: Math.round(s.warmupShare * steps) },
       params: () => [...encoder.paramGroups('encoder.', { weightDecay: s.weightDecay, layerDecay: s.layerDecay }), ...head.paramGroups('classifier.', s.weightDecay)],
     }],
     resume: resume && { step: startStep, tensors: hostTensors(resume.tensors), file: resume.file, optimiserStep: resume.meta.optimiserStep as number | undefined },

@@ -128,14 +128,18 @@ export function driverFlags(f: { 'checkpoint-minutes'?: string; 'keep-checkpoint
 /** The kNN options of a pipeline's evaluation flags (eval/per-block-knn.ts). */
 export function knnFlags(f: { 'knn-k'?: string; 'knn-temperature'?: string; 'eval-train-limit'?: string; 'eval-val-limit'?: string; 'eval-test-limit'?: string; 'num-classes'?: string }) {
   return {
-    // shards behind a URL or a command carry no classes.txt the evaluation could read
-    numClasses: f['num-classes'] === undefined ? undefined : num('num-classes', f['num-classes'], { integer: true, min: 2, max: LABEL_LIMIT }),
+    numClasses: numClassesFlag(f),
     k: num('knn-k', f['knn-k'], { integer: true, min: 1, max: 10000 }),
     temperature: num('knn-temperature', f['knn-temperature'], { min: 1e-4 }),
     trainLimit: num('eval-train-limit', f['eval-train-limit'], { integer: true, min: 0 }) || undefined,
     valLimit: num('eval-val-limit', f['eval-val-limit'], { integer: true, min: 0 }) || undefined,
     testLimit: num('eval-test-limit', f['eval-test-limit'], { integer: true, min: 0 }) || undefined,
   };
+}
+
+/** --num-classes, where given: shards behind a URL or a command carry no classes.txt to read it from. */
+export function numClassesFlag(f: { 'num-classes'?: string }): number | undefined {
+  return f['num-classes'] === undefined ? undefined : num('num-classes', f['num-classes'], { integer: true, min: 2, max: LABEL_LIMIT });
 }
 
 /** How an lr flag relates to the batch: as given, or the lr of a batch of 256 scaled linearly (Goyal et al. 2017; MAE, MIM-Refiner). */

@@ -25,6 +25,7 @@ import { readRunStatus } from './run-status';
 import type { JsonRow } from './jsonl-tail';
 
 export const METRICS_FILE = 'metrics.jsonl';
+/** What sinks/memory-jsonl.ts writes (not imported: the server thread loads no tfjs). */
 export const MEMORY_FILE = 'memory.jsonl';
 const LOCK_FILE = 'run.lock';
 const CHECKPOINT_DIR = /^checkpoint(\.tmp|\.step-\d+)?$/;

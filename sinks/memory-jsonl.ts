@@ -11,8 +11,8 @@
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { Observer, Subject } from 'rxjs';
-import { metricsJsonl, MetricsRow } from '../sinks/metrics-jsonl';
-import type { StepRecord } from '../sinks/training';
+import { metricsJsonl, MetricsRow } from './metrics-jsonl';
+import type { StepRecord } from '../objectives/step';
 
 export const MEMORY_JSONL = 'memory.jsonl';
 
