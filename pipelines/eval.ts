@@ -11,18 +11,14 @@
  */
 import * as fs from 'node:fs';
 import fg from 'fast-glob';
-import { initBackend } from '../runtime/backend';
 import { Flags, oneOf, readFlags, runMain } from '../runtime/cli';
-import { evalClassCount } from '../sources/open';
 import { DEFAULT_CACHE_DIR } from '../eval/feature-cache';
 import { onOff } from '../eval/knn';
 import { DEFAULT_SHOTS, parseShots, shotName } from '../eval/low-shot';
 import { DEFAULT_LT_TRAIN, evaluate, parseBlocks, parseTasks, TASKS } from '../eval/evaluate';
 import { compareReports, DEFAULT_FINETUNE_DIR, writeEvalOutputs } from '../eval/reports';
-import { evalFlags, knnFlags, numClassesFlag, RENAMED, runFlags } from '../train/flags';
-import {
-  checkEvalFolder, defaultRunDir, EVAL_DATA_FLAGS, EVAL_MODEL_FLAGS, evaluatedModel, KNN_STANDARDISE_FLAG, loadEvaluatedModel, POOLING_FLAG, POOLINGS, startEvalRun, writeEvalRunFiles,
-} from './knn';
+import { knnFlags, RENAMED } from '../train/flags';
+import { checkEvalFolder, evalRunFlags, openEvalRun, POOLINGS, writeEvalRunFiles } from '../train/eval-run';
 
 const USAGE = [
   'Frozen-feature evaluation of a ViT checkpoint: per-block kNN and linear probe, low-shot, k-means, long-tailed.',
@@ -31,15 +27,10 @@ const USAGE = [
   '  npx ts-node pipelines/eval.ts --compare a/report.json,b/report.json[,...] [--finetune-summaries LABEL=FILE,...]',
 ].join('\n');
 const FLAGS = {
-  ...runFlags('eval'),
+  ...evalRunFlags('eval'),
   out: { description: 'run folder (default: runs/eval/<label>(-s<seed> for none), or runs/eval/compare)' },
-  ...EVAL_DATA_FLAGS,
-  ...EVAL_MODEL_FLAGS,
   tasks: { description: `some of ${TASKS.join(',')}`, default: 'knn,linear,lowshot,kmeans' },
   blocks: { description: "blocks to evaluate: 'all', 'last' or indices like 4,5", default: 'all' },
-  pooling: POOLING_FLAG,
-  ...evalFlags({ trainLimit: '0', testLimit: '0' }),
-  'knn-standardise': KNN_STANDARDISE_FLAG,
   shots: { description: 'low-shot: images per class, or a share of each class like 1%', default: DEFAULT_SHOTS.map(shotName).join(',') },
   'lt-train': { description: 'long-tailed train images of --tasks longtail', default: DEFAULT_LT_TRAIN },
   'cache-dir': { description: 'feature cache folder', default: DEFAULT_CACHE_DIR },
@@ -69,17 +60,11 @@ async function evaluateModel(f: EvalFlags): Promise<string> {
   if (tasks.includes('longtail') && fg.sync(f['lt-train']!, { onlyFiles: true }).length === 0 && !fs.existsSync(f['lt-train']!)) {
     throw new Error(`--lt-train ${f['lt-train']}: no such files; build CIFAR-10-LT with: npx ts-node scripts/make-cifar10-splits.ts`);
   }
-  const numClasses = numClassesFlag(f);
-  evalClassCount(f.train!, f.test!, numClasses);
-  const model = evaluatedModel(f);
-  const runDir = f.out ?? defaultRunDir(DEFINITION.name, model);
-  checkEvalFolder(runDir, DEFINITION.name, model.id);
-  const backend = await initBackend();
-  const encoder = loadEvaluatedModel(model);
+  const { model, runDir, numClasses, encoder, claim } = await openEvalRun(DEFINITION, f);
   try {
     const blocks = parseBlocks(f.blocks!, encoder.cfg.depth);
     // the model loads and its blocks exist: the run starts, and only now writes
-    using _run = startEvalRun(runDir, DEFINITION, { ...f, out: runDir }, { model: model.id, label: model.label, backend: backend.tfBackend });
+    using _run = claim();
     const report = await evaluate(encoder, {
       label: model.label, modelKey: model.cacheKey, seed: model.seed, checkpoint: model.checkpoint === 'none' ? undefined : model.checkpoint,
       train: f.train!, test: f.test!, val: f.val === 'none' ? null : f.val, ltTrain: f['lt-train'],

@@ -17,7 +17,8 @@ import { initBackend } from '../runtime/backend';
 import { rejects } from './eval-helpers';
 import YAML from 'yaml';
 import { runEval } from '../pipelines/eval';
-import { checkpointLabel, knn } from '../pipelines/knn';
+import { knn } from '../pipelines/knn';
+import { checkpointLabel } from '../train/eval-run';
 import type { EvalReport } from '../eval/report';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eval-compare-'));

@@ -23,6 +23,7 @@ import { checkpointEvery } from '../operators/checkpoint-every';
 import { maeViews } from '../operators/multi-view';
 import { inProcessBatchStream } from '../datapath/batches';
 import { train } from '../train/driver';
+import { readRunStatus, writeRunStatus } from '../view/run-status';
 import { BatchItem, OpenSteps } from '../objectives/step';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'train-step-spec-'));
@@ -174,6 +175,8 @@ async function runDriver(name: string, onNonFinite: 'stop' | 'skip', poison: (st
 
 test('a NaN loss stops the run before the next checkpoint, naming the step, the term and the last good checkpoint', async () => {
   // the objective's step 6 (0-based) is the 7th step: metrics.jsonl's step 7
+  // status.json as run.claim() writes it: the dashboard must learn why the run failed
+  writeRunStatus(path.join(dir, 'nan-stop'), { state: 'running', pipeline: 'toy' });
   const err = await runDriver('nan-stop', 'stop', (s) => s === 6).then(
     () => undefined,
     (e: Error) => e,
@@ -183,6 +186,9 @@ test('a NaN loss stops the run before the next checkpoint, naming the step, the 
   assert.match(err!.message, `Last good checkpoint: ${path.join(dir, 'nan-stop', 'checkpoint')} (step 6)`);
   const { metadata } = readSafetensors(path.join(dir, 'nan-stop', 'checkpoint', 'state.safetensors'));
   assert.is(JSON.parse(metadata.state).step, 6, 'a checkpoint was written after the NaN');
+  const status = readRunStatus(path.join(dir, 'nan-stop'));
+  assert.is(status?.state, 'failed');
+  assert.match(status?.message ?? '', /^step 7: not finite: .*loss_mse = NaN/);
 });
 
 test('--on-nonfinite skip drops the update of a NaN step and runs on', async () => {

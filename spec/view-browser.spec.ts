@@ -89,8 +89,10 @@ test('a live refine run in the browser: curves grow while it runs, status turns 
     phase('run finished');
     const rowTimes = fs.readFileSync(path.join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => Date.parse(JSON.parse(l).time));
     const seen = (await page.evaluate(() => window.pointsSeen)) ?? [];
-    const whileRunning = seen.filter((s) => s.at < rowTimes[rowTimes.length - 1] && s.points > 0);
-    assert.ok(whileRunning.length >= 2, `the loss curve gained points while the run wrote rows: ${JSON.stringify(seen)}, rows written at ${JSON.stringify(rowTimes)}`);
+    // a part of the curve drawn before the last row existed: the page grew while the run went
+    // (how many updates it took depends on how the 2 cores share their time, so that is not asked)
+    const whileRunning = seen.filter((s) => s.at < rowTimes[rowTimes.length - 1] && s.points > 0 && s.points < rowTimes.length);
+    assert.ok(whileRunning.length >= 1, `the loss curve gained points while the run wrote rows: ${JSON.stringify(seen)}, rows written at ${JSON.stringify(rowTimes)}`);
     phase(`points drawn before the last row was written: ${whileRunning.map((s) => s.points).join(', ')}`);
     await page.waitForFunction(statusIs, 'finished', { timeout: 5000 });
     const rows = fs.readFileSync(path.join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').length;

@@ -211,7 +211,10 @@ export async function train(opts: TrainOptions): Promise<{ step: number; done: b
   } catch (err) {
     records.complete();
     await sinksDone;
-    throw deviceFailure(err, { step, checkpoint: goodCheckpoint(opts.runDir, lastGood), resume: opts.script && resumeCommand(opts.script, opts.runDir) }) ?? err;
+    const failure = deviceFailure(err, { step, checkpoint: goodCheckpoint(opts.runDir, lastGood), resume: opts.script && resumeCommand(opts.script, opts.runDir) }) ?? err;
+    // the dashboard shows why the run failed, not only that it did
+    if (writes && readRunStatus(opts.runDir)) writeRunStatus(opts.runDir, { state: 'failed', message: failure instanceof Error ? failure.message : String(failure) });
+    throw failure;
   } finally {
     await data.return(undefined);
   }

@@ -23,7 +23,7 @@ import { lockRunDir } from '../runtime/run-lock';
 import { BackendInfo, initBackend } from '../runtime/backend';
 import { adapterLine } from '../runtime/webgpu';
 import { serveRuns, RunsServer } from '../view/server';
-import { writeRunStatus } from '../view/run-status';
+import { readRunStatus, writeRunStatus } from '../view/run-status';
 import { localBatchSize, openCollective, pinLocalGpu } from '../runtime/collective';
 import { broadcastHostTensors, broadcastVariables, checkSameOnAllRanks } from '../runtime/data-parallel';
 import { writeFileAtomic } from '../lib/atomic-file';
@@ -137,7 +137,11 @@ export function openRun<S extends Record<string, FlagSpec>>(def: RunDefinition<S
       writeRunStatus(runDir, { state: 'running', pipeline: def.name, backend: ctx.backend.tfBackend, adapter: ctx.backend.adapter ? adapterLine(ctx.backend.adapter) : undefined, ranks: ctx.dp.worldSize, flags: f });
       return {
         [Symbol.dispose]: () => {
-          if (!finished) writeRunStatus(runDir, { state: 'failed', message: 'ended with an error before it finished (the run\'s log has it)', resume: hasCheckpoint(runDir) ? resumeCommand(def.script, runDir) : undefined });
+          if (!finished) {
+            // the driver wrote the error of a failed step; an error outside the steps has only the log
+            const message = readRunStatus(runDir)?.state === 'failed' ? undefined : 'ended with an error outside the training steps (the run\'s log has it)';
+            writeRunStatus(runDir, { state: 'failed', ...(message ? { message } : {}), resume: hasCheckpoint(runDir) ? resumeCommand(def.script, runDir) : undefined });
+          }
           lock();
           void view?.close();
         },
