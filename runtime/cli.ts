@@ -301,11 +301,25 @@ export function intList(name: string, value: string | undefined): number[] {
   return value.split(',').map((part) => num(name, part, { integer: true }));
 }
 
+const fatalErrorListeners: ((err: Error) => void)[] = [];
+
+/** `listener` sees the error that ends runMain's process (a run folder records it in its status). */
+export function onFatalError(listener: (err: Error) => void): void {
+  fatalErrorListeners.push(listener);
+}
+
 /** Runs a pipeline's main, printing errors without a stack trace for the user's mistakes. */
 export function runMain(main: () => Promise<void>): void {
   main().then(
     () => process.exit(0),
     (err: Error) => {
+      for (const listener of fatalErrorListeners) {
+        try {
+          listener(err);
+        } catch (e) {
+          console.error(`while recording the error: ${(e as Error).message}`);
+        }
+      }
       console.error(`error: ${err.message}`);
       if (process.env.DEBUG) console.error(err.stack);
       process.exit(1);

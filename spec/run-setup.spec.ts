@@ -6,6 +6,7 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -95,6 +96,27 @@ test('--resume refuses training data that changed since the run began, naming th
   await rejects(() => refine(['--resume', out, '--max-steps', '1']), /--resume .*data-run: the training data changed since the run began \(1 file changed: .*train-000000\.tar\.gz .*\); .*--allow-data-change/);
   await refine(['--resume', out, '--max-steps', '1', '--allow-data-change']);
   assert.is(fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').length, 2);
+});
+
+test("a run that fails after it began says why in status.json (the dashboard's 'failed, with its message')", () => {
+  // a pipeline's main under runMain, as `npm run` starts it, failing after claim() and outside the driver's steps
+  const out = path.join(dir, 'failing');
+  const main = [
+    "const { runMain } = require('./runtime/cli');",
+    "const { openRun } = require('./train/run');",
+    "const { DEFINITION } = require('./pipelines/nnclr');",
+    'runMain(async () => {',
+    `  const run = openRun(DEFINITION, ['--out', ${JSON.stringify(out)}, '--checkpoint', ${JSON.stringify(checkpoint)}]);`,
+    '  const claim = run.claim(await run.start({ batch: 16 }));',
+    "  try { throw new Error('the final kNN met a non-finite feature in block 2'); } finally { claim[Symbol.dispose](); }",
+    '});',
+  ].join('\n');
+  const r = spawnSync(process.execPath, ['-r', 'ts-node/register', '-e', main], { encoding: 'utf8', timeout: 60_000 });
+  assert.is(r.status, 1, r.stderr);
+  assert.match(r.stderr, /error: the final kNN met a non-finite feature in block 2/);
+  const status = JSON.parse(fs.readFileSync(path.join(out, 'status.json'), 'utf8'));
+  assert.is(status.state, 'failed');
+  assert.is(status.message, 'the final kNN met a non-finite feature in block 2');
 });
 
 test('nnclr: stopped with --max-steps and resumed equals straight through', async () => {

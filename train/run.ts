@@ -17,7 +17,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { configYaml, Flags, FlagSpec, num, readFlags, resumeCommand } from '../runtime/cli';
+import { configYaml, Flags, FlagSpec, num, onFatalError, readFlags, resumeCommand } from '../runtime/cli';
 import { checkOutDir } from '../runtime/out-dir';
 import { lockRunDir } from '../runtime/run-lock';
 import { BackendInfo, initBackend } from '../runtime/backend';
@@ -88,6 +88,10 @@ export interface OpenedRun<S extends Record<string, FlagSpec>> {
   shareFromRank0(ctx: RunContext, sets: ParamSet[], what: string, check?: Record<string, unknown>): Promise<void>;
 }
 
+// runs of this process that failed outside the driver's steps: the error that ends the process is their status's message
+const failedOutsideSteps = new Set<string>();
+onFatalError((err) => failedOutsideSteps.forEach((runDir) => writeRunStatus(runDir, { state: 'failed', message: err.message })));
+
 /** Reads the flags, checks the run folder and merges a resumed run's flags; writes nothing. */
 export function openRun<S extends Record<string, FlagSpec>>(def: RunDefinition<S>, argv: string[]): OpenedRun<S> {
   const given = readFlags(def.usage, def.flags, argv, RENAMED);
@@ -138,9 +142,10 @@ export function openRun<S extends Record<string, FlagSpec>>(def: RunDefinition<S
       return {
         [Symbol.dispose]: () => {
           if (!finished) {
-            // the driver wrote the error of a failed step; an error outside the steps has only the log
-            const message = readRunStatus(runDir)?.state === 'failed' ? undefined : 'ended with an error outside the training steps (the run\'s log has it)';
-            writeRunStatus(runDir, { state: 'failed', ...(message ? { message } : {}), resume: hasCheckpoint(runDir) ? resumeCommand(def.script, runDir) : undefined });
+            // the driver wrote the error of a failed step; any other error is runMain's to record
+            const fromDriver = readRunStatus(runDir)?.state === 'failed';
+            writeRunStatus(runDir, { state: 'failed', ...(fromDriver ? {} : { message: 'ended with an error (the run\'s log has it)' }), resume: hasCheckpoint(runDir) ? resumeCommand(def.script, runDir) : undefined });
+            if (!fromDriver) failedOutsideSteps.add(runDir);
           }
           lock();
           void view?.close();
