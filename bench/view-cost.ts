@@ -18,7 +18,7 @@ import { chromium } from 'playwright-core';
 import { num, parseFlags } from '../runtime/cli';
 import { refine } from '../pipelines/refine';
 import { serveRuns } from '../view/server';
-import { writeRunStatus } from '../view/run-status';
+import { writeRunStatus } from '../runtime/run-status';
 
 const FLAGS = {
   pairs: { description: 'pairs of runs (one open, one closed each)', default: '2' },

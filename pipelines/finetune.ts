@@ -1,11 +1,10 @@
 /**
- * Fine-tuning evaluation of any ViT checkpoint (or a random init): full fine-tuning and
- * low-data fine-tuning on a per-class share of the labels, with the MAE / BEiT recipe (AdamW,
- * layer-wise lr decay, warm-up + cosine, label smoothing 0.1, drop path 0.1, a timm classifier
- * head on the mean of the patch tokens with fc_norm), on the shared training driver.
- * Every (share, lr, seed) is one driver run; the validation split picks its checkpoint (the
- * best of --val-evals evaluations) and, where --lr lists several, the lr (best mean over
- * seeds); test is measured once, at the end, for the chosen checkpoints only.
+ * Fine-tuning evaluation of any ViT checkpoint (or a random init): full and low-data fine-tuning
+ * on a per-class share of the labels with the MAE / BEiT recipe (AdamW, layer-wise lr decay,
+ * warm-up + cosine, label smoothing 0.1, drop path 0.1, timm's head on the mean patch token with
+ * fc_norm), on the shared training driver. Every (share, lr, seed) is one driver run; validation
+ * picks its checkpoint (the best of --val-evals) and, where --lr lists several, the lr (best mean
+ * over seeds); test is measured once, at the end, for the chosen checkpoints only.
  *
  *   npx ts-node pipelines/finetune.ts --label-share 1%,10% --epochs 15,3 --seed 0,1,2
  *   npx ts-node pipelines/finetune.ts --checkpoint none --preset vit-micro-p4 --label-share 10%
@@ -19,7 +18,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { intList, mergeResumeFlags, num, numRange, oneOf, readFlags, resumeCommand, runMain } from '../runtime/cli';
-import { writeRunStatus } from '../view/run-status';
+import { writeRunStatus } from '../runtime/run-status';
 import { checkOutDir } from '../runtime/out-dir';
 import { lockRunDir } from '../runtime/run-lock';
 import { initBackend } from '../runtime/backend';
@@ -35,11 +34,8 @@ import { FinetuneShareResult, FinetuneSummary, readResult, RunResult, shareDir, 
 import { writeFileAtomic } from '../lib/atomic-file';
 import { Context, fineTuneRun, OPTIMISER } from '../train/fine-tune-run';
 import { BUNDLED, dataFlags, driverFlags, LR_SCALINGS, modelFlags, numClassesFlag, optimiserFlags, RENAMED, TRAINING_RUN_FLAGS } from '../train/flags';
-import { checkOwner, writeRunFiles } from '../train/run';
+import { checkOwner, failedUnlessEnded, writeRunFiles } from '../train/run';
 import { loadModel } from '../train/model';
-
-export type { FinetuneShareResult, FinetuneSummary } from '../eval/finetune';
-export { summaryMarkdown } from '../eval/finetune';
 
 const USAGE = 'Fine-tuning evaluation (MAE/BEiT recipe): full and low-data, choices on --val, test once at the end.\n  npx ts-node pipelines/finetune.ts [options]';
 const { resume, 'allow-data-change': _a, overwrite: _o, ...RUN_FLAGS } = TRAINING_RUN_FLAGS;
@@ -125,6 +121,7 @@ export async function finetune(argv: string[]): Promise<string | undefined> {
   if (!given.flags.resume) writeFileAtomic(path.join(out, 'flags.json'), JSON.stringify(f, null, 1));
   writeRunFiles(out, { name: 'finetune', script: 'pipelines/finetune.ts' }, f, { resumed: given.flags.resume !== undefined, ranks: 1, backend: backend.tfBackend });
   writeRunStatus(out, { state: 'running', pipeline: 'finetune', backend: backend.tfBackend, ranks: 1, flags: f });
+  using _status = failedUnlessEnded(out, () => resumeCommand('pipelines/finetune.ts', out));
 
   const classNames = openSource(f.train!, { numClasses }).classes;
   const labels = await trainLabels(f.train!, numClasses);
@@ -137,6 +134,10 @@ export async function finetune(argv: string[]): Promise<string | undefined> {
   const evalSet = (source: string, limit: number | undefined) => (encoder: VisionTransformer) => extractFeatures(encoder, { source, blocks: [depth - 1], pooling: s.pooling, limit, numClasses });
   // every share's labelled subset per seed, drawn (and checked) before any training
   const subsets = s.shares.map((share) => s.seeds.map((seed) => shareSubset(labels, share, seed, numClasses, classNames)));
+  s.shares.forEach((share, i) => {
+    const images = Math.min(...subsets[i].map((subset) => subset?.length ?? labels.length));
+    if (images < s.batch) throw new Error(`--label-share ${shotName(share)}: ${images} labelled images, fewer than one batch of ${s.batch}; lower --batch`);
+  });
   const c = { f, s, driver, views, numClasses, classNames };
   let stepsLeft = driver.maxSteps > 0 ? driver.maxSteps : Infinity;
 
@@ -158,7 +159,6 @@ export async function finetune(argv: string[]): Promise<string | undefined> {
         const subset = subsets[i][j];
         const images = subset?.length ?? labels.length;
         const stepsPerEpoch = Math.floor(images / s.batch);
-        if (stepsPerEpoch < 1) throw new Error(`--label-share ${shotName(share)}: ${images} labelled images, fewer than one batch of ${s.batch}; lower --batch`);
         const steps = Math.max(1, Math.round((s.epochs[i] ?? s.epochs[0]) * stepsPerEpoch));
         const encoder = newEncoder(seed);
         const head = new ClassifierHead(encoder, numClasses, s.pooling, seed);

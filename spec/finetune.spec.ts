@@ -22,7 +22,8 @@ import { classifyObjective } from '../objectives/classify';
 import { extractFeatures } from '../eval/extract-features';
 import { batchStream } from '../datapath/batches';
 import { openSource } from '../sources/open';
-import { finetune, FinetuneSummary, summaryMarkdown } from '../pipelines/finetune';
+import { finetune } from '../pipelines/finetune';
+import { FinetuneSummary, summaryMarkdown } from '../eval/finetune';
 import { withFlags } from './argv';
 import { writeTar } from './sources-fixtures';
 import { rejects } from './eval-helpers';
@@ -188,8 +189,12 @@ test('stopped by --max-steps and resumed: the same chosen checkpoint and numbers
   const out = path.join(dir, 'b');
   assert.equal(await run(out, ['--max-steps', '15']), undefined);
   assert.throws(() => fs.readFileSync(path.join(out, 'summary.json')));
+  const status = () => JSON.parse(fs.readFileSync(path.join(out, 'status.json'), 'utf8'));
+  assert.is(status().state, 'stopped', 'a stop is not a failure');
+  assert.match(status().resume, /pipelines\/finetune\.ts --resume /);
   await rejects(() => finetune(['--resume', out, '--lr', '1e-3']), /--lr 1e-3: the run .* was started with --lr 3e-3/);
   const file = await finetune(['--resume', out]);
+  assert.is(status().state, 'finished');
   const [a, b] = [path.join(dir, 'a'), out].map((o) => readSafetensors(path.join(o, '5-per-class', 'lr-0.003', 'seed-3', 'model.safetensors')).tensors);
   for (const [k, t] of a) assert.equal(b.get(k)!.data, t.data, k);
   const [sa, sb] = [path.join(dir, 'a', 'summary.json'), file!].map((f) => JSON.parse(fs.readFileSync(f, 'utf8')).results);
@@ -214,6 +219,10 @@ test('bad input: an unknown flag, a bad share, a class left without images, no p
     () => finetune(['--checkpoint', checkpoint, '--train', path.join(sparse, 'train-*.tar'), '--test', path.join(sparse, 'test-*.tar'), '--label-share', '50%', '--epochs', '1', '--batch', '1', '--out', out]),
     /--label-share 50% leaves class 2 \(bird\) without images/,
   );
+  // a failure after the run began (10 labelled images, batch 16): status.json says failed, not running
+  const small = path.join(dir, 'small-share');
+  await rejects(() => run(small, ['--label-share', '1', '--batch', '16']), /fewer than one batch of 16/);
+  assert.is(JSON.parse(fs.readFileSync(path.join(small, 'status.json'), 'utf8')).state, 'failed');
 });
 
 test.run();

@@ -23,7 +23,7 @@ import { checkpointEvery } from '../operators/checkpoint-every';
 import { maeViews } from '../operators/multi-view';
 import { inProcessBatchStream } from '../datapath/batches';
 import { train } from '../train/driver';
-import { readRunStatus, writeRunStatus } from '../view/run-status';
+import { readRunStatus, writeRunStatus } from '../runtime/run-status';
 import { BatchItem, OpenSteps } from '../objectives/step';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'train-step-spec-'));

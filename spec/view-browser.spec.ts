@@ -15,7 +15,7 @@ import * as assert from 'uvu/assert';
 import { chromium, BrowserContext, Page } from 'playwright-core';
 import { refine } from '../pipelines/refine';
 import { serveRuns, RunsServer } from '../view/server';
-import { writeRunStatus } from '../view/run-status';
+import { writeRunStatus } from '../runtime/run-status';
 
 const CHROMIUM = '/usr/bin/chromium';
 const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
@@ -77,7 +77,7 @@ test('a live refine run in the browser: curves grow while it runs, status turns 
 
     // the real run, in this process as a pipeline's --view would serve it: 1 + 7 steps of batch 8 (1250 steps an epoch)
     const run = refine(['--out', runDir, '--stage2-epochs', '0.0008', '--stage3-epochs', '0.0056', '--batch', '8', '--local-views', '2', '--skip-knn', '--log-every', '1']).then(() => {
-      // what the pipeline writes at its end (view/run-status.ts)
+      // what the pipeline writes at its end (runtime/run-status.ts)
       writeRunStatus(runDir, { state: 'finished', pipeline: 'refine' });
     });
     run.catch(() => {});

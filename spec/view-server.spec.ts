@@ -13,7 +13,7 @@ import * as assert from 'uvu/assert';
 import { JsonlTail, JsonRow } from '../view/jsonl-tail';
 import { MinMaxDownsampler } from '../view/downsample';
 import { findRuns, runDetail, runSummary } from '../view/runs';
-import { readRunStatus, writeRunStatus } from '../view/run-status';
+import { readRunStatus, writeRunStatus } from '../runtime/run-status';
 import { memorySink } from '../sinks/memory-jsonl';
 import { serveRuns, serveRunsHere } from '../view/server';
 

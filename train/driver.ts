@@ -41,7 +41,7 @@ import { readMetrics } from '../operators/read-metrics';
 import { checkpointEvery } from '../operators/checkpoint-every';
 import { StepRecord, trainingSinks } from '../sinks/training';
 import { memorySink } from '../sinks/memory-jsonl';
-import { readRunStatus, writeRunStatus } from '../view/run-status';
+import { readRunStatus, writeRunStatus } from '../runtime/run-status';
 import { BatchItem, OpenSteps } from '../objectives/step';
 
 export interface StageSchedule {

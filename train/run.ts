@@ -23,7 +23,7 @@ import { lockRunDir } from '../runtime/run-lock';
 import { BackendInfo, initBackend } from '../runtime/backend';
 import { adapterLine } from '../runtime/webgpu';
 import { serveRuns, RunsServer } from '../view/server';
-import { readRunStatus, writeRunStatus } from '../view/run-status';
+import { readRunStatus, writeRunStatus } from '../runtime/run-status';
 import { localBatchSize, openCollective, pinLocalGpu } from '../runtime/collective';
 import { broadcastHostTensors, broadcastVariables, checkSameOnAllRanks } from '../runtime/data-parallel';
 import { writeFileAtomic } from '../lib/atomic-file';
@@ -92,6 +92,23 @@ export interface OpenedRun<S extends Record<string, FlagSpec>> {
 const failedOutsideSteps = new Set<string>();
 onFatalError((err) => failedOutsideSteps.forEach((runDir) => writeRunStatus(runDir, { state: 'failed', message: err.message })));
 
+/**
+ * On dispose, a run whose status.json still says 'running' (it neither finished nor stopped)
+ * is marked 'failed', with the command that resumes it where there is one. The message is the
+ * driver's for a failed step, else the error that ends the process (runMain, onFatalError).
+ */
+export function failedUnlessEnded(runDir: string, resume: () => string | undefined): Disposable {
+  return {
+    [Symbol.dispose]: () => {
+      const state = readRunStatus(runDir)?.state;
+      if (state === 'finished' || state === 'stopped') return;
+      const fromDriver = state === 'failed';
+      writeRunStatus(runDir, { state: 'failed', ...(fromDriver ? {} : { message: "ended with an error (the run's log has it)" }), resume: resume() });
+      if (!fromDriver) failedOutsideSteps.add(runDir);
+    },
+  };
+}
+
 /** Reads the flags, checks the run folder and merges a resumed run's flags; writes nothing. */
 export function openRun<S extends Record<string, FlagSpec>>(def: RunDefinition<S>, argv: string[]): OpenedRun<S> {
   const given = readFlags(def.usage, def.flags, argv, RENAMED);
@@ -112,7 +129,6 @@ export function openRun<S extends Record<string, FlagSpec>>(def: RunDefinition<S
   const viewPort = f.view === undefined ? undefined : num('view', f.view as string, { integer: true, min: 0, max: 65535 });
   let data: RunData | undefined;
   let view: RunsServer | undefined;
-  let finished = false;
   let statusOwner = false;
   return {
     flags,
@@ -141,19 +157,13 @@ export function openRun<S extends Record<string, FlagSpec>>(def: RunDefinition<S
       writeRunStatus(runDir, { state: 'running', pipeline: def.name, backend: ctx.backend.tfBackend, adapter: ctx.backend.adapter ? adapterLine(ctx.backend.adapter) : undefined, ranks: ctx.dp.worldSize, flags: f });
       return {
         [Symbol.dispose]: () => {
-          if (!finished) {
-            // the driver wrote the error of a failed step; any other error is runMain's to record
-            const fromDriver = readRunStatus(runDir)?.state === 'failed';
-            writeRunStatus(runDir, { state: 'failed', ...(fromDriver ? {} : { message: 'ended with an error (the run\'s log has it)' }), resume: hasCheckpoint(runDir) ? resumeCommand(def.script, runDir) : undefined });
-            if (!fromDriver) failedOutsideSteps.add(runDir);
-          }
+          failedUnlessEnded(runDir, () => (hasCheckpoint(runDir) ? resumeCommand(def.script, runDir) : undefined))[Symbol.dispose]();
           lock();
           void view?.close();
         },
       };
     },
     finish(done) {
-      finished = true;
       if (statusOwner) writeRunStatus(runDir, done ? { state: 'finished' } : { state: 'stopped', resume: resumeCommand(def.script, runDir) });
     },
     async dataSize(source, batch, opts = {}) {

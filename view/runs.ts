@@ -12,7 +12,7 @@
  * result.json makes it finished while the sweep goes on.
  *
  *   running   run.lock (runtime/run-lock.ts) held by a live process
- *   finished / failed / stopped   status.json (view/run-status.ts) where the pipeline wrote one
+ *   finished / failed / stopped   status.json (runtime/run-status.ts) where the pipeline wrote one
  *   stopped   a lock or status.json 'running' left by a process that is gone (killed)
  *   finished  result.json or summary.json beside the metrics (pipelines that write no status.json)
  *   stopped   a checkpoint and nothing that says finished: resumable
@@ -21,7 +21,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { readSafetensorsHeader } from '../models/safetensors';
-import { readRunStatus } from './run-status';
+import { readRunStatus } from '../runtime/run-status';
 import type { JsonRow } from './jsonl-tail';
 
 export const METRICS_FILE = 'metrics.jsonl';

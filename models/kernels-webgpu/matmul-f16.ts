@@ -17,7 +17,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import type { PrecisionPath } from '../../runtime/webgpu';
-import { MatMulCall, registerMatMulFront, runTiledMatMul } from './matmul';
+import { boundedLoads, MatMulCall, registerMatMulFront, runTiledMatMul } from './matmul';
 import { i32, ProgramRunner } from './program';
 
 /** Result matrices per side of a workgroup's tile. */
@@ -56,8 +56,6 @@ export class MatMulSubgroupMatrixProgram implements WebGPUProgram {
     const { s, lanes } = this;
     const tile = R * s;
     const ids = (n: number) => Array.from({ length: n }, (_, i) => i);
-    const aAt = `batch * uniforms.strideA + ${this.transposeA ? 'k * uniforms.dimM + m' : 'm * uniforms.dimK + k'}`;
-    const bAt = `batch * uniforms.strideB + ${this.transposeB ? 'n * uniforms.dimK + k' : 'k * uniforms.dimN + n'}`;
     // staging order: neighbouring lanes read neighbouring addresses of the operand as stored
     const aIndex = this.transposeA ? `let m = e % ${tile}; let k = e / ${tile};` : `let k = e % ${s}; let m = e / ${s};`;
     const bIndex = this.transposeB ? `let k = e % ${s}; let n = e / ${s};` : `let n = e % ${tile}; let k = e / ${tile};`;
@@ -75,14 +73,7 @@ export class MatMulSubgroupMatrixProgram implements WebGPUProgram {
       var<workgroup> tileB : array<f16, ${tile * s}>;
       var<workgroup> tileC : array<f32, ${s * s}>;
       var<private> batch : i32;
-      fn loadA(m : i32, k : i32) -> f32 {
-        if (m < uniforms.dimM && k < uniforms.dimK) { return A[${aAt}]; }
-        return 0.0;
-      }
-      fn loadB(k : i32, n : i32) -> f32 {
-        if (k < uniforms.dimK && n < uniforms.dimN) { return B[${bAt}]; }
-        return 0.0;
-      }
+      ${boundedLoads(this.transposeA, this.transposeB)}
       fn main() {
         let lane = i32(localId.x);
         batch = i32(workgroupId.z);

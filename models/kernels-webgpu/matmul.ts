@@ -75,8 +75,6 @@ class MatMulTiledProgram implements WebGPUProgram {
     // accumulator acc_<row in invocation>_<vec4 of columns>
     const acc = ids(per).flatMap((r) => ids(chunks).map((c) => `acc_${r}_${c}`));
     // element (m, k) of A and (k, n) of B, 0 outside the matrices
-    const aAt = `batch * uniforms.strideA + ${this.transposeA ? 'k * uniforms.dimM + m' : 'm * uniforms.dimK + k'}`;
-    const bAt = `batch * uniforms.strideB + ${this.transposeB ? 'n * uniforms.dimK + k' : 'k * uniforms.dimN + n'}`;
     // f16 tiles: operands rounded as they are staged, widened as they are read
     const el = this.f16 ? 'f16' : 'f32';
     const widen = (v: string) => (this.f16 ? `vec4<f32>(${v})` : v);
@@ -101,14 +99,7 @@ class MatMulTiledProgram implements WebGPUProgram {
       var<workgroup> tileA : array<vec4<${el}>, ${(size * depth) / 4}>;
       var<workgroup> tileB : array<vec4<${el}>, ${(size * depth) / 4}>;
       var<private> batch : i32;
-      fn loadA(m : i32, k : i32) -> f32 {
-        if (m < uniforms.dimM && k < uniforms.dimK) { return A[${aAt}]; }
-        return 0.0;
-      }
-      fn loadB(k : i32, n : i32) -> f32 {
-        if (k < uniforms.dimK && n < uniforms.dimN) { return B[${bAt}]; }
-        return 0.0;
-      }
+      ${boundedLoads(this.transposeA, this.transposeB)}
       ${this.outputComponent === 4 ? `
       fn store4(row : i32, col : i32, value : vec4<f32>) {
         if (row < uniforms.dimM && col < uniforms.dimN) {
@@ -154,6 +145,23 @@ class MatMulTiledProgram implements WebGPUProgram {
 type KernelFunc = tf.KernelConfig['kernelFunc'];
 
 /** A matMul's operands and sizes as tfjs's BatchMatMul / _FusedMatMul give them. */
+/**
+ * WGSL loadA(m, k) and loadB(k, n): one element of batch `batch` of A and B, read in place when
+ * transposed, and 0 outside the matrices (the tiles' edges).
+ */
+export function boundedLoads(transposeA: boolean, transposeB: boolean): string {
+  const aAt = `batch * uniforms.strideA + ${transposeA ? 'k * uniforms.dimM + m' : 'm * uniforms.dimK + k'}`;
+  const bAt = `batch * uniforms.strideB + ${transposeB ? 'n * uniforms.dimK + k' : 'k * uniforms.dimN + n'}`;
+  return `fn loadA(m : i32, k : i32) -> f32 {
+        if (m < uniforms.dimM && k < uniforms.dimK) { return A[${aAt}]; }
+        return 0.0;
+      }
+      fn loadB(k : i32, n : i32) -> f32 {
+        if (k < uniforms.dimK && n < uniforms.dimN) { return B[${bAt}]; }
+        return 0.0;
+      }`;
+}
+
 export interface MatMulCall {
   a: tf.TensorInfo;
   b: tf.TensorInfo;
