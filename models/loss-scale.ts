@@ -16,6 +16,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { fusedKernel, runKernel } from './kernels';
+import type { HostTensor } from './params';
 import { FUSED_GLOBAL_NORM } from './kernels-webgpu/global-norm';
 
 export interface LossScaleOptions {
@@ -108,7 +109,26 @@ export class DynamicLossScale {
     }
     this.state = { ...state };
   }
+
+  /** The state as a checkpoint tensor [scale, goodSteps, skippedSteps] (exact in f32: powers of two and counts below 2^24). */
+  exportHost(): HostTensor {
+    return { shape: [3], data: Float32Array.of(this.state.scale, this.state.goodSteps, this.state.skippedSteps) };
+  }
+
+  /** exportHost's tensor, from the checkpoint `file` (named in errors). */
+  importHost(t: HostTensor, file: string): void {
+    if (t.shape.length !== 1 || t.shape[0] !== 3) throw new Error(`${file}: ${LOSS_SCALE_KEY} has shape [${t.shape}], expected [3]`);
+    const [scale, goodSteps, skippedSteps] = t.data;
+    try {
+      this.importState({ scale, goodSteps, skippedSteps });
+    } catch (err) {
+      throw new Error(`${file}: ${(err as Error).message}`);
+    }
+  }
 }
+
+/** The loss scaler's key in state.safetensors. */
+export const LOSS_SCALE_KEY = 'loss_scale';
 
 /** sqrt(sum of (scale g)^2) over the tensors, as a device scalar. */
 export function unscaledNorm(tensors: tf.Tensor[], scale: number): tf.Scalar {

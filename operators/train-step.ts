@@ -7,10 +7,15 @@
  *
  * Nothing is read from the device, except with onNonFinite 'skip': the loss and gradient norm
  * are read before the update (one host sync per step) so that a non-finite step changes nothing.
+ * With a loss scale (mixed precision, models/loss-scale.ts) the tape differentiates the scaled
+ * loss and the step reads the unscaled gradients' norm and the loss (one host sync): a step
+ * whose gradients overflowed is skipped and recorded (the scale drops), a non-finite loss is
+ * as without it (stop or skip).
  */
 import * as tf from '@tensorflow/tfjs';
 import { concatMap, OperatorFunction } from 'rxjs';
 import { AdamW } from '../models/adamw';
+import { DynamicLossScale } from '../models/loss-scale';
 import { Objective, StepLoss, tensorsIn } from '../objectives/objective';
 import { BatchItem, OpenSteps, Step, StepScope } from '../objectives/step';
 
@@ -24,8 +29,10 @@ export interface TrainStepOptions {
   /** Constant values logged with every step. */
   values?: Record<string, number>;
   onNonFinite?: 'stop' | 'skip';
-  /** Called with a skipped step's number and what was non-finite. */
-  onSkip?: (step: number, what: string) => void;
+  /** Called with a skipped step's number and why it was skipped. */
+  onSkip?: (step: number, why: string) => void;
+  /** Mixed precision: the loss scaler (its scale is logged as loss_scale with every step). */
+  lossScale?: DynamicLossScale;
   /**
    * Combines the ranks' steps before the optimiser sees them (a data-parallel all-reduce,
    * runtime/collective.ts allreduceGradients): the gradients, and the loss and metrics where
@@ -51,25 +58,41 @@ export function trainStep<P, U>(objective: Objective<P, U>, optimiser: AdamW, op
         const lr = opts.lr(step);
         const scope = opts.open.open();
         try {
-          const out = await forwardBackward(objective, item, step, varList, scope);
+          const scale = opts.lossScale?.scale;
+          const out = await forwardBackward(objective, item, step, varList, scope, opts.lossScale);
           const { grads, loss: lossT, metrics } = opts.reduce ? await opts.reduce(out) : out;
           tensorsIn([grads, lossT, metrics]).forEach((t) => scope.own(t));
           let skipped = false;
           let gradNorm: tf.Scalar;
-          if (opts.onNonFinite === 'skip') {
+          const skipNonFinite = async (norm: tf.Scalar): Promise<boolean> => {
+            if (opts.onNonFinite !== 'skip') return false;
+            opts.onSkip?.(step + 1, `(--on-nonfinite skip): ${await nonFiniteTerms({ loss: lossT, grad_norm: norm, ...metrics })}`);
+            return true;
+          };
+          if (opts.lossScale) {
+            // the scaled gradients' check, their unscaling and norm in one read, with the loss's
+            const [r, loss] = await Promise.all([opts.lossScale.unscale(grads), lossT.data()]);
+            gradNorm = scope.own(tf.scalar(r.norm));
+            if (!Number.isFinite(loss[0])) skipped = await skipNonFinite(gradNorm);
+            else if (!r.finite) {
+              skipped = true;
+              opts.onSkip?.(step + 1, `(loss scale): the gradients overflowed at loss scale ${scale}; the scale is now ${r.scale}`);
+            } else tf.dispose(optimiser.apply(r.grads, lr, r.norm));
+            if (r.finite) tf.dispose(Object.values(r.grads));
+          } else if (opts.onNonFinite === 'skip') {
             gradNorm = scope.own(optimiser.gradNorm(grads));
             const [loss, norm] = await Promise.all([lossT.data(), gradNorm.data()]);
-            skipped = !Number.isFinite(loss[0]) || !Number.isFinite(norm[0]);
-            if (skipped) opts.onSkip?.(step + 1, await nonFiniteTerms({ loss: lossT, grad_norm: gradNorm, ...metrics }));
+            if (!Number.isFinite(loss[0]) || !Number.isFinite(norm[0])) skipped = await skipNonFinite(gradNorm);
             else tf.dispose(optimiser.apply(grads, lr, norm[0]));
           } else {
             gradNorm = scope.own(optimiser.apply(grads, lr));
           }
           tf.dispose([...Object.values(out.grads), ...Object.values(grads)]);
           step++;
+          const values = scale === undefined ? (opts.values ?? {}) : { ...opts.values, loss_scale: scale };
           return {
             ...item, step, lr, loss: lossT, gradNorm, metrics, updates: out.updates,
-            values: opts.values ?? {}, skipped, startedAt: t0, scope,
+            values, skipped, startedAt: t0, scope,
           } as Step<U>;
         } catch (err) {
           scope.dispose();
@@ -80,8 +103,11 @@ export function trainStep<P, U>(objective: Objective<P, U>, optimiser: AdamW, op
   };
 }
 
-/** prepare (and the objective's exchange), then loss under the tape; everything the step keeps is owned by `scope`. */
-export async function forwardBackward<P, U>(objective: Objective<P, U>, item: BatchItem, step: number, varList: tf.Variable[], scope: StepScope) {
+/**
+ * prepare (and the objective's exchange), then loss under the tape; everything the step keeps is
+ * owned by `scope`. With `lossScale` the gradients are those of the scaled loss (the loss returned is unscaled).
+ */
+export async function forwardBackward<P, U>(objective: Objective<P, U>, item: BatchItem, step: number, varList: tf.Variable[], scope: StepScope, lossScale?: DynamicLossScale) {
   // tensors the loss function returns besides the loss survive the tape's own tidy via keep
   const kept: tf.Tensor[] = [];
   let result: StepLoss<U> | undefined;
@@ -98,12 +124,15 @@ export async function forwardBackward<P, U>(objective: Objective<P, U>, item: Ba
       inputs.push(...tensorsIn(prepared));
     }
     const { loss, grads } = tf.tidy(() => {
+      let unscaled: tf.Scalar | undefined;
       const { value, grads } = tf.variableGrads(() => {
         result = objective.loss(prepared, step);
         for (const t of tensorsIn([result.metrics, result.updates])) if (t !== result.loss) kept.push(tf.keep(t));
-        return result.loss;
+        if (lossScale === undefined) return result.loss;
+        unscaled = tf.keep(result.loss);
+        return lossScale.scaleLoss(result.loss);
       }, varList);
-      return { loss: value, grads };
+      return { loss: unscaled ?? value, grads };
     });
     for (const t of [loss, ...kept, ...Object.values(grads)]) scope.own(t);
     return { loss, grads, metrics: result!.metrics, updates: result!.updates };

@@ -33,7 +33,7 @@ import { writeJsonReport } from '../eval/report';
 import { FinetuneShareResult, FinetuneSummary, readResult, RunResult, shareDir, shareSubset, summaryMarkdown, testAccuracy, trainLabels, writeValCurves } from '../eval/finetune';
 import { writeFileAtomic } from '../lib/atomic-file';
 import { Context, fineTuneRun, OPTIMISER } from '../train/fine-tune-run';
-import { BUNDLED, dataFlags, driverFlags, LR_SCALINGS, modelFlags, numClassesFlag, optimiserFlags, RENAMED, TRAINING_RUN_FLAGS } from '../train/flags';
+import { BUNDLED, dataFlags, driverFlags, LR_SCALINGS, mixedPrecision, modelFlags, numClassesFlag, optimiserFlags, precisionFlag, RENAMED, TRAINING_RUN_FLAGS } from '../train/flags';
 import { checkOwner, failedUnlessEnded, writeRunFiles } from '../train/run';
 import { loadModel } from '../train/model';
 
@@ -116,7 +116,8 @@ export async function finetune(argv: string[]): Promise<string | undefined> {
   }
   checkOwner(out, 'finetune');
   await checkValidationDisjoint(val, [{ name: 'train', spec: f.train! }, { name: 'test', spec: f.test! }]);
-  const backend = await initBackend();
+  const backend = await initBackend(console.log, { precision: precisionFlag(f) });
+  const mixed = mixedPrecision(backend, precisionFlag(f), console.log);
   using _lock = lockRunDir(out);
   if (!given.flags.resume) writeFileAtomic(path.join(out, 'flags.json'), JSON.stringify(f, null, 1));
   writeRunFiles(out, { name: 'finetune', script: 'pipelines/finetune.ts' }, f, { resumed: given.flags.resume !== undefined, ranks: 1, backend: backend.tfBackend });
@@ -138,7 +139,7 @@ export async function finetune(argv: string[]): Promise<string | undefined> {
     const images = Math.min(...subsets[i].map((subset) => subset?.length ?? labels.length));
     if (images < s.batch) throw new Error(`--label-share ${shotName(share)}: ${images} labelled images, fewer than one batch of ${s.batch}; lower --batch`);
   });
-  const c = { f, s, driver, views, numClasses, classNames };
+  const c = { f, s, driver, views, numClasses, classNames, mixed };
   let stepsLeft = driver.maxSteps > 0 ? driver.maxSteps : Infinity;
 
   // train every (share, lr, seed): each run keeps its best checkpoint on validation

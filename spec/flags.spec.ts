@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { configYaml, helpText, readConfigFile, readFlags } from '../runtime/cli';
-import { RENAMED } from '../train/flags';
+import { mixedPrecision, precisionFlag, RENAMED } from '../train/flags';
 import { flagsMarkdown, pipelines } from '../scripts/make-flags-doc';
 
 const root = path.join(__dirname, '..');
@@ -72,6 +72,20 @@ test('--config: the file under the command line, unknown keys refused by file an
   fs.writeFileSync(file, configYaml(resolved, ['a run'], ['config']));
   assert.equal(readConfigFile(file, spec), { batch: '32', lr: '1e-3', 'skip-knn': false });
   fs.rmSync(dir, { recursive: true });
+});
+
+test('--precision: fp32 or mixed; mixed where the backend has no f16 matMuls is said, and the run trains in fp32', () => {
+  assert.is(precisionFlag({}), undefined);
+  assert.is(precisionFlag({ precision: 'mixed' }), 'mixed');
+  assert.throws(() => precisionFlag({ precision: 'bf16' }), /--precision: expected fp32 or mixed, got 'bf16'/);
+  const said: string[] = [];
+  const wasm = { choice: 'wasm', tfBackend: 'wasm', threads: 2, poolThreads: 1, fusedKernels: 9 } as const;
+  assert.is(mixedPrecision(wasm, 'mixed', (l) => said.push(l)), false);
+  assert.match(said[0], /--precision mixed: no f16 matMuls on wasm here \(they run on WebGPU only\): training runs in fp32/);
+  assert.is(mixedPrecision(wasm, undefined, (l) => said.push(l)), false);
+  assert.is(said.length, 1, 'nothing said where mixed was not asked');
+  const f16 = { ...wasm, choice: 'webgpu', tfBackend: 'webgpu', precision: { requested: 'mixed', matMul: 'f16-tiles', reason: 'r' } } as const;
+  assert.is(mixedPrecision(f16, undefined, (l) => said.push(l)), true, 'WEBGPU_PRECISION=mixed also trains with a loss scale');
 });
 
 test('docs/flags.md is what the pipelines print today (npx ts-node scripts/make-flags-doc.ts rewrites it)', () => {

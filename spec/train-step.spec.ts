@@ -14,6 +14,7 @@ import { finalize, lastValueFrom, tap, toArray } from 'rxjs';
 import { initBackend } from '../runtime/backend';
 import { fromPull, Valve } from '../lib/flow';
 import { AdamW } from '../models/adamw';
+import { DynamicLossScale } from '../models/loss-scale';
 import { readSafetensors } from '../models/safetensors';
 import { Objective } from '../objectives/objective';
 import { trainStep } from '../operators/train-step';
@@ -200,6 +201,39 @@ test('--on-nonfinite skip drops the update of a NaN step and runs on', async () 
   assert.ok(skipped.w.every(Number.isFinite), `weights ${skipped.w}`);
   // up to the NaN step both runs are the same
   assert.equal(skipped.rows.slice(0, 6).map((r) => r.loss), clean.rows.slice(0, 6).map((r) => r.loss));
+});
+
+test('a loss scale: an overflowing step is skipped and recorded, the scale drops, the other steps update as without one (bit for bit), no tensor left', async () => {
+  // scales are powers of two, so scaling and unscaling in f32 are exact: a run with a scale
+  // equals one without, but for the skipped step (2^140 overflows f32; 2^100 does not)
+  const run = async (lossScale: DynamicLossScale | undefined, from: number) => {
+    const w = tf.tidy(() => tf.variable(tf.fill([3, 1], 0.1), true, `scale-w-${from}-${lossScale ? 's' : 'n'}`));
+    const opt = new AdamW([{ name: 'w', variable: w, lrScale: 1, weightDecay: 0 }], { beta1: 0.9, beta2: 0.95, eps: 1e-8, clipGradNorm: 1 });
+    const skips: string[] = [];
+    const open = new OpenSteps();
+    const all = [...batches(6)].slice(from);
+    const out = await lastValueFrom(
+      fromPull(all[Symbol.iterator]()).pipe(
+        trainStep(regression(w), opt, { open, fromStep: 0, lr: () => 0.05, lossScale, onSkip: (step, why) => skips.push(`${step} ${why}`) }),
+        readMetrics({ every: 1 }),
+        toArray(),
+      ),
+    );
+    const weights = Array.from(await w.data());
+    opt.dispose();
+    w.dispose();
+    return { rows: out.flatMap((r) => r.records.map((rec) => rec.values)), weights, skips };
+  };
+  const before = tf.memory().numTensors;
+  const plain = await run(undefined, 1);
+  const scaled = await run(new DynamicLossScale({ initScale: 2 ** 140, backoffFactor: 2 ** -40, growthInterval: 1000 }), 0);
+  assert.equal(scaled.rows.map((r) => r.skipped ?? 0), [1, 0, 0, 0, 0, 0]);
+  assert.equal(scaled.rows.map((r) => Math.log2(r.loss_scale)), [140, 100, 100, 100, 100, 100]);
+  assert.match(scaled.skips[0], /^1 \(loss scale\): the gradients overflowed at loss scale 1\.3\d+e\+42; the scale is now 1\.26\d+e\+30$/);
+  assert.equal(scaled.rows.slice(1).map((r) => r.loss), plain.rows.map((r) => r.loss), 'the recorded loss is the unscaled one');
+  assert.equal(scaled.rows.slice(1).map((r) => r.grad_norm), plain.rows.map((r) => r.grad_norm));
+  assert.equal(scaled.weights, plain.weights);
+  assert.is(tf.memory().numTensors, before, 'tensors left');
 });
 
 test.run();

@@ -17,6 +17,12 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as tf from '@tensorflow/tfjs';
 import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { readSafetensors } from '../models/safetensors';
+import { VisionTransformer } from '../models/vit';
+import { writeEncoder } from '../runtime/checkpoint';
 import { DynamicLossScale } from '../models/loss-scale';
 import { initBackend } from '../runtime/backend';
 import type { PrecisionPath } from '../runtime/webgpu';
@@ -120,6 +126,40 @@ test('the buffer pool stays under its cap and counts its peaks', () => {
   assert.ok(p.allocatedBytes - p.usedBytes <= p.capBytes, JSON.stringify(p));
   assert.ok(p.destroyed > 0, 'nothing destroyed: the cap was never reached');
   assert.ok(p.peakAllocatedBytes >= p.peakUsedBytes && p.peakUsedBytes > 0);
+});
+
+test('--precision mixed trains a pipeline with a loss scale that its checkpoint keeps and --resume continues', async () => {
+  if (!gpu) return;
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'webgpu-mixed-run-'));
+  const run = (args: string[]) =>
+    new Promise<string>((resolve, reject) =>
+      execFile(
+        process.execPath,
+        ['-r', 'ts-node/register', 'pipelines/nnclr.ts', ...args],
+        { cwd: ROOT, env: { ...process.env, TFJS_BACKEND: 'webgpu', WEBGPU_PRECISION: undefined }, maxBuffer: 64 << 20 },
+        (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr.split('\n').slice(-20).join('\n')}`)) : resolve(stdout + stderr)),
+      ),
+    );
+  try {
+    // a small ViT (16 px, width 32, 2 blocks; lavapipe is a CPU) for 4 steps of batch 8, stopped after 2 and resumed
+    await initBackend(() => undefined);
+    const checkpoint = path.join(out, 'vit.safetensors');
+    const model = new VisionTransformer({ imgSize: 16, patchSize: 4, embedDim: 32, depth: 2, numHeads: 2, mlpRatio: 2, act: 'gelu', posEmbed: 'sincos' }, 1);
+    await writeEncoder(checkpoint, model);
+    model.dispose();
+    const runDir = path.join(out, 'run');
+    const log = await run(['--checkpoint', checkpoint, '--train', 'data/cifar10-mini/test-*.tar.gz', '--epochs', '0.016', '--batch', '8', '--queue-size', '32', '--log-every', '1', '--skip-knn', '--precision', 'mixed', '--max-steps', '2', '--out', runDir]);
+    assert.match(log, /precision mixed \(f16-tiles\)/);
+    const scaleState = () => Array.from(readSafetensors(path.join(runDir, 'checkpoint', 'state.safetensors')).tensors.get('loss_scale')!.data);
+    assert.equal(scaleState(), [2 ** 16, 2, 0], 'scale, finite steps in a row, skipped steps');
+    await run(['--resume', runDir]);
+    const rows = fs.readFileSync(path.join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    assert.equal(rows.map((r) => r.step), [1, 2, 3, 4], JSON.stringify(rows));
+    assert.ok(rows.every((r) => r.loss_scale === 2 ** 16 && Number.isFinite(r.loss) && !r.skipped), JSON.stringify(rows));
+    assert.equal(scaleState(), [2 ** 16, 4, 0], 'the resumed run continued the checkpoint\'s scaler');
+  } finally {
+    fs.rmSync(out, { recursive: true, force: true });
+  }
 });
 
 test('DynamicLossScale on wasm: an inf or NaN gradient skips and halves; growth; state round trip; bad options named', async () => {

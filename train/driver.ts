@@ -43,6 +43,7 @@ import { StepRecord, trainingSinks } from '../sinks/training';
 import { memorySink } from '../sinks/memory-jsonl';
 import { readRunStatus, writeRunStatus } from '../runtime/run-status';
 import { BatchItem, OpenSteps } from '../objectives/step';
+import { DynamicLossScale, LOSS_SCALE_KEY } from '../models/loss-scale';
 
 export interface StageSchedule {
   steps: number;
@@ -106,12 +107,16 @@ export interface TrainOptions {
    * global batch on every rank): those are averaged. Default: a world of one.
    */
   dataParallel?: { collective: Collective; gradients: 'sum' | 'mean'; whole?: (gradient: string) => boolean };
+  /** Mixed precision (--precision mixed on an f16 backend): the loss scaler, kept in the checkpoints. */
+  lossScale?: DynamicLossScale;
 }
 
 /** Runs the stages from opts.resume's step (or 0); resolves to the step reached and whether the schedule is done. */
 export async function train(opts: TrainOptions): Promise<{ step: number; done: boolean }> {
   const totalSteps = opts.stages.reduce((s, st) => s + st.schedule.steps, 0);
   let step = opts.resume?.step ?? 0;
+  const resumedScale = opts.resume?.tensors.get(LOSS_SCALE_KEY);
+  if (opts.lossScale && resumedScale) opts.lossScale.importHost(resumedScale, opts.resume!.file);
   const stopAt = Math.min(totalSteps, opts.maxSteps > 0 ? step + opts.maxSteps : Infinity);
   const dp = opts.dataParallel?.collective ?? new SingleProcess();
   // every file of the run is rank 0's
@@ -121,7 +126,7 @@ export async function train(opts: TrainOptions): Promise<{ step: number; done: b
   let lastCheckpointAt = performance.now();
   const save = async (at: number): Promise<void> => {
     if (writes) {
-      const state = optimiser ? await optimiser.exportState() : {};
+      const state = { ...(optimiser ? await optimiser.exportState() : {}), ...(opts.lossScale ? { [LOSS_SCALE_KEY]: opts.lossScale.exportHost() } : {}) };
       const files = await opts.checkpointFiles(at, { state, step: optimiser?.step ?? 0 });
       writeCheckpoint(opts.runDir, files, { step: at, keep: opts.keepCheckpoints ?? DEFAULT_KEEP_CHECKPOINTS });
     }
@@ -180,7 +185,8 @@ export async function train(opts: TrainOptions): Promise<{ step: number; done: b
           lr: (s) => warmupCosine(s - start, steps, warmupSteps, peakLr, minLr),
           values: stage.values,
           onNonFinite: opts.onNonFinite,
-          onSkip: (s, what) => console.warn(`[${opts.name}] step ${s}: skipped (--on-nonfinite skip): ${what}`),
+          onSkip: (s, why) => console.warn(`[${opts.name}] step ${s}: skipped ${why}`),
+          lossScale: opts.lossScale,
           reduce,
         }),
         ema(stage.ema),

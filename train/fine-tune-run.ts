@@ -9,6 +9,7 @@ import { hostTensors, prefixKeys, readTrainState, withoutPrefix } from '../runti
 import { pct } from '../lib/format';
 import { ClassifierHead, Pooling, VisionTransformer } from '../models/vit';
 import { HostTensor } from '../models/params';
+import { DynamicLossScale } from '../models/loss-scale';
 import { writeSafetensors } from '../models/safetensors';
 import { classifyObjective } from '../objectives/classify';
 import type { ViewConfig } from '../operators/multi-view';
@@ -31,6 +32,8 @@ export interface Context {
   views: ViewConfig[];
   numClasses: number;
   classNames?: string[];
+  /** f16 matMuls (--precision mixed on WebGPU): every run trains with a loss scale. */
+  mixed: boolean;
 }
 
 /** One (share, lr, seed): the driver's run with validation at the evaluation points, the best kept. */
@@ -82,6 +85,8 @@ export async function fineTuneRun(c: Context, r: {
     batches: (fromStep) => epochBatches({ source: f.train!, seed: r.seed, batchSize: s.batch, stepsPerEpoch, fromStep, views: c.views, skips: new SkipLog(), subset: r.subset }),
     optimiser: OPTIMISER,
     ...c.driver,
+    // each run its own scale, from the start (a resumed run's comes from its checkpoint)
+    lossScale: c.mixed ? new DynamicLossScale() : undefined,
     maxSteps: Number.isFinite(r.maxSteps) ? r.maxSteps : 0,
     sinks: { lossKeys: ['loss'], title: `Fine-tuning loss, ${name}` },
     // a checkpoint at an evaluation point holds that evaluation (afterStep runs after the checkpoint)

@@ -7,6 +7,7 @@
 import { num, RenamedFlags } from '../runtime/cli';
 import { LABEL_LIMIT } from '../sources/tar-shards';
 import { DEFAULT_KEEP_CHECKPOINTS } from '../runtime/checkpoint';
+import type { BackendInfo } from '../runtime/backend';
 
 /** Where the bundled demonstration's files are: the defaults of every pipeline. */
 export const BUNDLED = {
@@ -62,7 +63,25 @@ export const TRAINING_RUN_FLAGS = {
   'max-steps': { description: 'stop after this many steps in this invocation, checkpointed (0: no limit)', default: '0' },
   'log-every': { description: 'read the step metrics from the device every this many steps (>= 1)', default: '10' },
   'on-nonfinite': { description: "on a NaN/Inf loss or gradient: 'stop', or 'skip' the update (one host sync a step)", default: 'stop' },
+  precision: { description: "'fp32', or 'mixed': f16 matMuls, loss scaled (WebGPU; default WEBGPU_PRECISION or fp32)" },
 } as const;
+
+/** --precision, where given (initBackend's default otherwise: WEBGPU_PRECISION, else fp32). */
+export function precisionFlag(f: { precision?: string }): 'fp32' | 'mixed' | undefined {
+  if (f.precision === undefined) return undefined;
+  if (f.precision !== 'fp32' && f.precision !== 'mixed') throw new Error(`--precision: expected fp32 or mixed, got '${f.precision}'`);
+  return f.precision;
+}
+
+/**
+ * Whether the backend took f16 matMuls (a run then trains with a loss scale, models/loss-scale.ts);
+ * where --precision mixed was asked on a backend without them, says so (the run trains in fp32).
+ */
+export function mixedPrecision(backend: BackendInfo, asked: 'fp32' | 'mixed' | undefined, log: (line: string) => void): boolean {
+  if (backend.precision && backend.precision.matMul !== 'fp32') return true;
+  if (asked === 'mixed') log(`[precision] --precision mixed: no f16 matMuls on ${backend.tfBackend} here (${backend.precision?.reason ?? 'they run on WebGPU only'}): training runs in fp32`);
+  return false;
+}
 
 /** Images: tar shards (globs, brace ranges), an image folder or CIFAR .bin files. */
 export function dataFlags(d: { train?: string; val?: boolean; test?: string | false } = {}) {

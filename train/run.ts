@@ -29,11 +29,12 @@ import { broadcastHostTensors, broadcastVariables, checkSameOnAllRanks } from '.
 import { writeFileAtomic } from '../lib/atomic-file';
 import type { Collective } from '../lib/collective';
 import type { ParamSet } from '../models/params';
+import { DynamicLossScale } from '../models/loss-scale';
 import { countSamples } from '../sources/count';
 import type { LabelPolicy } from '../sources/tar-shards';
 import { DataFingerprint, describeDataChange } from '../lib/fingerprint';
 import { sourceFingerprint } from '../eval/feature-cache';
-import { driverFlags, RENAMED } from './flags';
+import { driverFlags, mixedPrecision, precisionFlag, RENAMED } from './flags';
 import { Resumed, resumeRun } from './resume';
 
 export interface RunDefinition<S extends Record<string, FlagSpec>> {
@@ -68,8 +69,8 @@ export interface OpenedRun<S extends Record<string, FlagSpec>> {
   explicit: Set<string>;
   runDir: string;
   resumed?: Resumed<Flags<S>>;
-  /** The driver's options shared by every training pipeline (spread into train()). */
-  driver(): { name: string; script: string; runDir: string; resume?: Resumed<Flags<S>> } & ReturnType<typeof driverFlags>;
+  /** The driver's options shared by every training pipeline (spread into train()); after start(), the loss scaler of a mixed-precision run. */
+  driver(): { name: string; script: string; runDir: string; resume?: Resumed<Flags<S>>; lossScale?: DynamicLossScale } & ReturnType<typeof driverFlags>;
   /** Ranks and backend; nothing is written yet. */
   start(opts?: { batch?: number }): Promise<RunContext>;
   /**
@@ -129,19 +130,21 @@ export function openRun<S extends Record<string, FlagSpec>>(def: RunDefinition<S
   const viewPort = f.view === undefined ? undefined : num('view', f.view as string, { integer: true, min: 0, max: 65535 });
   let data: RunData | undefined;
   let view: RunsServer | undefined;
+  let lossScale: DynamicLossScale | undefined;
   let statusOwner = false;
   return {
     flags,
     explicit: given.explicit,
     runDir,
     resumed,
-    driver: () => ({ name: def.name, script: def.script, runDir, resume: resumed, ...driver }),
+    driver: () => ({ name: def.name, script: def.script, runDir, resume: resumed, ...driver, lossScale }),
     async start(opts = {}) {
       pinLocalGpu();
       const dp = openCollective();
       const localBatch = opts.batch === undefined ? 0 : localBatchSize(opts.batch, dp.worldSize);
       if (dp.rank === 0 && typeof f.train === 'string') data = await checkData(runDir, f.train, resumed !== undefined, f['allow-data-change'] === true);
-      const backend = await initBackend();
+      const backend = await initBackend(console.log, { precision: precisionFlag(f) });
+      lossScale = mixedPrecision(backend, precisionFlag(f), console.log) ? new DynamicLossScale() : undefined;
       if (viewPort !== undefined && dp.rank === 0) {
         fs.mkdirSync(runDir, { recursive: true });
         view = await serveRuns({ runsDir: runDir, port: viewPort });
