@@ -118,12 +118,6 @@ export async function finetune(argv: string[]): Promise<string | undefined> {
   await checkValidationDisjoint(val, [{ name: 'train', spec: f.train! }, { name: 'test', spec: f.test! }]);
   const backend = await initBackend(console.log, { precision: precisionFlag(f) });
   const mixed = mixedPrecision(backend, precisionFlag(f), console.log);
-  using _lock = lockRunDir(out);
-  if (!given.flags.resume) writeFileAtomic(path.join(out, 'flags.json'), JSON.stringify(f, null, 1));
-  writeRunFiles(out, { name: 'finetune', script: 'pipelines/finetune.ts' }, f, { resumed: given.flags.resume !== undefined, ranks: 1, backend: backend.tfBackend });
-  writeRunStatus(out, { state: 'running', pipeline: 'finetune', backend: backend.tfBackend, ranks: 1, flags: f });
-  using _status = failedUnlessEnded(out, () => resumeCommand('pipelines/finetune.ts', out));
-
   const classNames = openSource(f.train!, { numClasses }).classes;
   const labels = await trainLabels(f.train!, numClasses);
   const newEncoder = (seed: number) => loadModel({ flag: 'checkpoint', file: f.checkpoint!, presetFlag: 'preset', preset: f.preset, seed });
@@ -139,6 +133,12 @@ export async function finetune(argv: string[]): Promise<string | undefined> {
     const images = Math.min(...subsets[i].map((subset) => subset?.length ?? labels.length));
     if (images < s.batch) throw new Error(`--label-share ${shotName(share)}: ${images} labelled images, fewer than one batch of ${s.batch}; lower --batch`);
   });
+  // every input checked: the run's first write
+  using _lock = lockRunDir(out);
+  if (!given.flags.resume) writeFileAtomic(path.join(out, 'flags.json'), JSON.stringify(f, null, 1));
+  writeRunFiles(out, { name: 'finetune', script: 'pipelines/finetune.ts' }, f, { resumed: given.flags.resume !== undefined, ranks: 1, backend: backend.tfBackend });
+  writeRunStatus(out, { state: 'running', pipeline: 'finetune', backend: backend.tfBackend, ranks: 1, flags: f });
+  using _status = failedUnlessEnded(out, () => resumeCommand('pipelines/finetune.ts', out));
   const c = { f, s, driver, views, numClasses, classNames, mixed };
   let stepsLeft = driver.maxSteps > 0 ? driver.maxSteps : Infinity;
 

@@ -219,10 +219,14 @@ test('bad input: an unknown flag, a bad share, a class left without images, no p
     () => finetune(['--checkpoint', checkpoint, '--train', path.join(sparse, 'train-*.tar'), '--test', path.join(sparse, 'test-*.tar'), '--label-share', '50%', '--epochs', '1', '--batch', '1', '--out', out]),
     /--label-share 50% leaves class 2 \(bird\) without images/,
   );
-  // a failure after the run began (10 labelled images, batch 16): status.json says failed, not running
+  // a share smaller than a batch (10 labelled images, batch 16) is refused before anything is written
   const small = path.join(dir, 'small-share');
-  await rejects(() => run(small, ['--label-share', '1', '--batch', '16']), /fewer than one batch of 16/);
-  assert.is(JSON.parse(fs.readFileSync(path.join(small, 'status.json'), 'utf8')).state, 'failed');
+  await rejects(() => run(small, ['--label-share', '1', '--batch', '16']), /--label-share 1: 10 labelled images, fewer than one batch of 16/);
+  assert.not.ok(fs.existsSync(small), 'nothing written');
+  // a failure after the run began (an lr that overflows the weights): status.json says failed, not running
+  const diverging = path.join(dir, 'diverging');
+  await rejects(() => run(diverging, ['--lr', '1e30']), /not finite/);
+  assert.is(JSON.parse(fs.readFileSync(path.join(diverging, 'status.json'), 'utf8')).state, 'failed');
 });
 
 test.run();
