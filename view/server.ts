@@ -44,14 +44,15 @@ const DETAIL_MS = 1000;
 const MAX_QUEUED = 32 << 20;
 const ASSETS_DIR = path.join(__dirname, 'assets');
 
-const ASSETS: Record<string, { file: string; type: string }> = {
+/** The page's files, resolved when a server starts (a process that never serves, a bundled pipeline among them, needs no uplot). */
+const assetFiles = (): Record<string, { file: string; type: string }> => ({
   '/': { file: path.join(ASSETS_DIR, 'index.html'), type: 'text/html; charset=utf-8' },
   '/assets/app.js': { file: path.join(ASSETS_DIR, 'app.js'), type: 'text/javascript; charset=utf-8' },
   '/assets/app.css': { file: path.join(ASSETS_DIR, 'app.css'), type: 'text/css; charset=utf-8' },
   // uPlot from the installed package, as it ships (no bundling, no CDN)
   '/assets/uPlot.iife.min.js': { file: require.resolve('uplot/dist/uPlot.iife.min.js'), type: 'text/javascript; charset=utf-8' },
   '/assets/uPlot.min.css': { file: require.resolve('uplot/dist/uPlot.min.css'), type: 'text/css; charset=utf-8' },
-};
+});
 
 const PAGE_POLICY = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 /** Run files (an SVG may hold scripts): nothing runs, nothing loads. */
@@ -107,7 +108,7 @@ export async function serveRunsHere(opts: ServeRunsOptions): Promise<RunsServer>
   const runsDir = path.resolve(opts.runsDir);
   const loopback = isLoopback(host);
   const token = loopback ? undefined : crypto.randomBytes(24).toString('hex');
-  const assets = new Map(Object.entries(ASSETS).map(([route, a]) => [route, { body: fs.readFileSync(a.file), type: a.type }]));
+  const assets = new Map(Object.entries(assetFiles()).map(([route, a]) => [route, { body: fs.readFileSync(a.file), type: a.type }]));
   const streams = new Set<http.ServerResponse>();
   let port = opts.port;
   const cookieName = () => `mimview_token_${port}`;

@@ -10,8 +10,9 @@
 #   a per-kernel profile (top 10) and the peak GPU memory of tfjs's buffers (pool capped by
 #   WEBGPU_POOL_MIB); ViT-B fp32 also with the flash attention (WEBGPU_FLASH=1); PyTorch fp32
 #   (strict), TF32 and bf16 autocast with torch.cuda.max_memory_allocated;
-# - a 2-minute refine of a ViT-B/16 at 224 px from JPEG shards made and decoded on this
-#   machine's CPUs (images/s, data_wait_share).
+# - a refine of a ViT-B/16 at 224 px from JPEG shards made and decoded on this machine's CPUs
+#   (images/s, data_wait_share), fp32 for 80 s and with --precision mixed for 60 s (the loss
+#   scale and the steps it skipped).
 #   bash .kit/run.sh            the NVIDIA machine (about 8 min; every part capped)
 #   bash .kit/run.sh --smoke    tiny shapes on a software Vulkan (lavapipe): the kit's dry run
 # Each part runs under its own timeout, so a failing part leaves the others' numbers; each
@@ -91,7 +92,7 @@ if [[ $smoke == 1 ]]; then
   torch_b=("${bench_b[@]}"); torch_l=("${bench_l[@]}")
   shards=(--count 128 --shards 2 --size 64)
   refine=(--preset vit-micro-p4 --max-steps 3 --batch 8 --local-views 2)
-  shards_s=60; probe_s=120; parity_s=150; bench_s=150; torch_s=120; refine_s=240
+  shards_s=60; probe_s=120; parity_s=150; bench_s=150; torch_s=120; refine_s=240; refine_mixed_s=240
 else
   probe=(--size 4096 --reps 10)
   parity=(--preset vit-base-p16 --batch 8)
@@ -101,9 +102,9 @@ else
   torch_l=(--preset vit-large-p16 --batch 32 --steps 20 --max-seconds 4)
   shards=(--count 4096 --shards 8 --size 256)
   refine=(--preset vit-base-p16 --batch 64 --local-views 2)
-  # caps: 20 + 25 + 35 + 3 x 40 + 2 x 45 + 30 + 40 + 120 = 480 s (the H200 ran such parts in
+  # caps: 20 + 25 + 35 + 3 x 40 + 2 x 45 + 30 + 40 + 80 + 60 = 500 s (the H200 ran such parts in
   # 60-75% of these), plus unpacking and the summary
-  shards_s=20; probe_s=25; parity_s=35; bench_b_s=40; bench_l_s=45; torch_b_s=30; torch_l_s=40; refine_s=120
+  shards_s=20; probe_s=25; parity_s=35; bench_b_s=40; bench_l_s=45; torch_b_s=30; torch_l_s=40; refine_s=80; refine_mixed_s=60
 fi
 bench_b_s=${bench_b_s:-$bench_s}; bench_l_s=${bench_l_s:-$bench_s}; torch_b_s=${torch_b_s:-$torch_s}; torch_l_s=${torch_l_s:-$torch_s}
 # a per-kernel profile of one train step after each ViT timing (bench/train-step.ts --profile)
@@ -127,6 +128,9 @@ if [[ -n "$python" ]]; then
 fi
 part refine "$refine_s" refine.log "${fp32[@]}" "$work/node" refine.js --checkpoint none --train "$work/shards/train-*.tar" --val none \
   --skip-knn --stages 3 --out "$work/refine-run" "${refine[@]}"
+# the same refine with --precision mixed: f16 matMuls and the dynamic loss scale in the real training loop
+part refine-mixed "$refine_mixed_s" refine-mixed.log "${fp32[@]}" "$work/node" refine.js --checkpoint none --train "$work/shards/train-*.tar" --val none \
+  --skip-knn --stages 3 --precision mixed --out "$work/refine-mixed-run" "${refine[@]}"
 
 [[ -n "${smi:-}" ]] && kill "$smi" 2>/dev/null
 say "done in $(($(date +%s) - started))s"

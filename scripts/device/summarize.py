@@ -7,7 +7,7 @@ bf16 autocast) train/forward images/s, effective TFLOP/s and peak GPU memory per
 WebGPU/PyTorch ratios and mixed's and flash's speed-up over fp32, the ten most expensive kernels of one
 train step each way (and the share of the step's wall time the GPU spent in kernels), the
 adapter's features and matrix configs, the precision path taken, a 4096^3 matMul mixed and
-fp32 with their difference, mixed vs fp32 on one ViT-B train step, the refine's images/s and
+fp32 with their difference, mixed vs fp32 on one ViT-B train step, the refine's images/s (fp32, and with --precision mixed its loss scale and skipped steps) and
 data_wait_share (from its metrics.jsonl), GPU utilisation sampled by nvidia-smi during each
 part, and each part's exit status.
 """
@@ -70,13 +70,15 @@ def utilisation(samples, phase):
             "max_memory_mib": max(m for _, m in inside), "samples": len(inside)}
 
 
-def refine_metrics(work):
-    """Images/s and data_wait_share over the steps after the first three (shader compilation, queue fill)."""
-    path = os.path.join(work, "refine-run", "metrics.jsonl")
+def refine_metrics(work, folder):
+    """Images/s and data_wait_share over the steps after the first three (shader compilation, queue
+    fill); with --precision mixed also the loss scale at the end and the steps it skipped."""
+    path = os.path.join(work, folder, "metrics.jsonl")
     rows = json_lines(path)
     if not rows:
         return {"steps": 0}
     steady = rows[3:] or rows
+    mixed = {"loss_scale_last": rows[-1]["loss_scale"], "skipped_steps": sum(1 for r in rows if r.get("skipped"))} if "loss_scale" in rows[-1] else {}
     # a step's wall time is images / images_per_s; the batch size cancels out of the share
     times = [1 / r["images_per_s"] for r in steady if r.get("images_per_s")]
     waits = [r["data_wait_share"] / r["images_per_s"] for r in steady if r.get("images_per_s")]
@@ -87,6 +89,7 @@ def refine_metrics(work):
         "data_wait_share": round(sum(waits) / sum(times), 5) if times else None,
         "loss_first": rows[0].get("loss"),
         "loss_last": rows[-1].get("loss"),
+        **mixed,
     }
 
 
@@ -157,8 +160,9 @@ def main():
         "mixed_vs_fp32_matmul": probe.get("mixedVsFp32MatMul"),
         "mixed_vs_fp32_step": mixed_parity,
         "models": models,
-        "refine": dict(refine_metrics(a.work), shards=next(iter(json_lines(os.path.join(a.out, "shards.log"))), None),
+        "refine": dict(refine_metrics(a.work, "refine-run"), shards=next(iter(json_lines(os.path.join(a.out, "shards.log"))), None),
                        gpu=parts.get("refine", {}).get("gpu")),
+        "refine_mixed": dict(refine_metrics(a.work, "refine-mixed-run"), gpu=parts.get("refine-mixed", {}).get("gpu")),
         "parts": parts,
     }
     with open(os.path.join(a.out, "summary.json"), "w") as f:
