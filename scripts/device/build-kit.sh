@@ -15,25 +15,10 @@ trap 'rm -rf "$tmp"' EXIT
 rm -rf "$kit"
 mkdir -p "$kit/payload"
 
-echo "[kit] bundle (esbuild)"
-# dawn.node comes from DAWN_NODE at run time (the `webgpu` package is ESM around it); sharp
-# stays a package beside the bundle for its native parts; `require.main === module` would hold
-# in every module of a bundle, so it is defined away and refine gets its own entry; koffi (MPI)
-# is only required under an MPI launcher, which the kit does not use
-npx esbuild --bundle --platform=node --target=node20 --format=cjs --log-level=error \
-  --external:webgpu --external:sharp --external:koffi --define:require.main=undefined --outdir="$kit/payload" \
-  refine=scripts/device/refine-main.ts train-step=bench/train-step.ts adapter=scripts/device/adapter.ts \
-  mixed-parity=scripts/device/mixed-parity.ts make-shards=scripts/device/make-shards.ts \
-  batch-worker=datapath/batch-worker.ts augment-worker=operators/augment-worker.ts
-# the fused wasm kernels sit beside the bundle, where models/kernels looks for them (wasm fallback only)
-cp models/kernels/*.wasm "$kit/payload/"
+echo "[kit] bundle (esbuild), sharp and its native parts"
+bash scripts/device/bundle.sh "$kit/payload"
 cp bench/train_step_torch.py "$kit/payload/"
 
-echo "[kit] sharp and its native parts"
-for pkg in sharp @img/colour @img/sharp-linux-x64 @img/sharp-libvips-linux-x64 detect-libc semver; do
-  mkdir -p "$kit/payload/node_modules/$pkg"
-  cp -r "node_modules/$pkg/." "$kit/payload/node_modules/$pkg/"
-done
 
 echo "[kit] checkpoint and data"
 mkdir -p "$kit/payload/checkpoints/mae-vit-micro-p4" "$kit/payload/data"
