@@ -1,4 +1,4 @@
-/** Shared by the eval specs: the evaluation functions are async (device reads with `await t.data()`). */
+/** Shared by the specs of async work (evaluations read the device with `await t.data()`; pipelines run as promises). */
 import * as assert from 'uvu/assert';
 
 /** Asserts that f's promise rejects with a message matching `pattern`. */

@@ -19,6 +19,7 @@ import { refine, DEFINITION as REFINE } from '../pipelines/refine';
 import { pretrainMae } from '../pipelines/pretrain-mae';
 import { nnclr } from '../pipelines/nnclr';
 import { withFlags } from './argv';
+import { rejects } from './eval-helpers';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'run-setup-'));
 const checkpoint = path.join(dir, 'mim.safetensors');
@@ -28,16 +29,6 @@ const tiny = [
   '--checkpoint', checkpoint, '--train', data, '--batch', '16', '--stage2-epochs', '0.016', '--stage3-epochs', '0.024',
   '--queue-size', '64', '--head-preset', 'tiny', '--local-views', '1', '--local-size', '8', '--skip-knn', '--seed', '5',
 ];
-
-async function rejects(run: () => Promise<unknown>, pattern: RegExp): Promise<void> {
-  try {
-    await run();
-  } catch (err) {
-    assert.match((err as Error).message, pattern);
-    return;
-  }
-  assert.unreachable(`expected an error matching ${pattern}`);
-}
 
 test.before(async () => {
   await initBackend(() => undefined);
