@@ -21,6 +21,7 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
+import { maxRelativeDifference } from '../lib/relative-difference';
 
 /** Gradients below this share of the largest one are numerical zeros. */
 const ZERO = 1e-6;
@@ -79,22 +80,11 @@ function maxAbs(v: ArrayLike<number>): number {
   return m;
 }
 
-function relative(a: ArrayLike<number>, b: ArrayLike<number>, keep?: (i: number) => boolean): number {
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < b.length; i++) {
-    if (keep && !keep(i)) continue;
-    diff = Math.max(diff, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return scale === 0 ? (diff === 0 ? 0 : Infinity) : diff / scale;
-}
-
 /** Compares a webgpu step with a wasm (reference) step. */
 export function compareSteps(gpu: StepResult, ref: StepResult): Comparison {
   const rows: { what: string; relative: number }[] = [];
-  rows.push({ what: 'loss', relative: relative(gpu.loss, ref.loss) });
-  rows.push({ what: 'weights before the step', relative: Math.max(...Object.keys(ref.before).map((k) => relative(gpu.before[k], ref.before[k]))) });
+  rows.push({ what: 'loss', relative: maxRelativeDifference(gpu.loss, ref.loss) });
+  rows.push({ what: 'weights before the step', relative: Math.max(...Object.keys(ref.before).map((k) => maxRelativeDifference(gpu.before[k], ref.before[k]))) });
   const gradScale = Math.max(...Object.values(ref.grads).map(maxAbs));
   const zeroGradients: string[] = [];
   let excluded = 0;
@@ -107,7 +97,7 @@ export function compareSteps(gpu: StepResult, ref: StepResult): Comparison {
       // numerically zero on both: scaled by the largest gradient, not by its own noise
       rows.push({ what: `grad ${name} (analytically zero)`, relative: maxAbs(g) / gradScale > ZERO ? Infinity : 0 });
     } else {
-      rows.push({ what: `grad ${name}`, relative: relative(g, r) });
+      rows.push({ what: `grad ${name}`, relative: maxRelativeDifference(g, r) });
     }
     const defined = (i: number) => Math.abs(r[i]) >= DEFINED * gradScale;
     const update = (w: StepResult, key: 'after' | 'ema') => w[key][name]?.map((x, i) => x - w.before[name][i]);
@@ -117,7 +107,7 @@ export function compareSteps(gpu: StepResult, ref: StepResult): Comparison {
       const kept = ur.filter((_, i) => defined(i)).length;
       excluded += ur.length - kept;
       compared += kept;
-      if (kept > 0) rows.push({ what: `${key === 'after' ? 'AdamW' : 'EMA'} update ${name}`, relative: relative(ug!, ur, defined) });
+      if (kept > 0) rows.push({ what: `${key === 'after' ? 'AdamW' : 'EMA'} update ${name}`, relative: maxRelativeDifference(ug!, ur, defined) });
     }
   }
   rows.sort((x, y) => y.relative - x.relative);

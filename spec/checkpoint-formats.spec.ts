@@ -17,22 +17,12 @@ import { hostTensors, loadEncoder, writeEncoder, type LoadEncoderOptions } from 
 import { sincosPosEmbed, VIT_PRESETS, type VisionTransformer, type VitConfig } from '../models/vit';
 import { defaultNumHeads } from '../models/checkpoint-formats';
 import { unpickleStateDict } from '../models/torch-pickle';
+import { fixtureImages } from './fixture-images';
 
 const DIR = 'spec/fixtures/ecosystem';
 const at = (name: string) => path.join(DIR, name);
 const ref = hostTensors(readSafetensors(at('reference.safetensors')).tensors);
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'checkpoint-formats-'));
-
-/** The fixture script's images [2, S, S, 3]: the same formula in float64, then float32. */
-function images(size: number): tf.Tensor4D {
-  const data = new Float32Array(2 * size * size * 3);
-  let i = 0;
-  for (let b = 0; b < 2; b++)
-    for (let y = 0; y < size; y++)
-      for (let x = 0; x < size; x++)
-        for (let c = 0; c < 3; c++) data[i++] = Math.sin(0.31 * y + 0.17 * x + 1.3 * c + 0.7 * b) + 0.5 * Math.cos(0.05 * x * y + 0.9 * c - 0.4 * b);
-  return tf.tensor4d(data, [2, size, size, 3]);
-}
 
 function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   assert.is(a.length, b.length, 'lengths');
@@ -53,7 +43,7 @@ function load(file: string, opts: LoadEncoderOptions = {}): { model: VisionTrans
 function assertCls(model: VisionTransformer, size: number, refKey: string): void {
   const want = ref.get(refKey);
   assert.ok(want, `reference ${refKey}`);
-  const x = images(size);
+  const x = fixtureImages(size);
   const [cls] = model.clsFeatures(x, [model.cfg.depth - 1], true);
   const err = maxAbsDiff(cls.dataSync(), want!.data);
   tf.dispose([x, cls]);
@@ -77,7 +67,7 @@ test.before(async () => {
 });
 
 test('the formula images are the fixture script\'s', () => {
-  const x = images(32);
+  const x = fixtureImages(32);
   assert.ok(maxAbsDiff(x.dataSync(), ref.get('input.s32')!.data) < 1e-6);
   x.dispose();
 });

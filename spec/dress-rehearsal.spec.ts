@@ -21,6 +21,7 @@ import { refine } from '../pipelines/refine';
 import { knn } from '../pipelines/knn';
 import { writeTar, type Member } from './sources-fixtures';
 import { startShardServer, type ShardServer } from './sources-server';
+import { fixtureImages } from './fixture-images';
 
 const FIXTURES = path.join(__dirname, 'fixtures', 'rehearsal');
 const BUNDLED = path.join(__dirname, '..', 'data', 'cifar10-mini');
@@ -116,17 +117,6 @@ const data = () => [
 const EVAL = { train: 128, val: 32, test: 32 };
 const limits = ['--eval-train-limit', String(EVAL.train), '--eval-val-limit', String(EVAL.val), '--eval-test-limit', String(EVAL.test), '--knn-k', '10'];
 
-/** The fixture script's images [2, S, S, 3] (scripts/make-ecosystem-fixtures.py images()): float64, then float32. */
-function images(size: number): tf.Tensor4D {
-  const x = new Float32Array(2 * size * size * 3);
-  let i = 0;
-  for (let b = 0; b < 2; b++)
-    for (let y = 0; y < size; y++)
-      for (let xx = 0; xx < size; xx++)
-        for (let c = 0; c < 3; c++) x[i++] = Math.sin(0.31 * y + 0.17 * xx + 1.3 * c + 0.7 * b) + 0.5 * Math.cos(0.05 * xx * y + 0.9 * c - 0.4 * b);
-  return tf.tensor4d(x, [2, size, size, 3]);
-}
-
 test("the .pth loads as PyTorch's module computes it: MAE's checkpoint layout, config from the tensors, decoder left out", () => {
   const lines: string[] = [];
   const model = loadEncoder(checkpoint, { log: (l) => lines.push(l) });
@@ -135,7 +125,7 @@ test("the .pth loads as PyTorch's module computes it: MAE's checkpoint layout, c
     for (const part of ["PyTorch zip checkpoint, weights under 'model'", "timm's key names", 'width 64, patch 16', 'depth 4', 'image size 64', '1 head', 'fixed 2-D sin-cos position embedding', 'left out 20 tensor(s)']) {
       assert.ok(lines[0].includes(part), `'${part}' not in: ${lines[0]}`);
     }
-    const x = images(IMG);
+    const x = fixtureImages(IMG);
     const [cls] = model.clsFeatures(x, [model.cfg.depth - 1], true);
     const got = cls.dataSync();
     tf.dispose([x, cls]);

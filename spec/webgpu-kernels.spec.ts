@@ -14,6 +14,7 @@ import { execFile } from 'node:child_process';
 import { initBackend } from '../runtime/backend';
 import { Cases, kernelCases } from './webgpu-kernels-cases';
 import { deviceMissing, NO_DEVICE, ROOT } from './webgpu-device';
+import { maxRelativeDifference } from '../lib/relative-difference';
 
 const TOLERANCE = 1e-5;
 
@@ -45,13 +46,7 @@ function worst(got: Cases, want: Cases): { relative: number; name: string } {
   for (const [name, w] of Object.entries(want)) {
     const g = got[name];
     assert.is(g.length, w.length, name);
-    let diff = 0;
-    let scale = 0;
-    for (let i = 0; i < w.length; i++) {
-      diff = Math.max(diff, Math.abs(g[i] - w[i]));
-      scale = Math.max(scale, Math.abs(w[i]));
-    }
-    const relative = diff / scale;
+    const relative = maxRelativeDifference(g, w);
     assert.ok(Number.isFinite(relative), `${name}: ${relative}`);
     if (relative > out.relative) out = { relative, name };
   }

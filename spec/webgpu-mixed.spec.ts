@@ -28,6 +28,7 @@ import { initBackend } from '../runtime/backend';
 import type { PrecisionPath } from '../runtime/webgpu';
 import { linearCase } from './webgpu-mixed-cases';
 import { deviceMissing, NO_DEVICE, ROOT } from './webgpu-device';
+import { maxRelativeDifference } from '../lib/relative-difference';
 
 interface MixedCases {
   backend: string;
@@ -57,16 +58,6 @@ test.before(async () => {
   }
 });
 
-function relative(got: number[], want: number[]): number {
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < want.length; i++) {
-    diff = Math.max(diff, Math.abs(got[i] - want[i]));
-    scale = Math.max(scale, Math.abs(want[i]));
-  }
-  return diff / scale;
-}
-
 test('the subgroup-matrix (tensor core) path: skipped where the adapter lacks it, with the reason', () => {
   if (!gpu) return;
   if (gpu.precision.matMul !== 'subgroup-matrix') {
@@ -93,7 +84,7 @@ test('mixed linear layer (f16 operand tiles, f32 accumulate) against wasm fp32: 
   await initBackend(() => undefined);
   const ref = await linearCase();
   for (const key of ['value', 'd0', 'd1', 'd2']) {
-    const r = relative(gpu.linear[key], ref[key]);
+    const r = maxRelativeDifference(gpu.linear[key], ref[key]);
     console.log(`mixed vs wasm fp32, linear 197x192x576 ${key}: relative ${r.toExponential(2)}`);
     // d2 (bias gradient, column sums of dy) has no matMul: exact up to f32 summation order
     assert.ok(r < 5e-3, `${key}: ${r}`);

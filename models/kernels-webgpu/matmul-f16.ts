@@ -19,6 +19,7 @@ import type { WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import type { PrecisionPath } from '../../runtime/webgpu';
 import { boundedLoads, MatMulCall, registerMatMulFront, runTiledMatMul } from './matmul';
 import { i32, ProgramRunner } from './program';
+import { maxRelativeDifference } from '../../lib/relative-difference';
 
 /** Result matrices per side of a workgroup's tile. */
 const R = 4;
@@ -212,13 +213,7 @@ export async function selfTestMatMul(device: GPUDevice, s: number, lanes: number
     await read.mapAsync(1 /* GPUMapMode.READ */);
     const got = new Float32Array(read.getMappedRange().slice(0));
     read.unmap();
-    let diff = 0;
-    let scale = 0;
-    for (let i = 0; i < want.length; i++) {
-      diff = Math.max(diff, Math.abs(got[i] - want[i]));
-      scale = Math.max(scale, Math.abs(want[i]));
-    }
-    const relative = diff / scale;
+    const relative = maxRelativeDifference(got, want);
     // f32 accumulation of exact f16 products: rounding of the sums only
     return { ok: relative < 1e-4, relative, ...(relative < 1e-4 ? {} : { error: `wrong product (relative ${relative.toExponential(2)})` }) };
   } catch (e) {

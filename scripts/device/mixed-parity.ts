@@ -13,18 +13,9 @@ import { setFusedKernels } from '../../models/kernels';
 import { DynamicLossScale } from '../../models/loss-scale';
 import { VisionTransformer, VIT_PRESETS, VitConfig } from '../../models/vit';
 import { initBackend } from '../../runtime/backend';
+import { maxRelativeDifference } from '../../lib/relative-difference';
 
 const { values: args } = parseArgs({ options: { preset: { type: 'string', default: 'vit-base-p16' }, batch: { type: 'string', default: '8' } } });
-
-function relative(a: Float32Array, b: Float32Array): number {
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < b.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return scale === 0 ? (diff === 0 ? 0 : Infinity) : diff / scale;
-}
 
 async function main() {
   const backend = await initBackend();
@@ -49,7 +40,7 @@ async function main() {
   setFusedKernels(false);
   const fp32 = await run();
   setFusedKernels(true);
-  const grads = Object.keys(fp32.grads).map((k) => ({ name: k, relative: relative(mixed.grads[k], fp32.grads[k]) })).sort((x, y) => y.relative - x.relative);
+  const grads = Object.keys(fp32.grads).map((k) => ({ name: k, relative: maxRelativeDifference(mixed.grads[k], fp32.grads[k]) })).sort((x, y) => y.relative - x.relative);
   const norm = (g: Record<string, Float32Array>) => Math.sqrt(Object.values(g).reduce((s, v) => s + v.reduce((a, x) => a + x * x, 0), 0));
   // a loss-scaled step: the scaled backward through the mixed matMuls, unscaled and checked
   const scaler = new DynamicLossScale();
@@ -59,8 +50,8 @@ async function main() {
   tf.dispose(Object.values(scaled));
   console.log(JSON.stringify({
     preset: args.preset, batch, precision: backend.precision,
-    loss: { mixed: mixed.loss[0], fp32: fp32.loss[0], relative: relative(mixed.loss, fp32.loss) },
-    clsRelative: relative(mixed.cls, fp32.cls),
+    loss: { mixed: mixed.loss[0], fp32: fp32.loss[0], relative: maxRelativeDifference(mixed.loss, fp32.loss) },
+    clsRelative: maxRelativeDifference(mixed.cls, fp32.cls),
     gradNorm: { mixed: norm(mixed.grads), fp32: norm(fp32.grads) },
     worstGradients: grads.slice(0, 5),
     medianGradientRelative: grads[Math.floor(grads.length / 2)].relative,
