@@ -100,6 +100,7 @@ export async function finetune(argv: string[]): Promise<string | undefined> {
   const f = given.flags.resume ? resumedFlags(given.flags, given.explicit) : given.flags;
   const s = settings(f);
   const driver = driverFlags(f);
+  const precision = precisionFlag(f);
   const random = f.checkpoint === 'none';
   if (random && f.preset === undefined) throw new Error('--checkpoint none: pass --preset for the random init');
   const numClasses = evalClassCount(f.train!, f.test!, numClassesFlag(f));
@@ -116,8 +117,8 @@ export async function finetune(argv: string[]): Promise<string | undefined> {
   }
   checkOwner(out, 'finetune');
   await checkValidationDisjoint(val, [{ name: 'train', spec: f.train! }, { name: 'test', spec: f.test! }]);
-  const backend = await initBackend(console.log, { precision: precisionFlag(f) });
-  const mixed = mixedPrecision(backend, precisionFlag(f), console.log);
+  const backend = await initBackend(console.log, { precision });
+  const mixed = mixedPrecision(backend, precision, console.log);
   const classNames = openSource(f.train!, { numClasses }).classes;
   const labels = await trainLabels(f.train!, numClasses);
   const newEncoder = (seed: number) => loadModel({ flag: 'checkpoint', file: f.checkpoint!, presetFlag: 'preset', preset: f.preset, seed });

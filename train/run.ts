@@ -99,15 +99,15 @@ onFatalError((err) => failedOutsideSteps.forEach((runDir) => writeRunStatus(runD
  * driver's for a failed step, else the error that ends the process (runMain, onFatalError).
  */
 export function failedUnlessEnded(runDir: string, resume: () => string | undefined): Disposable {
-  return {
-    [Symbol.dispose]: () => {
-      const state = readRunStatus(runDir)?.state;
-      if (state === 'finished' || state === 'stopped') return;
-      const fromDriver = state === 'failed';
-      writeRunStatus(runDir, { state: 'failed', ...(fromDriver ? {} : { message: "ended with an error (the run's log has it)" }), resume: resume() });
-      if (!fromDriver) failedOutsideSteps.add(runDir);
-    },
-  };
+  return { [Symbol.dispose]: () => markFailedUnlessEnded(runDir, resume) };
+}
+
+function markFailedUnlessEnded(runDir: string, resume: () => string | undefined): void {
+  const state = readRunStatus(runDir)?.state;
+  if (state === 'finished' || state === 'stopped') return;
+  const fromDriver = state === 'failed';
+  writeRunStatus(runDir, { state: 'failed', ...(fromDriver ? {} : { message: "ended with an error (the run's log has it)" }), resume: resume() });
+  if (!fromDriver) failedOutsideSteps.add(runDir);
 }
 
 /** Reads the flags, checks the run folder and merges a resumed run's flags; writes nothing. */
@@ -127,6 +127,7 @@ export function openRun<S extends Record<string, FlagSpec>>(def: RunDefinition<S
   const flags = resumed?.flags ?? given.flags;
   const f = flags as Record<string, string | boolean | undefined>;
   const driver = driverFlags(f);
+  const precision = precisionFlag(f);
   const viewPort = f.view === undefined ? undefined : num('view', f.view as string, { integer: true, min: 0, max: 65535 });
   let data: RunData | undefined;
   let view: RunsServer | undefined;
@@ -143,8 +144,8 @@ export function openRun<S extends Record<string, FlagSpec>>(def: RunDefinition<S
       const dp = openCollective();
       const localBatch = opts.batch === undefined ? 0 : localBatchSize(opts.batch, dp.worldSize);
       if (dp.rank === 0 && typeof f.train === 'string') data = await checkData(runDir, f.train, resumed !== undefined, f['allow-data-change'] === true);
-      const backend = await initBackend(console.log, { precision: precisionFlag(f) });
-      lossScale = mixedPrecision(backend, precisionFlag(f), console.log) ? new DynamicLossScale() : undefined;
+      const backend = await initBackend(console.log, { precision });
+      lossScale = mixedPrecision(backend, precision, console.log) ? new DynamicLossScale() : undefined;
       if (viewPort !== undefined && dp.rank === 0) {
         fs.mkdirSync(runDir, { recursive: true });
         view = await serveRuns({ runsDir: runDir, port: viewPort });
@@ -160,7 +161,7 @@ export function openRun<S extends Record<string, FlagSpec>>(def: RunDefinition<S
       writeRunStatus(runDir, { state: 'running', pipeline: def.name, backend: ctx.backend.tfBackend, adapter: ctx.backend.adapter ? adapterLine(ctx.backend.adapter) : undefined, ranks: ctx.dp.worldSize, flags: f });
       return {
         [Symbol.dispose]: () => {
-          failedUnlessEnded(runDir, () => (hasCheckpoint(runDir) ? resumeCommand(def.script, runDir) : undefined))[Symbol.dispose]();
+          markFailedUnlessEnded(runDir, () => (hasCheckpoint(runDir) ? resumeCommand(def.script, runDir) : undefined));
           lock();
           void view?.close();
         },
