@@ -15,7 +15,6 @@ import * as assert from 'uvu/assert';
 import { chromium, BrowserContext, Page } from 'playwright-core';
 import { refine } from '../pipelines/refine';
 import { serveRuns, RunsServer } from '../view/server';
-import { writeRunStatus } from '../runtime/run-status';
 
 const CHROMIUM = '/usr/bin/chromium';
 const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
@@ -75,29 +74,30 @@ test('a live refine run in the browser: curves grow while it runs, status turns 
     await page.goto(server.url);
     await page.waitForSelector('#no-runs:not([hidden])');
 
-    // the real run, in this process as a pipeline's --view would serve it: 1 + 15 steps of batch 8 (1250 steps an epoch),
-    // some seconds in which the page, sharing 2 cores with the steps, draws several times
-    const run = refine(['--out', runDir, '--stage2-epochs', '0.0008', '--stage3-epochs', '0.012', '--batch', '8', '--local-views', '2', '--skip-knn', '--log-every', '1']).then(() => {
-      // what the pipeline writes at its end (runtime/run-status.ts)
-      writeRunStatus(runDir, { state: 'finished', pipeline: 'refine' });
-    });
-    run.catch(() => {});
-
-    phase('run started');
+    // the real run, in this process as a pipeline's --view would serve it: 1 + 23 steps of batch 8 (1250 steps an
+    // epoch), stopped after 2 so that the page has it open before it goes on (the steps take both cores, and the
+    // page could otherwise first see the run when it had ended); then resumed while the page watches
+    const args = ['--out', runDir, '--stage2-epochs', '0.0008', '--stage3-epochs', '0.0184', '--batch', '8', '--local-views', '2', '--skip-knn', '--log-every', '1'];
+    await refine([...args, '--max-steps', '2']);
+    phase('run stopped at step 2');
     await page.click('td.run-name[title="refine-live"]', { timeout: 40_000 });
+    await page.waitForFunction(statusIs, 'stopped', { timeout: 20_000 });
+    const run = refine(['--resume', runDir]);
+    run.catch(() => {});
+    phase('run resumed');
     await page.waitForFunction(statusIs, 'running', { timeout: 20_000 });
     await run;
     phase('run finished');
     const rowTimes = fs.readFileSync(path.join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => Date.parse(JSON.parse(l).time));
     const seen = (await page.evaluate(() => window.pointsSeen)) ?? [];
-    // a part of the curve drawn before the last row existed: the page grew while the run went
-    // (how many updates it took depends on how the 2 cores share their time, so that is not asked)
-    const whileRunning = seen.filter((s) => s.at < rowTimes[rowTimes.length - 1] && s.points > 0 && s.points < rowTimes.length);
+    // a part of the curve beyond the stopped run's 2 rows drawn before the last row existed: the page grew while
+    // the run went (how many updates it took depends on how the 2 cores share their time, so that is not asked)
+    const whileRunning = seen.filter((s) => s.at < rowTimes[rowTimes.length - 1] && s.points > 2 && s.points < rowTimes.length);
     assert.ok(whileRunning.length >= 1, `the loss curve gained points while the run wrote rows: ${JSON.stringify(seen)}, rows written at ${JSON.stringify(rowTimes)}`);
     phase(`points drawn before the last row was written: ${whileRunning.map((s) => s.points).join(', ')}`);
     await page.waitForFunction(statusIs, 'finished', { timeout: 5000 });
     const rows = fs.readFileSync(path.join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').length;
-    assert.is(rows, 16, 'the run wrote 16 rows');
+    assert.is(rows, 24, 'the run wrote 24 rows');
     await page.waitForFunction((n) => Number(document.querySelector('[data-panel="loss"]')?.getAttribute('data-points')) === n, rows, { timeout: 3000 });
     // rows appended while the page was open reached it within 2 s of their writing (the row's own time)
     const lagMs = await page.evaluate(() => Number(document.body.dataset.maxRowLagMs));
